@@ -1,0 +1,1 @@
+"""Distributed MNIST image classification on Spark: data, EDA, training, evaluation, prediction, report."""

@@ -1,0 +1,5 @@
+"""The one exception type a user sees as a one-line message (jobs turn it into a non-zero exit)."""
+
+
+class PipelineError(Exception):
+    """A problem with the input, the config or the environment, explained in one line for the user."""

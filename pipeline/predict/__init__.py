@@ -1,0 +1,1 @@
+"""Prediction: distributed batch scoring of any readable input, and of ordinary image files."""

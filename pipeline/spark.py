@@ -1,0 +1,42 @@
+"""The one way to build a SparkSession: every setting comes from `SparkConfig`."""
+from __future__ import annotations
+
+import os
+import shutil
+
+from pyspark.sql import SparkSession
+
+from pipeline.config import SparkConfig
+from pipeline.errors import PipelineError
+
+
+def check_java() -> None:
+    """Fail in one line when no JVM can be found (Spark otherwise dies in a long Py4J traceback)."""
+    java_home = os.environ.get("JAVA_HOME")
+    if java_home and not os.path.exists(os.path.join(java_home, "bin", "java")):
+        raise PipelineError(f"JAVA_HOME={java_home} has no bin/java: install a JDK 17 or fix JAVA_HOME")
+    if not java_home and shutil.which("java") is None:
+        raise PipelineError("Java not found: install a JDK 17 (e.g. openjdk-17-jdk-headless) or set JAVA_HOME")
+
+
+def build_spark_session(cfg: SparkConfig, job_name: str) -> SparkSession:
+    """Get or create the session for `job_name` with the configured master, sizing and options."""
+    check_java()
+    builder = (SparkSession.builder
+               .appName(f"{cfg.app_name}-{job_name}")
+               .config("spark.sql.shuffle.partitions", str(cfg.shuffle_partitions))
+               .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+               .config("spark.ui.enabled", str(cfg.ui_enabled).lower())
+               .config("spark.driver.memory", cfg.driver_memory)
+               .config("spark.sql.parquet.compression.codec", "snappy"))
+    if cfg.master:
+        builder = builder.master(cfg.master)
+    if cfg.master.startswith("local"):
+        # Local mode: never expose the driver or UI beyond this machine.
+        builder = builder.config("spark.driver.host", "127.0.0.1").config("spark.driver.bindAddress", "127.0.0.1")
+        builder = builder.config("spark.ui.host", "127.0.0.1")
+    for key, value in cfg.settings.items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel(cfg.log_level)
+    return spark

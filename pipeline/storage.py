@@ -1,0 +1,113 @@
+"""File I/O at the edges: JSON and text files, existence checks and atomic publication of output folders.
+
+Paths are local paths or Hadoop-style URIs (file://, hdfs://, s3a://); pyarrow's filesystems serve both,
+so every stage writes through here and the same code runs on a laptop and on a cluster.
+"""
+from __future__ import annotations
+
+import json
+import uuid
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+from pyarrow import fs as pafs
+
+
+def filesystem(path: str) -> tuple[pafs.FileSystem, str]:
+    """The pyarrow filesystem serving `path`, and the path as that filesystem names it."""
+    if "://" not in path:
+        return pafs.LocalFileSystem(), path
+    uri = path.replace("s3a://", "s3://", 1)
+    return pafs.FileSystem.from_uri(uri)
+
+
+def exists(path: str) -> bool:
+    fs, p = filesystem(path)
+    return fs.get_file_info(p).type != pafs.FileType.NotFound
+
+
+def makedirs(path: str) -> None:
+    fs, p = filesystem(path)
+    fs.create_dir(p, recursive=True)
+
+
+def remove(path: str) -> None:
+    """Remove a file or folder if present."""
+    fs, p = filesystem(path)
+    info = fs.get_file_info(p)
+    if info.type == pafs.FileType.Directory:
+        fs.delete_dir(p)
+    elif info.type == pafs.FileType.File:
+        fs.delete_file(p)
+
+
+def write_text(path: str, text: str) -> None:
+    """Write `text` to `path` atomically: readers see the old file or the whole new one."""
+    fs, p = filesystem(path)
+    parent = p.rsplit("/", 1)[0]
+    fs.create_dir(parent, recursive=True)
+    tmp = f"{p}.tmp-{uuid.uuid4().hex[:8]}"
+    with fs.open_output_stream(tmp) as out:
+        out.write(text.encode())
+    fs.move(tmp, p)
+
+
+def read_text(path: str) -> str:
+    fs, p = filesystem(path)
+    with fs.open_input_stream(p) as src:
+        return src.read().decode()
+
+
+def write_json(path: str, obj: Any) -> None:
+    write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def read_json(path: str) -> Any:
+    return json.loads(read_text(path))
+
+
+def read_bytes(path: str) -> bytes:
+    fs, p = filesystem(path)
+    with fs.open_input_stream(p) as src:
+        return src.read()
+
+
+def write_bytes(path: str, data: bytes) -> None:
+    fs, p = filesystem(path)
+    fs.create_dir(p.rsplit("/", 1)[0], recursive=True)
+    with fs.open_output_stream(p) as out:
+        out.write(data)
+
+
+@contextmanager
+def publishing(final_path: str) -> Iterator[str]:
+    """Yield a temporary sibling of `final_path` to write into; on success it replaces `final_path` in one move.
+
+    On failure the temporary folder is removed, so a later stage never reads a half-written output.
+    """
+    tmp = f"{final_path.rstrip('/')}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        yield tmp
+    except BaseException:
+        remove(tmp)
+        raise
+    fs, final = filesystem(final_path)
+    _, tmp_p = filesystem(tmp)
+    if fs.get_file_info(final).type != pafs.FileType.NotFound:
+        old = f"{final}.old-{uuid.uuid4().hex[:8]}"
+        fs.move(final, old)
+        fs.move(tmp_p, final)
+        fs.delete_dir(old) if fs.get_file_info(old).type == pafs.FileType.Directory else fs.delete_file(old)
+    else:
+        fs.create_dir(final.rsplit("/", 1)[0], recursive=True)
+        fs.move(tmp_p, final)
+
+
+def is_complete(manifest_path: str, fingerprint: str) -> bool:
+    """True when a stage's manifest exists and was written for the same inputs and config (`fingerprint`)."""
+    if not exists(manifest_path):
+        return False
+    try:
+        return read_json(manifest_path).get("fingerprint") == fingerprint
+    except (ValueError, OSError):
+        return False

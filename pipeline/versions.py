@@ -1,0 +1,38 @@
+"""Versions of the stack, read from the environment (printed by `make setup`, recorded in run manifests)."""
+import subprocess
+import sys
+from importlib import metadata
+
+PACKAGES = ["pyspark", "tensorflow-cpu", "petastorm", "horovod", "numpy", "pyarrow", "pandas"]
+
+
+def package_versions() -> dict[str, str]:
+    """Installed version of each package of the stack, 'not installed' where missing."""
+    versions = {"python": sys.version.split()[0]}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def horovod_frameworks_line() -> str:
+    """The 'Available Frameworks' block of `horovodrun --check-build`, on one line."""
+    out = subprocess.run([sys.executable, "-m", "horovod.runner.launch", "--check-build"],
+                         capture_output=True, text=True).stdout
+    lines = out.splitlines()
+    start = next((i for i, ln in enumerate(lines) if "Available Frameworks" in ln), None)
+    if start is None:
+        return "horovod --check-build: " + (out.strip() or "no output")
+    block = []
+    for ln in lines[start + 1:]:
+        if not ln.strip():
+            break
+        block.append(ln.strip())
+    return "Horovod frameworks: " + ", ".join(block)
+
+
+if __name__ == "__main__":
+    print(horovod_frameworks_line())
+    print("  ".join(f"{k}={v}" for k, v in package_versions().items()))

@@ -1,0 +1,31 @@
+"""Distributed MNIST classification pipeline on Apache Spark, Petastorm and Horovod."""
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+RUNTIME = ["tensorflow-cpu", "pyspark", "petastorm", "horovod", "numpy", "pyarrow", "pandas",
+           "matplotlib", "pillow", "pyyaml", "psutil"]
+DEV = ["pytest", "pytest-timeout", "ruff"]
+
+
+def pinned(names: list[str]) -> list[str]:
+    """Requirement strings for `names`, with the versions from constraints.txt (the one place pins live)."""
+    pins = {}
+    for line in Path(__file__).with_name("constraints.txt").read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if "==" in line:
+            name, version = line.split("==")
+            pins[name.strip().lower()] = version.strip()
+    extras = {"horovod": "horovod[spark]"}
+    return [f"{extras.get(n, n)}=={pins[n]}" for n in names]
+
+
+setup(
+    name="mnist-spark-pipeline",
+    version="0.1.0",
+    description=__doc__,
+    python_requires=">=3.11,<3.12",
+    packages=find_packages(include=["pipeline", "pipeline.*"]),
+    install_requires=pinned(RUNTIME),
+    extras_require={"dev": pinned(DEV)},
+)
