@@ -3,3 +3,7 @@
 
 class PipelineError(Exception):
     """A problem with the input, the config or the environment, explained in one line for the user."""
+
+
+class GateError(PipelineError):
+    """A quality gate failed (e.g. test accuracy below target): outputs are complete, but must not ship."""
