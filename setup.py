@@ -4,7 +4,7 @@ from pathlib import Path
 from setuptools import find_packages, setup
 
 RUNTIME = ["tensorflow-cpu", "pyspark", "petastorm", "horovod", "numpy", "pyarrow", "pandas",
-           "matplotlib", "pillow", "pyyaml", "psutil"]
+           "matplotlib", "pillow", "pyyaml", "psutil", "markdown"]
 DEV = ["pytest", "pytest-timeout", "ruff"]
 
 

@@ -88,6 +88,10 @@ class TrainConfig:
     warmup_epochs: int = 1
     seed: int = 42
     tf_threads_per_worker: int = 1     # intra-op threads; workers x threads should not exceed the cores
+    reader_workers: int = 1            # Petastorm reader threads per worker
+    reader_queue_size: int = 4         # row groups a worker's reader buffers (bounds its memory)
+    stop_after_epochs: int = 0         # end this invocation after N epochs, model left resumable (0: never)
+    start_timeout: int = 180           # seconds Horovod waits for all its Spark tasks to start
 
 
 @dataclass(frozen=True)
@@ -101,6 +105,16 @@ class PredictConfig:
     model: str = "best"                # "best" (from evaluation) or a model name
     batch_size: int = 1024
     skip_unreadable_images: bool = False
+    tf_threads: int = 1                # TF threads per Python worker; Spark runs one worker per core
+    image_decode_batch_size: int = 64  # rows per Arrow batch while decoding image files (raw bytes are large)
+    print_rows: int = 50               # predictions of an image folder printed to stdout (all are written)
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    # The original study's validation accuracies, the yardstick the conclusions compare against.
+    reference_val_accuracy: dict[str, float] = field(default_factory=lambda: {
+        "model_1": 0.975, "model_2": 0.985, "model_3": 0.992})
 
 
 @dataclass(frozen=True)
@@ -114,6 +128,7 @@ class PipelineConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     predict: PredictConfig = field(default_factory=PredictConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -191,12 +206,20 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(raw) - names)
     if unknown:
-        raise PipelineError(f"unknown config key '{prefix}{unknown[0]}'")
+        raise PipelineError(f"unknown config key '{prefix}{_first_leaf(unknown[0], raw[unknown[0]])}'")
     kwargs = {name: _coerce(hints[name], value, f"{prefix}{name}") for name, value in raw.items()}
     try:
         return cls(**kwargs)
     except TypeError as exc:
         raise PipelineError(f"config section '{prefix.rstrip('.') or 'root'}': {exc}") from None
+
+
+def _first_leaf(key: str, value: Any) -> str:
+    """`nosuch.key` rather than `nosuch` for an unknown section: the key exactly as the user wrote it."""
+    while isinstance(value, dict) and len(value) == 1:
+        (child, value), = value.items()
+        key = f"{key}.{child}"
+    return key
 
 
 def _coerce(hint: Any, value: Any, key: str) -> Any:
