@@ -1,0 +1,26 @@
+"""The main job: ingest -> validate -> prepare -> EDA -> train -> evaluate -> predict -> report, in one run."""
+import sys
+
+from pipeline.cli import job_parser, run_job
+from pipeline.layout import Layout
+from pipeline.run import STAGES, run_pipeline
+
+
+def args_parser():
+    parser = job_parser(__doc__)
+    parser.add_argument("--from", dest="from_stage", choices=STAGES, default=None,
+                        help="redo this stage and every later one")
+    return parser
+
+
+def _main(argv=None) -> int:
+    return run_job(args_parser(), argv, "pipeline", lambda spark, cfg, args: run_pipeline(
+        spark, cfg, Layout.from_config(cfg, args.run_id), force=args.force, from_stage=args.from_stage))
+
+
+def main():
+    sys.exit(_main())
+
+
+if __name__ == "__main__":
+    main()
