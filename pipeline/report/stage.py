@@ -1,0 +1,42 @@
+"""Write report.md and a self-contained report.html for a run, from its outputs only."""
+from __future__ import annotations
+
+import logging
+
+from pyspark.sql import SparkSession
+
+from pipeline import storage
+from pipeline.config import PipelineConfig
+from pipeline.layout import Layout
+from pipeline.report import sections
+from pipeline.report.outputs import load_run_outputs
+from pipeline.report.render import markdown_to_html
+
+log = logging.getLogger(__name__)
+
+
+def build_report_markdown(cfg: PipelineConfig, layout: Layout) -> tuple[str, dict[str, str]]:
+    """The report's Markdown and the figures it references (key -> source path)."""
+    out = load_run_outputs(cfg, layout)
+    run_id = layout.run_root.rstrip("/").rsplit("/", 1)[-1]
+    header = (f"# MNIST classification on Spark: run report\n\nRun `{run_id}`, profile `{cfg.profile}`, "
+              f"started {out.run_manifest.get('started', 'n/a')}. Every number below is read from this run's "
+              "outputs.")
+    body = [header, sections.data_section(out), sections.eda_section(out), sections.models_section(out, cfg),
+            sections.prediction_section(out, cfg), sections.structure_section(layout),
+            sections.libraries_section(out), sections.limitations_section(out),
+            sections.conclusions_section(out, cfg), sections.references_section()]
+    return "\n\n".join(body) + "\n", out.figures
+
+
+def run_report(spark: SparkSession, cfg: PipelineConfig, layout: Layout) -> dict:
+    """Copy the figures next to the report, write report.md and report.html (figures embedded)."""
+    md_text, figures = build_report_markdown(cfg, layout)
+    for key, source in figures.items():
+        storage.write_bytes(f"{layout.run_root}/figures/{key}.png", storage.read_bytes(source))
+    storage.write_text(f"{layout.run_root}/report.md", md_text)
+    storage.write_text(f"{layout.run_root}/report.html",
+                       markdown_to_html(md_text, "MNIST on Spark: run report", layout.run_root))
+    log.info("report written: %s/report.md and report.html (%d figures)", layout.run_root, len(figures))
+    return {"report_md": f"{layout.run_root}/report.md", "report_html": f"{layout.run_root}/report.html",
+            "figures": len(figures)}
