@@ -1,0 +1,56 @@
+"""The main job end to end: the quick profile on the bundled MNIST, then a rerun that skips completed stages."""
+import re
+
+import pytest
+
+from pipeline import storage
+from pipeline.layout import Layout
+from pipeline.run import STAGES, run_pipeline
+
+pytestmark = pytest.mark.slow
+
+REPORT_SECTIONS = ["1. Data collection", "2. Exploratory data analysis", "3. Models", "4. Prediction",
+                   "5. Pipeline structure", "6. Libraries and versions", "7. Known limitations and future work",
+                   "8. Conclusions", "9. References and acknowledgements"]
+
+
+@pytest.fixture(scope="module")
+def quick_run(spark, tmp_path_factory):
+    from pipeline.config import load_config
+    root = tmp_path_factory.mktemp("e2e")
+    cfg = load_config(None, "quick", [f"paths.data={root / 'data'}", f"paths.runs={root / 'runs'}",
+                                      f"paths.store={root / 'store'}", "spark.master=local[2]",
+                                      "train.num_workers=2"])
+    layout = Layout.from_config(cfg)
+    first = run_pipeline(spark, cfg, layout)
+    second = run_pipeline(spark, cfg, layout)
+    return cfg, layout, first, second
+
+
+def test_manifest_lists_every_stage_with_durations(quick_run):
+    _, layout, first, _ = quick_run
+    assert [s["stage"] for s in first["stages"]] == list(STAGES)
+    assert all(s["seconds"] >= 0 and not s["skipped"] for s in first["stages"])
+    manifest = storage.read_json(layout.run_manifest)
+    assert manifest["config"]["profile"] == "quick" and manifest["machine"]["cores"] >= 1
+    assert manifest["headline"]["best_model"] in ("model_1", "model_2", "model_3")
+
+
+def test_report_has_every_section_and_no_empty_one(quick_run):
+    _, layout, _, _ = quick_run
+    report = storage.read_text(f"{layout.run_root}/report.md")
+    headings = re.findall(r"^## (.+)$", report, flags=re.M)
+    assert headings == REPORT_SECTIONS
+    for body in re.split(r"^## .+$", report, flags=re.M)[1:]:
+        assert len(body.strip()) > 200
+    for placeholder in ("TODO", "TBD", "lorem", "None%", "nan", "placeholder", "XXX"):
+        assert placeholder not in report
+    html = storage.read_text(f"{layout.run_root}/report.html")
+    assert html.count("data:image/png;base64,") >= 10 and 'src="figures/' not in html
+
+
+def test_rerun_skips_completed_stages(quick_run):
+    _, _, first, second = quick_run
+    skipped = {s["stage"] for s in second["stages"] if s["skipped"]}
+    assert {"ingest", "prepare", "eda", "train", "evaluate"} <= skipped
+    assert second["headline"]["best_test_accuracy"] == first["headline"]["best_test_accuracy"]
