@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 
 from pyspark.sql import SparkSession
 
@@ -22,6 +23,8 @@ def check_java() -> None:
 def build_spark_session(cfg: SparkConfig, job_name: str) -> SparkSession:
     """Get or create the session for `job_name` with the configured master, sizing and options."""
     check_java()
+    # Python workers must run this interpreter (and its venv), not whatever `python3` is first on PATH.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder = (SparkSession.builder
                .appName(f"{cfg.app_name}-{job_name}")
                .config("spark.sql.shuffle.partitions", str(cfg.shuffle_partitions))
