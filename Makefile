@@ -1,5 +1,6 @@
 # Two commands matter: `make run` (the whole pipeline) and `make test`. Both set up .venv on first use.
 SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
 PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -9,10 +10,13 @@ CONSTRAINTS := constraints.txt
 PROFILE ?= full
 CONF ?= conf/local.yaml
 BENCH ?= full
+# This machine's pip config names local package mirrors that may not exist; their warnings are noise.
+QUIET_PIP := 2>&1 | { grep -v "^WARNING: Location 'file:///opt" || true; }
 HOROVOD_FLAGS := HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITH_GLOO=1 HOROVOD_WITHOUT_MPI=1 \
                  HOROVOD_WITHOUT_PYTORCH=1 HOROVOD_WITHOUT_MXNET=1
 
-.PHONY: setup run test test-fast lint bench dist clean check-prereqs
+.PHONY: setup run test test-fast lint bench dist clean check-prereqs cluster-up cluster-down cluster-status \
+        cluster-check cluster-run test-cluster
 
 setup: $(STAMP)
 
@@ -25,10 +29,13 @@ check-prereqs:
 $(STAMP): setup.py $(CONSTRAINTS) | check-prereqs
 	@echo ">> Setting up $(VENV) (first time: about 10 minutes here, mostly the horovod build)"
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -q -c $(CONSTRAINTS) pip setuptools wheel
-	$(PIP) install -q -c $(CONSTRAINTS) tensorflow-cpu numpy "cmake<4"
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(HOROVOD_FLAGS) $(PIP) install -q --no-build-isolation -c $(CONSTRAINTS) "horovod[spark]"
-	$(PIP) install -q -c $(CONSTRAINTS) -e ".[dev]"
+	$(PIP) install -q -c $(CONSTRAINTS) pip setuptools wheel $(QUIET_PIP)
+	@echo ">> TensorFlow first: horovod compiles against it"
+	$(PIP) install -q -c $(CONSTRAINTS) tensorflow-cpu numpy "cmake<4" $(QUIET_PIP)
+	@echo ">> Building horovod with TensorFlow and Gloo (about 4 minutes on 2 cores; pip caches the wheel)"
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(HOROVOD_FLAGS) $(PIP) install -q --no-build-isolation \
+	  -c $(CONSTRAINTS) "horovod[spark]" $(QUIET_PIP)
+	$(PIP) install -q -c $(CONSTRAINTS) -e ".[dev]" $(QUIET_PIP)
 	@touch $(STAMP)
 	@$(PY) -m pipeline.versions
 
@@ -44,11 +51,39 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/run.py --mode $(BENCH)
 
-# The artefact shipped to executors with --py-files on a real cluster.
+# The artefact shipped to executors with --py-files on a real cluster (the package only: conf/ and data/ are
+# read by the driver from the directory spark-submit runs in).
 dist: $(STAMP)
 	@mkdir -p dist && rm -f dist/pipeline.zip
-	zip -qr dist/pipeline.zip pipeline -x '*__pycache__*'
+	zip -qr dist/pipeline.zip pipeline -x '*__pycache__*' '*.pyc'
 	@echo "built dist/pipeline.zip"
+
+# A Spark standalone cluster on this machine: a master and two 1-core workers on 127.0.0.1, state in cluster/.
+# Ports: CLUSTER_MASTER_PORT (7077), CLUSTER_MASTER_UI_PORT (8080), CLUSTER_WORKER_UI_PORT (8081, 8082).
+CLUSTER_MASTER := spark://127.0.0.1:$(or $(CLUSTER_MASTER_PORT),7077)
+# The driver's Python is also the executors' (spark.pyspark.python): here the venv stands for a packed env.
+SPARK_SUBMIT := PYSPARK_PYTHON=$(CURDIR)/$(PY) $(VENV)/bin/spark-submit --master $(CLUSTER_MASTER) \
+                --py-files dist/pipeline.zip
+
+cluster-up: $(STAMP)
+	@$(PY) scripts/cluster.py up
+
+cluster-down:
+	@$(PY) scripts/cluster.py down
+
+cluster-status:
+	@$(PY) scripts/cluster.py status
+
+# Executors reachable, the package shipped, a 2-rank Horovod allreduce with one rank on each worker.
+cluster-check: dist
+	$(SPARK_SUBMIT) scripts/cluster_check.py --ranks 2
+
+# The whole pipeline on the loopback cluster: make cluster-up && make cluster-run PROFILE=quick && make cluster-down
+cluster-run: dist
+	$(SPARK_SUBMIT) jobs/run_pipeline.py --conf conf/cluster-local.yaml --profile $(PROFILE) $(ARGS)
+
+test-cluster: $(STAMP)
+	$(PY) -m pytest tests/test_cluster.py $(ARGS)
 
 clean:
 	rm -rf runs output dist spark-warehouse metastore_db .pytest_cache .ruff_cache

@@ -17,7 +17,15 @@ import yaml
 
 from pipeline.errors import PipelineError
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+
+def _repo_root() -> Path:
+    """The checkout holding conf/ and data/. Imported from dist/pipeline.zip (spark-submit --py-files) the
+    package sits inside a file: the checkout is then the directory the job was submitted from."""
+    root = Path(__file__).resolve().parent.parent
+    return root if root.is_dir() else Path.cwd()
+
+
+REPO_ROOT = _repo_root()
 PROFILES_DIR = REPO_ROOT / "conf" / "profiles"
 
 
