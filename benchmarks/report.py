@@ -1,0 +1,211 @@
+"""From the results dict of one `make bench` run to what is committed: the JSON, a Markdown table of every
+comparison with its ratio and goal, and the scaling plot (seconds and driver memory vs N, both sides)."""
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+GOALS = {"training": 1.1, "reader": 5.0, "data": 2.0, "prediction": 1.5}
+
+
+def _median(values) -> float | None:
+    values = [v for v in values or [] if v is not None]
+    return statistics.median(values) if values else None
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return a / b if a is not None and b else None
+
+
+def _row(benchmark: str, ours, baseline, ratio: float | None, goal: str = "", met: bool | None = None,
+         unit: str = "") -> dict:
+    return {"benchmark": benchmark, "ours": ours, "baseline": baseline, "unit": unit, "ratio": ratio,
+            "goal": goal, "met": met}
+
+
+def training_rows(training: dict) -> list[dict]:
+    """Seconds per epoch (median over epochs) and test accuracy: pipeline 2 workers vs model.fit; 1 vs 2."""
+    rows = []
+    for model, sides in training.items():
+        two, one, base = (sides.get(k) or {} for k in ("pipeline_2_workers", "pipeline_1_worker", "numpy_fit"))
+        t2, t1, tb = (_median(s.get("epoch_seconds")) for s in (two, one, base))
+        ratio = _ratio(t2, tb)
+        rows.append(_row(f"{model}: s/epoch, 2 workers vs model.fit", t2, tb, ratio, f"<= {GOALS['training']}x",
+                         None if ratio is None else ratio <= GOALS["training"], "s"))
+        rows.append(_row(f"{model}: s/epoch, 1 worker vs 2 workers", t1, t2, _ratio(t1, t2), unit="s"))
+        a2, ab = two.get("test_accuracy"), base.get("test_accuracy")
+        gap = None if a2 is None or ab is None else a2 - ab
+        rows.append(_row(f"{model}: test accuracy (same epochs), 2 workers vs model.fit", a2, ab, None,
+                         "equal (within 0.005)", None if gap is None else gap >= -0.005))
+    return rows
+
+
+def consumption_per_worker(train_record: dict) -> float | None:
+    """Samples/s one worker consumes in training: its steps x batch per epoch over the epoch's seconds
+    (validation included, so this slightly understates the rate during fit)."""
+    seconds = _median(train_record.get("epoch_seconds"))
+    workers, batch, rows = (train_record.get(k) for k in ("num_workers", "batch_size_per_worker", "train_rows"))
+    if not (seconds and workers and batch and rows):
+        return None
+    return max(1, rows // (batch * workers)) * batch / seconds
+
+
+def input_rows(inputs: dict, training: dict) -> list[dict]:
+    if not inputs:
+        return []
+    reader = (inputs.get("reader") or {}).get("tf_data", {}).get("samples_per_second")
+    raw = (inputs.get("reader") or {}).get("row_groups", {}).get("samples_per_second")
+    consumed = consumption_per_worker((training.get("model_3") or {}).get("pipeline_2_workers") or {})
+    numpy = (inputs.get("tfdata_numpy") or {}).get("samples_per_second")
+    ratio = _ratio(reader, consumed)
+    return [_row("reader (as training reads it) vs model_3 consumption per worker", reader, consumed, ratio,
+                 f">= {GOALS['reader']}x", None if ratio is None else ratio >= GOALS["reader"], "samples/s"),
+            _row("Petastorm row groups alone vs tf.data from NumPy", raw, numpy, _ratio(raw, numpy),
+                 unit="samples/s"),
+            _row("reader as training reads it vs tf.data from NumPy", reader, numpy, _ratio(reader, numpy),
+                 unit="samples/s")]
+
+
+def data_rows(sizes: list[dict]) -> list[dict]:
+    """Images/s of ingest + prepare vs the NumPy + PyArrow conversion; the goal applies to the largest N."""
+    rows, largest = [], max((s["n"] for s in sizes), default=None)
+    for size in sizes:
+        n, ours, base = size["n"], (size.get("stage") or {}).get("median_seconds"), \
+            (size.get("baseline") or {}).get("median_seconds")
+        ratio = _ratio(ours, base)
+        goal = f"<= {GOALS['data']}x" if n == largest else ""
+        rows.append(_row(f"ingest+prepare, {n:,} images: images/s", _ratio(n, ours), _ratio(n, base), ratio, goal,
+                         None if ratio is None or not goal else ratio <= GOALS["data"], "images/s"))
+    return rows
+
+
+def prediction_rows(prediction: dict) -> list[dict]:
+    rows = []
+    for name, sides in prediction.items():
+        ours, base = (sides.get("stage") or {}).get("images_per_second"), \
+            (sides.get("numpy") or {}).get("images_per_second")
+        ratio = _ratio(base, ours)   # time ratio: how many times longer the stage takes
+        rows.append(_row(f"predict {name}: images/s, stage vs model.predict", ours, base, ratio,
+                         f"<= {GOALS['prediction']}x", None if ratio is None else ratio <= GOALS["prediction"],
+                         "images/s"))
+    return rows
+
+
+def summary_rows(results: dict) -> list[dict]:
+    """Every comparison as one row: ours, baseline, ratio (as the goal states it), goal, met."""
+    training = results.get("training") or {}
+    return [*training_rows(training), *input_rows(results.get("input_pipeline") or {}, training),
+            *data_rows(results.get("data") or []), *prediction_rows(results.get("prediction") or {})]
+
+
+def scaling_rows(sizes: list[dict]) -> list[dict]:
+    """Per N: seconds of both sides, bytes per image and the driver's peak memory during each stage."""
+    rows = []
+    for size in sizes:
+        n, stage, base = size["n"], size.get("stage") or {}, size.get("baseline") or {}
+        runs = stage.get("runs") or []
+        peak = {part: _peak(r.get(part, {}).get("peak_driver_python_mb") for r in runs)
+                for part in ("ingest", "prepare")}
+        jvm = _peak(r.get(part, {}).get("peak_jvm_mb") for r in runs for part in ("ingest", "prepare"))
+        bytes_ = stage.get("bytes") or {}
+        rows.append({"n": n, "source": size.get("source"), "stage_seconds": stage.get("median_seconds"),
+                     "baseline_seconds": base.get("median_seconds"),
+                     "raw_bytes_per_image": _ratio(bytes_.get("raw"), n),
+                     "curated_bytes_per_image": _ratio(bytes_.get("curated"), n),
+                     "input_bytes_per_image": _ratio(bytes_.get("input"), n),
+                     "peak_driver_python_mb_ingest": peak["ingest"], "peak_driver_python_mb_prepare": peak["prepare"],
+                     "peak_jvm_mb": jvm,
+                     "baseline_peak_python_mb": _peak(r.get("peak_driver_python_mb") for r in base.get("runs") or [])})
+    return rows
+
+
+def _peak(values) -> float | None:
+    values = [v for v in values if v is not None]
+    return max(values) if values else None
+
+
+def _fmt(value, digits: int = 3) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        if abs(value) >= 1000:
+            return f"{value:,.0f}"
+        return f"{value:.0f}" if abs(value) >= 100 else f"{value:.{digits}g}"
+    return str(value)
+
+
+def markdown(results: dict) -> str:
+    """The committed table: machine and load first, then every comparison, then the scaling table."""
+    machine = results.get("machine") or {}
+    lines = [f"# Benchmark results ({results.get('mode')} mode)", "",
+             f"Run {results.get('started_at')} to {results.get('finished_at')}, {_fmt(results.get('wall_seconds'))} s; "
+             f"{machine.get('logical_cores')} cores, {machine.get('memory_gb')} GiB; load average "
+             f"{results.get('load_at_start')} at start, {results.get('load_at_end')} at end (other work shared "
+             "the CPU when load > cores). Versions: "
+             + ", ".join(f"{k} {v}" for k, v in (machine.get("versions") or {}).items()) + ".", "",
+             "Ratio: ours/baseline for time, reader/consumption for the input pipeline, baseline/ours images/s "
+             "for prediction (how many times slower the stage is).", "",
+             "| benchmark | ours | baseline | unit | ratio | goal | met |", "|---|---:|---:|---|---:|---|---|"]
+    for r in summary_rows(results):
+        lines.append(f"| {r['benchmark']} | {_fmt(r['ours'])} | {_fmt(r['baseline'])} | {r['unit']} | "
+                     f"{_fmt(r['ratio'])} | {r['goal']} | {_fmt(r['met']) if r['goal'] else ''} |")
+    lines += ["", "## Ingest + prepare as N grows", "",
+              "| N | source | stage s | NumPy+PyArrow s | ratio | input B/img | raw B/img | curated B/img | "
+              "driver Python peak MB (ingest / prepare) | JVM peak MB | baseline peak MB |",
+              "|---:|---|---:|---:|---:|---:|---:|---:|---|---:|---:|"]
+    for r in scaling_rows(results.get("data") or []):
+        lines.append(f"| {r['n']:,} | {r['source']} | {_fmt(r['stage_seconds'])} | {_fmt(r['baseline_seconds'])} | "
+                     f"{_fmt(_ratio(r['stage_seconds'], r['baseline_seconds']))} | "
+                     f"{_fmt(r['input_bytes_per_image'])} | {_fmt(r['raw_bytes_per_image'])} | "
+                     f"{_fmt(r['curated_bytes_per_image'])} | {_fmt(r['peak_driver_python_mb_ingest'])} / "
+                     f"{_fmt(r['peak_driver_python_mb_prepare'])} | {_fmt(r['peak_jvm_mb'])} | "
+                     f"{_fmt(r['baseline_peak_python_mb'])} |")
+    for note in results.get("notes") or []:
+        lines += ["", f"- {note}"]
+    for error in results.get("errors") or []:
+        lines += ["", f"- ERROR {error.get('task')}: {error.get('error')}"]
+    return "\n".join(lines) + "\n"
+
+
+def scaling_plot(sizes: list[dict], path: str | Path) -> None:
+    """Seconds vs N for both sides (left) and the driver's peak memory vs N (right), log-log."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    rows = [r for r in scaling_rows(sizes) if r["stage_seconds"] or r["baseline_seconds"]]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    ns = [r["n"] for r in rows]
+    for key, label in (("stage_seconds", "Spark ingest + prepare"), ("baseline_seconds", "NumPy + PyArrow, 1 process")):
+        left.plot(ns, [r[key] for r in rows], marker="o", label=label)
+    left.set(xscale="log", yscale="log", xlabel="images (N)", ylabel="seconds", title="Raw IDX -> curated Parquet")
+    for key, label in (("peak_driver_python_mb_ingest", "driver Python, ingest"),
+                       ("peak_driver_python_mb_prepare", "driver Python, prepare"),
+                       ("peak_jvm_mb", "driver JVM (local mode: also executors)"),
+                       ("baseline_peak_python_mb", "NumPy + PyArrow process")):
+        right.plot(ns, [r[key] for r in rows], marker="o", label=label)
+    right.set(xscale="log", xlabel="images (N)", ylabel="peak RSS (MB)", title="Peak memory vs N")
+    for ax in (left, right):
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def write_all(results: dict, out_dir: str | Path, stem: str) -> dict[str, str]:
+    """<stem>.json, <stem>.md and (with data sizes) <stem>-scaling.png under `out_dir`; their paths."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out_dir / f"{stem}.json", "markdown": out_dir / f"{stem}.md"}
+    results = {**results, "summary": summary_rows(results), "scaling": scaling_rows(results.get("data") or [])}
+    paths["json"].write_text(json.dumps(results, indent=1, default=str))
+    paths["markdown"].write_text(markdown(results))
+    if results.get("data"):
+        paths["plot"] = out_dir / f"{stem}-scaling.png"
+        scaling_plot(results["data"], paths["plot"])
+    return {k: str(v) for k, v in paths.items()}

@@ -1,0 +1,230 @@
+"""`make bench`: every stage next to the simplest single-process alternative, on the same machine, in one
+invocation; results JSON, Markdown table and scaling plot in benchmarks/results/.
+
+Each measurement runs in a fresh process (benchmarks/tasks.py) so TensorFlow, Horovod and the Spark JVM start
+clean and memory is sampled per stage. Modes: `full` (the reported numbers, under 45 minutes on 2 cores) and
+`quick` (tiny sizes, one epoch on the quick profile's 5% subset, a few minutes). A failed task is recorded and
+the rest goes on, so a partial run still reports.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:          # `python benchmarks/run.py` puts benchmarks/, not the repo, on the path
+    sys.path.insert(0, str(REPO))
+
+from benchmarks import generate_idx, report  # noqa: E402
+from benchmarks.measure import load_average, machine  # noqa: E402
+
+log = logging.getLogger("benchmarks")
+
+
+@dataclass(frozen=True)
+class Plan:
+    profile: str                        # config profile of the training, reader and prediction benchmarks
+    data_repeats: int                   # ingest + prepare repeats at the bundled 70,000 (medians of these)
+    bundled_data: bool                  # measure ingest + prepare on the bundled 70,000 too
+    generated_sizes: tuple[int, ...]    # N of the generated sets, each measured once per side
+    epochs: dict[str, dict[str, int]] = field(default_factory=dict)   # model -> side -> epochs
+    reader_samples: int = 20_000
+    repeats: int = 3                    # cheap measurements: reader, tf.data, prediction over the test set
+    predict_models: tuple[str, ...] = ("model_1", "model_3")
+    budget_minutes: float = 45.0
+
+
+PLANS = {
+    "full": Plan(profile="full", data_repeats=3, bundled_data=True, generated_sizes=(700_000, 2_000_000),
+                 epochs={"model_1": {"pipeline_2_workers": 3, "pipeline_1_worker": 2, "numpy_fit": 3},
+                         "model_3": {"pipeline_2_workers": 2, "pipeline_1_worker": 1, "numpy_fit": 2}}),
+    "quick": Plan(profile="quick", data_repeats=1, bundled_data=False, generated_sizes=(7_000, 21_000),
+                  epochs={"model_1": {"pipeline_2_workers": 1, "pipeline_1_worker": 1, "numpy_fit": 1},
+                          "model_3": {"pipeline_2_workers": 1, "pipeline_1_worker": 1, "numpy_fit": 1}},
+                  reader_samples=2_000, repeats=2, budget_minutes=10.0),
+}
+SEED = 0
+WORKER_THREADS = {"pipeline_2_workers": (2, 1), "pipeline_1_worker": (1, 2)}   # workers, TF threads each
+
+
+class Bench:
+    """One invocation: runs tasks in subprocesses, keeps the results dict, rewrites the outputs as it goes."""
+
+    def __init__(self, mode: str, root: Path, out_dir: Path) -> None:
+        self.mode, self.plan, self.root, self.out_dir = mode, PLANS[mode], root, out_dir
+        self.started = time.time()
+        self.results: dict = {"mode": mode, "started_at": _now(), "load_at_start": load_average(),
+                              "budget_minutes": self.plan.budget_minutes, "plan": self.plan.__dict__,
+                              "machine": machine(), "training": {}, "input_pipeline": {}, "data": [],
+                              "prediction": {}, "notes": [], "errors": []}
+        (root / "logs").mkdir(parents=True, exist_ok=True)
+
+    def elapsed_minutes(self) -> float:
+        return (time.time() - self.started) / 60
+
+    def task(self, name: str, label: str, **kwargs) -> dict | None:
+        """benchmarks.tasks NAME in a fresh process; None (and an error recorded) when it fails."""
+        out, logfile = self.root / "logs" / f"{label}.json", self.root / "logs" / f"{label}.log"
+        out.unlink(missing_ok=True)
+        log.info("[%5.1f min] %s", self.elapsed_minutes(), label)
+        env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+               "TF_CPP_MIN_LOG_LEVEL": "2"}
+        with open(logfile, "w") as sink:
+            code = subprocess.run([sys.executable, "-m", "benchmarks.tasks", name, json.dumps(kwargs), str(out)],
+                                  cwd=REPO, env=env, stdout=sink, stderr=subprocess.STDOUT).returncode
+        if code != 0 or not out.exists():
+            tail = logfile.read_text().strip().splitlines()[-3:]
+            self.results["errors"].append({"task": label, "error": " | ".join(tail), "log": str(logfile)})
+            log.error("%s failed (exit %s); log: %s", label, code, logfile)
+            return None
+        return json.loads(out.read_text())
+
+    def save(self) -> dict[str, str]:
+        self.results.update(finished_at=_now(), wall_seconds=round(time.time() - self.started, 1),
+                            load_at_end=load_average())
+        return report.write_all(self.results, self.out_dir, f"bench-{self.mode}")
+
+
+def bench_data_size(bench: Bench, n: int, source: str, input_dir: str, repeats: int) -> dict:
+    """3: ingest + prepare (stage) and the NumPy + PyArrow conversion of the same files."""
+    entry = {"n": n, "source": source, "input_dir": input_dir}
+    entry["stage"] = bench.task("data_stages", f"data-{n}", root=str(bench.root), profile="full",
+                                input_dir=input_dir, repeats=repeats)
+    entry["baseline"] = bench.task("baseline_convert", f"convert-{n}", root=str(bench.root), input_dir=input_dir,
+                                   repeats=repeats, row_group_rows=2000)
+    bench.results["data"].append(entry)
+    bench.save()
+    return entry
+
+
+def bench_training(bench: Bench) -> None:
+    """1: per model, the pipeline on 2 workers and on 1, and model.fit on NumPy, same curated data."""
+    plan = bench.plan
+    for model, sides in plan.epochs.items():
+        result = bench.results["training"].setdefault(model, {})
+        for side, epochs in sides.items():
+            if side == "numpy_fit":
+                result[side] = bench.task("train_numpy", f"train-{model}-numpy", root=str(bench.root),
+                                          profile=plan.profile, model=model, epochs=epochs)
+            else:
+                workers, threads = WORKER_THREADS[side]
+                result[side] = bench.task("train_pipeline", f"train-{model}-{workers}w", root=str(bench.root),
+                                          profile=plan.profile, model=model, workers=workers, epochs=epochs,
+                                          tf_threads=threads, run_id=f"bench-{plan.profile}-{workers}w")
+            bench.save()
+
+
+def bench_input_pipeline(bench: Bench) -> None:
+    """2: one Petastorm reader as a worker opens it, and tf.data from NumPy."""
+    plan, section = bench.plan, bench.results["input_pipeline"]
+    section["reader"] = bench.task("reader_throughput", "reader", root=str(bench.root), profile=plan.profile,
+                                   samples=plan.reader_samples, repeats=plan.repeats)
+    section["tfdata_numpy"] = bench.task("tfdata_numpy", "tfdata-numpy", root=str(bench.root),
+                                         profile=plan.profile, samples=plan.reader_samples, repeats=plan.repeats)
+    bench.save()
+
+
+def bench_prediction(bench: Bench, name: str, model: str, parquet: str | None, profile: str, repeats: int) -> None:
+    """4: the prediction stage vs in-process model.predict over the same images, with the benchmark's model."""
+    trained = (bench.results["training"].get(model) or {}).get("pipeline_2_workers") or {}
+    if not trained.get("model_path"):
+        bench.results["notes"].append(f"prediction '{name}' skipped: no trained {model} from the training benchmark")
+        return
+    stage = bench.task("predict_stage", f"predict-{name}", root=str(bench.root), profile=profile,
+                       model_path=trained["model_path"], input_path=parquet, repeats=repeats,
+                       run_id=f"bench-{profile}-2w")
+    numpy = bench.task("predict_numpy", f"predict-{name}-numpy", root=str(bench.root), profile=profile,
+                       model_path=trained["model_path"], parquet_path=parquet, repeats=repeats, batch_size=1024)
+    bench.results["prediction"][name] = {"model": model, "input": parquet or "curated test set",
+                                         "stage": stage, "numpy": numpy}
+    bench.save()
+
+
+def bench_generated(bench: Bench) -> dict | None:
+    """3 at growing N, each only when its projected time fits the budget; the largest measured entry."""
+    largest = None
+    for n in bench.plan.generated_sizes:
+        projected = _projected_minutes(bench.results["data"], n)
+        remaining = bench.plan.budget_minutes - bench.elapsed_minutes()
+        if projected is not None and projected > remaining:
+            bench.results["notes"].append(
+                f"N={n:,} skipped: projected {projected:.1f} min (linear in N from the last size) exceeds the "
+                f"{remaining:.1f} min left of the {bench.plan.budget_minutes:.0f}-minute budget")
+            continue
+        folder = bench.root / "generated" / f"n{n}"
+        if not generate_idx.is_complete(folder, n):
+            log.info("[%5.1f min] generating %d images", bench.elapsed_minutes(), n)
+            info = generate_idx.generate(REPO / "data" / "mnist", folder, n, SEED)
+            bench.results.setdefault("generation", []).append(info)
+        entry = bench_data_size(bench, n, "generated", str(folder), 1)
+        largest = entry if entry.get("stage") else largest
+    return largest
+
+
+def _projected_minutes(sizes: list[dict], n: int) -> float | None:
+    """Minutes both sides (and generation) would take at N, scaled linearly from the last measured size, plus
+    the prediction over its test split (about a seventh of N, estimated at the same rate) and 20% margin."""
+    measured = [s for s in sizes if (s.get("stage") or {}).get("median_seconds")]
+    if not measured:
+        return None
+    last = measured[-1]
+    per_image = (last["stage"]["median_seconds"] + ((last.get("baseline") or {}).get("median_seconds") or 0)
+                 ) / last["n"] + 0.4 / 1000        # generation: about 0.4 s per 1,000 images here
+    return 1.2 * per_image * n * (1 + 1 / 7) / 60
+
+
+def run(mode: str, root: Path, out_dir: Path) -> dict[str, str]:
+    bench = Bench(mode, root, out_dir)
+    plan = bench.plan
+    if plan.bundled_data:
+        bench_data_size(bench, 70_000, "bundled MNIST (gzip IDX)", str(REPO / "data" / "mnist"), plan.data_repeats)
+    bench_training(bench)
+    bench_input_pipeline(bench)
+    for model in plan.predict_models:
+        bench_prediction(bench, f"test set, {model}", model, None, plan.profile, plan.repeats)
+    largest = bench_generated(bench)
+    if largest is not None:
+        test_split = f"{largest['stage']['curated_root']}/test"
+        bench_prediction(bench, f"generated N={largest['n']:,} test split, model_1", "model_1", test_split,
+                         plan.profile, 1)
+    paths = bench.save()
+    log.info("done in %.1f min: %s", bench.elapsed_minutes(), ", ".join(paths.values()))
+    print(report.markdown(json.loads(Path(paths["json"]).read_text())))
+    return paths
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mode", choices=sorted(PLANS), default="full")
+    parser.add_argument("--root", default=str(REPO / "output" / "bench"),
+                        help="scratch folder for data, models and logs (git-ignored)")
+    parser.add_argument("--out", default=str(REPO / "benchmarks" / "results"), help="where the results go")
+    return parser
+
+
+def _main(argv: list[str] | None = None) -> int:
+    args = args_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
+    root = Path(args.root) / args.mode
+    run(args.mode, root, Path(args.out))
+    return 0
+
+
+def main() -> None:
+    sys.exit(_main())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,252 @@
+"""One measurement per function, each run by `run.py` in a fresh process (`python -m benchmarks.tasks NAME
+ARGS_JSON OUT_JSON`): TensorFlow, Horovod and the Spark JVM start clean every time, and the driver memory
+sampled is that of one stage alone. Stage sides call the stages' public functions; baseline sides call
+benchmarks.baselines.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from benchmarks import baselines
+from benchmarks.generate_idx import FILES
+from benchmarks.measure import bytes_under, measured
+
+log = logging.getLogger("benchmarks")
+REPO = Path(__file__).resolve().parent.parent
+
+
+# ---- config and session: one bench root holding data, runs and store ----
+
+def bench_config(root: str, profile: str, input_dir: str | None = None, overrides: tuple[str, ...] = ()):
+    """conf/local.yaml with the profile, outputs under `root`, Spark on local[2]; generated (plain) IDX names
+    when `input_dir` is a generated set."""
+    from pipeline.config import load_config
+    sets = [f"paths.data={root}/data", f"paths.runs={root}/runs", f"paths.store={root}/store",
+            "spark.master=local[2]", "spark.log_level=ERROR"]
+    if input_dir is not None:
+        sets.append(f"paths.input={input_dir}")
+        if (Path(input_dir) / FILES["train"][0]).exists():
+            sets += ["data.format=idx", f"data.train_images={FILES['train'][0]}",
+                     f"data.train_labels={FILES['train'][1]}", f"data.test_images={FILES['test'][0]}",
+                     f"data.test_labels={FILES['test'][1]}"]
+    return load_config(REPO / "conf" / "local.yaml", profile, [*sets, *overrides])
+
+
+def _session(cfg, name: str):
+    from pipeline.spark import build_spark_session
+    return build_spark_session(cfg.spark, f"bench-{name}")
+
+
+def _layout(cfg, run_id: str | None = None):
+    from pipeline.layout import Layout
+    return Layout.from_config(cfg, run_id)
+
+
+def _ensure_curated(spark, cfg, layout) -> None:
+    """The curated data the benchmark reads; the stages skip when it is already complete."""
+    from pipeline.data.ingest import run_ingest
+    from pipeline.data.prepare import run_prepare
+    run_ingest(spark, cfg, layout)
+    run_prepare(spark, cfg, layout)
+
+
+# ---- 3 and 5: ingest + prepare, bytes, driver memory ----
+
+def data_stages(root: str, profile: str, input_dir: str, repeats: int) -> dict:
+    """run_ingest then run_prepare (force) `repeats` times over the IDX files in `input_dir`."""
+    from pipeline.data.ingest import run_ingest
+    from pipeline.data.prepare import run_prepare
+    cfg = bench_config(root, profile, input_dir)
+    layout, spark = _layout(cfg), _session(cfg, "data")
+    runs = []
+    try:
+        for _ in range(repeats):
+            ingest, prepare = {}, {}
+            with measured(ingest):
+                ingest["summary"] = run_ingest(spark, cfg, layout, force=True)
+            with measured(prepare):
+                prepare["summary"] = run_prepare(spark, cfg, layout, force=True)
+            runs.append({"ingest": ingest, "prepare": prepare,
+                         "seconds": round(ingest["seconds"] + prepare["seconds"], 3)})
+    finally:
+        spark.stop()
+    curated = {split: bytes_under(layout.curated(split)) for split in ("train", "validation", "test")}
+    return {"runs": runs, "median_seconds": statistics.median(r["seconds"] for r in runs),
+            "bytes": {"input": bytes_under(input_dir), "raw": bytes_under(layout.raw),
+                      "curated": sum(curated.values()), "curated_by_split": curated},
+            "curated_root": layout.curated_root}
+
+
+def baseline_convert(root: str, input_dir: str, repeats: int, row_group_rows: int) -> dict:
+    """The single-process NumPy + PyArrow conversion of the same files, `repeats` times."""
+    import shutil
+    out = Path(root) / "baseline-convert" / Path(input_dir).name
+    runs = []
+    for _ in range(repeats):
+        shutil.rmtree(out, ignore_errors=True)
+        record: dict = {}
+        with measured(record):
+            record["counts"] = baselines.convert_numpy_pyarrow(input_dir, out, row_group_rows)
+        runs.append(record)
+    return {"runs": runs, "median_seconds": statistics.median(r["seconds"] for r in runs),
+            "bytes": {"raw": bytes_under(out / "raw"),
+                      "curated": sum(bytes_under(out / s) for s in ("train", "validation", "test"))}}
+
+
+# ---- 1: training ----
+
+def train_pipeline(root: str, profile: str, model: str, workers: int, epochs: int, tf_threads: int,
+                   run_id: str) -> dict:
+    """run_training for one model on `workers` Horovod workers; seconds per epoch from its history.json and
+    test accuracy of its model.keras, computed the same way as the baseline's."""
+    from pipeline import storage
+    from pipeline.train.stage import run_training
+    cfg = bench_config(root, profile, overrides=(f"train.num_workers={workers}", f"train.models.{model}.epochs="
+                                                 f"{epochs}", f"train.tf_threads_per_worker={tf_threads}"))
+    layout, spark = _layout(cfg, run_id), _session(cfg, "train")
+    record: dict = {}
+    try:
+        _ensure_curated(spark, cfg, layout)
+        with measured(record):
+            record["summary"] = run_training(spark, cfg, layout, model=model, force=True)
+    finally:
+        spark.stop()
+    history = storage.read_json(f"{layout.model_dir(model)}/history.json")
+    test = baselines.load_curated(layout.curated("test"))
+    epoch_seconds = [e["seconds"] for e in history["epochs"]]
+    return {**record, "epoch_seconds": epoch_seconds, "total_seconds": history.get("total_seconds"),
+            "train_rows": _count(layout, "train"), "batch_size_per_worker": history["batch_size_per_worker"],
+            "num_workers": history["num_workers"], "tf_threads_per_worker": tf_threads,
+            "val_accuracy": [e["val_accuracy"] for e in history["epochs"]],
+            "peak_rss_mb_per_worker": history.get("peak_rss_mb_per_worker"),
+            "model_path": f"{layout.model_dir(model)}/model.keras",
+            **baselines.evaluate_saved(f"{layout.model_dir(model)}/model.keras", test)}
+
+
+def train_numpy(root: str, profile: str, model: str, epochs: int) -> dict:
+    """The single-process model.fit on the same curated splits, loaded whole into NumPy first (not timed)."""
+    layout = _layout(bench_config(root, profile))
+    splits = {s: baselines.load_curated(layout.curated(s)) for s in ("train", "validation", "test")}
+    record: dict = {}
+    with measured(record):
+        record.update(baselines.fit_numpy(model, splits["train"], splits["validation"], splits["test"], epochs))
+    return record
+
+
+def _count(layout, split: str) -> int:
+    from pipeline import storage
+    return int(storage.read_json(layout.curated_manifest)["counts"][split])
+
+
+# ---- 2: input pipeline ----
+
+def reader_throughput(root: str, profile: str, samples: int, repeats: int) -> dict:
+    """Samples/s of one Petastorm reader exactly as a training worker opens it (rank 0 of the configured
+    workers, the train config's pool, queue and TF threads): raw row groups, cut into batches, and through
+    the tf.data wrapper Keras consumes."""
+    import tensorflow as tf
+
+    from pipeline.train.inputs import open_shard, rebatch, training_dataset
+    from pipeline.train.params import build_params
+    cfg = bench_config(root, profile, overrides=("train.num_workers=2",))
+    layout = _layout(cfg)
+    tf.config.threading.set_intra_op_parallelism_threads(cfg.train.tf_threads_per_worker)
+    tf.config.threading.set_inter_op_parallelism_threads(cfg.train.tf_threads_per_worker)
+    counts = {s: _count(layout, s) for s in ("train", "validation")}
+    params = build_params(cfg, layout, "model_3", counts, 2, 0, "bench")
+    stages = {"row_groups": lambda reader: _rows_of(iter(reader)),
+              "batches": lambda reader: rebatch(iter(reader), params.batch_size, drop_remainder=True),
+              "tf_data": lambda reader: iter(training_dataset(reader, params.batch_size))}
+    result = {"reader_config": {"workers_count": params.reader_workers, "results_queue_size":
+                                params.reader_queue_size, "shard": "0 of 2", "batch_size": params.batch_size,
+                                "tf_threads": cfg.train.tf_threads_per_worker}}
+    for name, make in stages.items():
+        runs = []
+        for _ in range(repeats):
+            with open_shard(params.train_url, params, rank=0, size=2, repeat=True) as reader:
+                runs.append(baselines._drain(make(reader), params.batch_size, samples))
+        result[name] = {"runs": runs, "samples_per_second": statistics.median(r["samples_per_second"]
+                                                                               for r in runs)}
+    return result
+
+
+def _rows_of(row_groups):
+    """Row groups re-counted as batches of rows so `_drain` measures them with the same yardstick."""
+    for group in row_groups:
+        for _ in range(len(group.label) // 32):
+            yield None
+
+
+def tfdata_numpy(root: str, profile: str, samples: int, repeats: int) -> dict:
+    layout = _layout(bench_config(root, profile))
+    x, y = baselines.load_curated(layout.curated("train"))
+    runs = [baselines.tfdata_throughput(x, y, 32, samples) for _ in range(repeats)]
+    return {"runs": runs, "samples_per_second": statistics.median(r["samples_per_second"] for r in runs)}
+
+
+# ---- 4: batch prediction ----
+
+def predict_stage(root: str, profile: str, model_path: str, input_path: str | None, repeats: int,
+                  run_id: str) -> dict:
+    """run_prediction over `input_path` (None: the curated test set), `repeats` times into fresh folders."""
+    import shutil
+
+    from pipeline.predict.stage import run_prediction
+    cfg = bench_config(root, profile)
+    layout, spark = _layout(cfg, run_id), _session(cfg, "predict")
+    runs = []
+    try:
+        for i in range(repeats):
+            out = f"{root}/predictions/{run_id}-{i}"
+            shutil.rmtree(out, ignore_errors=True)
+            record: dict = {}
+            with measured(record):
+                summary = run_prediction(spark, cfg, layout, input_path=input_path, model=model_path, output=out)
+            record.update(images=summary["count"], images_per_second=summary["count"] / record["seconds"],
+                          accuracy=summary.get("accuracy"))
+            runs.append(record)
+    finally:
+        spark.stop()
+    return {"runs": runs, "images": runs[0]["images"],
+            "images_per_second": statistics.median(r["images_per_second"] for r in runs)}
+
+
+def predict_numpy(root: str, profile: str, model_path: str, parquet_path: str | None, repeats: int,
+                  batch_size: int) -> dict:
+    """In-process model.predict over the same images, loaded into NumPy first (not timed)."""
+    layout = _layout(bench_config(root, profile))
+    x, _ = baselines.load_curated(parquet_path or layout.curated("test"))
+    runs = []
+    for _ in range(repeats):
+        record: dict = {}
+        with measured(record):
+            record.update(baselines.predict_numpy(model_path, x, batch_size))
+        runs.append(record)
+    return {"runs": runs, "images": len(x),
+            "images_per_second": statistics.median(r["images_per_second"] for r in runs)}
+
+
+TASKS = {f.__name__: f for f in (data_stages, baseline_convert, train_pipeline, train_numpy, reader_throughput,
+                                 tfdata_numpy, predict_stage, predict_numpy)}
+
+
+def _main(argv: list[str]) -> int:
+    name, args_json, out_json = argv
+    from pipeline.cli import configure_logging
+    configure_logging()
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    started = time.perf_counter()
+    result = TASKS[name](**json.loads(args_json))
+    result["task_wall_seconds"] = round(time.perf_counter() - started, 3)
+    Path(out_json).write_text(json.dumps(result, indent=1, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))

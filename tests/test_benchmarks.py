@@ -1,0 +1,126 @@
+"""The benchmark harness, functionally: the IDX generator writes files that parse back (header, counts, pixels,
+determinism), and the reporting turns a results dict into the table and plot. No timing is asserted."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from benchmarks import generate_idx, report
+from benchmarks.baselines import convert_numpy_pyarrow, load_curated
+from benchmarks.generate_idx import FILES, generate, read_idx, split_sizes
+from pipeline.config import REPO_ROOT
+from pipeline.data.idx import check_images, check_labels, parse_header
+
+MNIST = REPO_ROOT / "data" / "mnist"
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory):
+    out = tmp_path_factory.mktemp("gen") / "n70"
+    return out, generate(MNIST, out, 70, seed=3)
+
+
+def test_split_sizes_follow_mnist_ratio():
+    assert split_sizes(70) == {"train": 60, "test": 10}
+    assert split_sizes(700_000) == {"train": 600_000, "test": 100_000}
+    assert split_sizes(2) == {"train": 1, "test": 1}
+    with pytest.raises(ValueError, match="at least 2 images"):
+        split_sizes(1)
+
+
+def test_generated_files_are_valid_idx_the_ingest_checks_accept(generated):
+    out, info = generated
+    assert info["counts"] == {"train": 60, "test": 10}
+    for split, count in info["counts"].items():
+        images_name, labels_name = FILES[split]
+        images, labels = (out / images_name).read_bytes(), (out / labels_name).read_bytes()
+        image_header, label_header = parse_header(images_name, images[:64]), parse_header(labels_name, labels[:64])
+        assert image_header.dims == (count, 28, 28) and label_header.dims == (count,)
+        check_images(images_name, image_header, len(images), 28, 28)     # raises on a wrong length
+        check_labels(labels_name, label_header, len(labels))
+    assert generate_idx.is_complete(out, 70) and not generate_idx.is_complete(out, 77)
+
+
+def test_generated_digits_look_like_mnist(generated):
+    out, _ = generated
+    images, labels = read_idx(out / FILES["train"][0]), read_idx(out / FILES["train"][1])
+    assert images.shape == (60, 28, 28) and images.dtype == np.uint8
+    assert set(np.unique(labels)) <= set(range(10)) and len(np.unique(labels)) >= 5
+    assert (images.max(axis=(1, 2)) >= 200).all()                # every digit keeps its strokes
+    ink = (images > 0).mean(axis=(1, 2))
+    assert ((ink > 0.05) & (ink < 0.5)).all()                    # neither blank nor filled
+    assert images[:, 0, :].sum() + images[:, -1, :].sum() < images.sum() * 0.05   # digits stay inside
+
+
+def test_generation_is_deterministic_in_the_seed(generated, tmp_path):
+    out, _ = generated
+    generate(MNIST, tmp_path / "same", 70, seed=3)
+    generate(MNIST, tmp_path / "other", 70, seed=4)
+    name = FILES["train"][0]
+    assert (tmp_path / "same" / name).read_bytes() == (out / name).read_bytes()
+    assert (tmp_path / "other" / name).read_bytes() != (out / name).read_bytes()
+
+
+def test_identity_transform_reproduces_the_digit():
+    digit = read_idx(MNIST / "t10k-images-idx3-ubyte.gz")[:3]
+    rows, cols = np.mgrid[0:28, 0:28].astype(np.float32).reshape(2, 1, -1)
+    same = generate_idx._bilinear(digit, np.repeat(rows, 3, 0), np.repeat(cols, 3, 0))
+    np.testing.assert_array_equal(same, digit)
+
+
+def test_baseline_conversion_of_generated_files(generated, tmp_path):
+    out, _ = generated
+    counts = convert_numpy_pyarrow(out, tmp_path / "conv", row_group_rows=16, validation_size=6, seed=1)
+    assert counts == {"raw": 70, "train": 54, "validation": 6, "test": 10}
+    x, y = load_curated(tmp_path / "conv" / "test")
+    expected = read_idx(out / FILES["test"][0]).astype(np.float32) / 255
+    np.testing.assert_allclose(x[..., 0], expected, rtol=1e-6)
+    np.testing.assert_array_equal(y, read_idx(out / FILES["test"][1]))
+
+
+RESULTS = {
+    "mode": "quick", "machine": {"logical_cores": 2, "memory_gb": 24.0, "versions": {"numpy": "1.26.4"}},
+    "training": {"model_3": {
+        "pipeline_2_workers": {"epoch_seconds": [12.0, 10.0, 11.0], "test_accuracy": 0.98, "num_workers": 2,
+                               "batch_size_per_worker": 32, "train_rows": 6400},
+        "pipeline_1_worker": {"epoch_seconds": [16.5]},
+        "numpy_fit": {"epoch_seconds": [10.0, 10.0], "test_accuracy": 0.984}}},
+    "input_pipeline": {"reader": {"tf_data": {"samples_per_second": 1600.0},
+                                  "row_groups": {"samples_per_second": 4000.0}},
+                       "tfdata_numpy": {"samples_per_second": 8000.0}},
+    "data": [{"n": 7000, "source": "generated", "stage": {"median_seconds": 14.0, "bytes": {
+        "input": 5_488_048, "raw": 7_000_000, "curated": 1_400_000}, "runs": [
+        {"ingest": {"peak_driver_python_mb": 90.0, "peak_jvm_mb": 700.0},
+         "prepare": {"peak_driver_python_mb": 95.0, "peak_jvm_mb": 800.0}}]},
+              "baseline": {"median_seconds": 1.0, "runs": [{"peak_driver_python_mb": 150.0}]}},
+             {"n": 21000, "source": "generated", "stage": {"median_seconds": 21.0, "bytes": {}, "runs": []},
+              "baseline": {"median_seconds": 3.0, "runs": []}}],
+    "prediction": {"test set, model_1": {"stage": {"images_per_second": 2000.0},
+                                         "numpy": {"images_per_second": 5000.0}}},
+}
+
+
+def test_summary_rows_compute_ratios_and_goals():
+    rows = {r["benchmark"]: r for r in report.summary_rows(RESULTS)}
+    epoch = rows["model_3: s/epoch, 2 workers vs model.fit"]
+    assert (epoch["ours"], epoch["baseline"], epoch["ratio"], epoch["met"]) == (11.0, 10.0, 1.1, True)
+    assert rows["model_3: s/epoch, 1 worker vs 2 workers"]["ratio"] == pytest.approx(1.5)
+    assert rows["model_3: test accuracy (same epochs), 2 workers vs model.fit"]["met"] is True
+    reader = rows["reader (as training reads it) vs model_3 consumption per worker"]
+    assert reader["baseline"] == pytest.approx(100 * 32 / 11.0) and reader["ratio"] == pytest.approx(5.5)
+    assert reader["met"] is True
+    big = rows["ingest+prepare, 21,000 images: images/s"]
+    assert big["ratio"] == pytest.approx(7.0) and big["met"] is False and big["goal"] == "<= 2.0x"
+    assert rows["ingest+prepare, 7,000 images: images/s"]["met"] is None        # the goal is for the largest N
+    assert rows["predict test set, model_1: images/s, stage vs model.predict"]["ratio"] == pytest.approx(2.5)
+    assert report.summary_rows({}) == []
+
+
+def test_markdown_json_and_plot_are_written(tmp_path):
+    paths = report.write_all(RESULTS, tmp_path, "bench-test")
+    text = (tmp_path / "bench-test.md").read_text()
+    assert "| model_3: s/epoch, 2 workers vs model.fit | 11 | 10 | s | 1.1 | <= 1.1x | yes |" in text
+    assert "| 7,000 | generated | 14 | 1 | 14 | 784 | 1,000 | 200 | 90 / 95 | 800 | 150 |" in text
+    assert "| 21,000 | generated | 21 | 3 | 7 | n/a | n/a | n/a | n/a / n/a | n/a | n/a |" in text
+    assert (tmp_path / "bench-test-scaling.png").read_bytes()[:4] == b"\x89PNG"
+    assert set(paths) == {"json", "markdown", "plot"}
