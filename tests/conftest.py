@@ -36,3 +36,61 @@ def make_config(tmp_path):
             base.append(f"paths.input={input_dir}")
         return load_config(None, profile, [*base, *overrides])
     return _make
+
+
+# A small real model for the evaluation and prediction tests. TensorFlow runs in a subprocess so that the
+# pytest process never imports it: the trained model, an untrained one, the first 1,000 test images and the
+# model's own `predict` on them come back as files.
+_TRAIN_SMALL_MODEL = """
+import gzip, os, sys
+import numpy as np
+import tensorflow as tf
+from pipeline.train.models import build_model
+
+data, out = sys.argv[1], sys.argv[2]
+def idx(name, offset):
+    with gzip.open(os.path.join(data, name)) as f:
+        return np.frombuffer(f.read(), np.uint8, offset=offset)
+x_train = idx("train-images-idx3-ubyte.gz", 16).reshape(-1, 28, 28, 1)[:4000].astype("float32") / 255
+y_train = idx("train-labels-idx1-ubyte.gz", 8)[:4000]
+x_test = idx("t10k-images-idx3-ubyte.gz", 16).reshape(-1, 28, 28, 1)[:1000].astype("float32") / 255
+y_test = idx("t10k-labels-idx1-ubyte.gz", 8)[:1000]
+tf.keras.utils.set_random_seed(1)
+model = build_model("model_1")
+model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+model.fit(x_train, y_train, batch_size=64, epochs=2, verbose=0)
+model.save(os.path.join(out, "trained.keras"))
+build_model("model_1").save(os.path.join(out, "untrained.keras"))
+np.savez(os.path.join(out, "reference.npz"), images=x_test.reshape(-1, 784), labels=y_test.astype("int32"),
+         probabilities=model.predict(x_test, verbose=0))
+"""
+
+
+@pytest.fixture(scope="session")
+def small_mnist_model(tmp_path_factory):
+    """{'trained', 'untrained': .keras paths; 'images' (1000x784 float32), 'labels', 'probabilities' (trained
+    model's own predict)}: model_1 fitted for 2 epochs on 4,000 bundled training images (about 90% accurate)."""
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    from pipeline.config import REPO_ROOT
+    out = tmp_path_factory.mktemp("small-model")
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": str(REPO_ROOT)}
+    subprocess.run([sys.executable, "-c", _TRAIN_SMALL_MODEL, str(REPO_ROOT / "data" / "mnist"), str(out)],
+                   check=True, env=env, timeout=300)
+    reference = np.load(out / "reference.npz")
+    return {"trained": str(out / "trained.keras"), "untrained": str(out / "untrained.keras"),
+            **{key: reference[key] for key in reference.files}}
+
+
+@pytest.fixture(scope="session")
+def small_curated_test_set(spark, small_mnist_model, tmp_path_factory):
+    """The fixture model's 1,000 test images as curated Parquet (CURATED_SCHEMA, 4 files)."""
+    from pipeline.schema import CURATED_SCHEMA
+    path = str(tmp_path_factory.mktemp("curated") / "test")
+    rows = [(f"t10k:{i}", image.tolist(), int(label)) for i, (image, label) in
+            enumerate(zip(small_mnist_model["images"], small_mnist_model["labels"], strict=True))]
+    spark.createDataFrame(rows, CURATED_SCHEMA).repartition(4).write.parquet(path)
+    return path

@@ -1,0 +1,193 @@
+"""Evaluation stage: every trained model scored on the untouched test set, compared, the best one recorded, and
+a gate on the target accuracy.
+
+Scoring is distributed with the prediction stage's scorer (one implementation); Spark aggregates the
+confusion matrix and the test loss, so only those aggregates and a few misclassified examples reach the driver.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+
+import pyspark.sql.functions as F
+from pyspark.sql import DataFrame, SparkSession
+
+from pipeline import storage
+from pipeline.config import PipelineConfig
+from pipeline.errors import GateError, PipelineError
+from pipeline.evaluate import figures
+from pipeline.evaluate.metrics import (
+    accuracy,
+    confusion_matrix_csv,
+    confusion_matrix_from_counts,
+    per_class_metrics,
+    train_val_gap,
+)
+from pipeline.layout import Layout
+from pipeline.predict.scoring import confidence, negative_log_likelihood, score_images, set_arrow_batch_rows
+
+log = logging.getLogger(__name__)
+
+
+def run_evaluation(spark: SparkSession, cfg: PipelineConfig, layout: Layout, force: bool = False) -> dict:
+    """Evaluate the trained models on layout.curated('test'); write metrics, figures, comparison, best model."""
+    models = find_trained_models(cfg, layout)
+    manifest_path = f"{layout.evaluation}/manifest.json"
+    fingerprint = evaluation_fingerprint(cfg, layout, models)
+    if not force and storage.is_complete(manifest_path, fingerprint):
+        log.info("evaluation already complete for these models and test set (%s): skipped", layout.evaluation)
+        summary = {**storage.read_json(manifest_path)["summary"], "skipped": True}
+        enforce_target(summary["best_model"], summary["best_test_accuracy"], cfg.evaluate.target_accuracy)
+        return summary
+    test_df = read_test_set(spark, layout)
+    with storage.publishing(layout.evaluation) as out:
+        results = [evaluate_model(spark, cfg, test_df, name, layout.model_dir(name), out) for name in models]
+        summary = write_comparison(results, layout, out)
+        storage.write_json(f"{out}/manifest.json", {"fingerprint": fingerprint, "summary": summary})
+    log.info("evaluation written to %s; best model %s (test accuracy %.4f)", layout.evaluation,
+             summary["best_model"], summary["best_test_accuracy"])
+    enforce_target(summary["best_model"], summary["best_test_accuracy"], cfg.evaluate.target_accuracy)
+    return {**summary, "skipped": False}
+
+
+def find_trained_models(cfg: PipelineConfig, layout: Layout) -> list[str]:
+    """Names in train.models whose folder holds model.keras and history.json (the training contract)."""
+    found = []
+    for name in cfg.train.models:
+        model_dir = layout.model_dir(name)
+        if storage.exists(f"{model_dir}/model.keras") and storage.exists(f"{model_dir}/history.json"):
+            found.append(name)
+        else:
+            log.warning("%s: no model.keras and history.json under %s: not evaluated", name, model_dir)
+    if not found:
+        raise PipelineError(f"no trained model under {layout.run_root}/train (looked for "
+                            f"{', '.join(cfg.train.models)}): run jobs/train.py first")
+    return found
+
+
+def evaluation_fingerprint(cfg: PipelineConfig, layout: Layout, models: list[str]) -> str:
+    """What shapes the outputs: the test set, each model's bytes and history, and the figure settings.
+
+    The target accuracy is left out on purpose: changing it re-runs the gate, not the evaluation.
+    """
+    digest = hashlib.sha256(f"misclassified={cfg.evaluate.misclassified_examples}".encode())
+    if storage.exists(layout.curated_manifest):
+        digest.update(str(storage.read_json(layout.curated_manifest).get("fingerprint")).encode())
+    for name in models:
+        digest.update(name.encode())
+        for file in ("model.keras", "history.json"):
+            digest.update(hashlib.sha256(storage.read_bytes(f"{layout.model_dir(name)}/{file}")).digest())
+    return digest.hexdigest()[:16]
+
+
+def read_test_set(spark: SparkSession, layout: Layout) -> DataFrame:
+    path = layout.curated("test")
+    if not storage.exists(path):
+        raise PipelineError(f"curated test set {path} not found: run jobs/prepare.py first")
+    return spark.read.parquet(path).select("record_id", "image", "label")
+
+
+def evaluate_model(spark: SparkSession, cfg: PipelineConfig, test_df: DataFrame, name: str, model_dir: str,
+                   out: str) -> dict:
+    """Score the test set with one model; write <out>/<name>/ metrics.json and figures; return its figures."""
+    log.info("%s: scoring the test set", name)
+    history = storage.read_json(f"{model_dir}/history.json")
+    set_arrow_batch_rows(spark, cfg.predict.batch_size)
+    scored = score_images(test_df, f"{model_dir}/model.keras", cfg.predict.batch_size,
+                          cfg.predict.tf_threads).cache()
+    try:
+        matrix, test_loss = confusion_and_loss(scored, cfg.data.num_classes)
+        mistakes = most_confident_mistakes(scored, test_df, cfg.evaluate.misclassified_examples)
+    finally:
+        scored.unpersist()
+    metrics = {"model": name, "test_loss": test_loss, "test_accuracy": accuracy(matrix),
+               "test_count": int(matrix.sum()), "per_class": per_class_metrics(matrix),
+               "train_val_gap": train_val_gap(history)}
+    storage.write_json(f"{out}/{name}/metrics.json", metrics)
+    storage.write_text(f"{out}/{name}/confusion_matrix.csv", confusion_matrix_csv(matrix))
+    storage.write_bytes(f"{out}/{name}/confusion_matrix.png", figures.confusion_matrix_png(
+        matrix, f"{name}: test set confusion matrix (accuracy {metrics['test_accuracy']:.4f})"))
+    storage.write_bytes(f"{out}/{name}/misclassified.png", figures.misclassified_png(
+        mistakes, f"{name}: most confident mistakes ({int(matrix.sum() - matrix.trace())} in all)"))
+    log.info("%s: test accuracy %.4f, test loss %.4f", name, metrics["test_accuracy"], test_loss)
+    return {"metrics": metrics, "history": history, "model_path": f"{model_dir}/model.keras"}
+
+
+def confusion_and_loss(scored: DataFrame, num_classes: int):
+    """The confusion matrix and the mean cross-entropy, from one Spark aggregation by (label, prediction)."""
+    cells = (scored.groupBy("label", "prediction")
+             .agg(F.count(F.lit(1)).alias("n"), F.sum(negative_log_likelihood()).alias("nll"))
+             .collect())
+    matrix = confusion_matrix_from_counts(((r["label"], r["prediction"], r["n"]) for r in cells), num_classes)
+    total = int(matrix.sum())
+    return matrix, (float(sum(r["nll"] for r in cells)) / total if total else float("nan"))
+
+
+def most_confident_mistakes(scored: DataFrame, test_df: DataFrame, limit: int) -> list[dict]:
+    """The `limit` misclassified test images the model was surest about, with their pixels (a small sample)."""
+    if limit <= 0:
+        return []
+    mistakes = (scored.filter(F.col("prediction") != F.col("label"))
+                .select("record_id", "label", "prediction", confidence().alias("confidence"))
+                .orderBy(F.desc("confidence"), "record_id").limit(limit))
+    rows = (mistakes.join(test_df.select("record_id", "image"), "record_id")
+            .orderBy(F.desc("confidence"), "record_id").collect())
+    return [row.asDict() for row in rows]
+
+
+def comparison_row(result: dict) -> dict:
+    """One model's line of the comparison table: size, training cost, validation and test accuracy."""
+    history, metrics = result["history"], result["metrics"]
+    epochs = history.get("epochs") or [{}]
+    peaks = history.get("peak_rss_mb_per_worker") or []
+    return {"model": metrics["model"], "params": history.get("params"),
+            "epochs": history.get("epochs_completed", len(history.get("epochs") or [])),
+            "epochs_planned": history.get("epochs_planned"), "num_workers": history.get("num_workers"),
+            "training_seconds": history.get("total_seconds"),
+            "peak_rss_mb_per_worker": max(peaks) if peaks else None,
+            "final_val_accuracy": epochs[-1].get("val_accuracy"),
+            "test_accuracy": metrics["test_accuracy"], "test_loss": metrics["test_loss"],
+            "train_val_accuracy_gap": metrics["train_val_gap"]["accuracy"],
+            "training_complete": history.get("complete")}
+
+
+def write_comparison(results: list[dict], layout: Layout, out: str) -> dict:
+    """comparison.json/.md and best_model.json (highest test accuracy; fewer parameters break a tie)."""
+    rows = [comparison_row(result) for result in results]
+    best = max(results, key=lambda r: (r["metrics"]["test_accuracy"], -(r["history"].get("params") or 0)))
+    best_name = best["metrics"]["model"]
+    final_path = best["model_path"]
+    storage.write_json(f"{out}/comparison.json", {"models": rows, "best_model": best_name})
+    storage.write_text(f"{out}/comparison.md", comparison_markdown(rows, best_name))
+    storage.write_json(f"{out}/best_model.json", {"model": best_name, "model_path": final_path,
+                                                  "test_accuracy": best["metrics"]["test_accuracy"]})
+    return {"models": {r["model"]: {"test_accuracy": r["test_accuracy"], "test_loss": r["test_loss"]}
+                       for r in rows},
+            "best_model": best_name, "best_test_accuracy": best["metrics"]["test_accuracy"],
+            "evaluation_dir": layout.evaluation}
+
+
+COLUMNS = [("model", "Model", "{}"), ("params", "Parameters", "{:,}"), ("epochs", "Epochs", "{}"),
+           ("training_seconds", "Training time (s)", "{:.1f}"),
+           ("peak_rss_mb_per_worker", "Peak memory per worker (MB)", "{:.0f}"),
+           ("final_val_accuracy", "Final val. accuracy", "{:.4f}"), ("test_accuracy", "Test accuracy", "{:.4f}"),
+           ("test_loss", "Test loss", "{:.4f}"), ("train_val_accuracy_gap", "Train-val gap", "{:+.4f}")]
+
+
+def comparison_markdown(rows: list[dict], best: str) -> str:
+    """The comparison as a Markdown table; the best model in bold."""
+    lines = ["| " + " | ".join(title for _, title, _ in COLUMNS) + " |",
+             "|" + "|".join("---" if key == "model" else "---:" for key, _, _ in COLUMNS) + "|"]
+    for row in rows:
+        cells = ["-" if row.get(key) is None else fmt.format(row[key]) for key, _, fmt in COLUMNS]
+        if row["model"] == best:
+            cells[0] = f"**{cells[0]}**"
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + f"\n\nBest model by test accuracy: **{best}**.\n"
+
+
+def enforce_target(best_model: str, best_accuracy: float, target: float) -> None:
+    """The gate: a best test accuracy under the target fails the job (after every output is written)."""
+    if best_accuracy < target:
+        raise GateError(f"best model {best_model} reaches test accuracy {best_accuracy:.4f}, below the target "
+                        f"{target:.4f} (evaluate.target_accuracy): do not ship it")

@@ -1,0 +1,108 @@
+"""Ordinary image files (PNG/JPEG, any size, colour or greyscale, either polarity) -> the MNIST convention.
+
+MNIST digits are light ink on a black background, size-normalised to fit a 20x20 box (aspect kept, with
+anti-aliasing) and centred by their centre of mass in a 28x28 field (LeCun et al.). A model trained on MNIST
+only recognises digits presented that way, so `to_mnist` does the same steps to any picture of a digit.
+Decoding runs on the executors (`decode_image_files` over Spark's binaryFile source): only paths and errors
+reach the driver.
+"""
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+from pyspark.sql import DataFrame
+from pyspark.sql.types import ArrayType, FloatType, StringType, StructField, StructType
+
+MNIST_SIZE = 28
+MNIST_BOX = 20
+INK_THRESHOLD = 0.1  # of the peak ink level: fainter pixels are background noise (paper texture, JPEG blocks)
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+DECODED_SCHEMA = StructType([
+    StructField("path", StringType(), nullable=False),
+    StructField("image", ArrayType(FloatType(), containsNull=False), nullable=True),
+    StructField("error", StringType(), nullable=True),
+])
+
+
+def to_mnist(image: Image.Image) -> np.ndarray:
+    """784 float32 values in [0, 1], row-major 28x28: the digit in `image` as MNIST presents digits."""
+    ink = light_ink_on_dark(greyscale(image))
+    rows, cols = np.nonzero(ink)
+    if rows.size == 0:
+        return np.zeros(MNIST_SIZE * MNIST_SIZE, dtype=np.float32)  # blank picture: nothing to centre
+    cropped = ink[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+    return centre_by_mass(fit_into_box(cropped, MNIST_BOX), MNIST_SIZE).reshape(-1)
+
+
+def greyscale(image: Image.Image) -> np.ndarray:
+    """Luminance 0..255 as float32; transparent areas count as white paper."""
+    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        image = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
+    return np.asarray(image.convert("L"), dtype=np.float32)
+
+
+def light_ink_on_dark(grey: np.ndarray) -> np.ndarray:
+    """Ink level in [0, 1] on a 0 background: inverted when the background (the border's median) is light."""
+    border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
+    background = float(np.median(border))
+    if background > 127.5:
+        grey, background = 255.0 - grey, 255.0 - background
+    ink = np.clip(grey - background, 0.0, None)
+    peak = float(ink.max())
+    if peak == 0.0:
+        return ink
+    ink = ink / peak
+    ink[ink < INK_THRESHOLD] = 0.0
+    return ink
+
+
+def fit_into_box(ink: np.ndarray, box: int) -> np.ndarray:
+    """Resize so the longer side is `box` pixels, aspect kept, anti-aliased (values stay in [0, 1])."""
+    height, width = ink.shape
+    scale = box / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    resized = Image.fromarray(np.round(ink * 255).astype(np.uint8)).resize(size, Image.LANCZOS)
+    out = np.asarray(resized, dtype=np.float32) / 255.0
+    peak = float(out.max())
+    return out / peak if peak > 0 else out  # thin strokes fade when shrunk: restore full ink like MNIST
+
+
+def centre_by_mass(ink: np.ndarray, size: int) -> np.ndarray:
+    """Paste `ink` into a size x size black field so its centre of mass lands on the field's centre."""
+    height, width = ink.shape
+    total = float(ink.sum())
+    centre_y = float((np.arange(height)[:, None] * ink).sum() / total) if total else (height - 1) / 2
+    centre_x = float((np.arange(width)[None, :] * ink).sum() / total) if total else (width - 1) / 2
+    middle = (size - 1) / 2
+    top = int(np.clip(round(middle - centre_y), 0, size - height))
+    left = int(np.clip(round(middle - centre_x), 0, size - width))
+    field = np.zeros((size, size), dtype=np.float32)
+    field[top:top + height, left:left + width] = ink
+    return field
+
+
+def decode_image_bytes(content: bytes) -> tuple[np.ndarray | None, str | None]:
+    """(MNIST-convention image, None) for a readable picture, (None, reason) otherwise."""
+    try:
+        with Image.open(io.BytesIO(content)) as image:
+            image.load()
+            return to_mnist(image), None
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
+        return None, f"{type(exc).__name__}: {exc}".splitlines()[0]
+
+
+def decode_image_files(files: DataFrame) -> DataFrame:
+    """binaryFile rows (path, content) -> (path, image or null, error or null), decoded on the executors."""
+    def decode(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        for batch in batches:
+            decoded = [decode_image_bytes(content) for content in batch["content"]]
+            yield pd.DataFrame({"path": batch["path"].to_numpy(),
+                                "image": [image for image, _ in decoded],
+                                "error": [error for _, error in decoded]})
+    return files.select("path", "content").mapInPandas(decode, DECODED_SCHEMA)

@@ -1,0 +1,124 @@
+"""What prediction reads: any input becomes one DataFrame of (id column, image = 784 floats in [0, 1], label?).
+
+Kinds: the curated test set (default), Parquet of the curated schema, a folder (or file) of ordinary images,
+and the raw formats the ingest stage reads (IDX, npz, CSV), through the data stage's own readers followed by
+the normalisation recorded in schema.NORMALISATION.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+import pyspark.sql.functions as F
+from pyarrow import fs as pafs
+from pyspark.sql import DataFrame, SparkSession
+
+from pipeline import storage
+from pipeline.config import PipelineConfig
+from pipeline.errors import PipelineError
+from pipeline.layout import Layout
+from pipeline.predict.images import IMAGE_EXTENSIONS, decode_image_files
+from pipeline.predict.scoring import IMAGE_SIZE, set_arrow_batch_rows
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PredictionInput:
+    kind: str        # curated | parquet | images | raw
+    path: str
+    name: str        # the output folder's name under layout.predictions
+    id_column: str   # record_id, or path for image files
+
+
+def resolve_input(layout: Layout, input_path: str | None) -> PredictionInput:
+    """Classify `input_path` (default: the curated test set) by what it holds."""
+    if input_path is None:
+        return PredictionInput("curated", layout.curated("test"), "test", "record_id")
+    path = input_path if "://" in input_path else os.path.abspath(input_path)
+    path = path.rstrip("/")
+    if not storage.exists(path):
+        raise PipelineError(f"input {input_path} does not exist")
+    name = os.path.basename(path).split(".")[0] or "input"
+    files = [path] if not _is_dir(path) else _list_files(path)
+    if any(f.lower().endswith(".parquet") for f in files):
+        return PredictionInput("parquet", path, name, "record_id")
+    if any(f.lower().endswith(IMAGE_EXTENSIONS) for f in files):
+        return PredictionInput("images", path, name, "path")
+    return PredictionInput("raw", path, name, "record_id")
+
+
+def _is_dir(path: str) -> bool:
+    fs, p = storage.filesystem(path)
+    return fs.get_file_info(p).type == pafs.FileType.Directory
+
+
+def _list_files(folder: str) -> list[str]:
+    """Visible files under `folder` (Spark's convention: names starting with '.' or '_' are hidden)."""
+    fs, p = storage.filesystem(folder)
+    infos = fs.get_file_info(pafs.FileSelector(p, recursive=True))
+    return [i.path for i in infos if i.type == pafs.FileType.File and not i.base_name.startswith((".", "_"))]
+
+
+def load_input(spark: SparkSession, cfg: PipelineConfig, source: PredictionInput) -> tuple[DataFrame, dict]:
+    """(DataFrame with the id column, `image` and maybe `label`; notes for the manifest, e.g. skipped files)."""
+    if source.kind in ("curated", "parquet"):
+        if not storage.exists(source.path):
+            raise PipelineError(f"{source.path} not found: run jobs/prepare.py first, or pass --input")
+        return read_curated_parquet(spark, source.path), {}
+    if source.kind == "images":
+        return read_image_folder(spark, cfg, source.path)
+    return read_raw_records(spark, cfg, source.path), {}
+
+
+def read_curated_parquet(spark: SparkSession, path: str) -> DataFrame:
+    """Parquet of the curated schema, checked: an `image` array of 784 values in [0, 1] in every row."""
+    df = spark.read.parquet(path)
+    if "image" not in df.columns:
+        raise PipelineError(f"{path}: no 'image' column (expected the curated schema: record_id, image, label)")
+    if "record_id" not in df.columns:
+        df = df.withColumn("record_id", F.concat_ws(":", F.input_file_name(), F.monotonically_increasing_id()))
+    check_image_arrays(df, path)
+    return df.select("record_id", "image", *(["label"] if "label" in df.columns else []))
+
+
+def check_image_arrays(df: DataFrame, path: str) -> None:
+    """One aggregate pass; on a bad row, a second query names the file and record holding it."""
+    bad_shape = F.coalesce(F.size("image"), F.lit(-1)) != IMAGE_SIZE
+    bad_range = (F.array_min("image") < 0) | (F.array_max("image") > 1)
+    counts = df.agg(F.sum(bad_shape.cast("int")).alias("shape"), F.sum(bad_range.cast("int")).alias("range")).first()
+    for problem, condition, count in (("shape", bad_shape, counts["shape"]), ("range", bad_range, counts["range"])):
+        if count:
+            row = (df.filter(condition).select(F.input_file_name().alias("file"), "record_id",
+                                                F.size("image").alias("n")).first())
+            detail = (f"image arrays must hold {IMAGE_SIZE} values (28x28x1), found {row['n']}" if problem == "shape"
+                      else "image values must lie in [0, 1] (the curated, normalised schema)")
+            raise PipelineError(f"{row['file']}: {detail} in record {row['record_id']} "
+                                f"({count} bad row{'s' if count > 1 else ''})")
+
+
+def read_image_folder(spark: SparkSession, cfg: PipelineConfig, path: str) -> tuple[DataFrame, dict]:
+    """Image files decoded on the executors; unreadable ones fail the job unless predict.skip_unreadable_images."""
+    files = (spark.read.format("binaryFile").option("recursiveFileLookup", "true").load(path)
+             .filter(F.lower("path").rlike(r"\.(" + "|".join(e[1:] for e in IMAGE_EXTENSIONS) + r")$")))
+    set_arrow_batch_rows(spark, cfg.predict.image_decode_batch_size)
+    decoded = decode_image_files(files).cache()
+    unreadable = [(r["path"], r["error"]) for r in decoded.filter(F.col("error").isNotNull())
+                  .select("path", "error").orderBy("path").collect()]
+    if unreadable and not cfg.predict.skip_unreadable_images:
+        decoded.unpersist()
+        first, reason = unreadable[0]
+        raise PipelineError(f"unreadable image {first} ({reason}); {len(unreadable)} unreadable file(s) in {path} "
+                            f"(set predict.skip_unreadable_images=true to skip them)")
+    for bad, reason in unreadable:
+        log.warning("skipped unreadable image %s: %s", bad, reason)
+    readable = decoded.filter(F.col("image").isNotNull()).select("path", "image")
+    if readable.limit(1).count() == 0:
+        raise PipelineError(f"no readable image file in {path} (looked for {', '.join(IMAGE_EXTENSIONS)})")
+    return readable, {"unreadable_files": [{"path": p, "error": e} for p, e in unreadable]}
+
+
+def read_raw_records(spark: SparkSession, cfg: PipelineConfig, path: str) -> DataFrame:
+    """IDX, npz or CSV through the data stage's readers, then the normalisation prepare applies."""
+    raise PipelineError(f"{path}: no reader for this input yet")

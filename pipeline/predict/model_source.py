@@ -1,0 +1,61 @@
+"""Which saved model to score with: 'best' (recorded by evaluation), a model name of this run, or a path."""
+from __future__ import annotations
+
+import os
+
+from pipeline import storage
+from pipeline.errors import PipelineError
+from pipeline.layout import Layout
+
+MODEL_FILE = "model.keras"
+MODEL_SUFFIXES = (".keras", ".h5")
+
+
+def resolve_model(layout: Layout, model: str) -> tuple[str, str]:
+    """(model name, model file path) for 'best', a name under layout.model_dir, or a file/folder path."""
+    if model == "best":
+        return best_model(layout)
+    if _looks_like_path(model):
+        return model_at_path(model)
+    path = f"{layout.model_dir(model)}/{MODEL_FILE}"
+    if not storage.exists(path):
+        raise PipelineError(f"model '{model}' has no saved model at {path}: run jobs/train.py for it, "
+                            f"or pass --model <path to a .keras file>")
+    return model, path
+
+
+def best_model(layout: Layout) -> tuple[str, str]:
+    record_path = f"{layout.evaluation}/best_model.json"
+    if not storage.exists(record_path):
+        raise PipelineError(f"no best model recorded ({record_path} not found): run jobs/evaluate.py first, "
+                            f"or pass --model <name or path>")
+    record = storage.read_json(record_path)
+    if not storage.exists(record["model_path"]):
+        raise PipelineError(f"best model {record['model']} recorded in {record_path} is missing at "
+                            f"{record['model_path']}: rerun jobs/train.py and jobs/evaluate.py")
+    return record["model"], record["model_path"]
+
+
+def model_at_path(path: str) -> tuple[str, str]:
+    """A .keras/.h5 file, or a folder holding model.keras (a training output folder) or a SavedModel."""
+    if "://" not in path:
+        path = os.path.abspath(path)  # Python workers may not share the driver's working directory
+    path = path.rstrip("/")
+    if path.endswith(MODEL_SUFFIXES) and storage.exists(path):
+        return _name_of(path), path
+    if storage.exists(f"{path}/{MODEL_FILE}"):
+        return _name_of(path), f"{path}/{MODEL_FILE}"
+    if storage.exists(f"{path}/saved_model.pb"):
+        return _name_of(path), path
+    raise PipelineError(f"no saved model at {path}: expected a .keras file, or a folder holding {MODEL_FILE}")
+
+
+def _looks_like_path(model: str) -> bool:
+    return "/" in model or model.endswith(MODEL_SUFFIXES) or model.startswith(".")
+
+
+def _name_of(path: str) -> str:
+    base = path.rsplit("/", 1)[-1]
+    if base == MODEL_FILE:
+        return path.rsplit("/", 2)[-2]
+    return base.rsplit(".", 1)[0] if base.endswith(MODEL_SUFFIXES) else base

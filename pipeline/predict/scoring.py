@@ -1,0 +1,121 @@
+"""Distributed batch scoring: a saved Keras model applied to a DataFrame of curated images with mapInPandas.
+
+The one scorer of the project: evaluation scores the test set with it, prediction scores new data with it.
+Each Python worker loads the model once (a module-level cache keyed by model path, kept across tasks because
+Spark reuses Python workers) and scores Arrow batches of `batch_size` rows in one vectorised call, instead of
+the row-by-row predictions of KerasModel.transform().
+"""
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+from collections.abc import Iterator
+
+import numpy as np
+import pandas as pd
+import pyspark.sql.functions as F
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql.types import ArrayType, FloatType, IntegerType, StructField, StructType
+
+IMAGE_SIZE = 28 * 28
+PREDICTION_FIELDS = [StructField("prediction", IntegerType(), nullable=False),
+                     StructField("probabilities", ArrayType(FloatType(), containsNull=False), nullable=False)]
+LOSS_EPSILON = 1e-7  # Keras clips probabilities the same way in categorical cross-entropy
+
+_MODEL_CACHE: dict[str, object] = {}
+
+
+def set_arrow_batch_rows(spark: SparkSession, rows: int) -> None:
+    """Make every Arrow batch handed to a Python worker hold `rows` rows: one model call per batch."""
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(int(rows)))
+
+
+def score_images(df: DataFrame, model_path: str, batch_size: int, tf_threads: int = 1,
+                 load_log: str | None = None) -> DataFrame:
+    """`df` with an `image` column (784 floats in [0, 1]) -> its other columns plus `prediction`, `probabilities`.
+
+    `load_log`, when given, is a local folder where each model load appends a line to a per-process file: the
+    evidence that a worker loads the model once, not per batch (tests count it).
+    """
+    keep = [field for field in df.schema.fields if field.name != "image"]
+    keep_names = [field.name for field in keep]
+
+    def score_partition(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        model = None
+        for batch in batches:
+            if model is None:
+                model = load_model_cached(model_path, tf_threads, load_log)
+            for start in range(0, len(batch), batch_size):
+                chunk = batch.iloc[start:start + batch_size]
+                probabilities = predict_probabilities(model, chunk["image"])
+                out = chunk[keep_names].reset_index(drop=True)
+                out["prediction"] = probabilities.argmax(axis=1).astype(np.int32)
+                out["probabilities"] = list(probabilities)
+                yield out
+
+    return df.mapInPandas(score_partition, StructType(keep + PREDICTION_FIELDS))
+
+
+def predict_probabilities(model, images: pd.Series) -> np.ndarray:
+    """Class probabilities (float32, rows x classes) for a Series of flat 784-value images, in one model call."""
+    lengths = images.map(len)
+    if (lengths != IMAGE_SIZE).any():
+        bad = int(lengths[lengths != IMAGE_SIZE].iloc[0])
+        raise ValueError(f"image arrays must hold {IMAGE_SIZE} values, found one with {bad}")
+    x = np.stack(images.to_numpy()).astype(np.float32).reshape(-1, 28, 28, 1)
+    return np.asarray(model.predict_on_batch(x), dtype=np.float32)
+
+
+def load_model_cached(model_path: str, tf_threads: int = 1, load_log: str | None = None):
+    """The Keras model at `model_path`, loaded at most once per process (and one model kept at a time)."""
+    model = _MODEL_CACHE.get(model_path)
+    if model is None:
+        tf = _configured_tensorflow(tf_threads)
+        _MODEL_CACHE.clear()  # evaluation scores several models in turn: keep only the current one in memory
+        model = tf.keras.models.load_model(_local_copy(model_path), compile=False)
+        _MODEL_CACHE[model_path] = model
+        if load_log:
+            _record_load(load_log, model_path)
+    return model
+
+
+def _configured_tensorflow(threads: int):
+    """TensorFlow with `threads` intra/inter-op threads: every worker sharing the cores gets its slice."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")  # scoring is light: leave accelerators to training
+    import tensorflow as tf
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    except RuntimeError:
+        pass  # TF already initialised in this process: the first setting stands
+    return tf
+
+
+def _local_copy(model_path: str) -> str:
+    """Keras loads local files only: a model on HDFS/S3 is copied to a local temp file first."""
+    if "://" not in model_path or model_path.startswith("file://"):
+        return model_path.removeprefix("file://")
+    from pipeline import storage
+    local = os.path.join(tempfile.mkdtemp(prefix="model-"), os.path.basename(model_path))
+    with open(local, "wb") as out:
+        out.write(storage.read_bytes(model_path))
+    return local
+
+
+def _record_load(load_log: str, model_path: str) -> None:
+    os.makedirs(load_log, exist_ok=True)
+    with open(os.path.join(load_log, f"{socket.gethostname()}-{os.getpid()}.log"), "a") as out:
+        out.write(model_path + "\n")
+
+
+def confidence() -> Column:
+    """The probability of the predicted class."""
+    return F.element_at("probabilities", F.col("prediction") + 1)
+
+
+def negative_log_likelihood() -> Column:
+    """-log p(true label): its mean over a data set is the categorical cross-entropy (test loss)."""
+    p_true = F.element_at("probabilities", F.col("label") + 1)
+    return -F.log(F.greatest(p_true, F.lit(LOSS_EPSILON)))

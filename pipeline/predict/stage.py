@@ -1,0 +1,104 @@
+"""Prediction stage: score any supported input with a saved model, distributed over Spark, and write Parquet.
+
+Outputs under <output or layout.predictions/<input name>>/: predictions.parquet (id, prediction, confidence,
+probabilities, model, run_id, and label when the input has labels), metrics.json and confusion_matrix.csv when
+labelled, manifest.json (what was scored with what). An image folder's predictions are also printed.
+"""
+from __future__ import annotations
+
+import logging
+import os
+
+import pyspark.sql.functions as F
+from pyspark.sql import DataFrame, SparkSession
+
+from pipeline import storage
+from pipeline.config import PipelineConfig
+from pipeline.evaluate.metrics import accuracy, confusion_matrix_csv, confusion_matrix_from_counts
+from pipeline.layout import Layout
+from pipeline.predict.inputs import load_input, resolve_input
+from pipeline.predict.model_source import resolve_model
+from pipeline.predict.scoring import confidence, score_images, set_arrow_batch_rows
+
+log = logging.getLogger(__name__)
+
+
+def run_prediction(spark: SparkSession, cfg: PipelineConfig, layout: Layout, input_path: str | None = None,
+                   model: str | None = None, output: str | None = None) -> dict:
+    """Score `input_path` (default: the curated test set) with `model` (default: predict.model, 'best')."""
+    model_name, model_path = resolve_model(layout, model or cfg.predict.model)
+    source = resolve_input(layout, input_path)
+    out_dir = output_folder(layout, source.name, output)
+    log.info("scoring %s (%s) with %s (%s)", source.path, source.kind, model_name, model_path)
+    images, notes = load_input(spark, cfg, source)
+    labelled = "label" in images.columns
+    run_id = layout.run_root.rstrip("/").rsplit("/", 1)[-1]
+    set_arrow_batch_rows(spark, cfg.predict.batch_size)
+    predictions = with_prediction_columns(
+        score_images(images, model_path, cfg.predict.batch_size, cfg.predict.tf_threads),
+        source.id_column, labelled, model_name, run_id)
+    with storage.publishing(out_dir) as tmp:
+        predictions.write.parquet(f"{tmp}/predictions.parquet")
+        # Aggregates come from the written Parquet, so the model scores every row exactly once.
+        written = spark.read.parquet(f"{tmp}/predictions.parquet")
+        summary = summarise(written, tmp, labelled, cfg.data.num_classes)
+        summary.update(model=model_name, model_path=model_path, input=source.path, input_kind=source.kind,
+                       run_id=run_id, output=out_dir, **notes)
+        storage.write_json(f"{tmp}/manifest.json", summary)
+    log.info("%d predictions written to %s/predictions.parquet", summary["count"], out_dir)
+    if source.kind == "images":
+        print(prediction_table(spark.read.parquet(f"{out_dir}/predictions.parquet"), source.path,
+                               cfg.predict.print_rows))
+    return {**summary, "skipped": False}
+
+
+def output_folder(layout: Layout, input_name: str, output: str | None) -> str:
+    if output is None:
+        return f"{layout.predictions}/{input_name}"
+    return output if "://" in output else os.path.abspath(output)
+
+
+def with_prediction_columns(scored: DataFrame, id_column: str, labelled: bool, model_name: str,
+                            run_id: str) -> DataFrame:
+    """The output contract's columns, in order: id, [label], prediction, confidence, probabilities, model, run."""
+    return scored.select(id_column, *(["label"] if labelled else []), "prediction",
+                         confidence().alias("confidence"), "probabilities",
+                         F.lit(model_name).alias("model"), F.lit(run_id).alias("run_id"))
+
+
+def summarise(predictions: DataFrame, out: str, labelled: bool, num_classes: int) -> dict:
+    """Counts per predicted class; with labels, accuracy (metrics.json) and the confusion matrix (CSV)."""
+    if not labelled:
+        by_class = predictions.groupBy("prediction").count().collect()
+        return {"count": int(sum(r["count"] for r in by_class)),
+                "predicted_counts": {int(r["prediction"]): int(r["count"]) for r in by_class}}
+    cells = predictions.groupBy("label", "prediction").count().collect()
+    matrix = confusion_matrix_from_counts(((r["label"], r["prediction"], r["count"]) for r in cells), num_classes)
+    metrics = {"count": int(matrix.sum()), "accuracy": accuracy(matrix),
+               "predicted_counts": {k: int(v) for k, v in enumerate(matrix.sum(axis=0)) if v}}
+    storage.write_json(f"{out}/metrics.json", metrics)
+    storage.write_text(f"{out}/confusion_matrix.csv", confusion_matrix_csv(matrix))
+    log.info("accuracy on the labelled input: %.4f", metrics["accuracy"])
+    return metrics
+
+
+def prediction_table(predictions: DataFrame, folder: str, max_rows: int) -> str:
+    """A short text table 'file -> label (confidence)' of the first `max_rows` files by path."""
+    total = predictions.count()
+    rows = predictions.select("path", "prediction", "confidence").orderBy("path").limit(max_rows).collect()
+    prefix = folder.rstrip("/") + "/"
+    names = [_relative(r["path"], prefix) for r in rows]
+    width = max([len("file"), *map(len, names)])
+    lines = [f"{'file':<{width}}  label  confidence"]
+    lines += [f"{name:<{width}}  {r['prediction']:>5}  {r['confidence']:>10.3f}"
+              for name, r in zip(names, rows, strict=True)]
+    if total > len(rows):
+        lines.append(f"... {total - len(rows)} more in predictions.parquet")
+    return "\n".join(lines)
+
+
+def _relative(path: str, prefix: str) -> str:
+    path = path.removeprefix("file:")
+    index = path.find(prefix.removeprefix("file:"))
+    return path[index + len(prefix.removeprefix("file:")):] if index >= 0 else os.path.basename(path)
+
