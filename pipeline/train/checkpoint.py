@@ -1,0 +1,40 @@
+"""The per-epoch checkpoint: weights, optimizer state (slots, step count, learning rate) and the epochs so far.
+
+Written by rank 0 after every completed epoch into a temporary folder moved into place in one step, so a run
+killed mid-write leaves the previous epoch's checkpoint intact. `state.json` holds the epoch number and the
+epoch records, so a resumed run's history is exactly the checkpointed epochs (never ahead, never behind).
+"""
+from __future__ import annotations
+
+from pipeline import storage
+
+STATE_FILE = "state.json"
+WEIGHTS_PREFIX = "weights"
+
+
+def read_state(checkpoint_dir: str) -> dict | None:
+    """{"epoch": completed epochs, "fingerprint", "epochs": [records]} or None when there is no checkpoint."""
+    path = f"{checkpoint_dir}/{STATE_FILE}"
+    if not storage.exists(path):
+        return None
+    try:
+        return storage.read_json(path)
+    except (ValueError, OSError):
+        return None
+
+
+def save(model, checkpoint_dir: str, epoch: int, fingerprint: str, epochs: list[dict]) -> None:
+    import tensorflow as tf
+    with storage.publishing(checkpoint_dir) as tmp:
+        storage.makedirs(tmp)
+        tf.train.Checkpoint(model=model, optimizer=model.optimizer).write(f"{tmp}/{WEIGHTS_PREFIX}")
+        storage.write_json(f"{tmp}/{STATE_FILE}", {"epoch": epoch, "fingerprint": fingerprint, "epochs": epochs})
+
+
+def restore(model, checkpoint_dir: str) -> None:
+    """Load weights and optimizer state into a compiled `model` (its optimizer is built first so every slot
+    variable exists and is restored now rather than deferred)."""
+    import tensorflow as tf
+    model.optimizer.build(model.trainable_variables)
+    status = tf.train.Checkpoint(model=model, optimizer=model.optimizer).read(f"{checkpoint_dir}/{WEIGHTS_PREFIX}")
+    status.assert_existing_objects_matched()

@@ -1,0 +1,91 @@
+"""The input pipeline of one Horovod worker: its shard of the curated Parquet, read by Petastorm, fed to tf.data.
+
+Each rank reads only its own row groups (cur_shard = rank). Training repeats forever and the worker takes a
+fixed number of steps per epoch, identical on every rank; validation is one exact pass over the rank's shard
+per epoch (evaluation has no collective operation, so ranks may take different step counts there).
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+import numpy as np
+
+from pipeline.train.models import INPUT_SHAPE, NUM_CLASSES
+from pipeline.train.params import TrainParams
+
+COLUMNS = ["image", "label"]
+
+
+@contextmanager
+def open_shard(url: str, params: TrainParams, rank: int, size: int, repeat: bool) -> Iterator:
+    """A Petastorm batch reader over this rank's row groups: thread pool, bounded queue, seeded shuffling.
+
+    Row groups arrive already converted to NumPy (convert_early_to_numpy) so the list column is decoded in the
+    reader thread, not in the thread feeding TensorFlow.
+    """
+    from petastorm import make_batch_reader
+    reader = make_batch_reader(
+        url, schema_fields=COLUMNS, reader_pool_type="thread", workers_count=params.reader_workers,
+        results_queue_size=params.reader_queue_size, num_epochs=None if repeat else 1,
+        shuffle_row_groups=repeat, shuffle_rows=repeat, seed=params.seed + rank,
+        cur_shard=rank if size > 1 else None, shard_count=size if size > 1 else None,
+        convert_early_to_numpy=True)
+    try:
+        yield reader
+    finally:
+        reader.stop()
+        reader.join()
+
+
+def to_model_inputs(images: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Flat float pixels -> (n, 28, 28, 1); class indices -> one-hot rows (categorical cross-entropy)."""
+    x = np.ascontiguousarray(images, dtype=np.float32).reshape((-1, *INPUT_SHAPE))
+    y = np.eye(NUM_CLASSES, dtype=np.float32)[np.asarray(labels, dtype=np.int64)]
+    return x, y
+
+
+def rebatch(row_groups: Iterator, batch_size: int, drop_remainder: bool) -> Iterator[tuple[np.ndarray, ...]]:
+    """Cut a stream of row groups (any sizes) into batches of `batch_size` rows, carrying the rest over."""
+    carry_x, carry_y = None, None
+    for group in row_groups:
+        x, y = to_model_inputs(group.image, group.label)
+        if carry_x is not None:
+            x, y = np.concatenate([carry_x, x]), np.concatenate([carry_y, y])
+        full = len(x) - len(x) % batch_size
+        for start in range(0, full, batch_size):
+            yield x[start:start + batch_size], y[start:start + batch_size]
+        carry_x, carry_y = x[full:], y[full:]
+    if not drop_remainder and carry_x is not None and len(carry_x):
+        yield carry_x, carry_y
+
+
+class RowCounter:
+    """Rows a rank's validation pass saw: weights its metrics when ranks' shards differ in size."""
+
+    def __init__(self) -> None:
+        self.rows = 0
+
+
+def _as_dataset(batches, batch_size: int | None):
+    import tensorflow as tf
+    signature = (tf.TensorSpec((batch_size, *INPUT_SHAPE), tf.float32),
+                 tf.TensorSpec((batch_size, NUM_CLASSES), tf.float32))
+    return tf.data.Dataset.from_generator(batches, output_signature=signature).prefetch(2)
+
+
+def training_dataset(reader, batch_size: int):
+    """Endless full batches from a repeating reader; the caller bounds each epoch with steps_per_epoch."""
+    return _as_dataset(lambda: rebatch(iter(reader), batch_size, drop_remainder=True), batch_size)
+
+
+def validation_dataset(reader, batch_size: int, counter: RowCounter):
+    """One pass over the shard each time Keras iterates it (every epoch), counting the rows it yields."""
+    def one_pass():
+        if reader.last_row_consumed:
+            reader.reset()
+        counter.rows = 0
+        for x, y in rebatch(iter(reader), batch_size, drop_remainder=False):
+            counter.rows += len(x)
+            yield x, y
+    return _as_dataset(one_pass, None)

@@ -1,0 +1,88 @@
+"""What one model's training run needs, as plain values: the only thing shipped from the driver to the workers.
+
+The driver resolves config, layout and the curated manifest into a `TrainParams`; the Horovod worker function
+receives it as a dict of strings and numbers, so nothing Spark- or config-specific is pickled to the executors.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from pipeline.config import PipelineConfig
+from pipeline.layout import Layout
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    model: str
+    run_id: str
+    model_dir: str
+    train_url: str
+    validation_url: str
+    train_rows: int
+    validation_rows: int
+    num_workers: int
+    epochs: int                  # planned in total
+    initial_epoch: int           # epochs already completed (resume point)
+    end_epoch: int               # this invocation stops after this epoch (== epochs unless stop_after_epochs)
+    batch_size: int              # per worker
+    learning_rate: float         # for one worker; the workers scale it by their number
+    warmup_epochs: int
+    seed: int
+    tf_threads: int
+    reader_workers: int
+    reader_queue_size: int
+    fingerprint: str
+
+    @property
+    def steps_per_epoch(self) -> int:
+        """The same on every rank, whatever its shard holds: ranks taking different step counts hang."""
+        return max(1, self.train_rows // (self.batch_size * self.num_workers))
+
+    @property
+    def checkpoint_dir(self) -> str:
+        return f"{self.model_dir}/checkpoint"
+
+    @property
+    def history_path(self) -> str:
+        return f"{self.model_dir}/history.json"
+
+    @property
+    def model_path(self) -> str:
+        return f"{self.model_dir}/model.keras"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def training_fingerprint(cfg: PipelineConfig, model: str, data_fingerprint: str, num_workers: int) -> str:
+    """Everything that shapes a model's weights; a checkpoint is resumed only under the same fingerprint."""
+    t = cfg.train
+    payload = {"model": model, "epochs": t.models[model].epochs, "batch_size": t.batch_size,
+               "learning_rate": t.learning_rate, "warmup_epochs": t.warmup_epochs, "seed": t.seed,
+               "num_workers": num_workers, "data": data_fingerprint}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def dataset_url(path: str) -> str:
+    """Petastorm wants a URL; a plain local path becomes file://."""
+    return path if "://" in path else f"file://{os.path.abspath(path)}"
+
+
+def build_params(cfg: PipelineConfig, layout: Layout, model: str, counts: dict[str, int], num_workers: int,
+                 initial_epoch: int, fingerprint: str) -> TrainParams:
+    t = cfg.train
+    epochs = t.models[model].epochs
+    end_epoch = min(epochs, initial_epoch + t.stop_after_epochs) if t.stop_after_epochs > 0 else epochs
+    return TrainParams(
+        model=model, run_id=layout.run_root.rstrip("/").rsplit("/", 1)[-1], model_dir=layout.model_dir(model),
+        train_url=dataset_url(layout.curated("train")), validation_url=dataset_url(layout.curated("validation")),
+        train_rows=int(counts["train"]), validation_rows=int(counts["validation"]), num_workers=num_workers,
+        epochs=epochs, initial_epoch=initial_epoch, end_epoch=end_epoch, batch_size=t.batch_size,
+        learning_rate=t.learning_rate, warmup_epochs=t.warmup_epochs, seed=t.seed,
+        tf_threads=t.tf_threads_per_worker, reader_workers=t.reader_workers,
+        reader_queue_size=t.reader_queue_size, fingerprint=fingerprint)

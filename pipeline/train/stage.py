@@ -1,0 +1,151 @@
+"""Training stage: each requested model trained data-parallel by Horovod on the Spark executors.
+
+The driver decides per model whether to skip (complete history for the same fingerprint), resume (a checkpoint
+for the same fingerprint) or start fresh, launches `train_worker` on `num_workers` Spark tasks with
+horovod.spark.run, then finalises history.json (wall time, peak memory per worker) and draws curves.png.
+"""
+from __future__ import annotations
+
+import logging
+import time
+
+from pyspark.sql import SparkSession
+
+from pipeline import storage
+from pipeline.config import PipelineConfig
+from pipeline.errors import PipelineError
+from pipeline.layout import Layout
+from pipeline.train import checkpoint, history
+from pipeline.train.params import TrainParams, build_params, training_fingerprint
+
+log = logging.getLogger(__name__)
+
+
+def run_training(spark: SparkSession, cfg: PipelineConfig, layout: Layout, model: str = "all",
+                 force: bool = False) -> dict:
+    """Train `model` (a registered name) or every model in cfg.train.models, in order; a summary per model."""
+    names = selected_models(cfg, model)
+    manifest = read_curated_manifest(layout)
+    num_workers = resolve_num_workers(cfg, spark)
+    for split in ("train", "validation"):
+        check_row_groups(layout.curated(split), num_workers)
+    return {name: train_model(spark, cfg, layout, name, manifest, num_workers, force) for name in names}
+
+
+def selected_models(cfg: PipelineConfig, model: str) -> list[str]:
+    from pipeline.train.models import MODEL_BUILDERS
+    if model == "all":
+        names = list(cfg.train.models)
+    elif model in cfg.train.models:
+        names = [model]
+    else:
+        raise PipelineError(f"unknown model '{model}' (configured in train.models: {', '.join(cfg.train.models)})")
+    unregistered = [n for n in names if n not in MODEL_BUILDERS]
+    if unregistered:
+        raise PipelineError(f"train.models entry '{unregistered[0]}' has no builder in pipeline/train/models.py "
+                            f"(registered: {', '.join(sorted(MODEL_BUILDERS))})")
+    return names
+
+
+def read_curated_manifest(layout: Layout) -> dict:
+    if not storage.exists(layout.curated_manifest):
+        raise PipelineError(f"curated data manifest {layout.curated_manifest} not found: run jobs/prepare.py first")
+    manifest = storage.read_json(layout.curated_manifest)
+    missing = [s for s in ("train", "validation") if not manifest.get("counts", {}).get(s)]
+    if missing:
+        raise PipelineError(f"curated data manifest {layout.curated_manifest} has no rows for '{missing[0]}'")
+    return manifest
+
+
+def resolve_num_workers(cfg: PipelineConfig, spark: SparkSession) -> int:
+    """cfg.train.num_workers, or one per task slot Spark has; more than the slots would wait for ever."""
+    slots = spark.sparkContext.defaultParallelism
+    wanted = cfg.train.num_workers or slots
+    if wanted < 1 or wanted > slots:
+        raise PipelineError(f"train.num_workers={wanted} must be between 1 and the {slots} task slots Spark has "
+                            "(spark.default.parallelism)")
+    return wanted
+
+
+def check_row_groups(path: str, num_workers: int) -> None:
+    """Petastorm shards by row group: fewer row groups than workers would leave a rank with no data."""
+    import pyarrow.parquet as pq
+    fs, root = storage.filesystem(path)
+    if not storage.exists(path):
+        raise PipelineError(f"curated data {path} not found: run jobs/prepare.py first")
+    dataset = pq.ParquetDataset(root, filesystem=fs, use_legacy_dataset=False)
+    groups = sum(fragment.metadata.num_row_groups for fragment in dataset.fragments)
+    if groups < num_workers:
+        raise PipelineError(f"curated data {path} has {groups} Parquet row group(s), fewer than the {num_workers} "
+                            "Horovod workers: rewrite it with smaller data.row_group_rows")
+
+
+def train_model(spark: SparkSession, cfg: PipelineConfig, layout: Layout, name: str, manifest: dict,
+                num_workers: int, force: bool) -> dict:
+    """Skip, resume or train one model; then finalise its history and curves."""
+    model_dir = layout.model_dir(name)
+    fingerprint = training_fingerprint(cfg, name, str(manifest.get("fingerprint")), num_workers)
+    previous = history.read(f"{model_dir}/history.json")
+    if force:
+        storage.remove(model_dir)
+    elif previous and previous.get("complete") and previous.get("fingerprint") == fingerprint:
+        log.info("%s already trained for this config (%s): skipping (use --force to retrain)", name, model_dir)
+        return model_summary(previous, skipped=True)
+    epochs_done = resume_point(model_dir, fingerprint, name)
+    params = build_params(cfg, layout, name, manifest["counts"], num_workers, len(epochs_done), fingerprint)
+    storage.write_json(params.history_path, history.skeleton(params, describe(name), epochs_done, previous))
+    results, seconds = launch(spark, params, cfg.train.start_timeout)
+    final = history.finalised(history.read(params.history_path), seconds, [r["peak_rss_mb"] for r in results])
+    storage.write_json(params.history_path, final)
+    history.plot_curves(final, f"{model_dir}/curves.png")
+    log.info("%s: %d/%d epochs, val_accuracy %.4f, %.1f s on %d worker(s)%s", name, final["epochs_completed"],
+             final["epochs_planned"], final["epochs"][-1]["val_accuracy"], seconds, num_workers,
+             "" if final["complete"] else " (stopped early: rerun to resume)")
+    return model_summary(final, skipped=False)
+
+
+def resume_point(model_dir: str, fingerprint: str, name: str) -> list[dict]:
+    """The epoch records of a checkpoint made under the same fingerprint; otherwise start from scratch."""
+    state = checkpoint.read_state(f"{model_dir}/checkpoint")
+    if state and state.get("fingerprint") == fingerprint and state.get("epoch", 0) > 0:
+        log.info("resuming %s from epoch %d", name, state["epoch"])
+        return state["epochs"][:state["epoch"]]
+    if storage.exists(model_dir):
+        log.info("%s: no checkpoint for this config in %s: training from scratch", name, model_dir)
+        storage.remove(model_dir)
+    return []
+
+
+def describe(name: str) -> list[dict]:
+    """Layer table of the model, built on the driver (CPU only, nothing trained)."""
+    import os
+    os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+    from pipeline.train.models import build_model, describe_layers
+    return describe_layers(build_model(name))
+
+
+def launch(spark: SparkSession, params: TrainParams, start_timeout: int) -> tuple[list[dict], float]:
+    """Run the worker on `params.num_workers` Spark tasks; returns each rank's report (rank order), wall time."""
+    import horovod.spark
+
+    from pipeline.train.worker import train_worker
+    log.info("training %s: epochs %d..%d of %d on %d worker(s), %d steps/epoch of %d per worker",
+             params.model, params.initial_epoch + 1, params.end_epoch, params.epochs, params.num_workers,
+             params.steps_per_epoch, params.batch_size)
+    started = time.perf_counter()
+    try:
+        results = horovod.spark.run(train_worker, args=(params.to_dict(),), num_proc=params.num_workers,
+                                    start_timeout=start_timeout, env={"TF_CPP_MIN_LOG_LEVEL": "2"},
+                                    use_gloo=True, verbose=0)
+    except Exception as exc:  # Horovod wraps worker failures in generic exceptions
+        raise PipelineError(f"training {params.model} failed on the Horovod workers: "
+                            f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__} "
+                            f"(the epochs completed so far are checkpointed in {params.checkpoint_dir})") from exc
+    return results, time.perf_counter() - started
+
+
+def model_summary(hist: dict, skipped: bool) -> dict:
+    last = hist["epochs"][-1] if hist.get("epochs") else {}
+    return {"val_accuracy": last.get("val_accuracy"), "epochs": hist.get("epochs_completed", 0),
+            "seconds": hist.get("total_seconds"), "params": hist.get("params"), "skipped": skipped,
+            "complete": hist.get("complete", False)}

@@ -1,0 +1,122 @@
+"""The function horovod.spark.run ships to every worker, and its steps.
+
+It receives plain values only (a TrainParams dict) and does its imports and hvd.init() inside, like
+horovod's own keras/remote.py; unlike that one it stays short by delegating to the helpers below.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import resource
+import socket
+import sys
+import time
+
+
+def train_worker(params_dict: dict) -> dict:
+    """Train one model data-parallel; rank 0 checkpoints, logs and saves. Returns this rank's facts."""
+    _quiet_tensorflow()
+    import horovod.tensorflow.keras as hvd
+
+    from pipeline.train.inputs import RowCounter, open_shard, training_dataset, validation_dataset
+    from pipeline.train.params import TrainParams
+
+    params = TrainParams(**params_dict)
+    hvd.init()
+    _configure_tensorflow(params.tf_threads, params.seed + hvd.rank())
+    _configure_logging(hvd.rank())
+    model = compiled_model(params, hvd.size())
+    if params.initial_epoch > 0:
+        from pipeline.train import checkpoint
+        checkpoint.restore(model, params.checkpoint_dir)
+    counter = RowCounter()
+    started = time.perf_counter()
+    with open_shard(params.train_url, params, hvd.rank(), hvd.size(), repeat=True) as train_reader, \
+            open_shard(params.validation_url, params, hvd.rank(), hvd.size(), repeat=False) as val_reader:
+        model.fit(training_dataset(train_reader, params.batch_size), steps_per_epoch=params.steps_per_epoch,
+                  validation_data=validation_dataset(val_reader, params.batch_size, counter),
+                  initial_epoch=params.initial_epoch, epochs=params.end_epoch,
+                  callbacks=worker_callbacks(params, counter), verbose=0)
+    if hvd.rank() == 0 and params.end_epoch == params.epochs:
+        save_final_model(model, params, hvd.size())
+    return rank_report(hvd, model, time.perf_counter() - started, counter.rows)
+
+
+def compiled_model(params, size: int):
+    """The registered model with Adam at lr x size wrapped in Horovod's allreducing optimizer."""
+    import horovod.tensorflow.keras as hvd
+    from tensorflow import keras
+
+    from pipeline.train.models import build_model
+    model = build_model(params.model)
+    optimizer = hvd.DistributedOptimizer(keras.optimizers.Adam(learning_rate=params.learning_rate * size))
+    model.compile(optimizer=optimizer, loss="categorical_crossentropy", metrics=["accuracy"])
+    return model
+
+
+def worker_callbacks(params, counter) -> list:
+    """Order matters: weights broadcast from rank 0, validation weighting before the metric average, then the
+    warm-up; only rank 0 records (checkpoint, history, log)."""
+    import horovod.tensorflow.keras as hvd
+
+    from pipeline.train import history
+    from pipeline.train.callbacks import EpochRecorder, ValidationWeighting
+    callbacks = [hvd.callbacks.BroadcastGlobalVariablesCallback(0), ValidationWeighting(counter),
+                 hvd.callbacks.MetricAverageCallback(),
+                 hvd.callbacks.LearningRateWarmupCallback(
+                     initial_lr=params.learning_rate * hvd.size(), warmup_epochs=params.warmup_epochs,
+                     steps_per_epoch=params.steps_per_epoch, verbose=0)]
+    if hvd.rank() == 0:
+        callbacks.append(EpochRecorder(params, history.read(params.history_path)))
+    return callbacks
+
+
+def save_final_model(model, params, size: int) -> None:
+    """model.keras without Horovod: the same weights in a fresh model compiled with plain Adam, so evaluation
+    and prediction load it with keras.models.load_model alone."""
+    from tensorflow import keras
+
+    from pipeline import storage
+    from pipeline.train.models import build_model
+    final = build_model(params.model)
+    final.set_weights(model.get_weights())
+    final.compile(optimizer=keras.optimizers.Adam(learning_rate=params.learning_rate * size),
+                  loss="categorical_crossentropy", metrics=["accuracy"])
+    local = f"/tmp/{params.model}-{os.getpid()}.keras"
+    final.save(local)
+    with open(local, "rb") as src:
+        storage.write_bytes(params.model_path, src.read())
+    os.remove(local)
+
+
+def rank_report(hvd, model, seconds: float, validation_rows: int) -> dict:
+    """What the driver learns from each rank: who it was, its peak memory, and a weight checksum (equal on
+    every rank when gradients were allreduced and the initial weights broadcast)."""
+    import numpy as np
+    return {"rank": hvd.rank(), "size": hvd.size(), "hostname": socket.gethostname(), "pid": os.getpid(),
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "seconds": round(seconds, 3), "validation_rows": validation_rows,
+            "weights_checksum": float(sum(np.abs(w).sum(dtype=np.float64) for w in model.get_weights()))}
+
+
+def _quiet_tensorflow() -> None:
+    import warnings
+    warnings.filterwarnings("ignore", category=FutureWarning)  # petastorm on pyarrow 10: deprecation noise
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+
+
+def _configure_tensorflow(threads: int, seed: int) -> None:
+    """Threads per worker so that workers x threads <= cores: oversubscribed cores slow every rank down."""
+    import tensorflow as tf
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
+    tf.keras.utils.set_random_seed(seed)
+
+
+def _configure_logging(rank: int) -> None:
+    """Rank 0 logs progress to stdout, which horovod.spark.run forwards to the driver."""
+    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING, stream=sys.stdout,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    for noisy in ("absl", "tensorflow", "petastorm"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
