@@ -62,8 +62,8 @@ dist: $(STAMP)
 # Ports: CLUSTER_MASTER_PORT (7077), CLUSTER_MASTER_UI_PORT (8080), CLUSTER_WORKER_UI_PORT (8081, 8082).
 CLUSTER_MASTER := spark://127.0.0.1:$(or $(CLUSTER_MASTER_PORT),7077)
 # The driver's Python is also the executors' (spark.pyspark.python): here the venv stands for a packed env.
-SPARK_SUBMIT := PYSPARK_PYTHON=$(CURDIR)/$(PY) $(VENV)/bin/spark-submit --master $(CLUSTER_MASTER) \
-                --py-files dist/pipeline.zip
+SPARK_SUBMIT := SPARK_LOCAL_IP=127.0.0.1 PYSPARK_PYTHON=$(CURDIR)/$(PY) $(VENV)/bin/spark-submit \
+                --master $(CLUSTER_MASTER) --py-files dist/pipeline.zip
 
 cluster-up: $(STAMP)
 	@$(PY) scripts/cluster.py up

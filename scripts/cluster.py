@@ -46,7 +46,7 @@ class Settings:
     timeout: float
 
     @classmethod
-    def from_env(cls) -> "Settings":
+    def from_env(cls) -> Settings:
         env = os.environ
         venv = Path(env.get("CLUSTER_VENV", REPO_ROOT / ".venv"))
         return cls(cluster_dir=Path(env.get("CLUSTER_DIR", REPO_ROOT / "cluster")).resolve(),
