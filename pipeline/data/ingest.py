@@ -1,0 +1,102 @@
+"""Ingest stage: source files -> structural checks -> record checks -> raw Parquet, quarantine and reports.
+
+Nothing is written until the structural checks pass; the raw table and its manifest are published last, so a
+failed run leaves nothing a later stage would read (prepare requires the manifest).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame, SparkSession
+
+from pipeline import storage
+from pipeline.config import PipelineConfig
+from pipeline.data import readers, validate
+from pipeline.layout import Layout, ingest_hash
+from pipeline.schema import RAW_SCHEMA
+
+log = logging.getLogger(__name__)
+
+IMAGE_ENCODING = "binary: height*width unsigned bytes (0-255), row-major, row 0 first, exactly as in IDX files"
+
+
+def run_ingest(spark: SparkSession, cfg: PipelineConfig, layout: Layout, force: bool = False) -> dict:
+    """Read the input files into layout.raw (+ quarantine, validation report, manifest); skip when complete."""
+    started = time.monotonic()
+    data = cfg.data
+    fmt, sources = readers.discover_sources(layout.input_dir, data)
+    scans = readers.scan_sources(spark, fmt, sources, data)
+    verified = readers.verify_checksums(layout.input_dir, readers.list_input(layout.input_dir), data, sources, scans)
+    checksums = {s.name: scanned["sha256"] for s, scanned in zip(sources, scans)}
+    fingerprint = ingest_fingerprint(cfg, checksums)
+    if not force and storage.is_complete(layout.raw_manifest, fingerprint):
+        log.info("ingest: skipped, %s is already complete for these inputs and config (--force redoes it)",
+                 layout.raw)
+        return {**_summary(storage.read_json(layout.raw_manifest), layout), "skipped": True}
+    storage.remove(layout.raw_manifest)     # from here on, later stages see no raw table until this run completes
+    counts, tasks = readers.plan_tasks(fmt, sources, scans, data)
+    log.info("ingest: %s input %s, %s records in %d parse tasks", fmt, layout.input_dir,
+             ", ".join(f"{s} {n}" for s, n in counts.items()), len(tasks))
+    image_bytes = data.image_height * data.image_width
+    parsed = (readers.read_records(spark, tasks)
+              .transform(validate.with_reject_reason, data.num_classes, image_bytes)
+              .persist(StorageLevel.MEMORY_AND_DISK))
+    try:
+        report = _validate_and_publish(parsed, cfg, layout)
+    finally:
+        parsed.unpersist()
+    sources_info = [{"name": s.name, "split": s.split, "role": s.role, "path": s.path, "bytes": scanned["bytes"],
+                     "sha256": scanned["sha256"]} for s, scanned in zip(sources, scans)]
+    manifest = {"fingerprint": fingerprint, "config_hash": ingest_hash(cfg), "input": layout.input_dir,
+                "format": fmt, "sources": sources_info, "source_checksums": checksums, "checksums_verified": verified,
+                "source_records": counts, "counts": report["valid"], "quarantined": report["quarantined"],
+                "label_counts": report["label_counts"], "duplicate_images": report["duplicate_images"],
+                "image_shape": [data.image_height, data.image_width, 1], "image_encoding": IMAGE_ENCODING,
+                "num_classes": data.num_classes, "row_group_rows": data.row_group_rows,
+                "schema": RAW_SCHEMA.jsonValue()}
+    storage.write_json(layout.raw_manifest, manifest)
+    log.info("ingest: wrote %s in %.1fs", layout.raw, time.monotonic() - started)
+    return _summary(manifest, layout)
+
+
+def ingest_fingerprint(cfg: PipelineConfig, checksums: dict[str, str]) -> str:
+    """Identity of the raw table: the data config, the input location and the exact bytes of every source."""
+    payload = json.dumps({"config": ingest_hash(cfg), "checksums": checksums}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+
+def _validate_and_publish(parsed: DataFrame, cfg: PipelineConfig, layout: Layout) -> dict:
+    """Count, report, write the quarantine; then either fail (threshold) or publish the raw table."""
+    valid = validate.valid_records(parsed)
+    report = validate.build_report(validate.record_counts(parsed), validate.duplicate_counts(valid),
+                                   cfg.data.max_quarantine_fraction, cfg.data.num_classes)
+    for line in validate.summary_lines(report):
+        log.info(line)
+    # The quarantine and the report are written even when the threshold fails: they are what a user inspects.
+    write_parquet(validate.quarantined_records(parsed), layout.quarantine, cfg.data.row_group_rows)
+    storage.write_json(layout.validation_report, report)
+    if report["status"] == "failed":
+        storage.remove(layout.raw)
+    validate.enforce_threshold(report, layout.validation_report)
+    write_parquet(valid, layout.raw, cfg.data.row_group_rows)
+    return report
+
+
+def write_parquet(df: DataFrame, path: str, rows_per_file: int) -> None:
+    """Publish `df` at `path` atomically, at most `rows_per_file` rows per file, hence per row group.
+
+    Petastorm shards a dataset by row group, so every Horovod rank needs several: bounding the rows per file is
+    the one setting that fixes the row-group size exactly (parquet.block.size is bytes and only approximate).
+    """
+    with storage.publishing(path) as tmp:
+        df.write.mode("error").option("maxRecordsPerFile", rows_per_file).parquet(tmp)
+
+
+def _summary(manifest: dict, layout: Layout) -> dict:
+    return {"format": manifest["format"], "counts": manifest["counts"], "quarantined": manifest["quarantined"],
+            "checksums_verified": manifest["checksums_verified"], "raw": layout.raw,
+            "validation_report": layout.validation_report}

@@ -1,0 +1,118 @@
+"""Prepare stage: raw table -> normalised float32 images -> curated train / validation / test for Petastorm.
+
+Each split is published atomically and the manifest last: a later stage trusts a split only when the manifest
+exists with the current fingerprint.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from typing import Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyspark.sql.functions as F
+from pyspark import StorageLevel
+from pyspark.sql import DataFrame, SparkSession
+
+from pipeline import storage
+from pipeline.config import PipelineConfig
+from pipeline.data.ingest import write_parquet
+from pipeline.data.split import assign_splits, plan_ranges
+from pipeline.errors import PipelineError
+from pipeline.layout import SPLITS, Layout
+from pipeline.schema import CURATED_SCHEMA, NORMALISATION, RAW_SCHEMA
+
+log = logging.getLogger(__name__)
+
+
+def run_prepare(spark: SparkSession, cfg: PipelineConfig, layout: Layout, force: bool = False) -> dict:
+    """Write layout.curated(split) for every split and layout.curated_manifest; skip when already complete."""
+    started = time.monotonic()
+    if not storage.exists(layout.raw_manifest):
+        raise PipelineError(f"no complete raw table at {layout.raw}: run jobs/ingest.py first")
+    raw_manifest = storage.read_json(layout.raw_manifest)
+    fingerprint = prepare_fingerprint(raw_manifest["fingerprint"], cfg.section_hash("data", "prepare"))
+    if not force and storage.is_complete(layout.curated_manifest, fingerprint):
+        log.info("prepare: skipped, %s is already complete for this raw table and config (--force redoes it)",
+                 layout.curated_root)
+        return {**_summary(storage.read_json(layout.curated_manifest), layout), "skipped": True}
+    storage.remove(layout.curated_manifest)
+    ranges = plan_ranges(raw_manifest["label_counts"], cfg.prepare)
+    raw = spark.read.schema(RAW_SCHEMA).parquet(layout.raw)
+    assigned = assign_splits(raw, ranges, cfg.prepare.seed).persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        label_counts = _label_counts(assigned, ranges)
+        for split in SPLITS:
+            log.info("prepare: writing %s (%d records)", split, sum(label_counts[split].values()))
+            write_parquet(curated_split(raw, assigned, split), layout.curated(split), cfg.data.row_group_rows)
+    finally:
+        assigned.unpersist()
+    manifest = curated_manifest(cfg, fingerprint, raw_manifest, label_counts)
+    storage.write_json(layout.curated_manifest, manifest)
+    log.info("prepare: %s in %.1fs", ", ".join(f"{s} {n}" for s, n in manifest["counts"].items()),
+             time.monotonic() - started)
+    return _summary(manifest, layout)
+
+
+def prepare_fingerprint(raw_fingerprint: str, config_hash: str) -> str:
+    payload = json.dumps({"raw": raw_fingerprint, "config": config_hash}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+
+def curated_split(raw: DataFrame, assigned: DataFrame, split: str) -> DataFrame:
+    """The records of `split`, normalised. The id list is small (no images), so it is broadcast: no shuffle."""
+    ids = assigned.filter(F.col("split") == split).select("record_id")
+    return raw.join(F.broadcast(ids), "record_id").select("record_id", "image", "label").transform(normalise_images)
+
+
+def normalise_images(df: DataFrame) -> DataFrame:
+    """uint8 image bytes -> float32 in [0, 1] (NORMALISATION), vectorised over Arrow batches with NumPy."""
+    return df.mapInArrow(_normalise_batches, CURATED_SCHEMA)
+
+
+def _normalise_batches(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    for batch in batches:
+        image = batch.column("image")
+        yield pa.RecordBatch.from_arrays([batch.column("record_id"), normalised(image), batch.column("label")],
+                                         names=CURATED_SCHEMA.fieldNames())
+
+
+def normalised(image: pa.BinaryArray) -> pa.ListArray:
+    """Binary pixels to a list<float32> array: float32(pixel) / 255, so 0 -> 0.0 and 255 -> exactly 1.0."""
+    n = len(image)
+    offsets = np.frombuffer(image.buffers()[1], dtype=np.int32)[image.offset:image.offset + n + 1]
+    pixels = np.frombuffer(image.buffers()[2], dtype=np.uint8)[offsets[0]:offsets[-1]]
+    values = pixels.astype(np.float32) / np.float32(255.0)
+    return pa.ListArray.from_arrays(pa.array(offsets - offsets[0], pa.int32()), pa.array(values, pa.float32()))
+
+
+def _label_counts(assigned: DataFrame, ranges: list[tuple]) -> dict[str, dict[str, int]]:
+    """Per-split, per-label counts of what will be written; they must equal the plan, or the raw table changed."""
+    counts = {split: {} for split in SPLITS}
+    for row in assigned.groupBy("split", "label").count().collect():
+        counts[row["split"]][str(row["label"])] = row["count"]
+    planned = {split: {} for split in SPLITS}
+    for _, label, split, first, last in ranges:
+        planned[split][str(label)] = last - first + 1
+    if counts != planned:
+        raise PipelineError("the raw table does not match its manifest's label counts: rerun ingest with --force")
+    return {split: dict(sorted(c.items(), key=lambda kv: int(kv[0]))) for split, c in counts.items()}
+
+
+def curated_manifest(cfg: PipelineConfig, fingerprint: str, raw_manifest: dict, label_counts: dict) -> dict:
+    data = cfg.data
+    return {"fingerprint": fingerprint, "counts": {s: sum(c.values()) for s, c in label_counts.items()},
+            "label_counts": label_counts, "schema": CURATED_SCHEMA.jsonValue(), "normalisation": NORMALISATION,
+            "seed": cfg.prepare.seed, "validation_size": cfg.prepare.validation_size,
+            "subset_fraction": cfg.prepare.subset_fraction, "source_checksums": raw_manifest["source_checksums"],
+            "raw_fingerprint": raw_manifest["fingerprint"], "config_hash": cfg.section_hash("data", "prepare"),
+            "image_shape": [data.image_height, data.image_width, 1], "num_classes": data.num_classes,
+            "row_group_rows": data.row_group_rows}
+
+
+def _summary(manifest: dict, layout: Layout) -> dict:
+    return {"counts": manifest["counts"], "curated": {s: layout.curated(s) for s in SPLITS},
+            "manifest": layout.curated_manifest}

@@ -1,0 +1,83 @@
+"""Where the split is decided: stratified, seeded, and independent of partitioning and row order.
+
+Every record gets a rank within its (source split, label) group, ordered by a seeded hash of its record id
+(record id breaks hash ties), so the same seed gives the same ranks whatever the partitions or row order.
+The driver turns the per-label counts into rank ranges with largest-remainder allocation, so totals are exact
+and each class is within one record of its exact share:
+  source train, label c: ranks 1..v_c -> validation, v_c+1..n_c -> train
+  source test:           every record -> test (untouched)
+A subset (quick profile) keeps the first ranks of each range, so it is itself a stratified seeded sample.
+"""
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+
+import pyspark.sql.functions as F
+from pyspark.sql import Column, DataFrame, Window
+
+from pipeline.config import PrepareConfig
+from pipeline.errors import PipelineError
+
+def allocate(total: int, weights: dict[int, int]) -> dict[int, int]:
+    """Split `total` across keys in proportion to `weights`: floors, then +1 for the largest remainders."""
+    whole = sum(weights.values())
+    if whole == 0:
+        return {key: 0 for key in weights}
+    quotas = {key: Fraction(total * weight, whole) for key, weight in weights.items()}
+    shares = {key: math.floor(quota) for key, quota in quotas.items()}
+    left = total - sum(shares.values())
+    for key in sorted(quotas, key=lambda k: (shares[k] - quotas[k], k))[:left]:
+        shares[key] += 1
+    return shares
+
+
+def validation_count(validation_size: float, train_records: int) -> int:
+    """prepare.validation_size as a count: >= 1 is a count, below 1 a fraction of the training records."""
+    if validation_size >= 1 and validation_size != int(validation_size):
+        raise PipelineError(f"prepare.validation_size {validation_size} must be a whole count or a fraction below 1")
+    count = int(validation_size) if validation_size >= 1 else math.floor(validation_size * train_records + 0.5)
+    if not 0 < count < train_records:
+        raise PipelineError(f"prepare.validation_size {validation_size} gives {count} validation records: it must "
+                            f"leave both splits non-empty ({train_records} training records)")
+    return count
+
+
+def plan_ranges(label_counts: dict[str, dict[str, int]], prepare: PrepareConfig) -> list[tuple]:
+    """Rank ranges (source_split, label, split, first_rank, last_rank) from per-label counts of the source splits."""
+    fraction = prepare.subset_fraction
+    if not 0 < fraction <= 1:
+        raise PipelineError(f"prepare.subset_fraction {fraction} must be in (0, 1]")
+    train = {int(k): n for k, n in label_counts.get("train", {}).items()}
+    test = {int(k): n for k, n in label_counts.get("test", {}).items()}
+    validation = allocate(validation_count(prepare.validation_size, sum(train.values())), train)
+    rest = {label: train[label] - validation[label] for label in train}
+    keep = {name: allocate(math.floor(fraction * sum(counts.values()) + 0.5), counts)
+            for name, counts in (("validation", validation), ("train", rest), ("test", test))}
+    ranges = []
+    for label in sorted(train):
+        ranges.append(("train", label, "validation", 1, keep["validation"][label]))
+        ranges.append(("train", label, "train", validation[label] + 1, validation[label] + keep["train"][label]))
+    ranges += [("test", label, "test", 1, keep["test"][label]) for label in sorted(test)]
+    return [r for r in ranges if r[4] >= r[3]]
+
+
+def record_hash(seed: int) -> Column:
+    """A stable 64-bit hash of (seed, record_id): the record's place in the seeded order."""
+    return F.xxhash64(F.lit(seed).cast("long"), F.col("record_id"))
+
+
+def with_rank(df: DataFrame, seed: int) -> DataFrame:
+    """Rank (1-based) within (source_split, label) by the seeded hash, record id breaking ties."""
+    order = Window.partitionBy("source_split", "label").orderBy(record_hash(seed), F.col("record_id"))
+    return df.withColumn("rank", F.row_number().over(order))
+
+
+def assign_splits(raw: DataFrame, ranges: list[tuple], seed: int) -> DataFrame:
+    """(record_id, split, label) for every kept record; only these slim columns are shuffled, never images."""
+    bounds = raw.sparkSession.createDataFrame(ranges, "source_split string, label int, split string, first_rank int, "
+                                           "last_rank int")
+    ranked = raw.select("record_id", "source_split", "label").transform(with_rank, seed)
+    return (ranked.join(F.broadcast(bounds), ["source_split", "label"])
+            .filter(F.col("rank").between(F.col("first_rank"), F.col("last_rank")))
+            .select("record_id", "split", "label"))
