@@ -31,7 +31,7 @@ def run_ingest(spark: SparkSession, cfg: PipelineConfig, layout: Layout, force: 
     fmt, sources = readers.discover_sources(layout.input_dir, data)
     scans = readers.scan_sources(spark, fmt, sources, data)
     verified = readers.verify_checksums(layout.input_dir, readers.list_input(layout.input_dir), data, sources, scans)
-    checksums = {s.name: scanned["sha256"] for s, scanned in zip(sources, scans)}
+    checksums = {s.name: scanned["sha256"] for s, scanned in zip(sources, scans, strict=True)}
     fingerprint = ingest_fingerprint(cfg, checksums)
     if not force and storage.is_complete(layout.raw_manifest, fingerprint):
         log.info("ingest: skipped, %s is already complete for these inputs and config (--force redoes it)",
@@ -50,7 +50,7 @@ def run_ingest(spark: SparkSession, cfg: PipelineConfig, layout: Layout, force: 
     finally:
         parsed.unpersist()
     sources_info = [{"name": s.name, "split": s.split, "role": s.role, "path": s.path, "bytes": scanned["bytes"],
-                     "sha256": scanned["sha256"]} for s, scanned in zip(sources, scans)]
+                     "sha256": scanned["sha256"]} for s, scanned in zip(sources, scans, strict=True)]
     manifest = {"fingerprint": fingerprint, "config_hash": ingest_hash(cfg), "input": layout.input_dir,
                 "format": fmt, "sources": sources_info, "source_checksums": checksums, "checksums_verified": verified,
                 "source_records": counts, "counts": report["valid"], "quarantined": report["quarantined"],

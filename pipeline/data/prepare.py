@@ -9,7 +9,7 @@ import hashlib
 import json
 import logging
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 import pyarrow as pa

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -54,11 +54,11 @@ def discover_sources(input_dir: str, data: DataConfig) -> tuple[str, list[Source
     if fmt is None:
         looked = "; ".join(f"{f}: {', '.join(n for *_, n in wanted[f])}" for f in FORMATS)
         raise PipelineError(f"{input_dir}: no MNIST input found (looked for {looked})")
-    missing = [name for (*_, name), actual in zip(wanted[fmt], found[fmt]) if actual is None]
+    missing = [name for (*_, name), actual in zip(wanted[fmt], found[fmt], strict=True) if actual is None]
     if missing:
         raise PipelineError(f"{input_dir}: {fmt} input file {missing[0]} not found")
     return fmt, [Source(split, role, actual, f"{input_dir.rstrip('/')}/{actual}")
-                 for (split, role, _), actual in zip(wanted[fmt], found[fmt])]
+                 for (split, role, _), actual in zip(wanted[fmt], found[fmt], strict=True)]
 
 
 def _wanted(fmt: str, data: DataConfig) -> list[tuple[str, str, str]]:
@@ -105,7 +105,7 @@ def verify_checksums(input_dir: str, names: set[str], data: DataConfig, sources:
         parts = line.split()
         if len(parts) == 2:
             expected[parts[1].lstrip("*")] = parts[0].lower()
-    for source, scanned in zip(sources, scans):
+    for source, scanned in zip(sources, scans, strict=True):
         want = expected.get(source.name)
         if want is None:
             log.warning("%s is not listed in %s: its checksum is recorded but not verified",
@@ -118,7 +118,7 @@ def verify_checksums(input_dir: str, names: set[str], data: DataConfig, sources:
 
 def plan_tasks(fmt: str, sources: list[Source], scans: list[dict], data: DataConfig) -> tuple[dict, list[dict]]:
     """Structural checks (PipelineError naming the file) and the record ranges to parse: ({split: n}, tasks)."""
-    for source, scanned in zip(sources, scans):
+    for source, scanned in zip(sources, scans, strict=True):
         if scanned.get("error"):
             raise PipelineError(f"{source.name}: {scanned['error']}")
     planners = {"idx": _plan_idx, "npz": _plan_npz, "csv": _plan_csv}
@@ -160,7 +160,7 @@ def _plan_npz(sources: list[Source], scans: list[dict], data: DataConfig) -> tup
 def _plan_csv(sources: list[Source], scans: list[dict], data: DataConfig) -> tuple[dict, list[dict]]:
     fields = data.image_height * data.image_width + 1
     counts, tasks = {}, []
-    for source, scanned in zip(sources, scans):
+    for source, scanned in zip(sources, scans, strict=True):
         csvtext.check(source.name, scanned, fields)
         counts[source.split] = scanned["records"]
         bounds = [*scanned["offsets"], scanned["end"]]

@@ -19,6 +19,7 @@ from pyspark.sql import Column, DataFrame, Window
 from pipeline.config import PrepareConfig
 from pipeline.errors import PipelineError
 
+
 def allocate(total: int, weights: dict[int, int]) -> dict[int, int]:
     """Split `total` across keys in proportion to `weights`: floors, then +1 for the largest remainders."""
     whole = sum(weights.values())
