@@ -41,10 +41,12 @@ def with_epoch(history: dict, record: dict) -> dict:
     return {**history, "epochs": epochs, "epochs_completed": len(epochs)}
 
 
-def finalised(history: dict, run_seconds: float, peak_rss_mb: list[float]) -> dict:
+def finalised(history: dict, run_seconds: float, rank_reports: list[dict]) -> dict:
+    """Add this invocation's wall time and what each rank reported (in rank order), and mark completeness."""
     done = history["epochs_completed"] >= history["epochs_planned"]
     return {**history, "total_seconds": round(history["total_seconds"] + run_seconds, 3),
-            "peak_rss_mb_per_worker": peak_rss_mb, "complete": done}
+            "peak_rss_mb_per_worker": [r["peak_rss_mb"] for r in rank_reports], "workers": rank_reports,
+            "complete": done}
 
 
 def read(path: str) -> dict | None:

@@ -95,7 +95,7 @@ def train_model(spark: SparkSession, cfg: PipelineConfig, layout: Layout, name: 
     params = build_params(cfg, layout, name, manifest["counts"], num_workers, len(epochs_done), fingerprint)
     storage.write_json(params.history_path, history.skeleton(params, describe(name), epochs_done, previous))
     results, seconds = launch(spark, params, cfg.train.start_timeout)
-    final = history.finalised(history.read(params.history_path), seconds, [r["peak_rss_mb"] for r in results])
+    final = history.finalised(history.read(params.history_path), seconds, results)
     storage.write_json(params.history_path, final)
     history.plot_curves(final, f"{model_dir}/curves.png")
     log.info("%s: %d/%d epochs, val_accuracy %.4f, %.1f s on %d worker(s)%s", name, final["epochs_completed"],

@@ -1,0 +1,51 @@
+"""The model registry: each architecture's layer sequence and parameter count, counted by hand.
+
+Conv2D(32, 3x3) on 28x28x1: 3*3*1*32 + 32 = 320, output 26x26x32; 2x2 pooling -> 13x13x32 (5,408 values).
+Conv2D(64, 3x3) on 13x13x32: 3*3*32*64 + 64 = 18,496, output 11x11x64; pooling -> 5x5x64 (1,600 values).
+BatchNormalization(c): 4c (gamma, beta trainable; moving mean and variance not).
+"""
+from __future__ import annotations
+
+import pytest
+
+from pipeline.errors import PipelineError
+from pipeline.train.models import MODEL_BUILDERS, build_model, describe_layers
+
+EXPECTED = {
+    "model_1": ([("Conv2D", 320, [26, 26, 32]), ("MaxPooling2D", 0, [13, 13, 32]), ("Flatten", 0, [5408]),
+                 ("Dense", 5408 * 128 + 128, [128]), ("Dense", 128 * 10 + 10, [10])], 693_962),
+    "model_2": ([("Conv2D", 320, [26, 26, 32]), ("MaxPooling2D", 0, [13, 13, 32]),
+                 ("Conv2D", 18_496, [11, 11, 64]), ("MaxPooling2D", 0, [5, 5, 64]), ("Flatten", 0, [1600]),
+                 ("Dense", 1600 * 128 + 128, [128]), ("Dropout", 0, [128]), ("Dense", 1290, [10])], 225_034),
+    "model_3": ([("Conv2D", 320, [26, 26, 32]), ("BatchNormalization", 128, [26, 26, 32]),
+                 ("MaxPooling2D", 0, [13, 13, 32]), ("Conv2D", 18_496, [11, 11, 64]),
+                 ("BatchNormalization", 256, [11, 11, 64]), ("MaxPooling2D", 0, [5, 5, 64]),
+                 ("Flatten", 0, [1600]), ("Dense", 1600 * 256 + 256, [256]), ("Dropout", 0, [256]),
+                 ("Dense", 256 * 10 + 10, [10])], 431_626),
+}
+
+
+def test_the_registry_holds_exactly_the_studys_models():
+    assert set(MODEL_BUILDERS) == set(EXPECTED)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_layer_sequence_and_parameter_count(name):
+    layers, total = EXPECTED[name]
+    model = build_model(name)
+    described = [(d["type"], d["params"], d["output_shape"]) for d in describe_layers(model)]
+    assert described == layers
+    assert model.count_params() == total == sum(params for _, params, _ in layers)
+    assert model.input_shape == (None, 28, 28, 1)
+    assert model.layers[-1].get_config()["activation"] == "softmax"
+
+
+def test_model_3_keeps_batch_norm_statistics_out_of_training():
+    model = build_model("model_3")
+    non_trainable = sum(int(w.shape.num_elements()) for w in model.non_trainable_weights)
+    assert non_trainable == 2 * 32 + 2 * 64
+
+
+def test_unknown_model_name_is_refused():
+    with pytest.raises(PipelineError, match="unknown model 'model_4' \\(registered: model_1, model_2, model_3\\)"):
+        build_model("model_4")

@@ -1,0 +1,213 @@
+"""Training stage: a real 2-worker Horovod run on Spark local[2] over a small stratified MNIST subset.
+
+One module-scoped run is interrupted after epoch 1 of 2 (train.stop_after_epochs=1), then rerun to completion
+and run a third time (skipped); the tests below assert on what those three invocations produced.
+"""
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipeline.config import REPO_ROOT
+from pipeline.errors import PipelineError
+from pipeline.layout import Layout
+from pipeline.schema import CURATED_SCHEMA
+from pipeline.train.stage import run_training
+
+MNIST = REPO_ROOT / "data" / "mnist"
+TRAIN_PER_CLASS, VALIDATION_PER_CLASS = 300, 60   # 3,000 training and 600 validation rows
+RUN_ID = "test-train"
+
+
+def read_idx(images_file: str, labels_file: str) -> tuple[np.ndarray, np.ndarray]:
+    with gzip.open(MNIST / images_file) as f:
+        images = np.frombuffer(f.read(), dtype=np.uint8, offset=16).reshape(-1, 784)
+    with gzip.open(MNIST / labels_file) as f:
+        labels = np.frombuffer(f.read(), dtype=np.uint8, offset=8)
+    return images, labels
+
+
+def stratified_indices(labels: np.ndarray, per_class: tuple[int, int], seed: int) -> tuple[np.ndarray, ...]:
+    """Disjoint train / validation picks with the same number of rows of every digit."""
+    rng = np.random.default_rng(seed)
+    train, validation = [], []
+    for digit in range(10):
+        picked = rng.permutation(np.flatnonzero(labels == digit))[:sum(per_class)]
+        train.append(picked[:per_class[0]])
+        validation.append(picked[per_class[0]:])
+    return rng.permutation(np.concatenate(train)), rng.permutation(np.concatenate(validation))
+
+
+def write_curated(spark, images, labels, indices, path: str, files: int) -> None:
+    """CURATED_SCHEMA Parquet, `files` files of one row group each: more row groups than Horovod workers."""
+    frame = pd.DataFrame({"record_id": [f"train-images-idx3-ubyte.gz:{i}" for i in indices],
+                          "image": list((images[indices] / 255.0).astype(np.float32)),
+                          "label": labels[indices].astype(np.int32)})
+    spark.createDataFrame(frame, CURATED_SCHEMA).repartition(files).write.mode("overwrite").parquet(path)
+
+
+@pytest.fixture(scope="module")
+def curated_subset(spark, tmp_path_factory) -> Path:
+    """A curated data root (train/, validation/, manifest.json) as the data stage lays it out."""
+    root = tmp_path_factory.mktemp("curated")
+    images, labels = read_idx("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz")
+    train, validation = stratified_indices(labels, (TRAIN_PER_CLASS, VALIDATION_PER_CLASS), seed=3)
+    write_curated(spark, images, labels, train, str(root / "train"), files=8)
+    write_curated(spark, images, labels, validation, str(root / "validation"), files=3)
+    counts = {"train": len(train), "validation": len(validation)}
+    (root / "manifest.json").write_text(json.dumps({"fingerprint": "test-subset", "counts": counts,
+                                                    "image_shape": [28, 28, 1], "num_classes": 10}))
+    return root
+
+
+def layout_over(cfg, curated_root: Path) -> Layout:
+    layout = Layout.from_config(cfg, RUN_ID)
+    return Layout(layout.input_dir, layout.raw_root, str(curated_root), layout.run_root, layout.store)
+
+
+class StageLog(logging.Handler):
+    """Collects the training stage's log lines across the invocations of one module-scoped run."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+@pytest.fixture(scope="module")
+def interrupted_then_resumed(spark, curated_subset, tmp_path_factory):
+    """model_1 for 2 epochs on 2 workers: stopped after epoch 1, rerun (resumes), rerun again (skips)."""
+    from pipeline.config import load_config
+    runs = tmp_path_factory.mktemp("runs")
+    base = [f"paths.runs={runs}", "spark.master=local[2]", "train.models={model_1: {epochs: 2}}",
+            "train.num_workers=2"]
+    stopped_cfg = load_config(None, "full", [*base, "train.stop_after_epochs=1"])
+    cfg = load_config(None, "full", base)
+    handler, logger = StageLog(), logging.getLogger("pipeline.train.stage")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        first = run_training(spark, stopped_cfg, layout_over(stopped_cfg, curated_subset))
+        model_dir = Path(layout_over(cfg, curated_subset).model_dir("model_1"))
+        after_stop = json.loads((model_dir / "history.json").read_text())
+        second = run_training(spark, cfg, layout_over(cfg, curated_subset))
+        third = run_training(spark, cfg, layout_over(cfg, curated_subset))
+    finally:
+        logger.removeHandler(handler)
+    final = json.loads((model_dir / "history.json").read_text())
+    return {"summaries": (first, second, third), "after_stop": after_stop, "final": final,
+            "model_dir": model_dir, "log": handler.lines}
+
+
+def test_a_stopped_run_leaves_one_epoch_and_a_checkpoint(interrupted_then_resumed):
+    after_stop = interrupted_then_resumed["after_stop"]
+    assert after_stop["complete"] is False
+    assert [e["epoch"] for e in after_stop["epochs"]] == [1]
+    assert interrupted_then_resumed["summaries"][0]["model_1"]["epochs"] == 1
+    state = json.loads((interrupted_then_resumed["model_dir"] / "checkpoint" / "state.json").read_text())
+    assert state["epoch"] == 2  # by now the resumed run has checkpointed its own epoch
+
+
+def test_rerun_resumes_from_the_checkpoint_instead_of_restarting(interrupted_then_resumed):
+    final, after_stop = interrupted_then_resumed["final"], interrupted_then_resumed["after_stop"]
+    assert "resuming model_1 from epoch 1" in interrupted_then_resumed["log"]
+    assert [e["epoch"] for e in final["epochs"]] == [1, 2]
+    assert final["epochs"][0] == after_stop["epochs"][0]  # epoch 1 kept as it was, not retrained
+    assert final["resumed_from_epoch"] == 1
+    assert final["epochs_completed"] == final["epochs_planned"] == 2
+    assert final["complete"] is True
+
+
+def test_a_finished_model_is_skipped(interrupted_then_resumed):
+    first, second, third = interrupted_then_resumed["summaries"]
+    assert second["model_1"]["skipped"] is False
+    assert third["model_1"] == {**second["model_1"], "skipped": True}
+    assert any("model_1 already trained" in line for line in interrupted_then_resumed["log"])
+
+
+def test_both_ranks_trained_the_same_weights_on_their_own_shards(interrupted_then_resumed):
+    workers = interrupted_then_resumed["final"]["workers"]
+    assert [w["rank"] for w in workers] == [0, 1]
+    assert all(w["size"] == 2 for w in workers)
+    assert workers[0]["pid"] != workers[1]["pid"]
+    # Allreduced gradients from broadcast initial weights: the ranks end with identical weights.
+    assert workers[0]["weights_checksum"] == pytest.approx(workers[1]["weights_checksum"], rel=1e-6)
+    # Each rank validated its own shard once: together, every validation row exactly once.
+    assert sum(w["validation_rows"] for w in workers) == 10 * VALIDATION_PER_CLASS
+    assert all(0 < w["validation_rows"] < 10 * VALIDATION_PER_CLASS for w in workers)
+    assert len(interrupted_then_resumed["final"]["peak_rss_mb_per_worker"]) == 2
+    assert all(100 < mb < 4000 for mb in interrupted_then_resumed["final"]["peak_rss_mb_per_worker"])
+
+
+def test_history_follows_the_contract(interrupted_then_resumed):
+    final = interrupted_then_resumed["final"]
+    contract = {"model", "run_id", "epochs_planned", "epochs_completed", "num_workers", "batch_size_per_worker",
+                "learning_rate", "params", "layers", "epochs", "total_seconds", "peak_rss_mb_per_worker",
+                "resumed_from_epoch", "complete"}
+    assert contract <= set(final)
+    assert (final["model"], final["run_id"], final["num_workers"], final["batch_size_per_worker"]) == \
+        ("model_1", RUN_ID, 2, 32)
+    assert final["params"] == 693_962
+    assert final["steps_per_epoch"] == 10 * TRAIN_PER_CLASS // (32 * 2)
+    assert [layer["type"] for layer in final["layers"]] == ["Conv2D", "MaxPooling2D", "Flatten", "Dense", "Dense"]
+    for epoch in final["epochs"]:
+        assert set(epoch) == {"epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds"}
+        assert epoch["seconds"] > 0
+    assert final["total_seconds"] >= sum(e["seconds"] for e in final["epochs"])
+
+
+def test_validation_accuracy_is_well_above_chance(interrupted_then_resumed):
+    final = interrupted_then_resumed["final"]
+    assert final["epochs"][-1]["val_accuracy"] > 0.8
+    assert final["epochs"][-1]["loss"] < final["epochs"][0]["loss"]
+    assert interrupted_then_resumed["summaries"][1]["model_1"]["val_accuracy"] == final["epochs"][-1]["val_accuracy"]
+
+
+def test_saved_model_reloads_and_predicts(interrupted_then_resumed, curated_subset):
+    from tensorflow import keras
+    model_dir = interrupted_then_resumed["model_dir"]
+    assert (model_dir / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    model = keras.models.load_model(model_dir / "model.keras")
+    images, labels = read_idx("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+    x = (images[:500] / 255.0).astype(np.float32).reshape(-1, 28, 28, 1)
+    probabilities = model.predict(x, batch_size=250, verbose=0)
+    assert probabilities.shape == (500, 10)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-4)
+    assert (probabilities.argmax(axis=1) == labels[:500]).mean() > 0.8
+
+
+def test_unknown_model_is_refused(spark, make_config, curated_subset):
+    cfg = make_config()
+    with pytest.raises(PipelineError, match="unknown model 'model_9'"):
+        run_training(spark, cfg, layout_over(cfg, curated_subset), model="model_9")
+
+
+def test_missing_curated_data_is_reported(spark, make_config, tmp_path):
+    cfg = make_config()
+    with pytest.raises(PipelineError, match="not found: run jobs/prepare.py first"):
+        run_training(spark, cfg, layout_over(cfg, tmp_path / "nothing-here"))
+
+
+def test_more_workers_than_task_slots_is_refused(spark, make_config, curated_subset):
+    cfg = make_config("train.num_workers=3")
+    with pytest.raises(PipelineError, match=r"train.num_workers=3 must be between 1 and the 2 task slots"):
+        run_training(spark, cfg, layout_over(cfg, curated_subset))
+
+
+def test_fewer_row_groups_than_workers_is_refused(spark, make_config, curated_subset, tmp_path):
+    root = tmp_path / "curated"
+    images, labels = read_idx("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz")
+    write_curated(spark, images, labels, np.arange(100), str(root / "train"), files=4)
+    write_curated(spark, images, labels, np.arange(100, 120), str(root / "validation"), files=1)
+    (root / "manifest.json").write_text(json.dumps({"fingerprint": "x", "counts": {"train": 100, "validation": 20}}))
+    cfg = make_config("train.num_workers=2")
+    with pytest.raises(PipelineError, match=r"validation has 1 Parquet row group\(s\), fewer than the 2 Horovod"):
+        run_training(spark, cfg, layout_over(cfg, root))
