@@ -1,0 +1,284 @@
+"""The EDA stage: read the curated splits, aggregate them in Spark, write summary, tables and figures atomically.
+
+Extract (`read_curated`), transform (`pipeline.eda.aggregates`, all on the executors), load (`_publish`): only
+aggregates and the handful of sample rows drawn in the grid reach the driver.
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import logging
+import time
+from dataclasses import asdict
+from typing import Any
+
+from pyspark.sql import DataFrame, SparkSession
+
+from pipeline import storage
+from pipeline.config import PipelineConfig
+from pipeline.eda import aggregates, figures
+from pipeline.errors import PipelineError
+from pipeline.layout import SPLITS, Layout
+from pipeline.schema import CURATED_SCHEMA
+
+log = logging.getLogger(__name__)
+
+# Bump when the outputs change shape, so a rerun with new code redoes the stage instead of skipping it.
+EDA_FORMAT_VERSION = 1
+SAMPLE_SPLIT = "train"
+TABLES = ("label_distribution", "pixel_stats", "histogram", "drift", "mean_images")
+FIGURES = ("sample_grid", "label_distribution", "mean_images", "pixel_histogram")
+
+
+def run_eda(spark: SparkSession, cfg: PipelineConfig, layout: Layout, force: bool = False) -> dict:
+    """Describe the curated data under `layout.eda`; skip when it is already there for the same inputs and config."""
+    curated_manifest = _read_required_json(layout.curated_manifest, "curated manifest")
+    fingerprint = eda_fingerprint(curated_manifest, cfg)
+    manifest_path = f"{layout.eda}/manifest.json"
+    if not force and storage.is_complete(manifest_path, fingerprint):
+        log.info("EDA already complete at %s (fingerprint %s): skipping; --force redoes it", layout.eda, fingerprint)
+        return {**headline(storage.read_json(f"{layout.eda}/summary.json"), layout), "skipped": True}
+    started = time.monotonic()
+    curated = aggregates.union_splits({split: read_curated(spark, layout.curated(split), split) for split in SPLITS})
+    results = compute(curated, cfg)
+    summary = build_summary(results, cfg, curated_manifest, _read_validation_report(layout), fingerprint)
+    summary["seconds"] = round(time.monotonic() - started, 1)
+    _publish(layout.eda, results, summary, cfg, fingerprint)
+    log.info("EDA written to %s in %.1f s", layout.eda, summary["seconds"])
+    return {**headline(summary, layout), "skipped": False}
+
+
+def eda_fingerprint(curated_manifest: dict, cfg: PipelineConfig) -> str:
+    """The identity of the EDA output: the curated data it describes, the EDA config and the output format."""
+    curated = curated_manifest.get("fingerprint") or json.dumps(curated_manifest, sort_keys=True, default=str)
+    payload = {"curated": curated, "eda": asdict(cfg.eda), "data": asdict(cfg.data), "format": EDA_FORMAT_VERSION}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def read_curated(spark: SparkSession, path: str, split: str) -> DataFrame:
+    """One curated split as (record_id, image, label), failing in one line when it is missing or malformed."""
+    if not storage.exists(path):
+        raise PipelineError(f"curated split '{split}' not found at {path}: run jobs/prepare.py first")
+    df = spark.read.parquet(path)
+    missing = [name for name in CURATED_SCHEMA.fieldNames() if name not in df.columns]
+    if missing:
+        raise PipelineError(f"curated split '{split}' at {path} lacks column(s) {', '.join(missing)}")
+    return df.select(*CURATED_SCHEMA.fieldNames())
+
+
+def compute(curated: DataFrame, cfg: PipelineConfig) -> dict[str, Any]:
+    """Every aggregate as plain Python rows, plus the sample rows for the grid."""
+    summaries = aggregates.class_summaries(curated).cache()  # 30 rows, reused by three aggregates below
+    distribution = aggregates.label_distribution(curated).cache()
+    try:
+        log.info("EDA: label distribution and per-class summaries (one pass over the images)")
+        stats = aggregates.pixel_statistics(summaries)
+        results = {
+            "label_distribution": _rows(distribution),
+            "imbalance": _rows(aggregates.imbalance(distribution)),
+            "pixel_stats": _rows(stats),
+            "mean_images": _rows(aggregates.mean_images(summaries)),
+            "drift": _rows(aggregates.split_drift(distribution, stats, list(SPLITS))),
+        }
+        log.info("EDA: pixel histogram (%d bins)", cfg.eda.histogram_bins)
+        results["histogram"] = _rows(aggregates.pixel_histogram(curated, cfg.eda.histogram_bins))
+        log.info("EDA: %d sample training images (seed %d)", cfg.eda.sample_images, cfg.eda.seed)
+        train = curated.where(curated.split == SAMPLE_SPLIT)
+        results["samples"] = _rows(aggregates.sample_records(train, cfg.eda.seed, cfg.eda.sample_images))
+        return results
+    finally:
+        summaries.unpersist()
+        distribution.unpersist()
+
+
+def _rows(df: DataFrame) -> list[dict]:
+    """A small aggregate DataFrame to the driver as dicts (never called on a data set)."""
+    return [row.asDict() for row in df.collect()]
+
+
+def build_summary(results: dict, cfg: PipelineConfig, curated_manifest: dict, validation: dict | None,
+                  fingerprint: str) -> dict:
+    """summary.json: the figures a reader (and the report) needs, keyed by split and label."""
+    return {
+        "fingerprint": fingerprint,
+        "curated_fingerprint": curated_manifest.get("fingerprint"),
+        "eda_config": asdict(cfg.eda),
+        "splits": list(SPLITS),
+        "counts": {r["split"]: r["images"] for r in results["imbalance"]},
+        "label_distribution": _distribution_summary(results),
+        "pixel_stats": _nested(results["pixel_stats"], ("images", "mean", "std", "ink_share")),
+        "histogram": _histogram_summary(results["histogram"], cfg.eda.histogram_bins),
+        "drift": drift_summary(results["drift"], results["mean_images"]),
+        "validation": validation_findings(validation),
+        "sample": {"split": SAMPLE_SPLIT, "seed": cfg.eda.seed,
+                   "records": [{"record_id": s["record_id"], "label": s["label"]} for s in results["samples"]]},
+        "tables": {name: f"{name}.csv" for name in TABLES},
+        "figures": {name: f"{name}.png" for name in FIGURES},
+    }
+
+
+def _distribution_summary(results: dict) -> dict:
+    summary = {}
+    for row in results["imbalance"]:
+        split = row["split"]
+        rows = [r for r in results["label_distribution"] if r["split"] == split]
+        summary[split] = {
+            "counts": {str(r["label"]): r["count"] for r in rows},
+            "shares": {str(r["label"]): round(r["share"], 6) for r in rows},
+            "classes": row["classes"],
+            "largest_label": max(rows, key=lambda r: r["count"])["label"],
+            "smallest_label": min(rows, key=lambda r: r["count"])["label"],
+            "imbalance_ratio": round(row["imbalance_ratio"], 4),
+        }
+    return summary
+
+
+def _nested(rows: list[dict], fields: tuple[str, ...]) -> dict:
+    """{split: {label: {field: value}}} from (split, label, fields...) rows."""
+    nested: dict[str, dict] = {}
+    for row in rows:
+        nested.setdefault(row["split"], {})[str(row["label"])] = {f: row[f] for f in fields}
+    return nested
+
+
+def _histogram_summary(rows: list[dict], bins: int) -> dict:
+    background = {r["split"]: r["share"] for r in rows if r["bin"] == 0}
+    return {"bins": bins, "range": [0.0, 1.0], "first_bin_share": background,
+            "note": "first_bin_share: share of pixels in [0, 1/bins), almost all of it exact-zero background"}
+
+
+def drift_summary(drift_rows: list[dict], mean_image_rows: list[dict]) -> dict:
+    """The largest train/validation/test gaps: per-class share, per-class mean intensity, and mean image pixels."""
+    by_share = max(drift_rows, key=lambda r: r["share_max_diff"])
+    by_mean = max(drift_rows, key=lambda r: r["mean_max_diff"])
+    split_means = {r["split"]: r["mean_image"] for r in mean_image_rows if r["label"] == aggregates.ALL
+                   and r["split"] != aggregates.ALL}
+    pairs = [(a, b) for i, a in enumerate(SPLITS) for b in SPLITS[i + 1:] if a in split_means and b in split_means]
+    pixel_gaps = {f"{a}-{b}": max(abs(x - y) for x, y in zip(split_means[a], split_means[b], strict=True))
+                  for a, b in pairs}
+    return {
+        "largest_share_difference": {"label": by_share["label"], "value": by_share["share_max_diff"],
+                                     "shares": {s: by_share[f"{s}_share"] for s in SPLITS}},
+        "largest_mean_intensity_difference": {"label": by_mean["label"], "value": by_mean["mean_max_diff"],
+                                              "means": {s: by_mean[f"{s}_mean"] for s in SPLITS}},
+        "mean_image_max_pixel_difference": pixel_gaps,
+    }
+
+
+def validation_findings(report: dict | None) -> dict:
+    """Duplicates and quarantined rows from the data stage's validation report, tolerant of its exact keys."""
+    if report is None:
+        return {"report_found": False}
+    flat = _flatten(report)
+    relevant = {key: value for key, value in flat.items()
+                if any(word in key.lower() for word in ("duplicate", "quarantin", "invalid", "passed"))}
+    return {"report_found": True, "duplicates": _first_number(flat, "duplicate"),
+            "quarantined": _first_number(flat, "quarantin"), "details": relevant}
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts as {dotted.key: scalar}; lists become their length (they hold examples, not figures)."""
+    if isinstance(value, dict):
+        flat: dict[str, Any] = {}
+        for key, item in value.items():
+            flat.update(_flatten(item, f"{prefix}{key}."))
+        return flat
+    return {prefix.rstrip("."): len(value) if isinstance(value, list) else value}
+
+
+def _first_number(flat: dict[str, Any], word: str) -> int | float | None:
+    """The value of the shortest key naming `word` that holds a number: the headline figure, not a breakdown."""
+    keys = sorted((k for k, v in flat.items() if word in k.lower() and _is_number(v)), key=lambda k: (len(k), k))
+    return flat[keys[0]] if keys else None
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def headline(summary: dict, layout: Layout) -> dict:
+    """The job's return value: the few figures worth printing."""
+    return {"output": layout.eda, "counts": summary["counts"],
+            "imbalance_ratio": {s: d["imbalance_ratio"] for s, d in summary["label_distribution"].items()},
+            "largest_share_difference": summary["drift"]["largest_share_difference"],
+            "sample_record_ids": [r["record_id"] for r in summary["sample"]["records"]],
+            "seconds": summary.get("seconds")}
+
+
+def _read_required_json(path: str, what: str) -> dict:
+    if not storage.exists(path):
+        raise PipelineError(f"{what} not found at {path}: run jobs/prepare.py first")
+    try:
+        return storage.read_json(path)
+    except ValueError:
+        raise PipelineError(f"{what} at {path} is not valid JSON") from None
+
+
+def _read_validation_report(layout: Layout) -> dict | None:
+    """The data stage's validation report, if it wrote one; EDA still runs without it."""
+    if not storage.exists(layout.validation_report):
+        log.warning("no validation report at %s: summary will not carry duplicates/quarantine counts",
+                    layout.validation_report)
+        return None
+    try:
+        return storage.read_json(layout.validation_report)
+    except ValueError:
+        log.warning("validation report %s is not valid JSON: ignored", layout.validation_report)
+        return None
+
+
+def _publish(path: str, results: dict, summary: dict, cfg: PipelineConfig, fingerprint: str) -> None:
+    """Write tables, figures, summary and (last) manifest into a temp folder moved into place at once."""
+    with storage.publishing(path) as tmp:
+        for name, text in tables(results).items():
+            storage.write_text(f"{tmp}/{name}.csv", text)
+        for name, png in render_figures(results, summary, cfg).items():
+            storage.write_bytes(f"{tmp}/{name}.png", png)
+        storage.write_json(f"{tmp}/summary.json", summary)
+        storage.write_json(f"{tmp}/manifest.json", {
+            "fingerprint": fingerprint, "curated_fingerprint": summary["curated_fingerprint"],
+            "eda_config": asdict(cfg.eda), "format_version": EDA_FORMAT_VERSION,
+            "files": ["summary.json", *summary["tables"].values(), *summary["figures"].values()]})
+
+
+def tables(results: dict) -> dict[str, str]:
+    """The CSV tables, by name."""
+    drift_columns = ["label", *[f"{s}_share" for s in SPLITS], "share_max_diff", *[f"{s}_mean" for s in SPLITS],
+                     "mean_max_diff"]
+    mean_rows = [{"split": r["split"], "label": r["label"], "images": r["images"],
+                  **{f"p{i}": v for i, v in enumerate(r["mean_image"])}} for r in results["mean_images"]]
+    pixels = len(results["mean_images"][0]["mean_image"]) if results["mean_images"] else 0
+    return {
+        "label_distribution": _csv(results["label_distribution"], ["split", "label", "count", "share"]),
+        "pixel_stats": _csv(results["pixel_stats"], ["split", "label", "images", "mean", "std", "ink_share"]),
+        "histogram": _csv(results["histogram"], ["split", "bin", "lower", "upper", "count", "share"]),
+        "drift": _csv(results["drift"], drift_columns),
+        "mean_images": _csv(mean_rows, ["split", "label", "images", *[f"p{i}" for i in range(pixels)]]),
+    }
+
+
+def _csv(rows: list[dict], columns: list[str]) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return out.getvalue()
+
+
+def render_figures(results: dict, summary: dict, cfg: PipelineConfig) -> dict[str, bytes]:
+    """The four PNG figures, by name."""
+    height, width = cfg.data.image_height, cfg.data.image_width
+    counts = {split: {int(k): v for k, v in d["counts"].items()} for split, d in summary["label_distribution"].items()}
+    counts = {split: counts[split] for split in SPLITS if split in counts}
+    train_means = {int(r["label"]): r["mean_image"] for r in results["mean_images"]
+                   if r["split"] == SAMPLE_SPLIT and r["label"] != aggregates.ALL}
+    shares = {split: [r["share"] for r in results["histogram"] if r["split"] == split] for split in counts}
+    return {
+        "sample_grid": figures.to_png(figures.sample_grid(results["samples"], height, width, cfg.eda.seed)),
+        "label_distribution": figures.to_png(figures.label_distribution_chart(counts, cfg.data.num_classes)),
+        "mean_images": figures.to_png(figures.mean_images_grid(train_means, counts.get(SAMPLE_SPLIT, {}),
+                                                               height, width)),
+        "pixel_histogram": figures.to_png(figures.pixel_histogram_chart(shares, cfg.eda.histogram_bins)),
+    }
