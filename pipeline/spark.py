@@ -25,6 +25,8 @@ def build_spark_session(cfg: SparkConfig, job_name: str) -> SparkSession:
     check_java()
     # Python workers must run this interpreter (and its venv), not whatever `python3` is first on PATH.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    if cfg.master.startswith("local"):
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")  # read by the JVM at launch; also silences its warning
     builder = (SparkSession.builder
                .appName(f"{cfg.app_name}-{job_name}")
                .config("spark.sql.shuffle.partitions", str(cfg.shuffle_partitions))
