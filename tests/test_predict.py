@@ -1,0 +1,165 @@
+"""Prediction: MNIST-convention image conversion, distributed scoring against the model's own predict, one model
+load per Python worker, digit pictures drawn here predicted right, and every bad input named in one line."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipeline.errors import PipelineError
+from pipeline.layout import Layout
+from pipeline.predict.images import to_mnist
+from pipeline.predict.scoring import score_images, set_arrow_batch_rows
+from pipeline.predict.stage import run_prediction
+from pipeline.schema import CURATED_SCHEMA
+
+
+def _bar_picture() -> np.ndarray:
+    """A 100 x 50 bar of ink, off-centre in a 300 x 300 black picture."""
+    canvas = np.zeros((300, 300), dtype=np.uint8)
+    canvas[40:140, 200:250] = 255
+    return canvas
+
+
+def test_to_mnist_fits_the_ink_into_20x20_and_centres_it_by_mass():
+    out = to_mnist(Image.fromarray(_bar_picture())).reshape(28, 28)
+    # 100 x 50 -> 20 x 10 (longer side 20, aspect kept); its centre of mass (9.5, 4.5) moves to MNIST's (14, 14),
+    # rounded half up: rows 5-24, columns 10-19.
+    rows, cols = np.nonzero(out > 0.5)
+    assert (rows.min(), rows.max(), cols.min(), cols.max()) == (5, 24, 10, 19)
+    assert out.dtype == np.float32 and out.max() == pytest.approx(1.0) and out.min() == 0.0
+
+
+def test_to_mnist_gives_the_same_digit_for_dark_on_light_colour_pictures():
+    light_on_dark = to_mnist(Image.fromarray(_bar_picture()))
+    ink = _bar_picture() > 0
+    colour = np.zeros((300, 300, 3), dtype=np.uint8)
+    colour[~ink] = (250, 240, 200)  # cream paper
+    colour[ink] = (20, 20, 120)     # dark blue ink
+    np.testing.assert_allclose(to_mnist(Image.fromarray(colour)), light_on_dark, atol=0.02)
+    assert not to_mnist(Image.new("L", (50, 40), 255)).any()  # a blank page stays blank
+
+
+def _digit_picture(image: np.ndarray, style: str) -> Image.Image:
+    """An MNIST digit as a user might photograph or draw it: upscaled, off-centre, in a chosen polarity."""
+    digit = Image.fromarray(np.round(image.reshape(28, 28) * 255).astype(np.uint8)).resize((70, 70), Image.BICUBIC)
+    if style == "dark-on-light":   # black ink on white, 100 x 100, pushed to the top right
+        canvas = Image.new("L", (100, 100), 255)
+        canvas.paste(Image.eval(digit, lambda v: 255 - v), (28, 2))
+        return canvas
+    if style == "colour":          # dark red ink on pale yellow, RGB, 120 x 90
+        ink = np.asarray(digit, dtype=np.float32)[..., None] / 255
+        paper, pen = np.array([250, 245, 180]), np.array([140, 10, 10])
+        canvas = np.full((90, 120, 3), paper, dtype=np.float32)
+        canvas[5:75, 40:110] = paper * (1 - ink) + pen * ink
+        return Image.fromarray(canvas.astype(np.uint8))
+    canvas = Image.new("L", (160, 120), 0)  # light-on-dark, landscape, bottom left
+    canvas.paste(digit, (10, 45))
+    return canvas
+
+
+@pytest.fixture(scope="module")
+def digit_folder(small_mnist_model, tmp_path_factory):
+    """Six test digits the model is sure of on the 28x28 originals, redrawn as ordinary PNG/JPEG pictures."""
+    probabilities, labels = small_mnist_model["probabilities"], small_mnist_model["labels"]
+    sure = [i for i in range(len(labels)) if probabilities[i].argmax() == labels[i] and probabilities[i].max() > 0.97]
+    chosen = [next(i for i in sure if labels[i] == digit) for digit in (0, 2, 3, 5, 7, 9)]
+    folder = tmp_path_factory.mktemp("digits")
+    expected = {}
+    for n, index in enumerate(chosen):
+        style = ("dark-on-light", "colour", "light-on-dark")[n % 3]
+        name = f"digit_{n}_{style}.{'jpg' if style == 'light-on-dark' else 'png'}"
+        _digit_picture(small_mnist_model["images"][index], style).save(folder / name)
+        expected[name] = int(labels[index])
+    return folder, expected
+
+
+def test_digit_pictures_are_predicted_correctly_and_printed(spark, make_config, small_mnist_model, digit_folder,
+                                                             capsys):
+    folder, expected = digit_folder
+    cfg = make_config()
+    summary = run_prediction(spark, cfg, Layout.from_config(cfg, "run"), input_path=str(folder),
+                             model=small_mnist_model["trained"])
+    assert summary["input_kind"] == "images" and summary["count"] == 6
+    rows = spark.read.parquet(f"{summary['output']}/predictions.parquet").collect()
+    assert {Path(r["path"]).name: r["prediction"] for r in rows} == expected
+    assert all(len(r["probabilities"]) == 10 and r["model"] == "trained" and r["run_id"] == "run" for r in rows)
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0].split() == ["file", "label", "confidence"]
+    assert {line.split()[0]: int(line.split()[1]) for line in printed[1:]} == expected
+
+
+def test_parquet_predictions_equal_the_models_own_predict(spark, make_config, small_mnist_model,
+                                                          small_curated_test_set, tmp_path):
+    cfg = make_config("predict.batch_size=100")
+    summary = run_prediction(spark, cfg, Layout.from_config(cfg, "run"), input_path=small_curated_test_set,
+                             model=small_mnist_model["trained"], output=str(tmp_path / "out"))
+    predictions = spark.read.parquet(str(tmp_path / "out" / "predictions.parquet"))
+    assert predictions.columns == ["record_id", "label", "prediction", "confidence", "probabilities", "model",
+                                   "run_id"]
+    rows = sorted(predictions.select("record_id", "prediction", "probabilities").collect(),
+                  key=lambda r: int(r["record_id"].split(":")[1]))
+    reference = small_mnist_model["probabilities"]
+    assert [r["prediction"] for r in rows] == reference.argmax(axis=1).tolist()
+    np.testing.assert_allclose(np.array([r["probabilities"] for r in rows]), reference, atol=1e-5)
+    expected_accuracy = float((reference.argmax(axis=1) == small_mnist_model["labels"]).mean())
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert summary["accuracy"] == metrics["accuracy"] == pytest.approx(expected_accuracy)
+    matrix = np.loadtxt(tmp_path / "out" / "confusion_matrix.csv", delimiter=",", skiprows=1)[:, 1:]
+    assert matrix.sum() == 1000 and np.trace(matrix) == round(expected_accuracy * 1000)
+
+
+def test_each_python_worker_loads_the_model_once(spark, small_mnist_model, small_curated_test_set, tmp_path):
+    model_path = str(tmp_path / "fresh.keras")  # a path no worker has cached yet
+    shutil.copy(small_mnist_model["trained"], model_path)
+    set_arrow_batch_rows(spark, 50)
+    images = spark.read.parquet(small_curated_test_set).repartition(8)
+    scored = score_images(images, model_path, batch_size=50, load_log=str(tmp_path / "loads"))
+    assert scored.count() == 1000  # 8 tasks, 20 or more batches of 50 rows
+    loads = [log.read_text().splitlines() for log in (tmp_path / "loads").glob("*.log")]
+    assert 1 <= len(loads) <= spark.sparkContext.defaultParallelism  # one log per Python worker process
+    assert all(lines == [model_path] for lines in loads)               # ... holding exactly one load
+
+
+def test_unreadable_images_fail_the_job_unless_skipping_is_allowed(spark, make_config, small_mnist_model,
+                                                                  digit_folder, tmp_path):
+    folder = tmp_path / "mixed"
+    shutil.copytree(digit_folder[0], folder)
+    (folder / "broken.png").write_bytes(b"this is not a picture")
+    (folder / "notes.txt").write_text("ignored: not an image file name")
+    cfg = make_config()
+    with pytest.raises(PipelineError, match=r"unreadable image .*/broken\.png \(UnidentifiedImageError.*\); 1 "
+                                            r"unreadable file\(s\) in .*mixed \(set predict\.skip_unreadable"):
+        run_prediction(spark, cfg, Layout.from_config(cfg, "run"), input_path=str(folder),
+                       model=small_mnist_model["trained"])
+    lenient = make_config("predict.skip_unreadable_images=true")
+    summary = run_prediction(spark, lenient, Layout.from_config(lenient, "run"), input_path=str(folder),
+                             model=small_mnist_model["trained"])
+    assert summary["count"] == 6 and [Path(f["path"]).name for f in summary["unreadable_files"]] == ["broken.png"]
+
+
+def test_parquet_with_wrong_image_size_is_named(spark, make_config, small_mnist_model, tmp_path):
+    path = str(tmp_path / "wrong.parquet")
+    spark.createDataFrame([("r0", [0.5] * 100, 3)], CURATED_SCHEMA).coalesce(1).write.parquet(path)
+    cfg = make_config()
+    with pytest.raises(PipelineError, match=r"wrong\.parquet/part-[^ ]+\.parquet: image arrays must hold 784 values "
+                                            r"\(28x28x1\), found 100 in record r0 \(1 bad row\)"):
+        run_prediction(spark, cfg, Layout.from_config(cfg, "run"), input_path=path, model=small_mnist_model["trained"])
+
+
+def test_a_model_that_cannot_be_found_is_named(spark, make_config, small_curated_test_set, tmp_path):
+    cfg = make_config()
+    layout = Layout.from_config(cfg, "run")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(PipelineError, match=r"no saved model at .*/empty: expected a \.keras file, or a folder "
+                                            r"holding model\.keras"):
+        run_prediction(spark, cfg, layout, input_path=small_curated_test_set, model=str(tmp_path / "empty"))
+    with pytest.raises(PipelineError, match=r"no best model recorded \(.*/evaluate/best_model\.json not found\): "
+                                            r"run jobs/evaluate\.py first, or pass --model"):
+        run_prediction(spark, cfg, layout, input_path=small_curated_test_set)
+    with pytest.raises(PipelineError, match=r"model 'model_2' has no saved model at .*/train/model_2/model\.keras"):
+        run_prediction(spark, cfg, layout, input_path=small_curated_test_set, model="model_2")
