@@ -2,6 +2,7 @@
 load per Python worker, digit pictures drawn here predicted right, and every bad input named in one line."""
 from __future__ import annotations
 
+import gzip
 import json
 import shutil
 from pathlib import Path
@@ -163,3 +164,28 @@ def test_a_model_that_cannot_be_found_is_named(spark, make_config, small_curated
         run_prediction(spark, cfg, layout, input_path=small_curated_test_set)
     with pytest.raises(PipelineError, match=r"model 'model_2' has no saved model at .*/train/model_2/model\.keras"):
         run_prediction(spark, cfg, layout, input_path=small_curated_test_set, model="model_2")
+
+
+def _write_idx(path: Path, array: np.ndarray) -> None:
+    """An IDX file of unsigned bytes (magic 0x0000 08 ndim, big-endian dims, data), gzip-compressed."""
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    path.write_bytes(gzip.compress(header + array.astype(np.uint8).tobytes()))
+
+
+def test_idx_input_is_read_by_the_data_stage_and_normalised_like_prepare(spark, make_config, small_mnist_model,
+                                                                          tmp_path):
+    pixels = np.round(small_mnist_model["images"][:200] * 255).reshape(200, 28, 28)  # exact: images are k/255
+    _write_idx(tmp_path / "new-images-idx3-ubyte.gz", pixels)
+    _write_idx(tmp_path / "new-labels-idx1-ubyte.gz", small_mnist_model["labels"][:200])
+    cfg = make_config()
+    summary = run_prediction(spark, cfg, Layout.from_config(cfg, "run"),
+                             input_path=str(tmp_path / "new-images-idx3-ubyte.gz"), model=small_mnist_model["trained"])
+    assert (summary["input_kind"], summary["count"]) == ("raw", 200)
+    rows = spark.read.parquet(f"{summary['output']}/predictions.parquet").select("record_id", "prediction").collect()
+    got = {r["record_id"]: r["prediction"] for r in rows}
+    expected = small_mnist_model["probabilities"][:200].argmax(axis=1)
+    assert got == {f"new-images-idx3-ubyte.gz:{i}": int(expected[i]) for i in range(200)}
+    assert summary["accuracy"] == pytest.approx(float((expected == small_mnist_model["labels"][:200]).mean()))
+    with pytest.raises(PipelineError, match=r"new-labels-idx1-ubyte\.gz: not a Parquet, image, \.npz or \.csv file"):
+        run_prediction(spark, cfg, Layout.from_config(cfg, "run"),
+                       input_path=str(tmp_path / "new-labels-idx1-ubyte.gz"), model=small_mnist_model["trained"])

@@ -15,11 +15,14 @@ from pyarrow import fs as pafs
 from pyspark.sql import DataFrame, SparkSession
 
 from pipeline import storage
-from pipeline.config import PipelineConfig
+from pipeline.config import DataConfig, PipelineConfig
+from pipeline.data import readers, validate
+from pipeline.data.prepare import normalise_images
 from pipeline.errors import PipelineError
 from pipeline.layout import Layout
 from pipeline.predict.images import IMAGE_EXTENSIONS, decode_image_files
 from pipeline.predict.scoring import IMAGE_SIZE, set_arrow_batch_rows
+from pipeline.schema import NORMALISATION
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +64,8 @@ def _list_files(folder: str) -> list[str]:
     return [i.path for i in infos if i.type == pafs.FileType.File and not i.base_name.startswith((".", "_"))]
 
 
-def load_input(spark: SparkSession, cfg: PipelineConfig, source: PredictionInput) -> tuple[DataFrame, dict]:
+def load_input(spark: SparkSession, cfg: PipelineConfig, layout: Layout,
+               source: PredictionInput) -> tuple[DataFrame, dict]:
     """(DataFrame with the id column, `image` and maybe `label`; notes for the manifest, e.g. skipped files)."""
     if source.kind in ("curated", "parquet"):
         if not storage.exists(source.path):
@@ -69,7 +73,7 @@ def load_input(spark: SparkSession, cfg: PipelineConfig, source: PredictionInput
         return read_curated_parquet(spark, source.path), {}
     if source.kind == "images":
         return read_image_folder(spark, cfg, source.path)
-    return read_raw_records(spark, cfg, source.path), {}
+    return read_raw_records(spark, cfg, layout, source.path), {}
 
 
 def read_curated_parquet(spark: SparkSession, path: str) -> DataFrame:
@@ -119,6 +123,46 @@ def read_image_folder(spark: SparkSession, cfg: PipelineConfig, path: str) -> tu
     return readable, {"unreadable_files": [{"path": p, "error": e} for p, e in unreadable]}
 
 
-def read_raw_records(spark: SparkSession, cfg: PipelineConfig, path: str) -> DataFrame:
-    """IDX, npz or CSV through the data stage's readers, then the normalisation prepare applies."""
-    raise PipelineError(f"{path}: no reader for this input yet")
+def read_raw_records(spark: SparkSession, cfg: PipelineConfig, layout: Layout, path: str) -> DataFrame:
+    """IDX, npz or CSV through the data stage's readers and record checks, then prepare's normalisation."""
+    check_normalisation(layout)
+    fmt, sources = raw_sources(path, cfg.data)
+    scans = readers.scan_sources(spark, fmt, sources, cfg.data)
+    counts, tasks = readers.plan_tasks(fmt, sources, scans, cfg.data)
+    log.info("%s input %s: %s records", fmt, path, ", ".join(f"{s} {n}" for s, n in counts.items()))
+    parsed = readers.read_records(spark, tasks).transform(
+        validate.with_reject_reason, cfg.data.num_classes, cfg.data.image_height * cfg.data.image_width)
+    rejected = parsed.filter(F.col("reason").isNotNull())
+    first = rejected.select("record_id", "reason").first()
+    if first is not None:
+        raise PipelineError(f"{path}: {rejected.count()} record(s) cannot be scored; the first, "
+                            f"{first['record_id']}: {first['reason']}")
+    return validate.valid_records(parsed).select("record_id", "image", "label").transform(normalise_images)
+
+
+def raw_sources(path: str, data: DataConfig) -> tuple[str, list[readers.Source]]:
+    """A folder laid out like the ingest input (every configured file), or one file: an IDX images file with its
+    labels file beside it, a Keras mnist.npz, or an MNIST CSV (label first)."""
+    if _is_dir(path):
+        return readers.discover_sources(path, data)
+    folder, name = path.rsplit("/", 1)
+    if name.endswith(".npz"):
+        return "npz", [readers.Source("both", "npz", name, path)]
+    if name.endswith(".csv"):
+        return "csv", [readers.Source("test", "csv", name, path)]
+    labels = name.replace("images", "labels").replace("idx3", "idx1")
+    if labels == name or not storage.exists(f"{folder}/{labels}"):
+        raise PipelineError(f"{path}: not a Parquet, image, .npz or .csv file, and no IDX labels file "
+                            f"{labels} beside it (IDX images are read with their labels)")
+    return "idx", [readers.Source("test", "images", name, path), readers.Source("test", "labels", labels,
+                                                                                f"{folder}/{labels}")]
+
+
+def check_normalisation(layout: Layout) -> None:
+    """Models were trained on images normalised as the curated manifest records: refuse to score otherwise."""
+    if not storage.exists(layout.curated_manifest):
+        return  # no curated data in this layout: prepare's NORMALISATION is the one the code knows
+    recorded = storage.read_json(layout.curated_manifest).get("normalisation")
+    if recorded is not None and recorded != NORMALISATION:
+        raise PipelineError(f"{layout.curated_manifest} records normalisation {recorded}, but this code applies "
+                            f"{NORMALISATION}: re-run prepare and training, or score curated Parquet")

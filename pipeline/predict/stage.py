@@ -30,7 +30,7 @@ def run_prediction(spark: SparkSession, cfg: PipelineConfig, layout: Layout, inp
     source = resolve_input(layout, input_path)
     out_dir = output_folder(layout, source.name, output)
     log.info("scoring %s (%s) with %s (%s)", source.path, source.kind, model_name, model_path)
-    images, notes = load_input(spark, cfg, source)
+    images, notes = load_input(spark, cfg, layout, source)
     labelled = "label" in images.columns
     run_id = layout.run_root.rstrip("/").rsplit("/", 1)[-1]
     set_arrow_batch_rows(spark, cfg.predict.batch_size)
