@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from typing import Callable
 
@@ -10,6 +11,9 @@ from pipeline.config import PipelineConfig, load_config
 from pipeline.errors import PipelineError
 
 log = logging.getLogger("pipeline")
+
+# TensorFlow's C++ start-up notes (CPU instruction sets) would otherwise be the loudest lines of every job.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 Stage = Callable[["SparkSession", PipelineConfig, argparse.Namespace], object]  # noqa: F821
 
