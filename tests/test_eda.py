@@ -163,8 +163,8 @@ def test_run_eda_writes_outputs_then_skips_and_force_redoes(spark, make_config, 
     cfg = make_config(f"eda.histogram_bins={BINS}")
     layout = Layout.from_config(cfg)
     write_curated(layout, arrays)
-    storage.write_json(layout.validation_report, {"passed": True, "duplicates": {"record_ids": 2, "images": 3},
-                                                  "quarantined": 4})
+    storage.write_json(layout.validation_report, {"status": "passed", "quarantined": {"train": 4, "test": 0},
+                                                  "duplicate_images": {"within_train": 2, "test_in_train": 1}})
     result = run_eda(spark, cfg, layout)
 
     assert result["skipped"] is False and result["counts"] == SIZES
@@ -175,7 +175,7 @@ def test_run_eda_writes_outputs_then_skips_and_force_redoes(spark, make_config, 
     assert len({r["record_id"] for r in records}) == 10
     assert all(label_of[r["record_id"]] == r["label"] for r in records)
     assert summary["label_distribution"]["test"]["counts"]["3"] == int(np.sum(arrays["test"]["labels"] == 3))
-    assert summary["validation"]["quarantined"] == 4 and summary["validation"]["duplicates"] is not None
+    assert summary["validation"]["quarantined"] == 4 and summary["validation"]["duplicates"] == 3
     for name in ("sample_grid", "label_distribution", "mean_images", "pixel_histogram"):
         width, height = png_size(f"{layout.eda}/{name}.png")
         assert width >= 800 and height >= 400, (name, width, height)
@@ -203,9 +203,14 @@ def test_run_eda_names_missing_inputs(spark, make_config, arrays):
         run_eda(spark, cfg, layout)
 
 
-def test_validation_findings_are_tolerant_of_the_report_shape():
+def test_validation_findings_carry_duplicates_and_quarantine():
     assert validation_findings(None) == {"report_found": False}
-    found = validation_findings({"checks": {"duplicate_records": 5, "duplicate_examples": ["a", "b"]},
-                                 "quarantine": {"rows": 7, "by_reason": {"bad_label": 7}}, "passed": True})
-    assert found["duplicates"] == 5 and found["quarantined"] == 7
-    assert found["details"]["checks.duplicate_examples"] == 2
+    found = validation_findings({"status": "passed", "duplicate_images": {"within_train": 2, "within_test": 0,
+                                                                          "test_in_train": 1},
+                                 "quarantined": {"train": 3, "test": 4}, "quarantined_fraction": 1e-4,
+                                 "max_quarantine_fraction": 0.0, "quarantine_reasons": {"missing label": 7}})
+    assert found["duplicates"] == 3 and found["duplicates_by_kind"]["test_in_train"] == 1
+    assert found["quarantined"] == 7 and found["quarantined_by_split"] == {"train": 3, "test": 4}
+    assert found["quarantined_fraction"] == 1e-4 and found["status"] == "passed"
+    other_shape = validation_findings({"max_quarantine_fraction": 0.5, "quarantined_rows": 5, "duplicate_count": 2})
+    assert other_shape["quarantined"] == 5 and other_shape["duplicates"] == 2

@@ -41,7 +41,7 @@ def sample_grid(samples: Sequence[Mapping], height: int, width: int, seed: int) 
         ax.imshow(np.asarray(sample["image"], dtype=np.float32).reshape(height, width), cmap="gray_r",
                   vmin=0.0, vmax=1.0, interpolation="nearest")
         ax.set_title(sample_title(sample["label"]), fontsize=13)
-        ax.set_xlabel(_short(str(sample["record_id"])), fontsize=8)
+        ax.set_xlabel(_short(str(sample["record_id"])), fontsize=7.5)
         ax.set_xticks([])
         ax.set_yticks([])
     for ax in axes[len(samples):]:
@@ -50,7 +50,7 @@ def sample_grid(samples: Sequence[Mapping], height: int, width: int, seed: int) 
     return fig
 
 
-def _short(text: str, limit: int = 26) -> str:
+def _short(text: str, limit: int = 40) -> str:
     return text if len(text) <= limit else "..." + text[-(limit - 3):]
 
 
@@ -62,10 +62,13 @@ def label_distribution_chart(counts: Mapping[str, Mapping[int, int]], num_classe
     for ax, (split, per_label) in zip(axes, counts.items(), strict=True):
         values = [per_label.get(label, 0) for label in labels]
         total = sum(values)
-        bars = ax.bar(labels, values, color="tab:blue", width=0.75)
-        ax.bar_label(bars, labels=[f"{v:,}" for v in values], rotation=90, padding=3, fontsize=9)
-        ax.axhline(total / num_classes, color="tab:red", linestyle="--", linewidth=1, label="balanced")
-        ax.set_ylim(0, max(values + [1]) * 1.22)  # head room for the rotated counts
+        bars = ax.bar(labels, values, color="tab:blue", width=0.75, zorder=2)
+        # Drawn under the bars, and the counts on a white box above both, so the line never crosses a number.
+        ax.axhline(total / num_classes, color="tab:red", linestyle="--", linewidth=1, label="balanced", zorder=1)
+        for text in ax.bar_label(bars, labels=[f"{v:,}" for v in values], padding=2, fontsize=8):
+            text.set_bbox({"facecolor": "white", "edgecolor": "none", "pad": 0.6})
+            text.set_zorder(3)
+        ax.set_ylim(0, max(values + [1]) * 1.12)
         ax.set_xticks(labels)
         ax.set_title(f"{split} ({total:,} images)", fontsize=12)
         ax.set_xlabel("digit")

@@ -168,34 +168,46 @@ def drift_summary(drift_rows: list[dict], mean_image_rows: list[dict]) -> dict:
 
 
 def validation_findings(report: dict | None) -> dict:
-    """Duplicates and quarantined rows from the data stage's validation report, tolerant of its exact keys."""
+    """Duplicates and quarantined rows from the data stage's validation report, carried into the summary.
+
+    The data stage writes {"duplicate_images": {...}, "quarantined": {split: n}, "quarantined_fraction",
+    "quarantine_reasons", "status"}; other shapes still work: the first key naming the finding is used.
+    """
     if report is None:
         return {"report_found": False}
-    flat = _flatten(report)
-    relevant = {key: value for key, value in flat.items()
-                if any(word in key.lower() for word in ("duplicate", "quarantin", "invalid", "passed"))}
-    return {"report_found": True, "duplicates": _first_number(flat, "duplicate"),
-            "quarantined": _first_number(flat, "quarantin"), "details": relevant}
+    duplicates = _finding(report, ("duplicate_images", "duplicates"), "duplicate")
+    quarantined = _finding(report, ("quarantined", "quarantine"), "quarantin")
+    return {"report_found": True, "status": report.get("status"),
+            "duplicates": _total(duplicates),
+            "duplicates_by_kind": duplicates if isinstance(duplicates, dict) else None,
+            "quarantined": _total(quarantined),
+            "quarantined_by_split": quarantined if isinstance(quarantined, dict) else None,
+            "quarantined_fraction": report.get("quarantined_fraction"),
+            "quarantine_reasons": report.get("quarantine_reasons")}
 
 
-def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
-    """Nested dicts as {dotted.key: scalar}; lists become their length (they hold examples, not figures)."""
+def _finding(report: dict, known_keys: tuple[str, ...], word: str) -> Any:
+    """The value under the first known key, else under the first key containing `word` that holds counts."""
+    for key in known_keys:
+        if key in report:
+            return report[key]
+    for key in sorted(report):
+        if word in key.lower() and "fraction" not in key and "max" not in key and _is_count(report[key]):
+            return report[key]
+    return None
+
+
+def _is_count(value: Any) -> bool:
     if isinstance(value, dict):
-        flat: dict[str, Any] = {}
-        for key, item in value.items():
-            flat.update(_flatten(item, f"{prefix}{key}."))
-        return flat
-    return {prefix.rstrip("."): len(value) if isinstance(value, list) else value}
-
-
-def _first_number(flat: dict[str, Any], word: str) -> int | float | None:
-    """The value of the shortest key naming `word` that holds a number: the headline figure, not a breakdown."""
-    keys = sorted((k for k, v in flat.items() if word in k.lower() and _is_number(v)), key=lambda k: (len(k), k))
-    return flat[keys[0]] if keys else None
-
-
-def _is_number(value: Any) -> bool:
+        return bool(value) and all(_is_count(v) for v in value.values())
     return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _total(value: Any) -> int | float | None:
+    """A finding's headline number: itself, or the sum of a breakdown of counts."""
+    if isinstance(value, dict):
+        return sum(_total(v) or 0 for v in value.values())
+    return value if _is_count(value) else None
 
 
 def headline(summary: dict, layout: Layout) -> dict:
