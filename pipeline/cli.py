@@ -35,6 +35,13 @@ def configure_logging() -> None:
                         datefmt="%H:%M:%S", stream=sys.stderr)
     for noisy in ("py4j", "matplotlib", "PIL", "h5py", "absl"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_drop_py4j_retry_notes)
+
+
+def _drop_py4j_retry_notes(record: logging.LogRecord) -> bool:
+    """py4j logs a stale pooled connection it then retries on the ROOT logger, traceback and all: not an error."""
+    return not (record.name == "root" and record.getMessage().startswith("Exception while sending command"))
 
 
 def run_job(parser: argparse.ArgumentParser, argv: list[str] | None, job_name: str, stage: Stage) -> int:
