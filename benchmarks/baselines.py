@@ -80,9 +80,10 @@ CURATED = pa.schema([("record_id", pa.string()), ("image", pa.list_(pa.float32()
 
 
 def convert_numpy_pyarrow(input_dir: str | Path, out_dir: str | Path, row_group_rows: int = 2000,
-                          validation_size: int = 6000, seed: int = 42) -> dict:
+                          validation_fraction: float = 0.1, seed: int = 42) -> dict:
     """Single-process ingest + prepare of the same IDX files: a raw table, then curated train/validation/test
-    with a seeded validation split, Snappy Parquet with the stages' row-group size. Returns the counts."""
+    with a seeded validation split (MNIST's 6,000 of 60,000 by default), Snappy Parquet with the stages'
+    row-group size. Returns the counts."""
     input_dir, out_dir = Path(input_dir), Path(out_dir)
     writers = {name: pq.ParquetWriter(out_dir / name / "part-0.parquet", schema, compression="snappy")
                for name, schema in (("raw", RAW), ("train", CURATED), ("validation", CURATED), ("test", CURATED))
@@ -90,7 +91,7 @@ def convert_numpy_pyarrow(input_dir: str | Path, out_dir: str | Path, row_group_
     counts = dict.fromkeys(writers, 0)
     try:
         for split in SPLIT_FILES:
-            in_validation = _validation_mask(input_dir, split, validation_size, seed)
+            in_validation = _validation_mask(input_dir, split, validation_fraction, seed)
             name = SPLIT_FILES[split][0]
             for start, images, labels in read_idx_chunks(input_dir, split):
                 n = len(labels)
@@ -110,12 +111,13 @@ def convert_numpy_pyarrow(input_dir: str | Path, out_dir: str | Path, row_group_
     return counts
 
 
-def _validation_mask(input_dir: Path, split: str, validation_size: int, seed: int) -> np.ndarray:
-    """Which training records go to validation: a seeded choice of `validation_size` of them."""
+def _validation_mask(input_dir: Path, split: str, fraction: float, seed: int) -> np.ndarray:
+    """Which training records go to validation: a seeded choice of `fraction` of them."""
     _, dims = _open_idx(_find(input_dir, SPLIT_FILES[split][1]))
     mask = np.zeros(dims[0], dtype=bool)
     if split == "train":
-        mask[np.random.default_rng(seed).choice(dims[0], min(validation_size, dims[0] - 1), replace=False)] = True
+        size = min(max(1, round(fraction * dims[0])), dims[0] - 1)
+        mask[np.random.default_rng(seed).choice(dims[0], size, replace=False)] = True
     return mask
 
 

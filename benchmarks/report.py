@@ -120,6 +120,26 @@ def scaling_rows(sizes: list[dict]) -> list[dict]:
     return rows
 
 
+def memory_rows(results: dict) -> list[tuple[str, dict]]:
+    """(stage, its measured record) for every stage run that sampled memory, in run order."""
+    rows = []
+    for size in results.get("data") or []:
+        for part in ("ingest", "prepare"):
+            runs = [r.get(part) or {} for r in (size.get("stage") or {}).get("runs") or []]
+            if runs:
+                rows.append((f"{part}, N={size['n']:,}", max(runs, key=lambda r: r.get("peak_driver_python_mb") or 0)))
+    for model, sides in (results.get("training") or {}).items():
+        for side, record in sides.items():
+            if record:
+                rows.append((f"train {model}, {side.replace('_', ' ')}", record))
+    for name, sides in (results.get("prediction") or {}).items():
+        for side in ("stage", "numpy"):
+            runs = (sides.get(side) or {}).get("runs") or []
+            if runs:
+                rows.append((f"predict {name}, {side}", max(runs, key=lambda r: r.get("peak_driver_python_mb") or 0)))
+    return rows
+
+
 def _peak(values) -> float | None:
     values = [v for v in values if v is not None]
     return max(values) if values else None
@@ -165,6 +185,11 @@ def markdown(results: dict) -> str:
                      f"{_fmt(r['curated_bytes_per_image'])} | {_fmt(r['peak_driver_python_mb_ingest'])} / "
                      f"{_fmt(r['peak_driver_python_mb_prepare'])} | {_fmt(r['peak_jvm_mb'])} | "
                      f"{_fmt(r['baseline_peak_python_mb'])} |")
+    lines += ["", "## Peak memory per stage (MB)", "",
+              "| stage | driver Python | driver JVM | worker processes |", "|---|---:|---:|---:|"]
+    for name, record in memory_rows(results):
+        lines.append(f"| {name} | {_fmt(record.get('peak_driver_python_mb'))} | {_fmt(record.get('peak_jvm_mb'))} | "
+                     f"{_fmt(record.get('peak_worker_processes_mb'))} |")
     for note in results.get("notes") or []:
         lines += ["", f"- {note}"]
     for error in results.get("errors") or []:

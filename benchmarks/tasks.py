@@ -28,11 +28,13 @@ def bench_config(root: str, profile: str, input_dir: str | None = None, override
     when `input_dir` is a generated set."""
     from pipeline.config import load_config
     sets = [f"paths.data={root}/data", f"paths.runs={root}/runs", f"paths.store={root}/store",
-            "spark.master=local[2]", "spark.log_level=ERROR"]
+            "spark.master=local[2]", "spark.log_level=ERROR",
+            'spark.settings={"spark.ui.showConsoleProgress": "false"}']
     if input_dir is not None:
         sets.append(f"paths.input={input_dir}")
         if (Path(input_dir) / FILES["train"][0]).exists():
-            sets += ["data.format=idx", f"data.train_images={FILES['train'][0]}",
+            # A generated set: plain IDX names, and MNIST's 10% validation share at any N.
+            sets += ["data.format=idx", "prepare.validation_size=0.1", f"data.train_images={FILES['train'][0]}",
                      f"data.train_labels={FILES['train'][1]}", f"data.test_images={FILES['test'][0]}",
                      f"data.test_labels={FILES['test'][1]}"]
     return load_config(REPO / "conf" / "local.yaml", profile, [*sets, *overrides])
@@ -83,7 +85,8 @@ def data_stages(root: str, profile: str, input_dir: str, repeats: int) -> dict:
             "curated_root": layout.curated_root}
 
 
-def baseline_convert(root: str, input_dir: str, repeats: int, row_group_rows: int) -> dict:
+def baseline_convert(root: str, input_dir: str, repeats: int, row_group_rows: int,
+                     validation_fraction: float = 0.1) -> dict:
     """The single-process NumPy + PyArrow conversion of the same files, `repeats` times."""
     import shutil
     out = Path(root) / "baseline-convert" / Path(input_dir).name
@@ -92,7 +95,7 @@ def baseline_convert(root: str, input_dir: str, repeats: int, row_group_rows: in
         shutil.rmtree(out, ignore_errors=True)
         record: dict = {}
         with measured(record):
-            record["counts"] = baselines.convert_numpy_pyarrow(input_dir, out, row_group_rows)
+            record["counts"] = baselines.convert_numpy_pyarrow(input_dir, out, row_group_rows, validation_fraction)
         runs.append(record)
     return {"runs": runs, "median_seconds": statistics.median(r["seconds"] for r in runs),
             "bytes": {"raw": bytes_under(out / "raw"),

@@ -70,7 +70,7 @@ def test_identity_transform_reproduces_the_digit():
 
 def test_baseline_conversion_of_generated_files(generated, tmp_path):
     out, _ = generated
-    counts = convert_numpy_pyarrow(out, tmp_path / "conv", row_group_rows=16, validation_size=6, seed=1)
+    counts = convert_numpy_pyarrow(out, tmp_path / "conv", row_group_rows=16, validation_fraction=0.1, seed=1)
     assert counts == {"raw": 70, "train": 54, "validation": 6, "test": 10}
     x, y = load_curated(tmp_path / "conv" / "test")
     expected = read_idx(out / FILES["test"][0]).astype(np.float32) / 255
