@@ -34,7 +34,8 @@ def test_quick_profile_overlays_the_file():
     cfg = load_config(LOCAL, profile="quick")
     assert cfg.profile == "quick"
     assert cfg.prepare.subset_fraction < 1
-    assert all(m.epochs == 1 for m in cfg.train.models.values())
+    assert all(m.epochs == 2 for m in cfg.train.models.values())
+    assert cfg.evaluate.target_accuracy == 0.90
 
 
 @pytest.mark.parametrize("override, key", [("nosuch.key=1", "nosuch.key"), ("train.nosuch=1", "train.nosuch"),

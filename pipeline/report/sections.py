@@ -202,3 +202,68 @@ def references_section() -> str:
             "- TensorFlow and Keras; NumPy, pandas, Matplotlib, Pillow.",
         ]),
     ])
+
+
+def data_section(out: RunOutputs) -> str:
+    raw, val, cur = out.raw_manifest, out.validation, out.curated_manifest
+    files = table(["file", "split", "role", "bytes", "SHA-256"],
+                  [[s["name"], s["split"], s["role"], s["bytes"], f"`{s['sha256'][:16]}...`"]
+                   for s in raw["sources"]])
+    dup = raw["duplicate_images"]
+    counts = table(["split", "images"], [[split, n] for split, n in cur["counts"].items()])
+    reasons = val.get("quarantine_reasons") or {}
+    return "\n\n".join([
+        "## 1. Data collection",
+        f"Source: `{raw['input']}`, format `{raw['format']}`, checksums "
+        f"{'verified against SHA256SUMS' if raw.get('checksums_verified') else 'recorded (no SHA256SUMS to verify)'}.",
+        files,
+        f"Validation **{val['status']}**: {sum(val['records'].values()):,} records read "
+        f"({', '.join(f'{s} {n:,}' for s, n in val['records'].items())}), "
+        f"{sum(val['quarantined'].values()):,} quarantined ({pct(val['quarantined_fraction'])}; tolerance "
+        f"{pct(val['max_quarantine_fraction'])})" + (f", reasons: {reasons}" if reasons else "") + ". "
+        f"Exact duplicate images: {dup['within_train']:,} within train, {dup['within_test']:,} within test, "
+        f"{dup['test_in_train']:,} test images also in train.",
+        f"Prepared for training: pixels scaled by {cur['normalisation']['scale']:.6f} (1/255) to float32 in [0, 1], "
+        f"shaped {'x'.join(map(str, cur['image_shape']))}; the 60,000 training images split by a seeded hash of the "
+        f"record id (seed {cur['seed']}), stratified by label; the test images untouched. Per-label counts are "
+        "in the next section.",
+        counts,
+    ])
+
+
+def eda_section(out: RunOutputs) -> str:
+    eda = out.eda
+    dist = eda["label_distribution"]
+    splits = [s for s in eda["splits"] if s in dist]
+    labels = sorted(dist[splits[0]]["counts"], key=int)
+    distribution = table(["label", *[f"{s} count" for s in splits], *[f"{s} share" for s in splits]],
+                         [[label, *[dist[s]["counts"].get(label, 0) for s in splits],
+                           *[pct(dist[s]["shares"].get(label, 0.0)) for s in splits]] for label in labels])
+    balance = table(["split", "images", "largest class", "smallest class", "imbalance ratio (largest / smallest)"],
+                    [[s, eda["counts"][s], dist[s]["largest_label"], dist[s]["smallest_label"],
+                      dist[s]["imbalance_ratio"]] for s in splits])
+    stats = eda["pixel_stats"]["train"]
+    pixel_rows = [[label, row["images"], row["mean"], row["std"], pct(row["ink_share"])]
+                  for label, row in sorted(stats.items(), key=lambda kv: (not kv[0].isdigit(), kv[0]))]
+    drift = eda["drift"]
+    share, mean = drift["largest_share_difference"], drift["largest_mean_intensity_difference"]
+    sample = eda["sample"]
+    return "\n\n".join([
+        "## 2. Exploratory data analysis",
+        "Computed with Spark aggregations over the curated splits (only aggregates and the sampled rows reach the "
+        "driver).",
+        "### Label distribution", distribution, balance,
+        figure("label_distribution", "Label distribution per split"),
+        f"### Sample images\n\n{len(sample['records'])} random {sample['split']} images drawn with seed "
+        f"{sample['seed']}, each titled with its label.",
+        figure("sample_grid", "Random labelled training images"),
+        "### Pixel statistics (train split, pixel values in [0, 1])",
+        table(["label", "images", "mean", "std", "ink share (non-zero pixels)"], pixel_rows),
+        figure("pixel_histogram", "Pixel-intensity histogram"),
+        figure("mean_images", "Mean image of each digit (train split)"),
+        "### Drift between train, validation and test",
+        f"Largest difference in a class's share between splits: label {share['label']}, "
+        f"{100 * share['value']:.3f} percentage points; largest difference in a class's mean intensity: label "
+        f"{mean['label']}, {mean['value']:.4f}; largest per-pixel difference between split mean images: "
+        + ", ".join(f"{pair} {v:.4f}" for pair, v in drift["mean_image_max_pixel_difference"].items()) + ".",
+    ])
