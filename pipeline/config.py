@@ -63,7 +63,7 @@ class DataConfig:
     image_width: int = 28
     num_classes: int = 10
     records_per_partition: int = 10000
-    row_group_rows: int = 2000         # small enough that every Horovod shard gets several row groups
+    row_group_rows: int = 1000         # rows per Parquet file and row group: every Horovod shard gets several
     max_quarantine_fraction: float = 0.0
 
 
@@ -246,7 +246,7 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
         return _coerce(next(a for a in typing.get_args(hint) if a is not type(None)), value, key)
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
-    if hint is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+    if hint is str and isinstance(value, int | float) and not isinstance(value, bool):
         return str(value)
     if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
         raise PipelineError(f"config key '{key}' must be {hint.__name__}, got {value!r}")

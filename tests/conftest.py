@@ -94,3 +94,19 @@ def small_curated_test_set(spark, small_mnist_model, tmp_path_factory):
             enumerate(zip(small_mnist_model["images"], small_mnist_model["labels"], strict=True))]
     spark.createDataFrame(rows, CURATED_SCHEMA).repartition(4).write.parquet(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def mnist_curated(spark, tmp_path_factory):
+    """The bundled MNIST ingested and prepared once (full profile: 54,000 / 6,000 / 10,000) under a session temp
+    dir; returns (cfg, layout). Read layout.curated(split), layout.curated_manifest, layout.raw and friends."""
+    from pipeline.data.ingest import run_ingest
+    from pipeline.data.prepare import run_prepare
+    from pipeline.layout import Layout
+    root = tmp_path_factory.mktemp("mnist-curated")
+    cfg = load_config(None, "full", [f"paths.data={root / 'data'}", f"paths.runs={root / 'runs'}",
+                                     f"paths.store={root / 'store'}", "spark.master=local[2]"])
+    layout = Layout.from_config(cfg)
+    run_ingest(spark, cfg, layout)
+    run_prepare(spark, cfg, layout)
+    return cfg, layout

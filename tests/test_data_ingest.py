@@ -1,0 +1,277 @@
+"""Ingest on hand-made tiny inputs: IDX (gzip and plain), npz and CSV readers, structural errors, record checks."""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import struct
+
+import numpy as np
+import pyspark.sql.functions as F
+import pytest
+
+from pipeline import storage
+from pipeline.data.ingest import run_ingest
+from pipeline.data.validate import with_reject_reason
+from pipeline.errors import PipelineError
+from pipeline.layout import Layout
+from pipeline.schema import RAW_SCHEMA
+
+N_TRAIN, N_TEST = 40, 20
+NAMES = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
+         "test": ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")}
+
+
+def idx_bytes(array: np.ndarray, element_type: int = 0x08) -> bytes:
+    header = bytes([0, 0, element_type, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
+    return header + array.astype(np.uint8).tobytes()
+
+
+def sample_arrays(seed: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    return {split: (rng.integers(0, 256, (n, 28, 28), dtype=np.uint8), np.arange(n, dtype=np.uint8) % 10)
+            for split, n in (("train", N_TRAIN), ("test", N_TEST))}
+
+
+def write_idx_set(folder, arrays, gz: bool = True) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, (images, labels) in arrays.items():
+        for name, array in zip(NAMES[split], (images, labels), strict=True):
+            data = idx_bytes(array)
+            (folder / (name if gz else name[:-3])).write_bytes(gzip.compress(data) if gz else data)
+
+
+def raw_rows(spark, layout) -> list:
+    return spark.read.parquet(layout.raw).orderBy("source_split", "source_index").collect()
+
+
+def test_idx_ingest_keeps_every_record_exactly(spark, make_config, tmp_path):
+    arrays = sample_arrays()
+    write_idx_set(tmp_path / "in", arrays)
+    cfg = make_config("data.records_per_partition=16", input_dir=str(tmp_path / "in"))
+    layout = Layout.from_config(cfg)
+    summary = run_ingest(spark, cfg, layout)
+    assert summary["counts"] == {"train": N_TRAIN, "test": N_TEST} and summary["format"] == "idx"
+    assert_raw_matches(spark, layout, arrays, NAMES["train"][0])
+    manifest = storage.read_json(layout.raw_manifest)
+    expected_sha = hashlib.sha256((tmp_path / "in" / NAMES["train"][0]).read_bytes()).hexdigest()
+    assert manifest["source_checksums"][NAMES["train"][0]] == expected_sha
+    assert manifest["checksums_verified"] is False  # no SHA256SUMS in this input
+    report = storage.read_json(layout.validation_report)
+    assert report["status"] == "passed" and report["quarantined_fraction"] == 0.0
+    assert report["label_counts"]["train"] == {str(k): 4 for k in range(10)}
+    assert spark.read.parquet(layout.quarantine).count() == 0
+
+
+def assert_raw_matches(spark, layout, arrays, train_images_name: str) -> None:
+    rows = raw_rows(spark, layout)
+    assert spark.read.parquet(layout.raw).schema.fieldNames() == RAW_SCHEMA.fieldNames()
+    test_rows, train_rows = rows[:N_TEST], rows[N_TEST:]
+    assert [r.record_id for r in train_rows] == [f"{train_images_name}:{i}" for i in range(N_TRAIN)]
+    for split, split_rows in (("train", train_rows), ("test", test_rows)):
+        images, labels = arrays[split]
+        assert [r.label for r in split_rows] == labels.tolist()
+        assert [r.image for r in split_rows] == [image.tobytes() for image in images]
+
+
+def test_plain_idx_rerun_skips_and_force_redoes(spark, make_config, tmp_path):
+    arrays = sample_arrays(5)
+    write_idx_set(tmp_path / "in", arrays, gz=False)
+    cfg = make_config("data.records_per_partition=16", input_dir=str(tmp_path / "in"))
+    layout = Layout.from_config(cfg)
+    assert "skipped" not in run_ingest(spark, cfg, layout)
+    assert_raw_matches(spark, layout, arrays, NAMES["train"][0][:-3])
+    assert run_ingest(spark, cfg, layout)["skipped"] is True
+    assert "skipped" not in run_ingest(spark, cfg, layout, force=True)
+    assert spark.read.parquet(layout.raw).count() == N_TRAIN + N_TEST
+
+
+def _replace(name: str, data: bytes, gz: bool = True):
+    def mutate(folder):
+        (folder / name).write_bytes(gzip.compress(data) if gz else data)
+    return mutate
+
+
+def _raw(name: str, data: bytes):
+    return _replace(name, data, gz=False)
+
+
+def _truncate_gz(folder):
+    path = folder / NAMES["train"][0]
+    path.write_bytes(path.read_bytes()[:5000])
+
+
+def _bad_checksum(folder):
+    (folder / "SHA256SUMS").write_text(f"{'0' * 64}  {NAMES['test'][1]}\n")
+
+
+def _remove(folder):
+    (folder / NAMES["test"][1]).unlink()
+
+
+_IMAGES = np.zeros((N_TRAIN, 28, 28), np.uint8)
+_TRAIN_IMAGES = idx_bytes(_IMAGES)
+MALFORMED = {
+    "bad magic": (_replace(NAMES["train"][0], b"\x12\x34\x56\x78" + _TRAIN_IMAGES[4:]),
+                  r"train-images-idx3-ubyte.gz: not an IDX file \(magic number 0x12345678"),
+    "element type": (_replace(NAMES["train"][0], idx_bytes(_IMAGES, element_type=0x0D)),
+                     r"train-images-idx3-ubyte.gz: IDX element type 0x0d is not unsigned byte"),
+    "dimensions": (_replace(NAMES["train"][0], idx_bytes(np.zeros((N_TRAIN, 27, 28), np.uint8))),
+                   r"train-images-idx3-ubyte.gz: images are 27x28, expected 28x28"),
+    "truncated": (_replace(NAMES["train"][0], _TRAIN_IMAGES[:-100]),
+                  r"train-images-idx3-ubyte.gz: truncated: header promises 40 records \(31376 bytes\) but only "
+                  r"31276 bytes"),
+    "padded": (_replace(NAMES["train"][0], _TRAIN_IMAGES + b"\0" * 5),
+               r"train-images-idx3-ubyte.gz: padded: 5 bytes after the 40 records"),
+    "count mismatch": (_replace(NAMES["train"][1], idx_bytes(np.zeros(N_TRAIN - 1, np.uint8))),
+                       r"train-images-idx3-ubyte.gz has 40 images but train-labels-idx1-ubyte.gz has 39 labels"),
+    "gzip garbage": (_raw(NAMES["test"][0], b"\x1f\x8b" + bytes(range(256)) * 4),
+                     r"t10k-images-idx3-ubyte.gz: corrupt gzip data"),
+    "truncated gzip": (_truncate_gz, r"train-images-idx3-ubyte.gz: corrupt gzip data \(stream ends"),
+    "empty file": (_raw(NAMES["test"][1], b""), r"t10k-labels-idx1-ubyte.gz: file is empty"),
+    "not IDX": (_raw(NAMES["test"][1], b"<html>not found</html>"), r"t10k-labels-idx1-ubyte.gz: not an IDX file"),
+    "checksum": (_bad_checksum, r"t10k-labels-idx1-ubyte.gz: sha256 [0-9a-f]{64} does not match SHA256SUMS"),
+    "missing file": (_remove, r"idx input file t10k-labels-idx1-ubyte.gz not found"),
+}
+
+
+@pytest.mark.parametrize("case", MALFORMED)
+def test_malformed_idx_fails_in_one_line_and_writes_nothing(spark, make_config, tmp_path, case):
+    mutate, message = MALFORMED[case]
+    write_idx_set(tmp_path / "in", sample_arrays())
+    mutate(tmp_path / "in")
+    cfg = make_config("data.format=idx", input_dir=str(tmp_path / "in"))
+    layout = Layout.from_config(cfg)
+    with pytest.raises(PipelineError, match=message) as info:
+        run_ingest(spark, cfg, layout)
+    assert "\n" not in str(info.value)
+    assert not storage.exists(layout.raw_root)
+
+
+def test_record_checks_quarantine_and_zero_tolerance(spark, make_config, tmp_path):
+    arrays = sample_arrays()
+    arrays["train"][1][3] = 12                                 # label outside 0-9
+    arrays["train"][0][7] = arrays["train"][0][6]             # duplicate within train
+    arrays["test"][0][0] = arrays["train"][0][0]              # test image also in train
+    write_idx_set(tmp_path / "in", arrays)
+    strict = make_config(input_dir=str(tmp_path / "in"))
+    layout = Layout.from_config(strict)
+    with pytest.raises(PipelineError, match=r"1 of 60 records failed record checks \(1.6667% > "
+                                            r"data.max_quarantine_fraction 0.0\): label outside 0-9: 1"):
+        run_ingest(spark, strict, layout)
+    assert not storage.exists(layout.raw) and not storage.exists(layout.raw_manifest)
+    assert storage.read_json(layout.validation_report)["status"] == "failed"
+
+    tolerant = make_config("data.max_quarantine_fraction=0.05", input_dir=str(tmp_path / "in"))
+    layout = Layout.from_config(tolerant)
+    assert run_ingest(spark, tolerant, layout)["counts"] == {"train": N_TRAIN - 1, "test": N_TEST}
+    quarantined = [r.asDict() for r in spark.read.parquet(layout.quarantine).collect()]
+    assert quarantined == [{"record_id": "train-images-idx3-ubyte.gz:3", "source_split": "train", "source_index": 3,
+                            "label": 12, "reason": "label outside 0-9"}]
+    report = storage.read_json(layout.validation_report)
+    assert report["duplicate_images"] == {"within_train": 1, "within_test": 0, "test_in_train": 1}
+    assert report["quarantine_reasons"] == {"label outside 0-9": 1}
+    assert report["class_balance"]["train"]["smallest"] == {"label": 3, "count": 3}
+
+
+def test_reject_reason_covers_nulls_and_ranges(spark):
+    rows = [("ok", b"\x00" * 4, 3, None), ("no-label", b"\x00" * 4, None, None), ("big", b"\x00" * 4, 10, None),
+            ("neg", b"\x00" * 4, -1, None), ("no-image", None, 1, None), ("short", b"\x00", 1, None),
+            ("reader", b"\x00" * 4, 1, "missing value")]
+    df = spark.createDataFrame(rows, "record_id string, image binary, label int, problem string")
+    reasons = dict(df.transform(with_reject_reason, 10, 4).select("record_id", "reason").collect())
+    assert reasons == {"ok": None, "no-label": "missing label", "big": "label outside 0-9",
+                       "neg": "label outside 0-9", "no-image": "missing image", "short": "image is not 4 bytes",
+                       "reader": "missing value"}
+
+
+def test_npz_reader(spark, make_config, tmp_path):
+    arrays = sample_arrays(1)
+    (tmp_path / "in").mkdir()
+    np.savez(tmp_path / "in" / "mnist.npz", x_train=arrays["train"][0], y_train=arrays["train"][1],
+             x_test=arrays["test"][0], y_test=arrays["test"][1])
+    cfg = make_config("data.records_per_partition=16", input_dir=str(tmp_path / "in"))
+    layout = Layout.from_config(cfg)
+    assert run_ingest(spark, cfg, layout)["format"] == "npz"
+    rows = raw_rows(spark, layout)
+    assert rows[N_TEST].record_id == "mnist.npz:train:0"
+    assert [r.image for r in rows[N_TEST:]] == [a.tobytes() for a in arrays["train"][0]]
+    assert [r.label for r in rows[:N_TEST]] == arrays["test"][1].tolist()
+
+
+def test_npz_with_float_pixels_checks_range(spark, make_config, tmp_path):
+    arrays = sample_arrays(2)
+    x_train = arrays["train"][0].astype(np.float64)
+    x_train[0, 0, 0], x_train[1, 5, 5], x_train[2, 1, 1] = 300.0, np.nan, 0.5
+    (tmp_path / "in").mkdir()
+    np.savez_compressed(tmp_path / "in" / "mnist.npz", x_train=x_train, y_train=arrays["train"][1].astype(np.int64),
+                        x_test=arrays["test"][0], y_test=arrays["test"][1])
+    cfg = make_config("data.max_quarantine_fraction=1", input_dir=str(tmp_path / "in"))
+    layout = Layout.from_config(cfg)
+    run_ingest(spark, cfg, layout)
+    reasons = dict(spark.read.parquet(layout.quarantine).select("source_index", "reason").collect())
+    assert reasons == {0: "pixel value out of range (not an integer 0-255)", 1: "missing value",
+                       2: "pixel value out of range (not an integer 0-255)"}
+    kept = spark.read.parquet(layout.raw).filter(F.col("source_index") == 3).first()
+    assert kept.image == arrays["train"][0][3].tobytes()
+
+
+def write_csv(path, images: np.ndarray, labels: list, edits: dict | None = None) -> None:
+    lines = ["label," + ",".join(f"pixel{i}" for i in range(784))]
+    for i, (image, label) in enumerate(zip(images.reshape(len(images), -1), labels, strict=True)):
+        fields = [str(label), *map(str, image.tolist())]
+        for column, value in (edits or {}).get(i, {}).items():
+            fields[column] = value
+        lines.append(",".join(fields))
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_csv_reader_and_record_checks(spark, make_config, tmp_path):
+    arrays = sample_arrays(3)
+    (tmp_path / "in").mkdir()
+    edits = {2: {0: "11"}, 4: {10: ""}, 5: {100: "256"}, 6: {0: "x"}}
+    write_csv(tmp_path / "in" / "mnist_train.csv", arrays["train"][0], arrays["train"][1].tolist(), edits)
+    write_csv(tmp_path / "in" / "mnist_test.csv", arrays["test"][0], arrays["test"][1].tolist())
+    cfg = make_config("data.records_per_partition=7", "data.max_quarantine_fraction=0.1",
+                      input_dir=str(tmp_path / "in"))
+    layout = Layout.from_config(cfg)
+    assert run_ingest(spark, cfg, layout)["counts"] == {"train": N_TRAIN - 4, "test": N_TEST}
+    reasons = dict(spark.read.parquet(layout.quarantine).select("record_id", "reason").collect())
+    assert reasons == {"mnist_train.csv:2": "label outside 0-9", "mnist_train.csv:4": "missing value",
+                       "mnist_train.csv:5": "pixel value out of range (not an integer 0-255)",
+                       "mnist_train.csv:6": "missing value"}
+    rows = raw_rows(spark, layout)
+    assert [r.image for r in rows[:N_TEST]] == [a.tobytes() for a in arrays["test"][0]]
+    assert [r.source_index for r in rows[N_TEST:]] == [i for i in range(N_TRAIN) if i not in edits]
+
+
+@pytest.mark.parametrize("content, message", [
+    ("label,pixel0\n1,2\n", r"mnist_test.csv: header is not label,pixel0,...,pixel783"),
+    (None, r"mnist_test.csv: line 3 has 3 fields, expected 785"),
+    ("", r"mnist_test.csv: file is empty"),
+])
+def test_malformed_csv(spark, make_config, tmp_path, content, message):
+    arrays = sample_arrays(4)
+    (tmp_path / "in").mkdir()
+    write_csv(tmp_path / "in" / "mnist_train.csv", arrays["train"][0], arrays["train"][1].tolist())
+    test_csv = tmp_path / "in" / "mnist_test.csv"
+    write_csv(test_csv, arrays["test"][0], arrays["test"][1].tolist())
+    if content is None:
+        lines = test_csv.read_text().splitlines()
+        test_csv.write_text("\n".join([*lines[:2], "1,2,3", *lines[3:]]) + "\n")
+    else:
+        test_csv.write_text(content)
+    cfg = make_config(input_dir=str(tmp_path / "in"))
+    layout = Layout.from_config(cfg)
+    with pytest.raises(PipelineError, match=message):
+        run_ingest(spark, cfg, layout)
+    assert not storage.exists(layout.raw_root)
+
+
+def test_no_input_found(spark, make_config, tmp_path):
+    (tmp_path / "in").mkdir()
+    cfg = make_config(input_dir=str(tmp_path / "in"))
+    with pytest.raises(PipelineError, match=r"no MNIST input found \(looked for idx: train-images-idx3-ubyte.gz"):
+        run_ingest(spark, cfg, Layout.from_config(cfg))
+    missing = make_config(input_dir=str(tmp_path / "nowhere"))
+    with pytest.raises(PipelineError, match=r"input directory .*nowhere does not exist"):
+        run_ingest(spark, missing, Layout.from_config(missing))
