@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from contextlib import contextmanager
 
 from pyspark.sql import SparkSession
 
@@ -120,7 +121,12 @@ def describe(name: str) -> list[dict]:
     """Layer table of the model, built on the driver (CPU only, nothing trained)."""
     import os
     os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+    from tensorflow import keras
+
     from pipeline.train.models import build_model, describe_layers
+    # Keras numbers layer names per process (conv2d, conv2d_1, ...): start afresh so the report names each
+    # model's layers the same way whichever models the driver built before.
+    keras.backend.clear_session()
     return describe_layers(build_model(name))
 
 
@@ -134,14 +140,29 @@ def launch(spark: SparkSession, params: TrainParams, start_timeout: int) -> tupl
              params.steps_per_epoch, params.batch_size)
     started = time.perf_counter()
     try:
-        results = horovod.spark.run(train_worker, args=(params.to_dict(),), num_proc=params.num_workers,
-                                    start_timeout=start_timeout, env={"TF_CPP_MIN_LOG_LEVEL": "2"},
-                                    use_gloo=True, verbose=0)
+        with _quiet_py4j_retries():
+            results = horovod.spark.run(train_worker, args=(params.to_dict(),), num_proc=params.num_workers,
+                                        start_timeout=start_timeout, env={"TF_CPP_MIN_LOG_LEVEL": "2"},
+                                        use_gloo=True, verbose=0)
     except Exception as exc:  # Horovod wraps worker failures in generic exceptions
         raise PipelineError(f"training {params.model} failed on the Horovod workers: "
                             f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__} "
                             f"(the epochs completed so far are checkpointed in {params.checkpoint_dir})") from exc
     return results, time.perf_counter() - started
+
+
+@contextmanager
+def _quiet_py4j_retries():
+    """py4j logs a traceback on the root logger each time it retries a connection the JVM closed (Horovod's
+    Spark thread triggers it); the retry succeeds, so drop that one message while Horovod runs."""
+    def drop(record: logging.LogRecord) -> bool:
+        return record.getMessage() != "Exception while sending command."
+    root = logging.getLogger()
+    root.addFilter(drop)
+    try:
+        yield
+    finally:
+        root.removeFilter(drop)
 
 
 def model_summary(hist: dict, skipped: bool) -> dict:

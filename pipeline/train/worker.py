@@ -10,6 +10,7 @@ import os
 import resource
 import socket
 import sys
+import tempfile
 import time
 
 
@@ -82,19 +83,19 @@ def save_final_model(model, params, size: int) -> None:
     final.set_weights(model.get_weights())
     final.compile(optimizer=keras.optimizers.Adam(learning_rate=params.learning_rate * size),
                   loss="categorical_crossentropy", metrics=["accuracy"])
-    local = f"/tmp/{params.model}-{os.getpid()}.keras"
-    final.save(local)
-    with open(local, "rb") as src:
-        storage.write_bytes(params.model_path, src.read())
-    os.remove(local)
+    with tempfile.TemporaryDirectory() as tmp:  # Keras saves to a local file; storage copies it anywhere
+        final.save(f"{tmp}/model.keras")
+        with open(f"{tmp}/model.keras", "rb") as src:
+            storage.write_bytes(params.model_path, src.read())
 
 
 def rank_report(hvd, model, seconds: float, validation_rows: int) -> dict:
     """What the driver learns from each rank: who it was, its peak memory, and a weight checksum (equal on
     every rank when gradients were allreduced and the initial weights broadcast)."""
     import numpy as np
+    usage = resource.getrusage(resource.RUSAGE_SELF)
     return {"rank": hvd.rank(), "size": hvd.size(), "hostname": socket.gethostname(), "pid": os.getpid(),
-            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "peak_rss_mb": round(usage.ru_maxrss / 1024, 1), "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 1),
             "seconds": round(seconds, 3), "validation_rows": validation_rows,
             "weights_checksum": float(sum(np.abs(w).sum(dtype=np.float64) for w in model.get_weights()))}
 
