@@ -46,17 +46,19 @@ test: $(STAMP)
 	$(PY) -m pytest tests $(ARGS)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check pipeline jobs tests benchmarks
+	$(VENV)/bin/ruff check pipeline jobs tests benchmarks scripts
 
 bench: $(STAMP)
 	$(PY) benchmarks/run.py --mode $(BENCH)
 
-# The artefact shipped to executors with --py-files on a real cluster (the package only: conf/ and data/ are
-# read by the driver from the directory spark-submit runs in).
+# The artefacts shipped to a real cluster: the package for --py-files, and the config folder for a driver that
+# runs on the cluster (deploy mode cluster: --archives dist/conf.zip#conf). In client mode the driver reads conf/
+# from the directory spark-submit runs in.
 dist: $(STAMP)
-	@mkdir -p dist && rm -f dist/pipeline.zip
+	@mkdir -p dist && rm -f dist/pipeline.zip dist/conf.zip
 	zip -qr dist/pipeline.zip pipeline -x '*__pycache__*' '*.pyc'
-	@echo "built dist/pipeline.zip"
+	cd conf && zip -qr ../dist/conf.zip . -i '*.yaml'
+	@echo "built dist/pipeline.zip and dist/conf.zip"
 
 # A Spark standalone cluster on this machine: a master and two 1-core workers on 127.0.0.1, state in cluster/.
 # Ports: CLUSTER_MASTER_PORT (7077), CLUSTER_MASTER_UI_PORT (8080), CLUSTER_WORKER_UI_PORT (8081, 8082).
@@ -80,7 +82,7 @@ cluster-check: dist
 
 # The whole pipeline on the loopback cluster: make cluster-up && make cluster-run PROFILE=quick && make cluster-down
 cluster-run: dist
-	$(SPARK_SUBMIT) jobs/run_pipeline.py --conf conf/cluster-local.yaml --profile $(PROFILE) $(ARGS)
+	$(SPARK_SUBMIT) --driver-memory 2g jobs/run_pipeline.py --conf conf/cluster-local.yaml --profile $(PROFILE) $(ARGS)
 
 test-cluster: $(STAMP)
 	$(PY) -m pytest tests/test_cluster.py $(ARGS)

@@ -175,17 +175,20 @@ def down(settings: Settings) -> list[str]:
 
 
 def _stop_processes(processes: list[dict], grace: float = 15.0) -> None:
-    """SIGTERM (a worker then kills its executors), then SIGKILL whatever is left after `grace` seconds."""
-    ordered = list(reversed(processes))
-    for proc in ordered:
-        if _is_running(proc):
-            os.kill(proc["pid"], signal.SIGTERM)
+    """SIGTERM each recorded process (a worker then stops its executors); after `grace` seconds SIGKILL what is
+    left of its process group: the group `up` created for it, holding only what it started (executors, the
+    spark-class launcher of a daemon stopped while starting)."""
+    ours = [p for p in reversed(processes) if _is_running(p)]
+    for proc in ours:
+        os.kill(proc["pid"], signal.SIGTERM)
     deadline = time.monotonic() + grace
-    while any(_is_running(p) for p in ordered) and time.monotonic() < deadline:
+    while any(_is_running(p) for p in ours) and time.monotonic() < deadline:
         time.sleep(0.2)
-    for proc in ordered:
-        if _is_running(proc):
-            os.kill(proc["pid"], signal.SIGKILL)
+    for proc in ours:
+        try:
+            os.killpg(proc["pid"], signal.SIGKILL)
+        except ProcessLookupError:
+            pass  # the whole group has exited
 
 
 def _start_ticks(pid: int) -> str | None:
