@@ -5,7 +5,7 @@ import argparse
 import logging
 import os
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 from pipeline.config import PipelineConfig, load_config
 from pipeline.errors import PipelineError

@@ -21,7 +21,7 @@ class Layout:
     store: str
 
     @classmethod
-    def from_config(cls, cfg: PipelineConfig, run_id: str | None = None) -> "Layout":
+    def from_config(cls, cfg: PipelineConfig, run_id: str | None = None) -> Layout:
         raw_root = f"{cfg.resolve(cfg.paths.data).rstrip('/')}/ingest-{ingest_hash(cfg)}"
         curated_root = f"{raw_root}/curated-{cfg.section_hash('data', 'prepare')}"
         run_root = f"{cfg.resolve(cfg.paths.runs).rstrip('/')}/{run_id or default_run_id(cfg)}"

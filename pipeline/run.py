@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import datetime, timezone
-from typing import Any, Callable
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
 
 from pyspark.sql import SparkSession
 
@@ -105,9 +106,9 @@ def _headline(manifest: dict) -> dict:
 
 
 def _key_figures(summary: dict, limit: int = 6) -> str:
-    flat = [f"{k}={v}" for k, v in summary.items() if k != "skipped" and isinstance(v, (int, float, str, bool))]
+    flat = [f"{k}={v}" for k, v in summary.items() if k != "skipped" and isinstance(v, int | float | str | bool)]
     return ", ".join(flat[:limit]) or "-"
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")

@@ -15,8 +15,16 @@ Curated tables (train / validation / test, written by prepare, read by Petastorm
 Quarantine table (records that failed record checks, written by ingest):
   record_id, source_split, source_index, label (may be null), reason
 """
-from pyspark.sql.types import (ArrayType, BinaryType, FloatType, IntegerType, LongType, StringType, StructField,
-                               StructType)
+from pyspark.sql.types import (
+    ArrayType,
+    BinaryType,
+    FloatType,
+    IntegerType,
+    LongType,
+    StringType,
+    StructField,
+    StructType,
+)
 
 RAW_SCHEMA = StructType([
     StructField("record_id", StringType(), nullable=False),

@@ -6,8 +6,8 @@ per epoch (evaluation has no collective operation, so ranks may take different s
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import numpy as np
 

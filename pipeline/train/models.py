@@ -5,7 +5,7 @@ TensorFlow is imported inside the builders so that importing this module (e.g. o
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 INPUT_SHAPE = (28, 28, 1)
 NUM_CLASSES = 10
