@@ -79,7 +79,7 @@ RAW = pa.schema([("record_id", pa.string()), ("source_split", pa.string()), ("so
 CURATED = pa.schema([("record_id", pa.string()), ("image", pa.list_(pa.float32())), ("label", pa.int32())])
 
 
-def convert_numpy_pyarrow(input_dir: str | Path, out_dir: str | Path, row_group_rows: int = 2000,
+def convert_numpy_pyarrow(input_dir: str | Path, out_dir: str | Path, row_group_rows: int = 1000,
                           validation_fraction: float = 0.1, seed: int = 42) -> dict:
     """Single-process ingest + prepare of the same IDX files: a raw table, then curated train/validation/test
     with a seeded validation split (MNIST's 6,000 of 60,000 by default), Snappy Parquet with the stages'

@@ -3,7 +3,7 @@ invocation; results JSON, Markdown table and scaling plot in benchmarks/results/
 
 Each measurement runs in a fresh process (benchmarks/tasks.py) so TensorFlow, Horovod and the Spark JVM start
 clean and memory is sampled per stage. Modes: `full` (the reported numbers, under 45 minutes on 2 cores) and
-`quick` (tiny sizes, one epoch on the quick profile's 5% subset, a few minutes). A failed task is recorded and
+`quick` (tiny sizes, one epoch on the quick profile's 10% subset, a few minutes). A failed task is recorded and
 the rest goes on, so a partial run still reports.
 """
 from __future__ import annotations
@@ -12,6 +12,7 @@ import argparse
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 import time
@@ -24,6 +25,7 @@ if str(REPO) not in sys.path:          # `python benchmarks/run.py` puts benchma
 
 from benchmarks import generate_idx, report  # noqa: E402
 from benchmarks.measure import load_average, machine  # noqa: E402
+from pipeline.config import DataConfig  # noqa: E402
 
 log = logging.getLogger("benchmarks")
 
@@ -74,7 +76,8 @@ class Bench:
 
     def task(self, name: str, label: str, **kwargs) -> dict | None:
         """benchmarks.tasks NAME in a fresh process; None (and an error recorded) when it fails."""
-        out, logfile = self.root / "logs" / f"{label}.json", self.root / "logs" / f"{label}.log"
+        stem = re.sub(r"[^A-Za-z0-9_.=-]+", "-", label).strip("-")
+        out, logfile = self.root / "logs" / f"{stem}.json", self.root / "logs" / f"{stem}.log"
         out.unlink(missing_ok=True)
         log.info("[%5.1f min] %s", self.elapsed_minutes(), label)
         env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
@@ -101,7 +104,7 @@ def bench_data_size(bench: Bench, n: int, source: str, input_dir: str, repeats: 
     entry["stage"] = bench.task("data_stages", f"data-{n}", root=str(bench.root), profile="full",
                                 input_dir=input_dir, repeats=repeats)
     entry["baseline"] = bench.task("baseline_convert", f"convert-{n}", root=str(bench.root), input_dir=input_dir,
-                                   repeats=repeats, row_group_rows=2000)
+                                   repeats=repeats, row_group_rows=DataConfig().row_group_rows)
     bench.results["data"].append(entry)
     bench.save()
     return entry
