@@ -67,6 +67,16 @@ def read_json(path: str) -> Any:
     return json.loads(read_text(path))
 
 
+def read_json_if_valid(path: str) -> Any | None:
+    """The JSON at `path`, or None when it is missing or unreadable (a file cut short by a killed writer)."""
+    if not exists(path):
+        return None
+    try:
+        return read_json(path)
+    except (ValueError, OSError):
+        return None
+
+
 def read_bytes(path: str) -> bytes:
     fs, p = filesystem(path)
     with fs.open_input_stream(p) as src:
@@ -106,9 +116,5 @@ def publishing(final_path: str) -> Iterator[str]:
 
 def is_complete(manifest_path: str, fingerprint: str) -> bool:
     """True when a stage's manifest exists and was written for the same inputs and config (`fingerprint`)."""
-    if not exists(manifest_path):
-        return False
-    try:
-        return read_json(manifest_path).get("fingerprint") == fingerprint
-    except (ValueError, OSError):
-        return False
+    manifest = read_json_if_valid(manifest_path)
+    return isinstance(manifest, dict) and manifest.get("fingerprint") == fingerprint

@@ -14,13 +14,7 @@ WEIGHTS_PREFIX = "weights"
 
 def read_state(checkpoint_dir: str) -> dict | None:
     """{"epoch": completed epochs, "fingerprint", "epochs": [records]} or None when there is no checkpoint."""
-    path = f"{checkpoint_dir}/{STATE_FILE}"
-    if not storage.exists(path):
-        return None
-    try:
-        return storage.read_json(path)
-    except (ValueError, OSError):
-        return None
+    return storage.read_json_if_valid(f"{checkpoint_dir}/{STATE_FILE}")
 
 
 def save(model, checkpoint_dir: str, epoch: int, fingerprint: str, epochs: list[dict]) -> None:

@@ -50,12 +50,7 @@ def finalised(history: dict, run_seconds: float, rank_reports: list[dict]) -> di
 
 
 def read(path: str) -> dict | None:
-    if not storage.exists(path):
-        return None
-    try:
-        return storage.read_json(path)
-    except (ValueError, OSError):
-        return None
+    return storage.read_json_if_valid(path)
 
 
 def plot_curves(history: dict, path: str) -> None:
