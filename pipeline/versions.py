@@ -2,6 +2,7 @@
 import subprocess
 import sys
 from importlib import metadata
+from pathlib import Path
 
 PACKAGES = ["pyspark", "tensorflow-cpu", "petastorm", "horovod", "numpy", "pyarrow", "pandas"]
 
@@ -30,7 +31,18 @@ def horovod_frameworks_line() -> str:
         if not ln.strip():
             break
         block.append(ln.strip())
-    return "Horovod frameworks: " + ", ".join(block)
+    line = "Horovod frameworks: " + ", ".join(block)
+    if "[X] PyTorch" in line and not _torch_extension_built():
+        # check-build only imports horovod.torch, which succeeds without its compiled extension or torch itself.
+        line += " (PyTorch: no extension built, horovod.torch merely imports)"
+    return line
+
+
+def _torch_extension_built() -> bool:
+    from importlib.util import find_spec
+    spec = find_spec("horovod")
+    folder = Path(spec.origin).parent / "torch" if spec and spec.origin else None
+    return bool(folder and any(folder.glob("mpi_lib_v2*.so")))
 
 
 if __name__ == "__main__":
