@@ -6,4 +6,10 @@ class PipelineError(Exception):
 
 
 class GateError(PipelineError):
-    """A quality gate failed (e.g. test accuracy below target): outputs are complete, but must not ship."""
+    """A quality gate failed (e.g. test accuracy below target): outputs are complete, but must not ship.
+
+    `summary` is the failed stage's summary, so the run manifest still records what was measured."""
+
+    def __init__(self, message: str, summary: dict | None = None) -> None:
+        super().__init__(message)
+        self.summary = summary or {}

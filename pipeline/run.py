@@ -36,11 +36,16 @@ def _stage_functions() -> dict[str, StageFn]:
         "ingest": lambda s, c, lay, force: run_ingest(s, c, lay, force=force),
         "prepare": lambda s, c, lay, force: run_prepare(s, c, lay, force=force),
         "eda": lambda s, c, lay, force: run_eda(s, c, lay, force=force),
-        "train": lambda s, c, lay, force: run_training(s, c, lay, model="all", force=force),
+        "train": lambda s, c, lay, force: _all_skipped(run_training(s, c, lay, model="all", force=force)),
         "evaluate": lambda s, c, lay, force: run_evaluation(s, c, lay, force=force),
         "predict": lambda s, c, lay, force: run_prediction(s, c, lay),
         "report": lambda s, c, lay, force: run_report(s, c, lay),
     }
+
+
+def _all_skipped(per_model: dict[str, dict]) -> dict:
+    """Training summarises each model; the stage counts as skipped when every model was."""
+    return {**per_model, "skipped": all(summary.get("skipped") for summary in per_model.values())}
 
 
 STAGES = ("ingest", "prepare", "eda", "train", "evaluate", "predict", "report")
@@ -74,7 +79,7 @@ def run_pipeline(spark: SparkSession, cfg: PipelineConfig, layout: Layout, force
         try:
             summary = functions[name](spark, cfg, layout, name in forced) or {}
         except GateError as exc:
-            gate_failure, summary = exc, {"gate_failed": str(exc)}
+            gate_failure, summary = exc, {**exc.summary, "gate_failed": str(exc)}
         seconds = round(time.monotonic() - started, 1)
         manifest["stages"].append({"stage": name, "seconds": seconds, "skipped": bool(summary.get("skipped")),
                                    "summary": summary})
