@@ -34,6 +34,8 @@ def test_manifest_lists_every_stage_with_durations(quick_run):
     manifest = storage.read_json(layout.run_manifest)
     assert manifest["config"]["profile"] == "quick" and manifest["machine"]["cores"] >= 1
     assert manifest["headline"]["best_model"] in ("model_1", "model_2", "model_3")
+    evaluation = next(s["summary"] for s in first["stages"] if s["stage"] == "evaluate")
+    assert all(m["test_accuracy"] > 0.8 for m in evaluation["models"].values()), evaluation["models"]
 
 
 def test_report_has_every_section_and_no_empty_one(quick_run):
@@ -46,11 +48,15 @@ def test_report_has_every_section_and_no_empty_one(quick_run):
     for placeholder in ("TODO", "TBD", "lorem", "None%", "nan", "placeholder", "XXX"):
         assert placeholder not in report
     html = storage.read_text(f"{layout.run_root}/report.html")
-    assert html.count("data:image/png;base64,") >= 10 and 'src="figures/' not in html
+    # Four EDA figures, three training curves, the best model's confusion matrix and mistakes: all embedded.
+    figures = re.findall(r"!\[[^]]*\]\((figures/[^)]+\.png)\)", report)
+    assert len(set(figures)) == 9
+    assert html.count("data:image/png;base64,") == len(figures) and 'src="figures/' not in html
 
 
 def test_rerun_skips_completed_stages(quick_run):
     _, _, first, second = quick_run
     skipped = {s["stage"] for s in second["stages"] if s["skipped"]}
     assert {"ingest", "prepare", "eda", "train", "evaluate"} <= skipped
+    assert second["headline"]["target_met"] is first["headline"]["target_met"] is True
     assert second["headline"]["best_test_accuracy"] == first["headline"]["best_test_accuracy"]
