@@ -111,7 +111,10 @@ def _headline(manifest: dict) -> dict:
 
 
 def _key_figures(summary: dict, limit: int = 6) -> str:
+    """The stage's scalar results, and per-model validation accuracy for training, on one log line."""
     flat = [f"{k}={v}" for k, v in summary.items() if k != "skipped" and isinstance(v, int | float | str | bool)]
+    flat += [f"{k} val_accuracy={v['val_accuracy']:.4f}" for k, v in summary.items()
+             if isinstance(v, dict) and isinstance(v.get("val_accuracy"), float)]
     return ", ".join(flat[:limit]) or "-"
 
 
