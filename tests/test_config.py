@@ -34,7 +34,9 @@ def test_quick_profile_overlays_the_file():
     cfg = load_config(LOCAL, profile="quick")
     assert cfg.profile == "quick"
     assert cfg.prepare.subset_fraction < 1
-    assert all(m.epochs == 2 for m in cfg.train.models.values())
+    full = load_config(LOCAL, profile="full")
+    assert {name: m.epochs for name, m in cfg.train.models.items()} == {"model_1": 2, "model_2": 2, "model_3": 6}
+    assert all(m.epochs < full.train.models[name].epochs for name, m in cfg.train.models.items())
     assert cfg.evaluate.target_accuracy == 0.90
 
 
