@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import time
-from contextlib import contextmanager
 
 from pyspark.sql import SparkSession
 
@@ -140,29 +139,14 @@ def launch(spark: SparkSession, params: TrainParams, start_timeout: int) -> tupl
              params.steps_per_epoch, params.batch_size)
     started = time.perf_counter()
     try:
-        with _quiet_py4j_retries():
-            results = horovod.spark.run(train_worker, args=(params.to_dict(),), num_proc=params.num_workers,
-                                        start_timeout=start_timeout, env={"TF_CPP_MIN_LOG_LEVEL": "2"},
-                                        use_gloo=True, verbose=0)
+        results = horovod.spark.run(train_worker, args=(params.to_dict(),), num_proc=params.num_workers,
+                                    start_timeout=start_timeout, env={"TF_CPP_MIN_LOG_LEVEL": "2"},
+                                    use_gloo=True, verbose=0)
     except Exception as exc:  # Horovod wraps worker failures in generic exceptions
         raise PipelineError(f"training {params.model} failed on the Horovod workers: "
                             f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__} "
                             f"(the epochs completed so far are checkpointed in {params.checkpoint_dir})") from exc
     return results, time.perf_counter() - started
-
-
-@contextmanager
-def _quiet_py4j_retries():
-    """py4j logs a traceback on the root logger each time it retries a connection the JVM closed (Horovod's
-    Spark thread triggers it); the retry succeeds, so drop that one message while Horovod runs."""
-    def drop(record: logging.LogRecord) -> bool:
-        return record.getMessage() != "Exception while sending command."
-    root = logging.getLogger()
-    root.addFilter(drop)
-    try:
-        yield
-    finally:
-        root.removeFilter(drop)
 
 
 def model_summary(hist: dict, skipped: bool) -> dict:
