@@ -65,6 +65,9 @@ class DataConfig:
     records_per_partition: int = 10000
     row_group_rows: int = 1000         # rows per Parquet file and row group: every Horovod shard gets several
     max_quarantine_fraction: float = 0.0
+    # What ingest does with records that pass the record checks but are suspect: fail | warn | quarantine | drop
+    blank_images: str = "quarantine"            # every pixel 0: no digit to learn from
+    test_images_in_train: str = "quarantine"    # a train record whose exact image is also a test image (leakage)
 
 
 @dataclass(frozen=True)
@@ -116,6 +119,7 @@ class PredictConfig:
     tf_threads: int = 1                # TF threads per Python worker; Spark runs one worker per core
     image_decode_batch_size: int = 64  # rows per Arrow batch while decoding image files (raw bytes are large)
     print_rows: int = 50               # predictions of an image folder printed to stdout (all are written)
+    max_image_pixels: int = 16_777_216  # width x height above which an image file is refused (decompression bombs)
 
 
 @dataclass(frozen=True)
