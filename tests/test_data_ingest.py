@@ -228,17 +228,19 @@ def write_csv(path, images: np.ndarray, labels: list, edits: dict | None = None)
 def test_csv_reader_and_record_checks(spark, make_config, tmp_path):
     arrays = sample_arrays(3)
     (tmp_path / "in").mkdir()
-    edits = {2: {0: "11"}, 4: {10: ""}, 5: {100: "256"}, 6: {0: "x"}}
+    edits = {2: {0: "11"}, 4: {10: ""}, 5: {100: "256"}, 6: {0: "x"}, 8: {18: "abc", 30: "z"}, 9: {5: "NA"}}
     write_csv(tmp_path / "in" / "mnist_train.csv", arrays["train"][0], arrays["train"][1].tolist(), edits)
     write_csv(tmp_path / "in" / "mnist_test.csv", arrays["test"][0], arrays["test"][1].tolist())
     cfg = make_config("data.records_per_partition=7", "data.max_quarantine_fraction=0.1",
                       input_dir=str(tmp_path / "in"))
     layout = Layout.from_config(cfg)
-    assert run_ingest(spark, cfg, layout)["counts"] == {"train": N_TRAIN - 4, "test": N_TEST}
+    assert run_ingest(spark, cfg, layout)["counts"] == {"train": N_TRAIN - len(edits), "test": N_TEST}
     reasons = dict(spark.read.parquet(layout.quarantine).select("record_id", "reason").collect())
     assert reasons == {"mnist_train.csv:2": "label outside 0-9", "mnist_train.csv:4": "missing value",
                        "mnist_train.csv:5": "pixel value out of range (not an integer 0-255)",
-                       "mnist_train.csv:6": "missing value"}
+                       "mnist_train.csv:6": "label is 'x', not a number",
+                       "mnist_train.csv:8": "pixel 17 is 'abc', not a number",
+                       "mnist_train.csv:9": "missing value"}
     rows = raw_rows(spark, layout)
     assert [r.image for r in rows[:N_TEST]] == [a.tobytes() for a in arrays["test"][0]]
     assert [r.source_index for r in rows[N_TEST:]] == [i for i in range(N_TRAIN) if i not in edits]

@@ -80,15 +80,31 @@ def check(name: str, scanned: dict, fields: int) -> None:
         raise PipelineError(f"{name}: line {line} has {found} fields, expected {fields}")
 
 
-def read_range(path: str, byte_start: int, byte_end: int) -> tuple[np.ndarray, np.ndarray]:
-    """Executor side: the lines in [byte_start, byte_end) parsed to float64 (pixels, labels); NaN where missing."""
+def read_range(path: str, byte_start: int, byte_end: int) -> tuple[np.ndarray, np.ndarray, list | None]:
+    """Executor side: the lines in [byte_start, byte_end) as float64 (pixels, labels; NaN where missing) and, only
+    when some field is not a number, each record's first such field described (None for the other records)."""
     fs, p = storage.filesystem(path)
     with fs.open_input_file(p) as src:
         src.seek(byte_start)
         data = src.read(byte_end - byte_start)
     try:
         values = pd.read_csv(io.BytesIO(data), header=None, dtype=np.float64).to_numpy()
-    except ValueError:   # some field is not a number: the slow path turns just those into NaN (missing)
-        frame = pd.read_csv(io.BytesIO(data), header=None, dtype=str, na_filter=False)
-        values = frame.apply(pd.to_numeric, errors="coerce").to_numpy(dtype=np.float64)
-    return values[:, 1:], values[:, 0]
+        return values[:, 1:], values[:, 0], None
+    except ValueError:   # some field is not a number: the slow path finds which, record by record
+        text = pd.read_csv(io.BytesIO(data), header=None, dtype=str)    # the fast path's NA tokens stay missing
+        numbers = text.apply(pd.to_numeric, errors="coerce")
+        values = numbers.to_numpy(dtype=np.float64)
+        not_number = (numbers.isna() & text.notna()).to_numpy()
+        return values[:, 1:], values[:, 0], not_number_problems(text.to_numpy(), not_number)
+
+
+def not_number_problems(fields: np.ndarray, not_number: np.ndarray) -> list:
+    """Per record: "pixel 17 is 'abc', not a number" for its first non-numeric field, or None."""
+    first = not_number.argmax(axis=1)
+    return [_not_a_number(column, fields[row, column]) if not_number[row, column] else None
+            for row, column in enumerate(first)]
+
+
+def _not_a_number(column: int, value: str) -> str:
+    field = "label" if column == 0 else f"pixel {column - 1}"
+    return f"{field} is {value[:20]!r}, not a number"

@@ -192,12 +192,14 @@ def parse_task(task: dict) -> pa.RecordBatch:
         y = npz.read_range(task["path"], task["y"], task["y_info"], task["start"], task["count"])
         if x.dtype == np.uint8 and y.dtype.kind in "ui":
             return record_batch(task["name"], task["split"], task["start"], x, y.astype(np.int64))
-        pixels, labels = x.reshape(len(x), -1), y
+        pixels, labels, not_numbers = x.reshape(len(x), -1), y, None
     else:
-        pixels, labels = csvtext.read_range(task["path"], task["byte_start"], task["byte_end"])
+        pixels, labels, not_numbers = csvtext.read_range(task["path"], task["byte_start"], task["byte_end"])
     if len(labels) != task["count"]:
         raise ValueError(f"{task['name']}: expected {task['count']} records from {task['start']}, got {len(labels)}")
     images, labels, label_null, problems = checked_numbers(pixels, labels)
+    if not_numbers is not None:     # "pixel 17 is 'abc', not a number" says more than "missing value"
+        problems = [text or problem for text, problem in zip(not_numbers, problems, strict=True)]
     return record_batch(task["name"], task["split"], task["start"], images, labels, label_null, problems)
 
 
