@@ -217,7 +217,7 @@ def test_npz_with_float_pixels_checks_range(spark, make_config, tmp_path):
 
 def write_csv(path, images: np.ndarray, labels: list, edits: dict | None = None) -> None:
     lines = ["label," + ",".join(f"pixel{i}" for i in range(784))]
-    for i, (image, label) in enumerate(zip(images.reshape(len(images), -1), labels, strict=True)):
+    for i, (image, label) in enumerate(zip(images.reshape(len(images), 784), labels, strict=True)):
         fields = [str(label), *map(str, image.tolist())]
         for column, value in (edits or {}).get(i, {}).items():
             fields[column] = value
@@ -262,6 +262,38 @@ def test_malformed_csv(spark, make_config, tmp_path, content, message):
         test_csv.write_text("\n".join([*lines[:2], "1,2,3", *lines[3:]]) + "\n")
     else:
         test_csv.write_text(content)
+    cfg = make_config(input_dir=str(tmp_path / "in"))
+    layout = Layout.from_config(cfg)
+    with pytest.raises(PipelineError, match=message):
+        run_ingest(spark, cfg, layout)
+    assert not storage.exists(layout.raw_root)
+
+
+def _header_only_train_csv(folder):
+    arrays = sample_arrays(6)
+    write_csv(folder / "mnist_train.csv", arrays["train"][0][:0], [])
+    write_csv(folder / "mnist_test.csv", arrays["test"][0], arrays["test"][1].tolist())
+
+
+def _idx_without_test_records(folder):
+    arrays = sample_arrays(6)
+    write_idx_set(folder, {**arrays, "test": (arrays["test"][0][:0], arrays["test"][1][:0])})
+
+
+def _npz_without_test_records(folder):
+    arrays = sample_arrays(6)
+    np.savez(folder / "mnist.npz", x_train=arrays["train"][0], y_train=arrays["train"][1],
+             x_test=arrays["test"][0][:0], y_test=arrays["test"][1][:0])
+
+
+@pytest.mark.parametrize("write_input, message", [
+    (_header_only_train_csv, r"^mnist_train.csv: no records, so the train split would be empty$"),
+    (_idx_without_test_records, r"^t10k-images-idx3-ubyte.gz: no records, so the test split would be empty$"),
+    (_npz_without_test_records, r"^mnist.npz \(x_test\): no records, so the test split would be empty$"),
+])
+def test_source_split_without_records_fails_and_writes_nothing(spark, make_config, tmp_path, write_input, message):
+    (tmp_path / "in").mkdir()
+    write_input(tmp_path / "in")
     cfg = make_config(input_dir=str(tmp_path / "in"))
     layout = Layout.from_config(cfg)
     with pytest.raises(PipelineError, match=message):

@@ -122,7 +122,19 @@ def plan_tasks(fmt: str, sources: list[Source], scans: list[dict], data: DataCon
         if scanned.get("error"):
             raise PipelineError(f"{source.name}: {scanned['error']}")
     planners = {"idx": _plan_idx, "npz": _plan_npz, "csv": _plan_csv}
-    return planners[fmt](sources, scans, data)
+    counts, tasks = planners[fmt](sources, scans, data)
+    files = split_files(fmt, sources)
+    for split, count in counts.items():
+        if count == 0:      # a raw table without this split would only fail later, in prepare or evaluate
+            raise PipelineError(f"{files[split]}: no records, so the {split} split would be empty")
+    return counts, tasks
+
+
+def split_files(fmt: str, sources: list[Source]) -> dict[str, str]:
+    """The file holding each split's records, as messages name it: {"train": "mnist_train.csv", ...}."""
+    if fmt == "npz":
+        return {split: f"{sources[0].name} ({x})" for split, (x, _) in npz.MEMBERS.items()}
+    return {s.split: s.name for s in sources if s.role in ("images", "csv")}
 
 
 def _ranges(count: int, per_task: int) -> list[tuple[int, int]]:
