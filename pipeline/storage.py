@@ -6,12 +6,15 @@ so every stage writes through here and the same code runs on a laptop and on a c
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from pyarrow import fs as pafs
+
+log = logging.getLogger(__name__)
 
 
 def filesystem(path: str) -> tuple[pafs.FileSystem, str]:
@@ -34,7 +37,10 @@ def makedirs(path: str) -> None:
 
 def remove(path: str) -> None:
     """Remove a file or folder if present."""
-    fs, p = filesystem(path)
+    _remove_on(*filesystem(path))
+
+
+def _remove_on(fs: pafs.FileSystem, p: str) -> None:
     info = fs.get_file_info(p)
     if info.type == pafs.FileType.Directory:
         fs.delete_dir(p)
@@ -94,9 +100,14 @@ def write_bytes(path: str, data: bytes) -> None:
 def publishing(final_path: str) -> Iterator[str]:
     """Yield a temporary sibling of `final_path` to write into; on success it replaces `final_path` in one move.
 
-    On failure the temporary folder is removed, so a later stage never reads a half-written output.
+    On failure the temporary folder is removed, so a later stage never reads a half-written output. Under the
+    output's lock (pipeline.locks), what killed earlier attempts left beside `final_path` is cleaned up first.
     """
-    tmp = f"{final_path.rstrip('/')}.tmp-{uuid.uuid4().hex[:8]}"
+    final_path = final_path.rstrip("/")
+    if _under_lock(final_path):
+        remove_leftovers(final_path)
+    attempt = uuid.uuid4().hex[:8]
+    tmp = f"{final_path}.tmp-{attempt}"
     try:
         yield tmp
     except BaseException:
@@ -105,13 +116,42 @@ def publishing(final_path: str) -> Iterator[str]:
     fs, final = filesystem(final_path)
     _, tmp_p = filesystem(tmp)
     if fs.get_file_info(final).type != pafs.FileType.NotFound:
-        old = f"{final}.old-{uuid.uuid4().hex[:8]}"
+        old = f"{final}.old-{attempt}"
         fs.move(final, old)
         fs.move(tmp_p, final)
-        fs.delete_dir(old) if fs.get_file_info(old).type == pafs.FileType.Directory else fs.delete_file(old)
+        _remove_on(fs, old)
     else:
         fs.create_dir(final.rsplit("/", 1)[0], recursive=True)
         fs.move(tmp_p, final)
+
+
+def remove_leftovers(final_path: str) -> None:
+    """Remove the `<final>.tmp-*` and `<final>.old-*` that publishes of `final_path` killed midway left behind.
+
+    Only for a caller holding the output's lock: without it, a `.tmp-*` may be another writer's live folder.
+    """
+    fs, final = filesystem(final_path.rstrip("/"))
+    parent, name = final.rsplit("/", 1)
+    siblings = fs.get_file_info(pafs.FileSelector(parent, allow_not_found=True))
+    leftovers = [i for i in siblings if i.base_name.startswith((f"{name}.tmp-", f"{name}.old-"))]
+    olds = sorted((i for i in leftovers if i.base_name.startswith(f"{name}.old-")), key=lambda i: i.mtime_ns or 0)
+    if olds and fs.get_file_info(final).type == pafs.FileType.NotFound:
+        # Killed between its two moves: the previous output (complete, it had been published) sits in .old-*
+        # and the new one never arrived. Restore the previous one rather than promote the .tmp-*, which was
+        # never published: if this attempt fails too, readers find what they had before the killed attempt.
+        restored = olds[-1]
+        fs.move(restored.path, final)
+        leftovers = [info for info in leftovers if info is not restored]
+        log.warning("%s was missing after a publish killed midway: restored it from %s", final_path,
+                    restored.base_name)
+    for info in leftovers:
+        _remove_on(fs, info.path)
+        log.info("removed %s, left beside %s by an earlier attempt that was killed", info.base_name, final_path)
+
+
+def _under_lock(path: str) -> bool:
+    from pipeline import locks  # imported here: locks is built on this module
+    return locks.holds(path)
 
 
 def is_complete(manifest_path: str, fingerprint: str) -> bool:
