@@ -24,6 +24,7 @@ from pipeline.evaluate.metrics import (
     train_val_gap,
 )
 from pipeline.layout import Layout
+from pipeline.locks import output_lock
 from pipeline.predict.scoring import confidence, negative_log_likelihood, score_images, set_arrow_batch_rows
 
 log = logging.getLogger(__name__)
@@ -32,18 +33,19 @@ log = logging.getLogger(__name__)
 def run_evaluation(spark: SparkSession, cfg: PipelineConfig, layout: Layout, force: bool = False) -> dict:
     """Evaluate the trained models on layout.curated('test'); write metrics, figures, comparison, best model."""
     models = find_trained_models(cfg, layout)
-    manifest_path = f"{layout.evaluation}/manifest.json"
-    fingerprint = evaluation_fingerprint(cfg, layout, models)
-    if not force and storage.is_complete(manifest_path, fingerprint):
-        log.info("evaluation already complete for these models and test set (%s): skipped", layout.evaluation)
-        summary = with_target({**storage.read_json(manifest_path)["summary"], "skipped": True}, cfg)
-        enforce_target(summary)
-        return summary
-    test_df = read_test_set(spark, layout)
-    with storage.publishing(layout.evaluation) as out:
-        results = [evaluate_model(spark, cfg, test_df, name, layout.model_dir(name), out) for name in models]
-        summary = write_comparison(results, layout, out)
-        storage.write_json(f"{out}/manifest.json", {"fingerprint": fingerprint, "summary": summary})
+    with output_lock(layout.evaluation, "evaluate"):
+        manifest_path = f"{layout.evaluation}/manifest.json"
+        fingerprint = evaluation_fingerprint(cfg, layout, models)
+        if not force and storage.is_complete(manifest_path, fingerprint):
+            log.info("evaluation already complete for these models and test set (%s): skipped", layout.evaluation)
+            summary = with_target({**storage.read_json(manifest_path)["summary"], "skipped": True}, cfg)
+            enforce_target(summary)
+            return summary
+        test_df = read_test_set(spark, layout)
+        with storage.publishing(layout.evaluation) as out:
+            results = [evaluate_model(spark, cfg, test_df, name, layout.model_dir(name), out) for name in models]
+            summary = write_comparison(results, layout, out)
+            storage.write_json(f"{out}/manifest.json", {"fingerprint": fingerprint, "summary": summary})
     log.info("evaluation written to %s; best model %s (test accuracy %.4f)", layout.evaluation,
              summary["best_model"], summary["best_test_accuracy"])
     summary = with_target({**summary, "skipped": False}, cfg)
