@@ -15,6 +15,7 @@ from pipeline import storage
 from pipeline.config import PipelineConfig
 from pipeline.errors import PipelineError
 from pipeline.layout import Layout
+from pipeline.locks import output_lock
 from pipeline.train import checkpoint, history
 from pipeline.train.params import TrainParams, build_params, training_fingerprint
 
@@ -84,24 +85,25 @@ def train_model(spark: SparkSession, cfg: PipelineConfig, layout: Layout, name: 
                 num_workers: int, force: bool) -> dict:
     """Skip, resume or train one model; then finalise its history and curves."""
     model_dir = layout.model_dir(name)
-    fingerprint = training_fingerprint(cfg, name, str(manifest.get("fingerprint")), num_workers)
-    previous = history.read(f"{model_dir}/history.json")
-    if force:
-        storage.remove(model_dir)
-    elif previous and previous.get("complete") and previous.get("fingerprint") == fingerprint:
-        log.info("%s already trained for this config (%s): skipping (use --force to retrain)", name, model_dir)
-        return model_summary(previous, skipped=True)
-    epochs_done = resume_point(model_dir, fingerprint, name)
-    params = build_params(cfg, layout, name, manifest["counts"], num_workers, len(epochs_done), fingerprint)
-    storage.write_json(params.history_path, history.skeleton(params, describe(name), epochs_done, previous))
-    results, seconds = launch(spark, params, cfg.train.start_timeout)
-    final = history.finalised(history.read(params.history_path), seconds, results)
-    storage.write_json(params.history_path, final)
-    history.plot_curves(final, f"{model_dir}/curves.png")
-    log.info("%s: %d/%d epochs, val_accuracy %.4f, %.1f s on %d worker(s)%s", name, final["epochs_completed"],
-             final["epochs_planned"], final["epochs"][-1]["val_accuracy"], seconds, num_workers,
-             "" if final["complete"] else " (stopped early: rerun to resume)")
-    return model_summary(final, skipped=False)
+    with output_lock(model_dir, "train"):  # from the skip decision through finalisation
+        fingerprint = training_fingerprint(cfg, name, str(manifest.get("fingerprint")), num_workers)
+        previous = history.read(f"{model_dir}/history.json")
+        if force:
+            storage.remove(model_dir)
+        elif previous and previous.get("complete") and previous.get("fingerprint") == fingerprint:
+            log.info("%s already trained for this config (%s): skipping (use --force to retrain)", name, model_dir)
+            return model_summary(previous, skipped=True)
+        epochs_done = resume_point(model_dir, fingerprint, name)
+        params = build_params(cfg, layout, name, manifest["counts"], num_workers, len(epochs_done), fingerprint)
+        storage.write_json(params.history_path, history.skeleton(params, describe(name), epochs_done, previous))
+        results, seconds = launch(spark, params, cfg.train.start_timeout)
+        final = history.finalised(history.read(params.history_path), seconds, results)
+        storage.write_json(params.history_path, final)
+        history.plot_curves(final, f"{model_dir}/curves.png")
+        log.info("%s: %d/%d epochs, val_accuracy %.4f, %.1f s on %d worker(s)%s", name, final["epochs_completed"],
+                 final["epochs_planned"], final["epochs"][-1]["val_accuracy"], seconds, num_workers,
+                 "" if final["complete"] else " (stopped early: rerun to resume)")
+        return model_summary(final, skipped=False)
 
 
 def resume_point(model_dir: str, fingerprint: str, name: str) -> list[dict]:
