@@ -23,6 +23,7 @@ from pipeline.data.ingest import write_parquet
 from pipeline.data.split import assign_splits, plan_ranges
 from pipeline.errors import PipelineError
 from pipeline.layout import SPLITS, Layout
+from pipeline.locks import output_lock
 from pipeline.schema import CURATED_SCHEMA, NORMALISATION, RAW_SCHEMA
 
 log = logging.getLogger(__name__)
@@ -35,10 +36,20 @@ def run_prepare(spark: SparkSession, cfg: PipelineConfig, layout: Layout, force:
         raise PipelineError(f"no complete raw table at {layout.raw}: run jobs/ingest.py first")
     raw_manifest = storage.read_json(layout.raw_manifest)
     fingerprint = prepare_fingerprint(raw_manifest["fingerprint"], cfg.section_hash("data", "prepare"))
-    if not force and storage.is_complete(layout.curated_manifest, fingerprint):
-        log.info("prepare: skipped, %s is already complete for this raw table and config (--force redoes it)",
-                 layout.curated_root)
-        return {**_summary(storage.read_json(layout.curated_manifest), layout), "skipped": True}
+    with output_lock(layout.curated_root, "prepare"):
+        if not force and storage.is_complete(layout.curated_manifest, fingerprint):
+            log.info("prepare: skipped, %s is already complete for this raw table and config (--force redoes it)",
+                     layout.curated_root)
+            return {**_summary(storage.read_json(layout.curated_manifest), layout), "skipped": True}
+        manifest = write_curated_splits(spark, cfg, layout, raw_manifest, fingerprint)
+    log.info("prepare: %s in %.1fs", ", ".join(f"{s} {n}" for s, n in manifest["counts"].items()),
+             time.monotonic() - started)
+    return _summary(manifest, layout)
+
+
+def write_curated_splits(spark: SparkSession, cfg: PipelineConfig, layout: Layout, raw_manifest: dict,
+                         fingerprint: str) -> dict:
+    """Every split, then the manifest that makes them trusted (removed first: no reader trusts a mix)."""
     storage.remove(layout.curated_manifest)
     ranges = plan_ranges(raw_manifest["label_counts"], cfg.prepare)
     raw = spark.read.schema(RAW_SCHEMA).parquet(layout.raw)
@@ -52,9 +63,7 @@ def run_prepare(spark: SparkSession, cfg: PipelineConfig, layout: Layout, force:
         assigned.unpersist()
     manifest = curated_manifest(cfg, fingerprint, raw_manifest, label_counts)
     storage.write_json(layout.curated_manifest, manifest)
-    log.info("prepare: %s in %.1fs", ", ".join(f"{s} {n}" for s, n in manifest["counts"].items()),
-             time.monotonic() - started)
-    return _summary(manifest, layout)
+    return manifest
 
 
 def prepare_fingerprint(raw_fingerprint: str, config_hash: str) -> str:

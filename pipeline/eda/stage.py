@@ -21,6 +21,7 @@ from pipeline.config import PipelineConfig
 from pipeline.eda import aggregates, figures
 from pipeline.errors import PipelineError
 from pipeline.layout import SPLITS, Layout
+from pipeline.locks import output_lock
 from pipeline.schema import CURATED_SCHEMA
 
 log = logging.getLogger(__name__)
@@ -37,15 +38,17 @@ def run_eda(spark: SparkSession, cfg: PipelineConfig, layout: Layout, force: boo
     curated_manifest = _read_required_json(layout.curated_manifest, "curated manifest")
     fingerprint = eda_fingerprint(curated_manifest, cfg)
     manifest_path = f"{layout.eda}/manifest.json"
-    if not force and storage.is_complete(manifest_path, fingerprint):
-        log.info("EDA already complete at %s (fingerprint %s): skipping; --force redoes it", layout.eda, fingerprint)
-        return {**headline(storage.read_json(f"{layout.eda}/summary.json"), layout), "skipped": True}
-    started = time.monotonic()
-    curated = aggregates.union_splits({split: read_curated(spark, layout.curated(split), split) for split in SPLITS})
-    results = compute(curated, cfg)
-    summary = build_summary(results, cfg, curated_manifest, _read_validation_report(layout), fingerprint)
-    summary["seconds"] = round(time.monotonic() - started, 1)
-    _publish(layout.eda, results, summary, cfg, fingerprint)
+    with output_lock(layout.eda, "eda"):
+        if not force and storage.is_complete(manifest_path, fingerprint):
+            log.info("EDA already complete at %s (fingerprint %s): skipping; --force redoes it", layout.eda,
+                     fingerprint)
+            return {**headline(storage.read_json(f"{layout.eda}/summary.json"), layout), "skipped": True}
+        started = time.monotonic()
+        curated = aggregates.union_splits({s: read_curated(spark, layout.curated(s), s) for s in SPLITS})
+        results = compute(curated, cfg)
+        summary = build_summary(results, cfg, curated_manifest, _read_validation_report(layout), fingerprint)
+        summary["seconds"] = round(time.monotonic() - started, 1)
+        _publish(layout.eda, results, summary, cfg, fingerprint)
     log.info("EDA written to %s in %.1f s", layout.eda, summary["seconds"])
     return {**headline(summary, layout), "skipped": False}
 

@@ -8,6 +8,7 @@ from pyspark.sql import SparkSession
 from pipeline import storage
 from pipeline.config import PipelineConfig
 from pipeline.layout import Layout
+from pipeline.locks import output_lock
 from pipeline.report import sections
 from pipeline.report.outputs import load_run_outputs
 from pipeline.report.render import markdown_to_html
@@ -31,12 +32,14 @@ def build_report_markdown(cfg: PipelineConfig, layout: Layout) -> tuple[str, dic
 
 def run_report(spark: SparkSession, cfg: PipelineConfig, layout: Layout) -> dict:
     """Copy the figures next to the report, write report.md and report.html (figures embedded)."""
-    md_text, figures = build_report_markdown(cfg, layout)
-    for key, source in figures.items():
-        storage.write_bytes(f"{layout.run_root}/figures/{key}.png", storage.read_bytes(source))
-    storage.write_text(f"{layout.run_root}/report.md", md_text)
-    storage.write_text(f"{layout.run_root}/report.html",
-                       markdown_to_html(md_text, "MNIST on Spark: run report", layout.run_root))
+    # report.md, report.html and figures/ share one lock, <run root>/report.lock
+    with output_lock(f"{layout.run_root}/report", "report"):
+        md_text, figures = build_report_markdown(cfg, layout)
+        for key, source in figures.items():
+            storage.write_bytes(f"{layout.run_root}/figures/{key}.png", storage.read_bytes(source))
+        storage.write_text(f"{layout.run_root}/report.md", md_text)
+        storage.write_text(f"{layout.run_root}/report.html",
+                           markdown_to_html(md_text, "MNIST on Spark: run report", layout.run_root))
     log.info("report written: %s/report.md and report.html (%d figures)", layout.run_root, len(figures))
     return {"report_md": f"{layout.run_root}/report.md", "report_html": f"{layout.run_root}/report.html",
             "figures": len(figures)}
