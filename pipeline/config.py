@@ -28,14 +28,82 @@ def _repo_root() -> Path:
 REPO_ROOT = _repo_root()
 PROFILES_DIR = REPO_ROOT / "conf" / "profiles"
 
+SEED_MAX = 2**31 - 1  # numpy seeds stop at 2**32 - 1; training adds the worker's rank to its seed
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """The interval a number must lie in; `low_open` leaves out the low end (a fraction above 0)."""
+    low: float
+    high: float
+    low_open: bool = False
+
+    def admits(self, value: float) -> bool:
+        # Written so that NaN is refused: every comparison with it is false.
+        return (value > self.low if self.low_open else value >= self.low) and value <= self.high
+
+    def __str__(self) -> str:
+        return f"in ({self.low}, {self.high}]" if self.low_open else f"between {self.low} and {self.high}"
+
+
+@dataclass(frozen=True)
+class CountOrFraction:
+    """A whole count (>= 1) or a fraction strictly between 0 and 1 of something counted later."""
+    high: int
+
+    def admits(self, value: float) -> bool:
+        return 0 < value < 1 or (1 <= value <= self.high and value == int(value))
+
+    def __str__(self) -> str:
+        return f"a fraction in (0, 1) or a whole count between 1 and {self.high}"
+
+
+@dataclass(frozen=True)
+class Choices:
+    options: tuple[str, ...]
+    ignore_case: bool = False
+
+    def admits(self, value: str) -> bool:
+        return (value.upper() if self.ignore_case else value) in self.options
+
+    def __str__(self) -> str:
+        return f"one of {', '.join(self.options)}"
+
+
+def between(low: float, high: float, default: Any = dataclasses.MISSING) -> Any:
+    """A numeric field and its inclusive range, checked when the config is loaded."""
+    return field(default=default, metadata={"allowed": Bounds(low, high)})
+
+
+def positive(high: float, default: float) -> Any:
+    """A numeric field in (0, high]."""
+    return field(default=default, metadata={"allowed": Bounds(0, high, low_open=True)})
+
+
+def fraction(default: float, *, zero: bool = True) -> Any:
+    """A field in [0, 1], or in (0, 1] when `zero` is not allowed."""
+    return field(default=default, metadata={"allowed": Bounds(0, 1, low_open=not zero)})
+
+
+def count_or_fraction(high: int, default: float) -> Any:
+    return field(default=default, metadata={"allowed": CountOrFraction(high)})
+
+
+def one_of(*options: str, default: str, ignore_case: bool = False) -> Any:
+    return field(default=default, metadata={"allowed": Choices(options, ignore_case)})
+
+
+SPARK_LOG_LEVELS = ("ALL", "DEBUG", "ERROR", "FATAL", "INFO", "OFF", "TRACE", "WARN")  # SparkContext.setLogLevel
+SUSPECT_RECORD_POLICIES = ("fail", "warn", "quarantine", "drop")
+
 
 @dataclass(frozen=True)
 class SparkConfig:
     master: str = "local[*]"
     app_name: str = "mnist"
-    log_level: str = "WARN"
+    log_level: str = one_of(*SPARK_LOG_LEVELS, default="WARN", ignore_case=True)
     ui_enabled: bool = False
-    shuffle_partitions: int = 8
+    shuffle_partitions: int = between(1, 100_000, default=8)
     driver_memory: str = "4g"
     settings: dict[str, str] = field(default_factory=dict)  # any extra spark.* option, applied verbatim
 
@@ -50,7 +118,7 @@ class PathsConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    format: str = "auto"               # auto | idx | npz | csv
+    format: str = one_of("auto", "idx", "npz", "csv", default="auto")
     train_images: str = "train-images-idx3-ubyte.gz"
     train_labels: str = "train-labels-idx1-ubyte.gz"
     test_images: str = "t10k-images-idx3-ubyte.gz"
@@ -59,74 +127,79 @@ class DataConfig:
     train_csv: str = "mnist_train.csv"
     test_csv: str = "mnist_test.csv"
     checksums_file: str = "SHA256SUMS"  # verified when present next to the input files
-    image_height: int = 28
-    image_width: int = 28
-    num_classes: int = 10
-    records_per_partition: int = 10000
-    row_group_rows: int = 1000         # rows per Parquet file and row group: every Horovod shard gets several
-    max_quarantine_fraction: float = 0.0
+    image_height: int = between(1, 1024, default=28)
+    image_width: int = between(1, 1024, default=28)
+    num_classes: int = between(2, 256, default=10)          # IDX labels are single bytes
+    records_per_partition: int = between(1, 10_000_000, default=10000)
+    # Rows per Parquet file and row group: every Horovod shard gets several.
+    row_group_rows: int = between(1, 10_000_000, default=1000)
+    max_quarantine_fraction: float = fraction(0.0)
     # What ingest does with records that pass the record checks but are suspect: fail | warn | quarantine | drop
-    blank_images: str = "quarantine"            # every pixel 0: no digit to learn from
-    test_images_in_train: str = "quarantine"    # a train record whose exact image is also a test image (leakage)
+    blank_images: str = one_of(*SUSPECT_RECORD_POLICIES, default="quarantine")          # every pixel 0
+    test_images_in_train: str = one_of(*SUSPECT_RECORD_POLICIES, default="quarantine")  # image also in test: leak
 
 
 @dataclass(frozen=True)
 class PrepareConfig:
-    seed: int = 42
-    validation_size: float = 6000      # a count (>= 1) or a fraction of the training images (< 1)
-    subset_fraction: float = 1.0       # stratified subset of every split (quick profile)
+    seed: int = between(0, SEED_MAX, default=42)
+    # A count (>= 1) or a fraction of the training images (< 1).
+    validation_size: float = count_or_fraction(10_000_000, default=6000)
+    subset_fraction: float = fraction(1.0, zero=False)  # stratified subset of every split (quick profile)
 
 
 @dataclass(frozen=True)
 class EdaConfig:
-    seed: int = 7
-    sample_images: int = 10
-    histogram_bins: int = 32
+    seed: int = between(0, SEED_MAX, default=7)
+    sample_images: int = between(0, 100, default=10)        # panels of one figure
+    histogram_bins: int = between(1, 256, default=32)       # pixels take 256 values
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    epochs: int
+    epochs: int = between(1, 10_000)
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     models: dict[str, ModelConfig] = field(default_factory=lambda: {
         "model_1": ModelConfig(epochs=5), "model_2": ModelConfig(epochs=10), "model_3": ModelConfig(epochs=12)})
-    num_workers: int = 0               # 0: one per core Spark has (spark.default.parallelism)
-    batch_size: int = 32               # per worker
-    learning_rate: float = 0.001       # for one worker; scaled by the number of workers
-    warmup_epochs: int = 1
-    seed: int = 42
-    tf_threads_per_worker: int = 1     # intra-op threads; workers x threads should not exceed the cores
-    reader_workers: int = 1            # Petastorm reader threads per worker
-    reader_queue_size: int = 4         # row groups a worker's reader buffers (bounds its memory)
-    stop_after_epochs: int = 0         # end this invocation after N epochs, model left resumable (0: never)
-    start_timeout: int = 180           # seconds Horovod waits for all its Spark tasks to start
+    num_workers: int = between(0, 4096, default=0)         # 0: one per core Spark has (spark.default.parallelism)
+    batch_size: int = between(1, 65536, default=32)        # per worker
+    learning_rate: float = positive(10, default=0.001)    # for one worker; scaled by the number of workers
+    warmup_epochs: int = between(0, 10_000, default=1)
+    seed: int = between(0, SEED_MAX, default=42)
+    tf_threads_per_worker: int = between(1, 1024, default=1)  # intra-op threads; workers x threads <= cores
+    reader_workers: int = between(1, 256, default=1)       # Petastorm reader threads per worker
+    reader_queue_size: int = between(1, 1024, default=4)   # row groups a worker's reader buffers (bounds memory)
+    stop_after_epochs: int = between(0, 10_000, default=0)  # end after N epochs, model left resumable (0: never)
+    start_timeout: int = between(1, 86_400, default=180)   # seconds Horovod waits for all its Spark tasks to start
 
 
 @dataclass(frozen=True)
 class EvaluateConfig:
-    target_accuracy: float = 0.90
-    misclassified_examples: int = 25
+    target_accuracy: float = fraction(0.90)
+    misclassified_examples: int = between(0, 100, default=25)  # panels of one figure per model
 
 
 @dataclass(frozen=True)
 class PredictConfig:
     model: str = "best"                # "best" (from evaluation) or a model name
-    batch_size: int = 1024
+    batch_size: int = between(1, 65536, default=1024)
     skip_unreadable_images: bool = False
-    tf_threads: int = 1                # TF threads per Python worker; Spark runs one worker per core
-    image_decode_batch_size: int = 64  # rows per Arrow batch while decoding image files (raw bytes are large)
-    print_rows: int = 50               # predictions of an image folder printed to stdout (all are written)
-    max_image_pixels: int = 16_777_216  # width x height above which an image file is refused (decompression bombs)
+    tf_threads: int = between(1, 1024, default=1)          # TF threads per Python worker; one worker per core
+    # Rows per Arrow batch while decoding image files (raw bytes are large).
+    image_decode_batch_size: int = between(1, 65536, default=64)
+    # Predictions of an image folder printed to stdout (all are written).
+    print_rows: int = between(0, 1_000_000, default=50)
+    # Width x height above which an image file is refused (decompression bombs).
+    max_image_pixels: int = between(1, 2**31 - 1, default=16_777_216)
 
 
 @dataclass(frozen=True)
 class ReportConfig:
     # The original study's validation accuracies, the yardstick the conclusions compare against.
     reference_val_accuracy: dict[str, float] = field(default_factory=lambda: {
-        "model_1": 0.975, "model_2": 0.985, "model_3": 0.992})
+        "model_1": 0.975, "model_2": 0.985, "model_3": 0.992}, metadata={"allowed": Bounds(0, 1)})
 
 
 @dataclass(frozen=True)
@@ -215,15 +288,31 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
     if not isinstance(raw, dict):
         raise PipelineError(f"config key '{prefix.rstrip('.')}' must be a mapping, got {raw!r}")
     hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(raw) - names)
+    fields = dataclasses.fields(cls)
+    unknown = sorted(set(raw) - {f.name for f in fields}, key=str)
     if unknown:
         raise PipelineError(f"unknown config key '{prefix}{_first_leaf(unknown[0], raw[unknown[0]])}'")
-    kwargs = {name: _coerce(hints[name], value, f"{prefix}{name}") for name, value in raw.items()}
-    try:
-        return cls(**kwargs)
-    except TypeError as exc:
-        raise PipelineError(f"config section '{prefix.rstrip('.') or 'root'}': {exc}") from None
+    required = [f.name for f in fields if f.name not in raw and _has_no_default(f)]
+    if required:
+        raise PipelineError(f"config key '{prefix}{required[0]}' is required")
+    built = cls(**{name: _coerce(hints[name], value, f"{prefix}{name}") for name, value in raw.items()})
+    for f in fields:
+        if "allowed" in f.metadata:
+            _check_allowed(f.metadata["allowed"], getattr(built, f.name), f"{prefix}{f.name}")
+    return built
+
+
+def _has_no_default(f: dataclasses.Field) -> bool:
+    return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+
+
+def _check_allowed(allowed: Bounds | CountOrFraction | Choices, value: Any, key: str) -> None:
+    """The value (or every value of a mapping, named by its own key) must be one the field declares allowed."""
+    if isinstance(value, dict):
+        for name, item in value.items():
+            _check_allowed(allowed, item, f"{key}.{name}")
+    elif not allowed.admits(value):
+        raise PipelineError(f"config key '{key}' must be {allowed}, got {value!r}")
 
 
 def _first_leaf(key: str, value: Any) -> str:

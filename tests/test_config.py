@@ -1,9 +1,12 @@
+import dataclasses
+import re
 import subprocess
 import sys
+import typing
 
 import pytest
 
-from pipeline.config import REPO_ROOT, load_config
+from pipeline.config import REPO_ROOT, PipelineConfig, load_config
 from pipeline.errors import PipelineError
 
 LOCAL = REPO_ROOT / "conf" / "local.yaml"
@@ -52,6 +55,87 @@ def test_wrong_type_is_named():
         load_config(LOCAL, overrides=["train.batch_size=big"])
 
 
+@pytest.mark.parametrize("override, message", [
+    ("train.batch_size=0", "config key 'train.batch_size' must be between 1 and 65536, got 0"),
+    ("train.batch_size=-5", "config key 'train.batch_size' must be between 1 and 65536, got -5"),
+    ("data.records_per_partition=0", "config key 'data.records_per_partition' must be between 1 and 10000000, got 0"),
+    ("data.max_quarantine_fraction=1.5", "config key 'data.max_quarantine_fraction' must be between 0 and 1, got 1.5"),
+    ("spark.shuffle_partitions=0", "config key 'spark.shuffle_partitions' must be between 1 and 100000, got 0"),
+    ("prepare.seed=-1", "config key 'prepare.seed' must be between 0 and 2147483647, got -1"),
+    ("prepare.subset_fraction=0", "config key 'prepare.subset_fraction' must be in (0, 1], got 0.0"),
+    ("prepare.subset_fraction=1.1", "config key 'prepare.subset_fraction' must be in (0, 1], got 1.1"),
+    ("prepare.validation_size=2.5", "config key 'prepare.validation_size' must be a fraction in (0, 1) or a whole "
+                                    "count between 1 and 10000000, got 2.5"),
+    ("prepare.validation_size=0", "config key 'prepare.validation_size' must be a fraction in (0, 1) or a whole "
+                                  "count between 1 and 10000000, got 0.0"),
+    ("eda.histogram_bins=0", "config key 'eda.histogram_bins' must be between 1 and 256, got 0"),
+    ("train.models.model_1.epochs=0", "config key 'train.models.model_1.epochs' must be between 1 and 10000, got 0"),
+    ("train.learning_rate=0", "config key 'train.learning_rate' must be in (0, 10], got 0.0"),
+    ("train.learning_rate=.nan", "config key 'train.learning_rate' must be in (0, 10], got nan"),
+    ("evaluate.target_accuracy=1.5", "config key 'evaluate.target_accuracy' must be between 0 and 1, got 1.5"),
+    ("predict.max_image_pixels=0", "config key 'predict.max_image_pixels' must be between 1 and 2147483647, got 0"),
+    ("report.reference_val_accuracy.model_1=2",
+     "config key 'report.reference_val_accuracy.model_1' must be between 0 and 1, got 2.0"),
+    ("data.format=parquet", "config key 'data.format' must be one of auto, idx, npz, csv, got 'parquet'"),
+    ("data.blank_images=keep",
+     "config key 'data.blank_images' must be one of fail, warn, quarantine, drop, got 'keep'"),
+    ("data.test_images_in_train=ignore",
+     "config key 'data.test_images_in_train' must be one of fail, warn, quarantine, drop, got 'ignore'"),
+    ("spark.log_level=loud",
+     "config key 'spark.log_level' must be one of ALL, DEBUG, ERROR, FATAL, INFO, OFF, TRACE, WARN, got 'loud'"),
+])
+def test_value_out_of_range_names_the_key_and_the_range(override, message):
+    with pytest.raises(PipelineError, match=f"^{re.escape(message)}$"):
+        load_config(LOCAL, overrides=[override])
+
+
+def test_values_at_the_ends_of_their_ranges_load():
+    cfg = load_config(LOCAL, overrides=[
+        "train.batch_size=1", "prepare.subset_fraction=1", "prepare.validation_size=0.5", "evaluate.target_accuracy=0",
+        "train.num_workers=0", "spark.log_level=warn", "data.format=csv", "train.models.model_1.epochs=10000"])
+    assert (cfg.train.batch_size, cfg.prepare.subset_fraction, cfg.prepare.validation_size) == (1, 1.0, 0.5)
+    assert (cfg.evaluate.target_accuracy, cfg.spark.log_level, cfg.train.models["model_1"].epochs) == (0.0, "warn",
+                                                                                                        10000)
+
+
+def _numeric_fields(cls: type, prefix: str = ""):
+    """(dotted key, field) of every int or float field, in mappings too, below dataclass `cls`."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        hint = hints[f.name]
+        value_type = typing.get_args(hint)[1] if typing.get_origin(hint) is dict else hint
+        if dataclasses.is_dataclass(value_type):
+            yield from _numeric_fields(value_type, f"{prefix}{f.name}.")
+        elif value_type in (int, float):
+            yield f"{prefix}{f.name}", f
+
+
+def test_every_numeric_key_declares_its_range():
+    keys = dict(_numeric_fields(PipelineConfig))
+    assert "train.models.epochs" in keys and "predict.max_image_pixels" in keys
+    assert [key for key, f in keys.items() if "allowed" not in f.metadata] == []
+
+
+@pytest.mark.parametrize("conf", ["local.yaml", "cluster.yaml", "cluster-local.yaml"])
+@pytest.mark.parametrize("profile", ["full", "quick"])
+def test_shipped_configs_are_within_range(conf, profile):
+    assert load_config(REPO_ROOT / "conf" / conf, profile).profile == profile
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.batch_size=true", "config key 'train.batch_size' must be int, got True"),
+    ("evaluate.target_accuracy=false", "config key 'evaluate.target_accuracy' must be float, got False"),
+    ("train.models=[1, 2]", "config key 'train.models' must be a mapping, got [1, 2]"),
+    ("spark.settings=[a]", "config key 'spark.settings' must be a mapping, got ['a']"),
+    ("train=[1]", "config key 'train' must be a mapping, got [1]"),
+    ("train.models.model_1=5", "config key 'train.models.model_1' must be a mapping, got 5"),
+    ("train.models.model_9={}", "config key 'train.models.model_9.epochs' is required"),
+])
+def test_wrong_type_is_one_line_naming_the_key(override, message):
+    with pytest.raises(PipelineError, match=f"^{re.escape(message)}$"):
+        load_config(LOCAL, overrides=[override])
+
+
 def test_unknown_profile_lists_the_known_ones():
     with pytest.raises(PipelineError, match="unknown profile 'huge'.*full, quick"):
         load_config(LOCAL, profile="huge")
@@ -76,3 +160,4 @@ def test_missing_java_gives_one_clear_line(tmp_path):
                           text=True, env=env, timeout=120)
     assert proc.returncode != 0
     assert "has no bin/java: install a JDK 17" in proc.stderr.strip().splitlines()[-1]
+
