@@ -7,7 +7,7 @@ import os
 import sys
 from collections.abc import Callable
 
-from pipeline.config import PipelineConfig, load_config
+from pipeline.config import PipelineConfig, known_profiles, load_config
 from pipeline.errors import PipelineError
 
 log = logging.getLogger("pipeline")
@@ -22,7 +22,9 @@ def job_parser(description: str | None) -> argparse.ArgumentParser:
     """The arguments every job takes; a job adds its own to the parser it gets back."""
     parser = argparse.ArgumentParser(description=(description or "").strip().splitlines()[0])
     parser.add_argument("--conf", default=None, help="config YAML (default: conf/local.yaml)")
-    parser.add_argument("--profile", default=None, help="config profile: full (default) or quick")
+    parser.add_argument("--profile", default=None,
+                        help=f"config profile, a name from conf/profiles: {', '.join(known_profiles())} "
+                             "(default: the config file's profile, else full)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override one config value (repeatable), e.g. --set train.batch_size=64")
     parser.add_argument("--run-id", default=None, help="run folder name (default: profile + config hash)")

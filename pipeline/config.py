@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -237,11 +238,7 @@ def load_config(conf_file: str | Path | None = None, profile: str | None = None,
     if conf_file is not None:
         raw = _read_yaml(Path(conf_file))
     profile = profile or raw.get("profile") or "full"
-    profile_file = PROFILES_DIR / f"{profile}.yaml"
-    if not profile_file.exists():
-        known = sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
-        raise PipelineError(f"unknown profile '{profile}' (known: {', '.join(known)})")
-    raw = _deep_merge(raw, _read_yaml(profile_file))
+    raw = _deep_merge(raw, _read_yaml(profile_file(profile)))
     raw["profile"] = profile
     for item in overrides:
         key, sep, value = item.partition("=")
@@ -251,11 +248,32 @@ def load_config(conf_file: str | Path | None = None, profile: str | None = None,
     return _build(PipelineConfig, raw, "")
 
 
+_PROFILE_NAME = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def known_profiles() -> list[str]:
+    """The names `--profile` accepts: conf/profiles/<name>.yaml with a plain name."""
+    return sorted(p.stem for p in PROFILES_DIR.glob("*.yaml") if _PROFILE_NAME.fullmatch(p.stem))
+
+
+def profile_file(profile: Any) -> Path:
+    """The profile's file in conf/profiles: a plain name only, so that no path can lead outside that folder."""
+    if profile not in known_profiles():
+        raise PipelineError(f"unknown profile '{profile}' (known: {', '.join(known_profiles())})")
+    return PROFILES_DIR / f"{profile}.yaml"
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
     if not path.exists():
         raise PipelineError(f"config file {path} does not exist")
+    if not path.is_file():
+        raise PipelineError(f"config file {path} is not a file")
     try:
-        loaded = yaml.safe_load(path.read_text()) or {}
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except OSError as exc:
+        raise PipelineError(f"config file {path} cannot be read: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise PipelineError(f"config file {path} is not UTF-8 text") from None
     except yaml.YAMLError as exc:
         raise PipelineError(f"config file {path} is not valid YAML: {exc}".splitlines()[0]) from None
     if not isinstance(loaded, dict):

@@ -136,9 +136,51 @@ def test_wrong_type_is_one_line_naming_the_key(override, message):
         load_config(LOCAL, overrides=[override])
 
 
+def test_conf_directory_is_refused(tmp_path):
+    with pytest.raises(PipelineError, match=f"^config file {re.escape(str(tmp_path))} is not a file$"):
+        load_config(tmp_path)
+
+
+def test_unreadable_conf_is_one_line(tmp_path, monkeypatch):
+    conf = tmp_path / "conf.yaml"
+    conf.write_text("train: {batch_size: 8}\n")
+
+    def denied(self, *args, **kwargs):  # chmod cannot stop root, who may run these tests
+        raise PermissionError(13, "Permission denied")
+    monkeypatch.setattr(type(conf), "read_text", denied)
+    with pytest.raises(PipelineError, match=f"^config file {re.escape(str(conf))} cannot be read: Permission denied$"):
+        load_config(conf)
+
+
+def test_conf_that_is_not_text_is_one_line(tmp_path):
+    conf = tmp_path / "conf.yaml"
+    conf.write_bytes(b"\xff\xfe\x00binary")
+    with pytest.raises(PipelineError, match=f"^config file {re.escape(str(conf))} is not UTF-8 text$"):
+        load_config(conf)
+
+
 def test_unknown_profile_lists_the_known_ones():
     with pytest.raises(PipelineError, match="unknown profile 'huge'.*full, quick"):
         load_config(LOCAL, profile="huge")
+
+
+@pytest.mark.parametrize("profile", ["../profiles/quick", "quick.yaml", "/etc/hostname", "..", "quick/", "QUICK "])
+def test_profile_is_a_plain_name_from_the_profiles_folder(profile):
+    with pytest.raises(PipelineError, match=f"^unknown profile '{re.escape(profile)}' \\(known: full, quick\\)$"):
+        load_config(LOCAL, profile=profile)
+
+
+def test_profile_outside_the_profiles_folder_is_not_loaded(tmp_path):
+    from pipeline.config import PROFILES_DIR
+    (tmp_path / "evil.yaml").write_text("train: {batch_size: 7}\n")
+    relative = "../" * len(PROFILES_DIR.parts[1:]) + str(tmp_path / "evil").lstrip("/")  # up to /, then down
+    assert (PROFILES_DIR / f"{relative}.yaml").resolve() == tmp_path / "evil.yaml"
+    with pytest.raises(PipelineError, match="^unknown profile '.*evil' \\(known: full, quick\\)$"):
+        load_config(LOCAL, profile=relative)
+    conf = tmp_path / "conf.yaml"
+    conf.write_text(f"profile: {relative}\n")
+    with pytest.raises(PipelineError, match="^unknown profile '.*evil' \\(known: full, quick\\)$"):
+        load_config(conf)
 
 
 def test_section_hash_changes_with_the_section_only():
