@@ -26,7 +26,9 @@ def job_parser(description: str | None) -> argparse.ArgumentParser:
                         help=f"config profile, a name from conf/profiles: {', '.join(known_profiles())} "
                              "(default: the config file's profile, else full)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                        help="override one config value (repeatable), e.g. --set train.batch_size=64")
+                        help="override one config value (repeatable), e.g. --set train.batch_size=64; after "
+                             "spark.settings. the rest is one Spark option, dots and all: "
+                             "--set spark.settings.spark.hadoop.fs.s3a.endpoint=http://host:9000")
     parser.add_argument("--run-id", default=None, help="run folder name (default: profile + config hash)")
     parser.add_argument("--force", action="store_true", help="redo this stage even if its output is complete")
     return parser

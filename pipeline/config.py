@@ -291,9 +291,16 @@ def _deep_merge(base: dict, overlay: dict) -> dict:
     return merged
 
 
+# Spark option names hold dots themselves: everything after this prefix is one key of spark.settings.
+VERBATIM_KEYS_UNDER = "spark.settings."
+
+
 def _set_dotted(raw: dict, dotted: str, value: Any) -> None:
     node = raw
-    *parents, leaf = dotted.split(".")
+    if dotted.startswith(VERBATIM_KEYS_UNDER) and len(dotted) > len(VERBATIM_KEYS_UNDER):
+        parents, leaf = VERBATIM_KEYS_UNDER.rstrip(".").split("."), dotted[len(VERBATIM_KEYS_UNDER):]
+    else:
+        *parents, leaf = dotted.split(".")
     for part in parents:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):

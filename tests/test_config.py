@@ -203,3 +203,12 @@ def test_missing_java_gives_one_clear_line(tmp_path):
     assert proc.returncode != 0
     assert "has no bin/java: install a JDK 17" in proc.stderr.strip().splitlines()[-1]
 
+
+def test_spark_option_with_dots_is_one_settings_key():
+    cfg = load_config(REPO_ROOT / "conf" / "cluster-local.yaml", overrides=[
+        "spark.settings.spark.hadoop.fs.s3a.endpoint=http://127.0.0.1:9000", "spark.settings.spark.executor.cores=2"])
+    assert cfg.spark.settings["spark.hadoop.fs.s3a.endpoint"] == "http://127.0.0.1:9000"
+    assert cfg.spark.settings["spark.executor.cores"] == "2"  # the override wins over the file's "1"
+    assert cfg.spark.settings["spark.task.cpus"] == "1"       # the file's other settings stay
+    assert "spark" not in cfg.spark.settings
+
