@@ -217,7 +217,12 @@ class PipelineConfig:
     report: ReportConfig = field(default_factory=ReportConfig)
 
     def to_dict(self) -> dict[str, Any]:
+        """Every value as configured, secrets included: for hashing, never for writing or logging."""
         return dataclasses.asdict(self)
+
+    def to_redacted_dict(self) -> dict[str, Any]:
+        """The config to write or log: secret-looking keys and URI passwords replaced by REDACTED."""
+        return _redacted(self.to_dict())
 
     def section_hash(self, *sections: str) -> str:
         """A short stable hash of the named sections: the identity of outputs derived from them."""
@@ -229,6 +234,28 @@ class PipelineConfig:
         if "://" in path or Path(path).is_absolute():
             return path
         return str(REPO_ROOT / path)
+
+
+REDACTED = "***redacted***"
+# Key names that hold credentials, in any section: Hadoop's fs.s3a.secret.key / access.key / session.token,
+# fs.azure.account.key.<account>, fs.s3a.encryption.key, spark.authenticate.secret, spark.ssl.keyPassword, ...
+_SECRET_KEY = re.compile(r"secret|passw(or)?d|token|credential|private[ ._-]?key|api[ ._-]?key|access[ ._-]?key"
+                         r"|account[ ._-]?key|encryption[ ._-]?key", re.IGNORECASE)
+_URI_PASSWORD = re.compile(r"(://[^/@:\s]*:)[^/@\s]+@")  # scheme://user:password@host
+
+
+def looks_secret(key: str) -> bool:
+    return _SECRET_KEY.search(key) is not None
+
+
+def _redacted(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {k: REDACTED if looks_secret(str(k)) else _redacted(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_redacted(item) for item in node]
+    if isinstance(node, str):
+        return _URI_PASSWORD.sub(rf"\1{REDACTED}@", node)
+    return node
 
 
 def load_config(conf_file: str | Path | None = None, profile: str | None = None,

@@ -97,7 +97,7 @@ def run_pipeline(spark: SparkSession, cfg: PipelineConfig, layout: Layout, force
 
 def _new_manifest(cfg: PipelineConfig, layout: Layout) -> dict[str, Any]:
     return {"run_id": layout.run_root.rstrip("/").rsplit("/", 1)[-1], "started": _now(), "finished": None,
-            "profile": cfg.profile, "config": cfg.to_dict(), **environment_facts(),
+            "profile": cfg.profile, "config": cfg.to_redacted_dict(), **environment_facts(),
             "paths": {"raw": layout.raw, "curated": layout.curated_root, "run": layout.run_root},
             "stages": []}
 

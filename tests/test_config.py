@@ -212,3 +212,43 @@ def test_spark_option_with_dots_is_one_settings_key():
     assert cfg.spark.settings["spark.task.cpus"] == "1"       # the file's other settings stay
     assert "spark" not in cfg.spark.settings
 
+
+SECRET_SETTINGS = {"spark.hadoop.fs.s3a.secret.key": "s3-secret-value", "spark.hadoop.fs.s3a.access.key": "AKIAEXAMPLE",
+                   "spark.hadoop.fs.s3a.session.token": "session-token-value", "spark.ssl.keyPassword": "ssl-pass",
+                   "spark.hadoop.fs.azure.account.key.acct.blob.core.windows.net": "azure-key-value",
+                   "spark.hadoop.google.cloud.auth.service.account.private.key": "gcs-private-key",
+                   "spark.authenticate.secret": "auth-secret", "x.ApiKey": "api-key-value",
+                   "x.CREDENTIALS": "cred-value", "x.accessKey": "access-key-value", "x.db.passwd": "passwd-value"}
+
+
+def test_redacted_dict_hides_secret_looking_keys_and_keeps_the_rest(make_config):
+    from pipeline.config import REDACTED
+    cfg = make_config(*[f"spark.settings.{k}={v}" for k, v in SECRET_SETTINGS.items()],
+                      "spark.settings.spark.hadoop.fs.s3a.endpoint=http://127.0.0.1:9000",
+                      "paths.input=s3a://reader:uri-password@bucket/mnist")
+    redacted = cfg.to_redacted_dict()
+    assert redacted["spark"]["settings"] == {**dict.fromkeys(SECRET_SETTINGS, REDACTED),
+                                             "spark.hadoop.fs.s3a.endpoint": "http://127.0.0.1:9000"}
+    assert redacted["paths"]["input"] == f"s3a://reader:{REDACTED}@bucket/mnist"
+    assert redacted["train"] == cfg.to_dict()["train"]
+    assert cfg.spark.settings["spark.hadoop.fs.s3a.secret.key"] == "s3-secret-value"  # the session still gets it
+
+
+def test_section_hash_still_hashes_the_real_secret_values(make_config):
+    a = make_config("spark.settings.spark.hadoop.fs.s3a.secret.key=one")
+    b = make_config("spark.settings.spark.hadoop.fs.s3a.secret.key=two")
+    assert a.section_hash("spark") != b.section_hash("spark")
+    assert a.to_redacted_dict() == b.to_redacted_dict()
+
+
+def test_run_manifest_holds_no_secret_value(make_config):
+    from pipeline.layout import Layout
+    from pipeline.run import STAGES, run_pipeline
+    cfg = make_config(*[f"spark.settings.{k}={v}" for k, v in SECRET_SETTINGS.items()],
+                      "spark.settings.spark.hadoop.fs.s3a.endpoint=http://127.0.0.1:9000")
+    layout = Layout.from_config(cfg)
+    run_pipeline(None, cfg, layout, stage_functions={name: lambda *args: {} for name in STAGES})
+    written = open(layout.run_manifest).read()
+    assert [value for value in SECRET_SETTINGS.values() if value in written] == []
+    assert "http://127.0.0.1:9000" in written and '"batch_size": 32' in written
+
