@@ -1,4 +1,5 @@
 import dataclasses
+import importlib
 import re
 import subprocess
 import sys
@@ -252,3 +253,17 @@ def test_run_manifest_holds_no_secret_value(make_config):
     assert [value for value in SECRET_SETTINGS.values() if value in written] == []
     assert "http://127.0.0.1:9000" in written and '"batch_size": 32' in written
 
+
+@pytest.mark.parametrize("job, argv, message", [
+    ("ingest", ["--set", "train.batch_size=0"], "config key 'train.batch_size' must be between 1 and 65536, got 0"),
+    ("train", ["--set", "train.batch_size=true"], "config key 'train.batch_size' must be int, got True"),
+    ("prepare", ["--set", "prepare.subset_fraction=0"],
+     "config key 'prepare.subset_fraction' must be in (0, 1], got 0.0"),
+    ("predict", ["--profile", "../profiles/quick"], "unknown profile '../profiles/quick' (known: full, quick)"),
+    ("run_pipeline", ["--conf", str(REPO_ROOT / "conf")], f"config file {REPO_ROOT / 'conf'} is not a file"),
+])
+def test_job_config_error_is_exit_1_and_one_error_line(job, argv, message, capsys):
+    main = importlib.import_module(f"jobs.{job}")._main
+    assert main(argv) == 1
+    stage = "pipeline" if job == "run_pipeline" else job
+    assert capsys.readouterr().err.splitlines() == [f"ERROR [{stage}]: {message}"]
