@@ -271,8 +271,16 @@ def load_config(conf_file: str | Path | None = None, profile: str | None = None,
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise PipelineError(f"--set expects section.key=value, got '{item}'")
-        _set_dotted(raw, key.strip(), yaml.safe_load(value))
+        _set_dotted(raw, key.strip(), _parse_value(key.strip(), value))
     return _build(PipelineConfig, raw, "")
+
+
+def _parse_value(key: str, text: str) -> Any:
+    """A `--set` value read as YAML, so that numbers, booleans and lists get their types."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        raise PipelineError(f"--set {key}: value '{text}' is not valid YAML (quote it)") from None
 
 
 _PROFILE_NAME = re.compile(r"[A-Za-z0-9_-]+")

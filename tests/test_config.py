@@ -137,6 +137,11 @@ def test_wrong_type_is_one_line_naming_the_key(override, message):
         load_config(LOCAL, overrides=[override])
 
 
+def test_set_value_that_is_not_yaml_is_one_line():
+    with pytest.raises(PipelineError, match=r"^--set train\.batch_size: value '\[1' is not valid YAML \(quote it\)$"):
+        load_config(LOCAL, overrides=["train.batch_size=[1"])
+
+
 def test_conf_directory_is_refused(tmp_path):
     with pytest.raises(PipelineError, match=f"^config file {re.escape(str(tmp_path))} is not a file$"):
         load_config(tmp_path)
