@@ -1,4 +1,7 @@
-"""Which saved model to score with: 'best' (recorded by evaluation), a model name of this run, or a path."""
+"""Which saved model to score with: 'best' (recorded by evaluation), a model name of this run, or a path.
+
+Only .keras files are accepted (see model_safety): HDF5 files and SavedModel folders are refused by name.
+"""
 from __future__ import annotations
 
 import os
@@ -6,9 +9,10 @@ import os
 from pipeline import storage
 from pipeline.errors import PipelineError
 from pipeline.layout import Layout
+from pipeline.predict.model_safety import KERAS_SUFFIX, LEGACY_SUFFIXES, legacy_format_refusal
 
 MODEL_FILE = "model.keras"
-MODEL_SUFFIXES = (".keras", ".h5")
+MODEL_SUFFIXES = (KERAS_SUFFIX, *LEGACY_SUFFIXES)  # legacy ones are recognised as paths, to be refused by name
 
 
 def resolve_model(layout: Layout, model: str) -> tuple[str, str]:
@@ -37,16 +41,19 @@ def best_model(layout: Layout) -> tuple[str, str]:
 
 
 def model_at_path(path: str) -> tuple[str, str]:
-    """A .keras/.h5 file, or a folder holding model.keras (a training output folder) or a SavedModel."""
+    """A .keras file, or a folder holding model.keras (a training output folder); HDF5 files and SavedModel
+    folders are refused with the way to convert them."""
     if "://" not in path:
         path = os.path.abspath(path)  # Python workers may not share the driver's working directory
     path = path.rstrip("/")
-    if path.endswith(MODEL_SUFFIXES) and storage.exists(path):
+    if path.endswith(LEGACY_SUFFIXES) and storage.exists(path):
+        raise legacy_format_refusal(path, "HDF5 model files (.h5, .hdf5)")
+    if path.endswith(KERAS_SUFFIX) and storage.exists(path) and not storage.exists(f"{path}/saved_model.pb"):
         return _name_of(path), path
     if storage.exists(f"{path}/{MODEL_FILE}"):
         return _name_of(path), f"{path}/{MODEL_FILE}"
     if storage.exists(f"{path}/saved_model.pb"):
-        return _name_of(path), path
+        raise legacy_format_refusal(path, "SavedModel folders")
     raise PipelineError(f"no saved model at {path}: expected a .keras file, or a folder holding {MODEL_FILE}")
 
 

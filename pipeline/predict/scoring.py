@@ -3,7 +3,8 @@
 The one scorer of the project: evaluation scores the test set with it, prediction scores new data with it.
 Each Python worker loads the model once (a module-level cache keyed by model path, kept across tasks because
 Spark reuses Python workers) and scores Arrow batches of `batch_size` rows in one vectorised call, instead of
-the row-by-row predictions of KerasModel.transform().
+the row-by-row predictions of KerasModel.transform(). Models load only from checked .keras files in Keras safe
+mode (model_safety): a model file must not be able to run code on the workers.
 """
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ import pandas as pd
 import pyspark.sql.functions as F
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql.types import ArrayType, FloatType, IntegerType, StructField, StructType
+
+from pipeline.predict.model_safety import load_keras_model
 
 IMAGE_SIZE = 28 * 28
 PREDICTION_FIELDS = [StructField("prediction", IntegerType(), nullable=False),
@@ -71,9 +74,9 @@ def load_model_cached(model_path: str, tf_threads: int = 1, load_log: str | None
     """The Keras model at `model_path`, loaded at most once per process (and one model kept at a time)."""
     model = _MODEL_CACHE.get(model_path)
     if model is None:
-        tf = _configured_tensorflow(tf_threads)
+        _configured_tensorflow(tf_threads)
         _MODEL_CACHE.clear()  # evaluation scores several models in turn: keep only the current one in memory
-        model = tf.keras.models.load_model(_local_copy(model_path), compile=False)
+        model = load_keras_model(_local_copy(model_path))  # a checked .keras archive, in safe mode
         _MODEL_CACHE[model_path] = model
         if load_log:
             _record_load(load_log, model_path)

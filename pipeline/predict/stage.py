@@ -17,6 +17,7 @@ from pipeline.config import PipelineConfig
 from pipeline.evaluate.metrics import accuracy, confusion_matrix_csv, confusion_matrix_from_counts
 from pipeline.layout import Layout
 from pipeline.predict.inputs import load_input, resolve_input
+from pipeline.predict.model_safety import check_model_file
 from pipeline.predict.model_source import resolve_model
 from pipeline.predict.scoring import confidence, score_images, set_arrow_batch_rows
 
@@ -27,6 +28,7 @@ def run_prediction(spark: SparkSession, cfg: PipelineConfig, layout: Layout, inp
                    model: str | None = None, output: str | None = None) -> dict:
     """Score `input_path` (default: the curated test set) with `model` (default: predict.model, 'best')."""
     model_name, model_path = resolve_model(layout, model or cfg.predict.model)
+    check_model_file(model_path)  # one line on the driver, instead of a traceback from every Spark task
     source = resolve_input(layout, input_path)
     out_dir = output_folder(layout, source.name, output)
     log.info("scoring %s (%s) with %s (%s)", source.path, source.kind, model_name, model_path)

@@ -1,0 +1,151 @@
+"""Model files must not run code: only the .keras format is loaded, always in Keras safe mode, and checked first.
+
+Keras 2.15 ignores `safe_mode` for legacy HDF5 files and SavedModel folders: a Lambda layer in them runs its
+Python bytecode on every worker that loads the model. A .keras file is a zip holding config.json (what to
+build) and the weights; safe mode refuses Lambda bytecode in it, but still imports any module the config names
+and returns any function in it. So a .keras file is accepted only when every object in its config is a Keras
+built-in, with no Lambda layer, and then it must load with safe_mode=True in a separate process on the driver
+(the pytest and driver processes never import TensorFlow) before any Spark job starts. Workers repeat the cheap
+archive check, so a file swapped after the driver's check is refused too.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import zipfile
+from collections.abc import Iterator
+
+from pipeline.errors import PipelineError
+
+KERAS_SUFFIX = ".keras"
+LEGACY_SUFFIXES = (".h5", ".hdf5")
+CODE_CLASSES = ("Lambda", "__lambda__")  # configs that carry Python bytecode
+PROBE_TIMEOUT_SECONDS = 300
+MAX_CONFIG_BYTES = 64 * 1024 * 1024  # a model config is kilobytes; bigger is a zip bomb, not a model
+_REFUSED_EXIT = 3
+_SAFE_LOAD_PROBE = f"""
+import sys
+import tensorflow as tf
+try:
+    tf.keras.models.load_model(sys.argv[1], safe_mode=True, compile=False)
+except Exception as exc:
+    print(f"{{type(exc).__name__}}: {{exc}}".splitlines()[0][:500])
+    sys.exit({_REFUSED_EXIT})
+"""
+
+_VERIFIED: set[str] = set()  # sha256 of model files that passed the driver's checks in this process
+
+
+def legacy_format_refusal(path: str, kind: str) -> PipelineError:
+    """The one-line refusal of an HDF5 file or SavedModel folder, with the way to convert a trusted one."""
+    target = path.rsplit("/", 1)[-1].rsplit(".", 1)[0] + KERAS_SUFFIX
+    return PipelineError(f"model {path}: {kind} are refused because loading them can run code stored in "
+                         f"the model (Keras safe mode does not cover them); if you trust it, convert it in a trusted "
+                         f"session: tf.keras.models.load_model('{path}').save('{target}')")
+
+
+def archive_problem(name: str, data: bytes | str) -> str | None:
+    """Why the .keras archive `data` (bytes or a local path) must not be loaded, or None when it may be."""
+    if not name.endswith(KERAS_SUFFIX):
+        return f"only {KERAS_SUFFIX} model files are loaded"
+    try:
+        with zipfile.ZipFile(io.BytesIO(data) if isinstance(data, bytes) else data) as archive:
+            if archive.getinfo("config.json").file_size > MAX_CONFIG_BYTES:
+                return f"not a valid .keras file (config.json larger than {MAX_CONFIG_BYTES} bytes)"
+            config = json.loads(archive.read("config.json"))
+    except KeyError:
+        return "not a valid .keras file (no config.json in the archive)"
+    except (zipfile.BadZipFile, OSError, EOFError, RuntimeError, NotImplementedError):
+        return "not a valid .keras file (not a readable zip archive)"
+    except ValueError as exc:
+        return f"not a valid .keras file (config.json is not JSON: {exc})"
+    return next(_code_in_config(config), None)
+
+
+def _code_in_config(config) -> Iterator[str]:
+    """A description of every object in a Keras config that would bring Python code rather than a built-in."""
+    if isinstance(config, list):
+        for item in config:
+            yield from _code_in_config(item)
+        return
+    if not isinstance(config, dict):
+        return
+    class_name, module = config.get("class_name"), config.get("module")
+    if class_name in CODE_CLASSES or "function_type" in config:
+        yield (f"it holds a Lambda layer{_named(config)} (Python code, which would run on every worker); only "
+               f"built-in Keras layers are loaded")
+    elif class_name is not None and module is not None and not _is_keras_module(module):
+        what = f"function {config.get('config')!r}" if class_name == "function" else f"class {class_name!r}"
+        yield f"its config names {what} from module {module!r}, not from Keras (only Keras built-ins are loaded)"
+    for value in config.values():
+        yield from _code_in_config(value)
+
+
+def _named(config: dict) -> str:
+    inner = config.get("config")
+    return f" {inner['name']!r}" if isinstance(inner, dict) and isinstance(inner.get("name"), str) else ""
+
+
+def _is_keras_module(module) -> bool:
+    return isinstance(module, str) and (module == "keras" or module.startswith("keras."))
+
+
+def check_model_file(path: str) -> None:
+    """On the driver: refuse `path` in one line unless it is a .keras archive of built-ins that Keras loads in safe
+    mode. A file already verified in this process (same bytes) is not checked again."""
+    from pipeline import storage
+    if path.endswith(LEGACY_SUFFIXES):
+        raise legacy_format_refusal(path, "HDF5 model files (.h5, .hdf5)")
+    if not path.endswith(KERAS_SUFFIX):
+        raise PipelineError(f"model {path} refused: only {KERAS_SUFFIX} model files are loaded")
+    try:
+        data = storage.read_bytes(path)
+    except OSError as exc:
+        raise PipelineError(f"model {path} cannot be read: {exc}".splitlines()[0]) from None
+    digest = hashlib.sha256(data).hexdigest()
+    if digest in _VERIFIED:
+        return
+    problem = archive_problem(path, data)
+    if problem is not None:
+        raise PipelineError(f"model {path} refused: {problem}")
+    reason = _safe_load_refusal(data)
+    if reason is not None:
+        raise PipelineError(f"model {path} cannot be loaded safely: {reason}")
+    _VERIFIED.add(digest)
+
+
+def _safe_load_refusal(data: bytes) -> str | None:
+    """Load the model (in `data`) with safe_mode=True in a fresh Python process: None if it loads, else why not."""
+    with tempfile.TemporaryDirectory(prefix="model-check-") as folder:
+        local = os.path.join(folder, "model" + KERAS_SUFFIX)
+        with open(local, "wb") as out:
+            out.write(data)
+        env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "3"}
+        try:
+            done = subprocess.run([sys.executable, "-c", _SAFE_LOAD_PROBE, local], capture_output=True, text=True,
+                                  env=env, timeout=PROBE_TIMEOUT_SECONDS, cwd=folder)
+        except subprocess.TimeoutExpired:
+            return f"loading it took more than {PROBE_TIMEOUT_SECONDS} s"
+    if done.returncode == 0:
+        return None
+    if done.returncode == _REFUSED_EXIT:
+        return (done.stdout.strip().splitlines() or ["no reason given"])[-1]
+    last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+    return f"the loading process ended with code {done.returncode} ({last})"
+
+
+def load_keras_model(local_path: str):
+    """On a worker: the model at `local_path`, loaded only as a checked .keras archive with safe_mode=True.
+
+    `load_model` would fall back to the unsafe legacy loaders for anything that is not a zip named .keras, so the
+    archive check comes first; ValueError names the file."""
+    problem = archive_problem(local_path, local_path)
+    if problem is not None:
+        raise ValueError(f"model {local_path} refused: {problem}")
+    import tensorflow as tf
+    return tf.keras.models.load_model(local_path, safe_mode=True, compile=False)

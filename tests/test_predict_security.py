@@ -1,0 +1,143 @@
+"""Prediction facing hostile inputs: model files that would run code when loaded are refused in one line on the
+driver (and nothing they hold ever runs), symlinks cannot lead out of an input folder or loop, and images too big
+to decode safely are refused with the reason."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from pipeline.errors import PipelineError
+from pipeline.layout import Layout
+from pipeline.predict.model_safety import load_keras_model
+from pipeline.predict.stage import run_prediction
+
+# Built in a subprocess (the pytest process never imports TensorFlow): one small model whose Lambda layer creates
+# the marker file whenever its Python code runs, saved as .keras, as HDF5, as a SavedModel folder and as HDF5
+# under a .keras name. The script proves each payload is live: loaded without safe mode, each creates the marker.
+_BUILD_HOSTILE_MODELS = """
+import os, shutil, sys
+import tensorflow as tf
+
+out, marker = sys.argv[1], sys.argv[2]
+payload = eval(f"lambda x: (open({marker!r}, 'a').close(), x)[1]")
+inputs = tf.keras.Input((28, 28, 1))
+x = tf.keras.layers.Lambda(payload, name="payload")(inputs)
+model = tf.keras.Model(inputs, tf.keras.layers.Dense(10, activation="softmax")(tf.keras.layers.Flatten()(x)))
+model.save(os.path.join(out, "lambda.keras"))
+model.save(os.path.join(out, "lambda.h5"))
+model.save(os.path.join(out, "lambda_savedmodel"), save_format="tf")
+shutil.copy(os.path.join(out, "lambda.h5"), os.path.join(out, "disguised.keras"))
+
+def fires(name, **options):
+    if os.path.exists(marker):
+        os.remove(marker)
+    tf.keras.models.load_model(os.path.join(out, name), **options)
+    fired = os.path.exists(marker)
+    if fired:
+        os.remove(marker)
+    return fired
+
+assert fires("lambda.keras", safe_mode=False)
+assert fires("lambda.h5") and fires("lambda_savedmodel")
+assert fires("disguised.keras")  # Keras' own default (safe_mode=True) runs it: the name hides the HDF5 format
+"""
+
+
+@pytest.fixture(scope="module")
+def hostile_models(tmp_path_factory):
+    """(folder holding the hostile models, marker path that appears when their code runs)."""
+    out = tmp_path_factory.mktemp("hostile-models")
+    marker = out / "payload-ran"
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    subprocess.run([sys.executable, "-c", _BUILD_HOSTILE_MODELS, str(out), str(marker)], check=True, env=env,
+                   timeout=300)
+    assert not marker.exists()
+    return out, marker
+
+
+def _last_spark_job(spark) -> int:
+    return max(spark.sparkContext.statusTracker().getJobIdsForGroup(), default=-1)
+
+
+@pytest.mark.parametrize("model, message", [
+    ("lambda.keras", r"model .*/lambda\.keras refused: it holds a Lambda layer 'payload' \(Python code"),
+    ("disguised.keras", r"model .*/disguised\.keras refused: not a valid \.keras file \(not a readable zip"),
+    ("lambda.h5", r"model .*/lambda\.h5: HDF5 model files \(\.h5, \.hdf5\) are refused because loading them can "
+                  r"run code .* convert it in a trusted session: tf\.keras\.models\.load_model\('.*/lambda\.h5'\)"
+                  r"\.save\('lambda\.keras'\)$"),
+    ("lambda_savedmodel", r"model .*/lambda_savedmodel: SavedModel folders are refused because loading them can "
+                          r"run code .*\.save\('lambda_savedmodel\.keras'\)$"),
+])
+def test_a_model_file_that_could_run_code_is_refused_before_any_spark_job(spark, make_config, hostile_models,
+                                                                          small_curated_test_set, tmp_path, model,
+                                                                          message):
+    folder, marker = hostile_models
+    cfg = make_config()
+    last_job = _last_spark_job(spark)
+    with pytest.raises(PipelineError, match=message) as refused:
+        run_prediction(spark, cfg, Layout.from_config(cfg, "run"), input_path=small_curated_test_set,
+                       model=str(folder / model), output=str(tmp_path / "out"))
+    assert "\n" not in str(refused.value)
+    assert _last_spark_job(spark) == last_job
+    assert not marker.exists() and not (tmp_path / "out").exists()
+
+
+def test_workers_load_only_checked_keras_archives(hostile_models):
+    """A model swapped after the driver's check still never reaches a legacy loader or a Lambda on a worker."""
+    folder, marker = hostile_models
+    with pytest.raises(ValueError, match=r"model .*/disguised\.keras refused: not a valid \.keras file"):
+        load_keras_model(str(folder / "disguised.keras"))
+    with pytest.raises(ValueError, match=r"model .*/lambda\.keras refused: it holds a Lambda layer 'payload'"):
+        load_keras_model(str(folder / "lambda.keras"))
+    assert not marker.exists()
+
+
+def _rewrite_config(source: str, target: Path, edit) -> str:
+    """A copy of the .keras archive `source` whose config.json is edit(config)."""
+    with zipfile.ZipFile(source) as src, zipfile.ZipFile(target, "w") as out:
+        for info in src.infolist():
+            data = src.read(info)
+            if info.filename == "config.json":
+                data = json.dumps(edit(json.loads(data))).encode()
+            out.writestr(info, data)
+    return str(target)
+
+
+def _set_dense_activation(config: dict, activation) -> dict:
+    next(layer for layer in config["config"]["layers"] if layer["class_name"] == "Dense")["config"]["activation"] = \
+        activation
+    return config
+
+
+def _rename_flatten(config: dict) -> dict:
+    next(layer for layer in config["config"]["layers"] if layer["class_name"] == "Flatten")["class_name"] = "NoSuch"
+    return config
+
+
+def test_a_keras_file_that_does_not_load_in_safe_mode_is_one_line(spark, make_config, small_mnist_model,
+                                                                  small_curated_test_set, tmp_path):
+    exec_activation = {"module": "builtins", "class_name": "function", "config": "exec", "registered_name": "exec"}
+    lambda_activation = {"module": "builtins", "class_name": "__lambda__", "config": {"value": ["", None, None]}}
+    trained = small_mnist_model["trained"]
+    (tmp_path / "garbage.keras").write_bytes(b"not a zip archive")
+    cases = {
+        str(tmp_path / "garbage.keras"): r"garbage\.keras refused: not a valid \.keras file \(not a readable zip",
+        _rewrite_config(trained, tmp_path / "exec.keras", lambda c: _set_dense_activation(c, exec_activation)):
+            r"exec\.keras refused: its config names function 'exec' from module 'builtins', not from Keras",
+        _rewrite_config(trained, tmp_path / "lambda_fn.keras", lambda c: _set_dense_activation(c, lambda_activation)):
+            r"lambda_fn\.keras refused: it holds a Lambda layer",
+        _rewrite_config(trained, tmp_path / "unknown.keras", _rename_flatten):  # passes the archive check
+            r"unknown\.keras cannot be loaded safely: TypeError: .*NoSuch",
+    }
+    cfg = make_config()
+    for model, message in cases.items():
+        with pytest.raises(PipelineError, match=message) as refused:
+            run_prediction(spark, cfg, Layout.from_config(cfg, "run"), input_path=small_curated_test_set,
+                           model=model, output=str(tmp_path / "out"))
+        assert "\n" not in str(refused.value) and not (tmp_path / "out").exists()
