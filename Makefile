@@ -16,7 +16,7 @@ HOROVOD_FLAGS := HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITH_GLOO=1 HOROVOD_WITHOUT_M
                  HOROVOD_WITHOUT_PYTORCH=1 HOROVOD_WITHOUT_MXNET=1
 
 .PHONY: setup run test test-fast lint bench dist clean check-prereqs cluster-up cluster-down cluster-status \
-        cluster-check cluster-run test-cluster
+        cluster-check cluster-run test-cluster constraints
 
 setup: $(STAMP)
 
@@ -38,6 +38,15 @@ $(STAMP): setup.py $(CONSTRAINTS) | check-prereqs
 	$(PIP) install -q -c $(CONSTRAINTS) -e ".[dev]" $(QUIET_PIP)
 	@touch $(STAMP)
 	@$(PY) -m pipeline.versions
+
+# Pin the whole resolved set: rewrite constraints.txt from what .venv holds now (its header comment is kept),
+# every distribution at its installed version, pip/setuptools/wheel/cmake included, the editable project left out.
+constraints: $(STAMP)
+	@{ sed '/^[^#]/,$$d' $(CONSTRAINTS); $(PIP) freeze --all --exclude-editable | grep -iv '^mnist-spark-pipeline=='; } \
+	  > $(CONSTRAINTS).tmp
+	@mv $(CONSTRAINTS).tmp $(CONSTRAINTS)
+	@touch $(STAMP)  # the venv is exactly what the file now says: no reinstall on the next make
+	@echo "wrote $(CONSTRAINTS): $$(grep -c '==' $(CONSTRAINTS)) pinned distributions"
 
 run: $(STAMP)
 	$(PY) jobs/run_pipeline.py --conf $(CONF) --profile $(PROFILE) $(ARGS)

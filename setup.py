@@ -1,4 +1,5 @@
 """Distributed MNIST classification pipeline on Apache Spark, Petastorm and Horovod."""
+import re
 from pathlib import Path
 
 from setuptools import find_packages, setup
@@ -8,6 +9,11 @@ RUNTIME = ["tensorflow-cpu", "pyspark", "petastorm", "horovod", "numpy", "pyarro
 DEV = ["pytest", "pytest-timeout", "ruff"]
 
 
+def canonical(name: str) -> str:
+    """PEP 503 name: constraints.txt is written by `pip freeze`, which spells names as their authors do (PyYAML)."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
 def pinned(names: list[str]) -> list[str]:
     """Requirement strings for `names`, with the versions from constraints.txt (the one place pins live)."""
     pins = {}
@@ -15,9 +21,9 @@ def pinned(names: list[str]) -> list[str]:
         line = line.split("#", 1)[0].strip()
         if "==" in line:
             name, version = line.split("==")
-            pins[name.strip().lower()] = version.strip()
+            pins[canonical(name.strip())] = version.strip()
     extras = {"horovod": "horovod[spark]"}
-    return [f"{extras.get(n, n)}=={pins[n]}" for n in names]
+    return [f"{extras.get(n, n)}=={pins[canonical(n)]}" for n in names]
 
 
 setup(
