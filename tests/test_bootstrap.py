@@ -1,7 +1,12 @@
-"""`make` stops at once with one clear line when the machine lacks a prerequisite."""
+"""`make` stops at once with one clear line when the machine lacks a prerequisite, and the venv it builds is
+exactly the pinned set of constraints.txt, with no broken requirement."""
+import json
+import re
 import subprocess
 
 from pipeline.config import REPO_ROOT
+
+VENV_PYTHON = str(REPO_ROOT / ".venv" / "bin" / "python")
 
 
 def _make(*args, env=None):
@@ -26,3 +31,37 @@ def test_missing_java_is_one_line(tmp_path):
 
 def test_java_present_passes():
     assert subprocess.run(["bash", str(REPO_ROOT / ".ci" / "check-java")]).returncode == 0
+
+
+def canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def constraint_pins() -> dict[str, str]:
+    """{canonical name: version} of every `name==version` line of constraints.txt."""
+    pins = {}
+    for line in (REPO_ROOT / "constraints.txt").read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            name, version = line.split("==")
+            pins[canonical(name)] = version
+    return pins
+
+
+def test_venv_has_no_broken_requirements():
+    proc = subprocess.run([VENV_PYTHON, "-m", "pip", "check"], capture_output=True, text=True, timeout=120)
+    assert (proc.returncode, proc.stdout.strip()) == (0, "No broken requirements found."), proc.stdout
+
+
+def test_every_installed_distribution_is_pinned_at_its_installed_version():
+    """A package installed by hand, or an upgrade that moved a transitive one, shows here: run `make constraints`
+    if the change is meant to stay."""
+    listed = subprocess.run([VENV_PYTHON, "-m", "pip", "list", "--format=json", "--exclude-editable"],
+                            capture_output=True, text=True, check=True, timeout=120).stdout
+    installed = {canonical(d["name"]): d["version"] for d in json.loads(listed)}
+    assert installed == constraint_pins()
+
+
+def test_constraints_pin_the_protobuf_that_tensorflow_2_15_needs():
+    """The upgrade that broke TensorFlow: another package pulling in protobuf 5 or later."""
+    assert constraint_pins()["protobuf"].startswith("4.25.")
