@@ -1,6 +1,7 @@
 """The bundled MNIST through ingest and prepare (the session fixture `mnist_curated` runs them once)."""
 from __future__ import annotations
 
+import numpy as np
 import pyarrow.parquet as pq
 import pyspark.sql.functions as F
 
@@ -45,15 +46,47 @@ def test_manifest_checksums_match_bundled_sums(mnist_curated):
     assert storage.read_json(layout.raw_manifest)["checksums_verified"] is True
 
 
-def test_row_groups_and_petastorm_shard(mnist_curated):
-    from petastorm import make_batch_reader
+def test_row_groups_hold_at_most_data_row_group_rows(mnist_curated):
+    """Petastorm shards by row group: 1,000-row groups give every Horovod rank several of every split."""
     _, layout = mnist_curated
-    groups = {s: sum(pq.ParquetFile(f).num_row_groups for f in _parquet_files(layout.curated(s))) for s in SPLITS}
-    assert groups["train"] >= 27 and groups["validation"] >= 3 and groups["test"] >= 5
-    with make_batch_reader("file://" + layout.curated("validation"), cur_shard=0, shard_count=2, num_epochs=1,
-                           reader_pool_type="thread", workers_count=1) as reader:
-        batch = next(iter(reader))
-    assert len(batch.image) > 0 and batch.image[0].shape == (784,) and 0 <= batch.label.min() <= batch.label.max() < 10
+    for split, rows in {"train": 54000, "validation": 6000, "test": 10000}.items():
+        sizes = [pq.ParquetFile(f).metadata.row_group(i).num_rows for f in _parquet_files(layout.curated(split))
+                 for i in range(pq.ParquetFile(f).num_row_groups)]
+        assert sum(sizes) == rows and max(sizes) <= 1000 and len(sizes) >= rows // 1000, (split, sizes)
+
+
+def test_petastorm_shards_of_validation_hold_every_row_once_on_every_open(spark, mnist_curated):
+    """What each rank's validation pass reads: opened 100 times, both shards together give all 6,000 rows once."""
+    from pipeline.train.inputs import open_exact_reader
+    _, layout = mnist_curated
+    url = "file://" + layout.curated("validation")
+    expected = sorted(r.record_id for r in spark.read.parquet(layout.curated("validation")).select("record_id")
+                      .collect())
+    for attempt in range(100):
+        ids = []
+        for shard in (0, 1):
+            reader = open_exact_reader(url, ["record_id", "label"], shard, 2)
+            try:
+                ids.extend(i for batch in reader for i in batch.record_id.tolist())
+            finally:
+                reader.stop()
+                reader.join()
+        assert sorted(ids) == expected, f"open {attempt}: {len(ids)} rows, {len(set(ids))} distinct"
+
+
+def test_petastorm_batches_carry_normalised_images(mnist_curated):
+    from pipeline.train.inputs import open_exact_reader
+    _, layout = mnist_curated
+    reader = open_exact_reader("file://" + layout.curated("validation"), ["image", "label"], 0, 2)
+    try:
+        batches = list(reader)
+    finally:
+        reader.stop()
+        reader.join()
+    images = np.concatenate([b.image for b in batches])
+    labels = np.concatenate([b.label for b in batches])
+    assert images.shape[1:] == (784,) and len(images) == len(labels) > 0 and images.dtype == np.float32
+    assert 0.0 == images.min() < images.max() == 1.0 and set(labels.tolist()) == set(range(10))
 
 
 def test_rerun_skips(spark, mnist_curated):

@@ -53,3 +53,70 @@ def test_history_epochs_are_replaced_not_duplicated():
                              [{"rank": 0, "peak_rss_mb": 500.0}, {"rank": 1, "peak_rss_mb": 480.5}])
     assert (done["complete"], done["epochs_completed"], done["total_seconds"]) == (True, 2, 17.5)
     assert done["peak_rss_mb_per_worker"] == [500.0, 480.5]
+
+
+@pytest.fixture(scope="module")
+def six_row_groups(tmp_path_factory) -> str:
+    """6,000 rows in six 1,000-row files, like the curated validation split; record ids 0..5999."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    root = tmp_path_factory.mktemp("six-row-groups")
+    for part in range(6):
+        ids = np.arange(part * 1000, (part + 1) * 1000)
+        images = pa.array(list(np.zeros((1000, 784), np.float32)), pa.list_(pa.float32()))
+        pq.write_table(pa.table({"record_id": [f"r:{i}" for i in ids], "image": images,
+                                 "label": pa.array(ids % 10, pa.int32())}), root / f"part-{part}.parquet")
+    return f"file://{root}"
+
+
+def read_both_shards(url: str, open_reader) -> list[str]:
+    ids: list[str] = []
+    for shard in (0, 1):
+        reader = open_reader(url, shard)
+        try:
+            for batch in reader:
+                ids.extend(batch.record_id.tolist())
+        finally:
+            reader.stop()
+            reader.join()
+    return ids
+
+
+@pytest.fixture
+def widened_race_window(monkeypatch):
+    """Make the race of petastorm's ThreadPool hit every time: the ventilator thread starts late, and the pool
+    sleeps between its two end-of-read checks, long enough for the ventilator to hand out every row group.
+    (A loaded machine does the same now and then: 68 of 300 one-pass opens returned no rows in one measurement.)"""
+    import time
+
+    from petastorm.workers_pool.thread_pool import ThreadPool
+    from petastorm.workers_pool.ventilator import ConcurrentVentilator
+    check_workers, ventilate = ThreadPool.all_workers_done, ConcurrentVentilator._ventilate
+
+    def late_ventilate(self):
+        time.sleep(0.02)
+        ventilate(self)
+
+    def slow_all_workers_done(self):
+        done = check_workers(self)
+        time.sleep(0.05)
+        return done
+    monkeypatch.setattr(ConcurrentVentilator, "_ventilate", late_ventilate)
+    monkeypatch.setattr(ThreadPool, "all_workers_done", slow_all_workers_done)
+
+
+def test_stock_thread_pool_ends_a_one_pass_read_early_when_the_race_hits(six_row_groups, widened_race_window):
+    """The control: with the window widened, petastorm's own pool loses row groups (so the next test can fail)."""
+    from petastorm import make_batch_reader
+
+    def stock(url, shard):
+        return make_batch_reader(url, schema_fields=["record_id"], num_epochs=1, reader_pool_type="thread",
+                                 workers_count=1, cur_shard=shard, shard_count=2, shuffle_row_groups=False)
+    assert len(read_both_shards(six_row_groups, stock)) < 6000
+
+
+def test_exact_reader_returns_every_row_once_even_when_the_race_hits(six_row_groups, widened_race_window):
+    from pipeline.train.inputs import open_exact_reader
+    for _ in range(5):
+        ids = read_both_shards(six_row_groups, lambda url, shard: open_exact_reader(url, ["record_id"], shard, 2))
+        assert sorted(ids) == sorted(f"r:{i}" for i in range(6000))

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import numpy as np
+from petastorm.workers_pool.thread_pool import ThreadPool
 
 from pipeline.train.models import INPUT_SHAPE, NUM_CLASSES
 from pipeline.train.params import TrainParams
@@ -22,20 +23,50 @@ def open_shard(url: str, params: TrainParams, rank: int, size: int, repeat: bool
     """A Petastorm batch reader over this rank's row groups: thread pool, bounded queue, seeded shuffling.
 
     Row groups arrive already converted to NumPy (convert_early_to_numpy) so the list column is decoded in the
-    reader thread, not in the thread feeding TensorFlow.
+    reader thread, not in the thread feeding TensorFlow. A one-pass reader (repeat=False) returns every row of
+    the shard exactly once: see ExactEndThreadPool.
     """
-    from petastorm import make_batch_reader
-    reader = make_batch_reader(
-        url, schema_fields=COLUMNS, reader_pool_type="thread", workers_count=params.reader_workers,
-        results_queue_size=params.reader_queue_size, num_epochs=None if repeat else 1,
-        shuffle_row_groups=repeat, shuffle_rows=repeat, seed=params.seed + rank,
-        cur_shard=rank if size > 1 else None, shard_count=size if size > 1 else None,
-        convert_early_to_numpy=True)
+    reader = open_exact_reader(url, COLUMNS, rank if size > 1 else None, size if size > 1 else None,
+                               workers=params.reader_workers, queue_size=params.reader_queue_size,
+                               seed=params.seed + rank, repeat=repeat)
     try:
         yield reader
     finally:
         reader.stop()
         reader.join()
+
+
+def open_exact_reader(url: str, columns: list[str], shard: int | None, shard_count: int | None, workers: int = 1,
+                      queue_size: int = 4, seed: int = 0, repeat: bool = False):
+    """What petastorm.make_batch_reader builds for a plain Parquet store, with ExactEndThreadPool as its pool.
+
+    Reader takes its pool as an argument (its documented extension point); make_batch_reader offers no way to
+    pass one, so the few lines it runs before Reader(...) are repeated here.
+    """
+    from petastorm.arrow_reader_worker import ArrowReaderWorker
+    from petastorm.fs_utils import get_filesystem_and_path_or_paths, normalize_dir_url
+    from petastorm.reader import Reader
+    filesystem, path = get_filesystem_and_path_or_paths(normalize_dir_url(url))
+    pool = ExactEndThreadPool(workers, queue_size, shuffle_rows=repeat, seed=seed)
+    return Reader(filesystem, path, schema_fields=columns, worker_class=ArrowReaderWorker, reader_pool=pool,
+                  seed=seed, shuffle_rows=repeat, shuffle_row_groups=repeat, num_epochs=None if repeat else 1,
+                  cur_shard=shard, shard_count=shard_count, is_batched_reader=True, convert_early_to_numpy=True)
+
+
+class ExactEndThreadPool(ThreadPool):
+    """Petastorm's ThreadPool without the race that ends a finite read early (petastorm 0.13.1).
+
+    ThreadPool.get_results ends the read when `all_workers_done()` and then `ventilator.completed()` are true,
+    read one after the other while the ventilator thread keeps handing out row groups. When it hands out the
+    last ones between the two reads, the first saw nothing pending and the second sees ventilation over: the
+    read ends with row groups still queued (no rows at all when it happens on the first call). Reading
+    `completed()` first closes the window: the ventilator counts an item before it marks itself complete, so
+    once it is complete the counters are final and "all done" means all done.
+    """
+
+    def all_workers_done(self) -> bool:
+        ventilation_over = self._ventilator is None or self._ventilator.completed()
+        return ventilation_over and super().all_workers_done()
 
 
 def to_model_inputs(images: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
