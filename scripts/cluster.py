@@ -177,18 +177,38 @@ def down(settings: Settings) -> list[str]:
 def _stop_processes(processes: list[dict], grace: float = 15.0) -> None:
     """SIGTERM each recorded process (a worker then stops its executors); after `grace` seconds SIGKILL what is
     left of its process group: the group `up` created for it, holding only what it started (executors, the
-    spark-class launcher of a daemon stopped while starting)."""
+    spark-class launcher of a daemon stopped while starting). Return once those groups are gone, so that the
+    ports are free for the next `up`."""
     ours = [p for p in reversed(processes) if _is_running(p)]
     for proc in ours:
         os.kill(proc["pid"], signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while any(_is_running(p) for p in ours) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    for proc in ours:
+    _wait_until(lambda: not any(_is_running(p) for p in ours), grace)
+    groups = {proc["pid"] for proc in ours}
+    for group in groups:
         try:
-            os.killpg(proc["pid"], signal.SIGKILL)
+            os.killpg(group, signal.SIGKILL)
         except ProcessLookupError:
             pass  # the whole group has exited
+    _wait_until(lambda: not _group_members(groups), grace)
+
+
+def _wait_until(condition, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
+def _group_members(groups: set[int]) -> list[int]:
+    """Live (not zombie) processes in any of the process groups `groups`."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # it exited while we looked
+        if fields[0] != "Z" and int(fields[2]) in groups:
+            members.append(int(stat.parent.name))
+    return members
 
 
 def _start_ticks(pid: int) -> str | None:
