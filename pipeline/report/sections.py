@@ -233,12 +233,35 @@ def data_section(out: RunOutputs) -> str:
         f"{pct(val['max_quarantine_fraction'])})" + (f", reasons: {reasons}" if reasons else "") + ". "
         f"Exact duplicate images: {dup['within_train']:,} within train, {dup['within_test']:,} within test, "
         f"{dup['test_in_train']:,} test images also in train.",
+        *suspect_images(val),
         f"Prepared for training: pixels scaled by {cur['normalisation']['scale']:.6f} (1/255) to float32 in [0, 1], "
-        f"shaped {'x'.join(map(str, cur['image_shape']))}; the 60,000 training images split by a seeded hash of the "
-        f"record id (seed {cur['seed']}), stratified by label; the test images untouched. Per-label counts are "
-        "in the next section.",
+        f"shaped {'x'.join(map(str, cur['image_shape']))}; the {raw['counts']['train']:,} valid training images "
+        f"split by a seeded hash of the record id (seed {cur['seed']}), stratified by label; the test images "
+        "untouched. Per-label counts are in the next section.",
         counts,
     ])
+
+
+SUSPECT_IMAGES = {"blank_images": "blank images (every pixel 0)",
+                  "test_images_in_train": "training images that are also test images"}
+POLICY_ACTIONS = {"fail": "ingest stopped", "warn": "kept, logged as a warning",
+                  "quarantine": "moved to the quarantine table", "drop": "removed (counted, kept nowhere)"}
+
+
+def suspect_images(validation: dict) -> list[str]:
+    """Ingest's suspect-image findings and what their data.* policy did with them (none in older reports)."""
+    findings = validation.get("findings")
+    if not findings:
+        return []
+    rows = [[SUSPECT_IMAGES.get(key, key), f"`data.{key}: {found['policy']}`", found["count"],
+             POLICY_ACTIONS.get(found["policy"], found["policy"]) if found["count"] else "-",
+             ", ".join(f"`{record}`" for record in found["examples"]) or "-"]
+            for key, found in findings.items()]
+    dropped = sum((validation.get("dropped") or {}).values())
+    return ["Suspect images pass the record checks but should not reach training; when an image is in both splits "
+            "the training copy is the one handled, the test split stays the untouched benchmark."
+            + (f" {dropped:,} records were dropped." if dropped else ""),
+            table(["finding", "policy", "records", "what happened", "examples"], rows)]
 
 
 def eda_section(out: RunOutputs) -> str:
