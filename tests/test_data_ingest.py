@@ -3,17 +3,20 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import logging
 import struct
 
 import numpy as np
 import pyspark.sql.functions as F
 import pytest
+from pyspark.testing import assertDataFrameEqual
 
 from pipeline import storage
 from pipeline.data.ingest import run_ingest
-from pipeline.data.validate import with_reject_reason
+from pipeline.data.validate import image_copies, with_policies, with_record_checks, with_reject_reason
 from pipeline.errors import PipelineError
 from pipeline.layout import Layout
+from pipeline.report.sections import suspect_images
 from pipeline.schema import RAW_SCHEMA
 
 N_TRAIN, N_TEST = 40, 20
@@ -155,22 +158,191 @@ def test_record_checks_quarantine_and_zero_tolerance(spark, make_config, tmp_pat
     write_idx_set(tmp_path / "in", arrays)
     strict = make_config(input_dir=str(tmp_path / "in"))
     layout = Layout.from_config(strict)
-    with pytest.raises(PipelineError, match=r"1 of 60 records failed record checks \(1.6667% > "
-                                            r"data.max_quarantine_fraction 0.0\): label outside 0-9: 1"):
+    with pytest.raises(PipelineError, match=r"^2 of 60 records failed record checks \(3.3333% > "
+                                            r"data.max_quarantine_fraction 0.0\): image also in test: 1, "
+                                            r"label outside 0-9: 1; see .*validation_report.json$"):
         run_ingest(spark, strict, layout)
     assert not storage.exists(layout.raw) and not storage.exists(layout.raw_manifest)
     assert storage.read_json(layout.validation_report)["status"] == "failed"
 
     tolerant = make_config("data.max_quarantine_fraction=0.05", input_dir=str(tmp_path / "in"))
     layout = Layout.from_config(tolerant)
-    assert run_ingest(spark, tolerant, layout)["counts"] == {"train": N_TRAIN - 1, "test": N_TEST}
-    quarantined = [r.asDict() for r in spark.read.parquet(layout.quarantine).collect()]
-    assert quarantined == [{"record_id": "train-images-idx3-ubyte.gz:3", "source_split": "train", "source_index": 3,
+    assert run_ingest(spark, tolerant, layout)["counts"] == {"train": N_TRAIN - 2, "test": N_TEST}
+    quarantined = [r.asDict() for r in spark.read.parquet(layout.quarantine).orderBy("source_index").collect()]
+    assert quarantined == [{"record_id": "train-images-idx3-ubyte.gz:0", "source_split": "train", "source_index": 0,
+                            "label": 0, "reason": "image also in test"},
+                           {"record_id": "train-images-idx3-ubyte.gz:3", "source_split": "train", "source_index": 3,
                             "label": 12, "reason": "label outside 0-9"}]
     report = storage.read_json(layout.validation_report)
     assert report["duplicate_images"] == {"within_train": 1, "within_test": 0, "test_in_train": 1}
-    assert report["quarantine_reasons"] == {"label outside 0-9": 1}
-    assert report["class_balance"]["train"]["smallest"] == {"label": 3, "count": 3}
+    assert report["quarantine_reasons"] == {"image also in test": 1, "label outside 0-9": 1}
+    assert report["class_balance"]["train"]["smallest"] == {"label": 0, "count": 3}
+
+
+TRAIN_FILE, TEST_FILE = NAMES["train"][0], NAMES["test"][0]
+BLANK_IDS = [f"{TRAIN_FILE}:2", f"{TRAIN_FILE}:5", f"{TEST_FILE}:3"]
+IN_TEST_IDS = [f"{TRAIN_FILE}:4", f"{TRAIN_FILE}:9"]
+POLICY_WORDS = {"warn": "kept, logged as a warning", "quarantine": "moved to the quarantine table",
+                "drop": "removed (counted, kept nowhere)"}
+
+
+def blank_arrays() -> dict:
+    """Training images 2 and 5 and test image 3 are blank (every pixel 0)."""
+    arrays = sample_arrays(7)
+    for split, i in (("train", 2), ("train", 5), ("test", 3)):
+        arrays[split][0][i] = 0
+    return arrays
+
+
+def in_test_arrays() -> dict:
+    """Training images 4 and 9 are exact copies of test images 1 and 7."""
+    arrays = sample_arrays(8)
+    arrays["train"][0][4], arrays["train"][0][9] = arrays["test"][0][1], arrays["test"][0][7]
+    return arrays
+
+
+def ingest_logged(spark, make_config, tmp_path, caplog, arrays, *overrides):
+    """Ingest `arrays` as IDX; returns (summary, layout, [(level, message)] logged by the data stage)."""
+    write_idx_set(tmp_path / "in", arrays)
+    cfg = make_config(*overrides, input_dir=str(tmp_path / "in"))
+    layout = Layout.from_config(cfg)
+    with caplog.at_level(logging.INFO, logger="pipeline.data"):
+        summary = run_ingest(spark, cfg, layout)
+    return summary, layout, [(r.levelno, r.getMessage()) for r in caplog.records if r.name.startswith("pipeline.data")]
+
+
+def quarantine_reasons(spark, layout) -> dict:
+    return dict(spark.read.parquet(layout.quarantine).select("record_id", "reason").collect())
+
+
+@pytest.mark.parametrize("policy, kept, quarantined, dropped", [
+    ("warn", {"train": 40, "test": 20}, {}, {"test": 0, "train": 0}),
+    ("quarantine", {"train": 38, "test": 19}, dict.fromkeys(BLANK_IDS, "blank image"), {"test": 0, "train": 0}),
+    ("drop", {"train": 38, "test": 19}, {}, {"test": 1, "train": 2}),
+])
+def test_blank_image_policies(spark, make_config, tmp_path, caplog, policy, kept, quarantined, dropped):
+    summary, layout, logged = ingest_logged(spark, make_config, tmp_path, caplog, blank_arrays(),
+                                            f"data.blank_images={policy}", "data.test_images_in_train=warn",
+                                            "data.max_quarantine_fraction=0.05")
+    assert summary["counts"] == kept
+    assert quarantine_reasons(spark, layout) == quarantined
+    report = storage.read_json(layout.validation_report)
+    assert report["dropped"] == dropped and report["records"] == {"test": 20, "train": 40}
+    assert report["findings"]["blank_images"] == {"policy": policy, "count": 3, "by_split": {"test": 1, "train": 2},
+                                                  "examples": BLANK_IDS}
+    blank_in_raw = spark.read.parquet(layout.raw).filter(F.col("image") == bytes(784)).count()
+    assert blank_in_raw == (3 if policy == "warn" else 0)
+    examples = ", ".join(BLANK_IDS)
+    assert (logging.INFO, f"  blank images (every pixel 0): 3 (test 1, train 2), e.g. {examples}, "
+                          f"data.blank_images {policy}") in logged
+    warnings = [message for level, message in logged if level == logging.WARNING]
+    if policy == "warn":    # kept, both blank training copies are then also copies of the blank test image
+        assert warnings == [f"blank images (every pixel 0) kept because data.blank_images is warn: 3 (test 1, "
+                            f"train 2), e.g. {examples}",
+                            f"training images that are also test images kept because data.test_images_in_train is "
+                            f"warn: 2 (train 2), e.g. {TRAIN_FILE}:2, {TRAIN_FILE}:5"]
+    else:                   # removed, so not also counted as test images in train
+        assert warnings == [] and report["findings"]["test_images_in_train"]["count"] == 0
+
+
+def test_blank_images_count_against_quarantine_tolerance(spark, make_config, tmp_path):
+    write_idx_set(tmp_path / "in", blank_arrays())
+    cfg = make_config(input_dir=str(tmp_path / "in"))
+    layout = Layout.from_config(cfg)
+    with pytest.raises(PipelineError, match=r"^3 of 60 records failed record checks \(5.0000% > "
+                                            r"data.max_quarantine_fraction 0.0\): blank image: 3; see "):
+        run_ingest(spark, cfg, layout)
+    assert not storage.exists(layout.raw) and not storage.exists(layout.raw_manifest)
+
+
+@pytest.mark.parametrize("finding, arrays, first", [
+    ("blank_images", blank_arrays, "3 blank images \\(every pixel 0\\) were found, the first "
+                                   "train-images-idx3-ubyte.gz:2"),
+    ("test_images_in_train", in_test_arrays, "2 training images that are also test images were found, the first "
+                                             "train-images-idx3-ubyte.gz:4"),
+])
+def test_fail_policy_stops_ingest_naming_count_and_first_record(spark, make_config, tmp_path, finding, arrays, first):
+    write_idx_set(tmp_path / "in", arrays())
+    cfg = make_config(f"data.{finding}=fail", input_dir=str(tmp_path / "in"))
+    layout = Layout.from_config(cfg)
+    with pytest.raises(PipelineError, match=rf"^data.{finding} is fail and {first}; see .*validation_report.json$"):
+        run_ingest(spark, cfg, layout)
+    assert not storage.exists(layout.raw) and not storage.exists(layout.raw_manifest)
+    report = storage.read_json(layout.validation_report)
+    assert report["status"] == "failed" and report["error"].startswith(f"data.{finding} is fail")
+
+
+@pytest.mark.parametrize("policy, kept_train, quarantined, dropped", [
+    ("warn", 40, {}, 0),
+    ("quarantine", 38, dict.fromkeys(IN_TEST_IDS, "image also in test"), 0),
+    ("drop", 38, {}, 2),
+])
+def test_test_images_in_train_policies_change_only_train(spark, make_config, tmp_path, caplog, policy, kept_train,
+                                                         quarantined, dropped):
+    arrays = in_test_arrays()
+    summary, layout, logged = ingest_logged(spark, make_config, tmp_path, caplog, arrays,
+                                            f"data.test_images_in_train={policy}", "data.max_quarantine_fraction=0.05")
+    assert summary["counts"] == {"train": kept_train, "test": N_TEST}
+    assert quarantine_reasons(spark, layout) == quarantined
+    test_rows = [r for r in raw_rows(spark, layout) if r.source_split == "test"]
+    assert [r.image for r in test_rows] == [image.tobytes() for image in arrays["test"][0]]    # the benchmark as is
+    report = storage.read_json(layout.validation_report)
+    assert report["dropped"] == {"test": 0, "train": dropped}
+    assert report["duplicate_images"] == {"within_train": 0, "within_test": 0, "test_in_train": 2}
+    found = report["findings"]["test_images_in_train"]
+    assert found == {"policy": policy, "count": 2, "by_split": {"train": 2}, "examples": IN_TEST_IDS}
+    assert (logging.INFO, f"  training images that are also test images: 2 (train 2), e.g. {', '.join(IN_TEST_IDS)}, "
+                          f"data.test_images_in_train {policy}") in logged
+    section = suspect_images(report)
+    assert section[1].splitlines()[3] == (f"| training images that are also test images | `data.test_images_in_train: "
+                                          f"{policy}` | 2 | {POLICY_WORDS[policy]} | `{IN_TEST_IDS[0]}`, "
+                                          f"`{IN_TEST_IDS[1]}` |")
+    assert section[1].splitlines()[2] == ("| blank images (every pixel 0) | `data.blank_images: quarantine` | 0 | - "
+                                          "| - |")
+
+
+@pytest.mark.parametrize("policy, message", [
+    ("quarantine", r"all 20 were quarantined \(20\) or dropped \(0\)"),
+    ("drop", r"all 20 were quarantined \(0\) or dropped \(20\)"),
+])
+def test_split_left_without_usable_records_fails(spark, make_config, tmp_path, policy, message):
+    arrays = sample_arrays(9)
+    arrays["test"][0][:] = 0
+    write_idx_set(tmp_path / "in", arrays)
+    cfg = make_config(f"data.blank_images={policy}", "data.max_quarantine_fraction=1", input_dir=str(tmp_path / "in"))
+    layout = Layout.from_config(cfg)
+    with pytest.raises(PipelineError, match=rf"^t10k-images-idx3-ubyte.gz: no usable test records: {message}; see "):
+        run_ingest(spark, cfg, layout)
+    assert not storage.exists(layout.raw) and not storage.exists(layout.raw_manifest)
+    assert storage.read_json(layout.validation_report)["status"] == "failed"
+
+
+SUSPECTS = [("tr-copy", "train", 0, b"\x07" * 4, 1), ("tr-blank", "train", 1, b"\x00" * 4, 2),
+            ("tr-own", "train", 2, b"\x09" * 4, 3), ("tr-null", "train", 3, None, 4),
+            ("te-copy", "test", 0, b"\x07" * 4, 1), ("te-blank", "test", 1, b"\x00" * 4, 2)]
+
+
+@pytest.mark.parametrize("blank_policy, in_test_policy, expected", [
+    ("warn", "quarantine", [("tr-copy", "image also in test", False, True, False),
+                            ("tr-blank", "image also in test", True, True, False),
+                            ("te-blank", None, True, False, False)]),
+    ("drop", "drop", [("tr-copy", None, False, True, True), ("tr-blank", None, True, False, True),
+                      ("te-blank", None, True, False, True)]),
+    ("quarantine", "warn", [("tr-copy", None, False, True, False), ("tr-blank", "blank image", True, False, False),
+                            ("te-blank", "blank image", True, False, False)]),
+])
+def test_with_policies_flags_by_image_hash(spark, blank_policy, in_test_policy, expected):
+    parsed = spark.createDataFrame([(*row, None) for row in SUSPECTS], "record_id string, source_split string, "
+                                   "source_index long, image binary, label int, problem string")
+    checked = parsed.transform(with_record_checks, 10, 4)
+    flagged = checked.transform(with_policies, image_copies(checked), blank_policy, in_test_policy)
+    plain = [("tr-own", None, False, False, False), ("tr-null", "missing image", False, False, False),
+             ("te-copy", None, False, False, False)]
+    assertDataFrameEqual(flagged.select("record_id", "reason", "blank", "in_test", "dropped"),
+                         spark.createDataFrame(expected + plain, "record_id string, reason string, blank boolean, "
+                                                                 "in_test boolean, dropped boolean"))
+    plan = flagged._jdf.queryExecution().executedPlan().toString()
+    assert "BroadcastHashJoin" in plan and "SortMergeJoin" not in plan     # records (with images) never shuffle
 
 
 def test_reject_reason_covers_nulls_and_ranges(spark):

@@ -16,11 +16,14 @@ from pyspark.sql import DataFrame, SparkSession
 from pipeline import storage
 from pipeline.config import PipelineConfig
 from pipeline.data import readers, validate
+from pipeline.errors import PipelineError
 from pipeline.layout import Layout, ingest_hash
 from pipeline.schema import RAW_SCHEMA
 
 log = logging.getLogger(__name__)
 
+# Bumped when the record checks change, so that raw tables published under older checks are redone.
+RECORD_CHECKS_VERSION = 2
 IMAGE_ENCODING = "binary: height*width unsigned bytes (0-255), row-major, row 0 first, exactly as in IDX files"
 
 
@@ -43,10 +46,10 @@ def run_ingest(spark: SparkSession, cfg: PipelineConfig, layout: Layout, force: 
              ", ".join(f"{s} {n}" for s, n in counts.items()), len(tasks))
     image_bytes = data.image_height * data.image_width
     parsed = (readers.read_records(spark, tasks)
-              .transform(validate.with_reject_reason, data.num_classes, image_bytes)
+              .transform(validate.with_record_checks, data.num_classes, image_bytes)
               .persist(StorageLevel.MEMORY_AND_DISK))
     try:
-        report = _validate_and_publish(parsed, cfg, layout)
+        report = _validate_and_publish(parsed, cfg, layout, readers.split_files(fmt, sources))
     finally:
         parsed.unpersist()
     sources_info = [{"name": s.name, "split": s.split, "role": s.role, "path": s.path, "bytes": scanned["bytes"],
@@ -65,24 +68,32 @@ def run_ingest(spark: SparkSession, cfg: PipelineConfig, layout: Layout, force: 
 
 def ingest_fingerprint(cfg: PipelineConfig, checksums: dict[str, str]) -> str:
     """Identity of the raw table: the data config, the input location and the exact bytes of every source."""
-    payload = json.dumps({"config": ingest_hash(cfg), "checksums": checksums}, sort_keys=True)
+    payload = json.dumps({"config": ingest_hash(cfg), "checksums": checksums, "checks": RECORD_CHECKS_VERSION},
+                         sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 
-def _validate_and_publish(parsed: DataFrame, cfg: PipelineConfig, layout: Layout) -> dict:
-    """Count, report, write the quarantine; then either fail (threshold) or publish the raw table."""
-    valid = validate.valid_records(parsed)
-    report = validate.build_report(validate.record_counts(parsed), validate.duplicate_counts(valid),
-                                   cfg.data.max_quarantine_fraction, cfg.data.num_classes)
-    for line in validate.summary_lines(report):
-        log.info(line)
-    # The quarantine and the report are written even when the threshold fails: they are what a user inspects.
-    write_parquet(validate.quarantined_records(parsed), layout.quarantine, cfg.data.row_group_rows)
-    storage.write_json(layout.validation_report, report)
-    if report["status"] == "failed":
-        storage.remove(layout.raw)
-    validate.enforce_threshold(report, layout.validation_report)
-    write_parquet(valid, layout.raw, cfg.data.row_group_rows)
+def _validate_and_publish(parsed: DataFrame, cfg: PipelineConfig, layout: Layout, files: dict[str, str]) -> dict:
+    """Count, report, write the quarantine; then either fail (naming why) or publish the raw table."""
+    copies = validate.image_copies(parsed).persist(StorageLevel.MEMORY_AND_DISK)   # one small row per image
+    try:
+        checked = parsed.transform(validate.with_policies, copies, cfg.data.blank_images,
+                                   cfg.data.test_images_in_train)
+        report = validate.build_report(validate.record_counts(checked), validate.duplicate_counts(copies),
+                                       cfg.data, files)
+        for line in validate.summary_lines(report):
+            log.info(line)
+        for line in validate.warning_lines(report):
+            log.warning(line)
+        # The quarantine and the report are written even when ingest fails: they are what a user inspects.
+        write_parquet(validate.quarantined_records(checked), layout.quarantine, cfg.data.row_group_rows)
+        storage.write_json(layout.validation_report, report)
+        if report["error"]:
+            storage.remove(layout.raw)
+            raise PipelineError(f"{report['error']}; see {layout.validation_report}")
+        write_parquet(validate.valid_records(checked), layout.raw, cfg.data.row_group_rows)
+    finally:
+        copies.unpersist()
     return report
 
 

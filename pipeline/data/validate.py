@@ -1,19 +1,42 @@
-"""Record checks: why a parsed record cannot be used (the quarantine reason), and the counts for the report.
+"""Record checks: why a parsed record cannot be used (the quarantine reason), suspect images handled by their
+data.* policy, and the counts for the report.
 
 Structural problems (a file that is not what it claims) stop ingest earlier, in `readers.plan_tasks`; here every
-record is judged on its own, and only aggregates come back to the driver.
+record is judged on its own, and only aggregates come back to the driver. Images are compared by a 32-byte
+SHA-256 computed once per record, so no shuffle or join ever carries the pixels.
+
+Suspect images pass the record checks but should not reach training; data.<finding> says what to do with them:
+fail (ingest stops), warn (logged, kept), quarantine (moved to the quarantine table, counted against
+data.max_quarantine_fraction) or drop (removed and counted, kept nowhere).
 """
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import pyspark.sql.functions as F
 from pyspark.sql import Column, DataFrame
 
-from pipeline.errors import PipelineError
+from pipeline.config import DataConfig
 from pipeline.schema import QUARANTINE_SCHEMA, RAW_SCHEMA
 
 log = logging.getLogger(__name__)
+
+EXAMPLES = 5
+
+
+@dataclass(frozen=True)
+class Finding:
+    flag: str           # boolean column marking the records
+    description: str    # plural, for messages: "3 blank images (every pixel 0)"
+    reason: str         # quarantine reason under the quarantine policy
+
+
+# Keyed by their policy's name in DataConfig.
+FINDINGS = {
+    "blank_images": Finding("blank", "blank images (every pixel 0)", "blank image"),
+    "test_images_in_train": Finding("in_test", "training images that are also test images", "image also in test"),
+}
 
 
 def reject_reason(num_classes: int, image_bytes: int) -> Column:
@@ -31,9 +54,45 @@ def with_reject_reason(df: DataFrame, num_classes: int, image_bytes: int) -> Dat
     return df.withColumn("reason", reject_reason(num_classes, image_bytes))
 
 
+def with_record_checks(df: DataFrame, num_classes: int, image_bytes: int) -> DataFrame:
+    """reason, image_hash and blank: all that needs the pixels, computed once (ingest persists the result)."""
+    blank = F.col("reason").isNull() & (F.col("image") == F.lit(bytes(image_bytes)))
+    return (df.transform(with_reject_reason, num_classes, image_bytes)
+            .withColumn("image_hash", F.unhex(F.sha2(F.col("image"), 256)))
+            .withColumn("blank", blank))
+
+
+def image_copies(checked: DataFrame) -> DataFrame:
+    """(image_hash, train, test): each distinct image of the records that passed record checks, copies per split."""
+    return (checked.filter(F.col("reason").isNull())
+            .groupBy("image_hash")
+            .agg(F.sum((F.col("source_split") == "train").cast("long")).alias("train"),
+                 F.sum((F.col("source_split") == "test").cast("long")).alias("test")))
+
+
+def with_policies(checked: DataFrame, copies: DataFrame, blank_policy: str, in_test_policy: str) -> DataFrame:
+    """Flag training records whose image is a test image, then apply both policies: quarantine sets the reason,
+    drop sets `dropped`; fail and warn keep the record (the report's counts decide). The test split is never
+    altered. A blank image removed by its own policy is not also counted as a test image."""
+    # The test images' hashes are small (32 bytes each): broadcast, so the records never shuffle.
+    test_images = copies.filter(F.col("test") > 0).select("image_hash", F.lit(True).alias("is_test_image"))
+    blank_removed = F.col("blank") & F.lit(blank_policy in ("quarantine", "drop"))
+    in_test = ((F.col("source_split") == "train") & F.col("reason").isNull() & ~blank_removed
+               & F.coalesce(F.col("is_test_image"), F.lit(False)))
+    return (checked.join(F.broadcast(test_images), "image_hash", "left")
+            .withColumn("in_test", in_test)
+            .drop("is_test_image")
+            .withColumn("reason", F.coalesce(F.col("reason"), *[
+                F.when(F.col(f.flag) & F.lit(policy == "quarantine"), F.lit(f.reason))
+                for f, policy in ((FINDINGS["blank_images"], blank_policy),
+                                  (FINDINGS["test_images_in_train"], in_test_policy))]))
+            .withColumn("dropped", (F.col("blank") & F.lit(blank_policy == "drop"))
+                        | (F.col("in_test") & F.lit(in_test_policy == "drop"))))
+
+
 def valid_records(df: DataFrame) -> DataFrame:
-    """Records that passed every check, in the raw table's schema."""
-    return df.filter(F.col("reason").isNull()).select(*RAW_SCHEMA.fieldNames())
+    """Records that passed every check and were not dropped, in the raw table's schema."""
+    return df.filter(F.col("reason").isNull() & ~F.col("dropped")).select(*RAW_SCHEMA.fieldNames())
 
 
 def quarantined_records(df: DataFrame) -> DataFrame:
@@ -41,17 +100,16 @@ def quarantined_records(df: DataFrame) -> DataFrame:
 
 
 def record_counts(df: DataFrame) -> list[dict]:
-    """Counts by (split, label, reason): at most a few hundred rows, whatever the data size."""
-    rows = df.groupBy("source_split", "label", "reason").count().collect()
-    return [row.asDict() for row in rows]
+    """Counts by (split, label, reason, findings) with each group's first record: a few hundred rows at most."""
+    rows = (df.groupBy("source_split", "label", "reason", "blank", "in_test", "dropped")
+            .agg(F.count(F.lit(1)).alias("count"), F.min(F.struct("source_index", "record_id")).alias("first"))
+            .collect())
+    return [{**row.asDict(), "first": (row["first"]["source_index"], row["first"]["record_id"])} for row in rows]
 
 
-def duplicate_counts(valid: DataFrame) -> dict:
+def duplicate_counts(copies: DataFrame) -> dict:
     """Exact duplicate images: extra copies within each split, and test records whose image is also in train."""
-    per_image = valid.groupBy("image").agg(
-        F.sum((F.col("source_split") == "train").cast("long")).alias("train"),
-        F.sum((F.col("source_split") == "test").cast("long")).alias("test"))
-    row = per_image.agg(
+    row = copies.agg(
         F.sum(F.greatest(F.col("train") - 1, F.lit(0))).alias("within_train"),
         F.sum(F.greatest(F.col("test") - 1, F.lit(0))).alias("within_test"),
         F.sum(F.when((F.col("train") > 0) & (F.col("test") > 0), F.col("test")).otherwise(0)).alias("test_in_train"),
@@ -59,34 +117,67 @@ def duplicate_counts(valid: DataFrame) -> dict:
     return {key: int(row[key] or 0) for key in ("within_train", "within_test", "test_in_train")}
 
 
-def build_report(counts: list[dict], duplicates: dict, max_fraction: float, num_classes: int) -> dict:
-    """The validation report: totals, quarantine reasons, label counts and class balance per split, duplicates."""
+def build_report(counts: list[dict], duplicates: dict, data: DataConfig, files: dict[str, str]) -> dict:
+    """The validation report: totals, quarantine reasons, label counts and class balance per split, duplicates,
+    suspect-image findings, and `error`: why ingest must stop (null when it may publish)."""
     splits = sorted({c["source_split"] for c in counts})
     total = sum(c["count"] for c in counts)
     bad = [c for c in counts if c["reason"] is not None]
     quarantined = sum(c["count"] for c in bad)
-    label_counts = {s: {str(label): 0 for label in range(num_classes)} for s in splits}
+    label_counts = {s: {str(label): 0 for label in range(data.num_classes)} for s in splits}
     for c in counts:
-        if c["reason"] is None:
+        if c["reason"] is None and not c["dropped"]:
             label_counts[c["source_split"]][str(c["label"])] += c["count"]
     reasons: dict[str, int] = {}
     for c in bad:
         reasons[c["reason"]] = reasons.get(c["reason"], 0) + c["count"]
-    fraction = quarantined / total if total else 0.0
-    return {
-        "status": "passed" if fraction <= max_fraction else "failed",
+    report = {
         "records": {s: sum(c["count"] for c in counts if c["source_split"] == s) for s in splits},
         "valid": {s: sum(label_counts[s].values()) for s in splits},
         "quarantined": {s: sum(c["count"] for c in bad if c["source_split"] == s) for s in splits},
+        "dropped": {s: sum(c["count"] for c in counts if c["dropped"] and c["source_split"] == s) for s in splits},
         "quarantine_reasons": dict(sorted(reasons.items())),
-        "quarantined_fraction": fraction,
-        "max_quarantine_fraction": max_fraction,
+        "quarantined_fraction": quarantined / total if total else 0.0,
+        "max_quarantine_fraction": data.max_quarantine_fraction,
         "label_counts": label_counts,
         "class_balance": {s: class_balance(label_counts[s]) for s in splits},
         "duplicate_images": duplicates,
+        "findings": {key: finding_summary(counts, FINDINGS[key].flag, getattr(data, key)) for key in FINDINGS},
     }
+    error = failure(report, files)
+    return {"status": "failed" if error else "passed", **report, "error": error}
 
 
+def finding_summary(counts: list[dict], flag: str, policy: str) -> dict:
+    """Policy, count (total and per split) and example record ids (the first is the finding's first record)."""
+    hits = [c for c in counts if c[flag]]
+    by_split: dict[str, int] = {}
+    for c in hits:
+        by_split[c["source_split"]] = by_split.get(c["source_split"], 0) + c["count"]
+    # Train before test, then file order: each (split, label) group contributes its first record.
+    firsts = sorted((c["source_split"] != "train", c["first"]) for c in hits)
+    return {"policy": policy, "count": sum(by_split.values()), "by_split": dict(sorted(by_split.items())),
+            "examples": [record_id for _, (_, record_id) in firsts[:EXAMPLES]]}
+
+
+def failure(report: dict, files: dict[str, str]) -> str | None:
+    """Why ingest must stop, in one line: a finding whose policy is fail, a split left without records, or more
+    records quarantined than data.max_quarantine_fraction tolerates. None when it may publish."""
+    for key, finding in FINDINGS.items():
+        found = report["findings"][key]
+        if found["policy"] == "fail" and found["count"]:
+            return (f"data.{key} is fail and {found['count']} {finding.description} were found, the first "
+                    f"{found['examples'][0]}")
+    for split, valid in report["valid"].items():
+        if valid == 0:
+            return (f"{files[split]}: no usable {split} records: all {report['records'][split]} were quarantined "
+                    f"({report['quarantined'][split]}) or dropped ({report['dropped'][split]})")
+    if report["quarantined_fraction"] > report["max_quarantine_fraction"]:
+        top = ", ".join(f"{r}: {n}" for r, n in sorted(report["quarantine_reasons"].items(), key=lambda x: -x[1])[:3])
+        return (f"{sum(report['quarantined'].values())} of {sum(report['records'].values())} records failed record "
+                f"checks ({report['quarantined_fraction']:.4%} > data.max_quarantine_fraction "
+                f"{report['max_quarantine_fraction']}): {top}")
+    return None
 def class_balance(counts: dict[str, int]) -> dict:
     """Smallest and largest class and their ratio (1.0 is perfectly balanced)."""
     low = min(counts, key=lambda k: (counts[k], int(k)))
@@ -106,17 +197,25 @@ def summary_lines(report: dict) -> list[str]:
     lines += [f"  class balance {s}: smallest {b['smallest']['label']} ({b['smallest']['count']}), largest "
               f"{b['largest']['label']} ({b['largest']['count']}), ratio {b['ratio']}"
               for s, b in report["class_balance"].items()]
+    if report["dropped"] and any(report["dropped"].values()):
+        lines.append("  dropped: " + ", ".join(f"{s} {n}" for s, n in report["dropped"].items()))
     d = report["duplicate_images"]
-    lines.append(f"  exact duplicate images: {d['within_train']} extra in train, {d['within_test']} extra in test, "
-                 f"{d['test_in_train']} test images also in train (counted, kept)")
+    lines.append(f"  exact duplicate images among records that passed record checks: {d['within_train']} extra in "
+                 f"train, {d['within_test']} extra in test, {d['test_in_train']} test images also in train")
+    lines += [f"  {FINDINGS[key].description}: {finding_text(found)}, data.{key} {found['policy']}"
+              for key, found in report["findings"].items()]
     return lines
 
 
-def enforce_threshold(report: dict, report_path: str) -> None:
-    """Fail when more records were quarantined than config tolerates."""
-    if report["status"] == "failed":
-        top = ", ".join(f"{r}: {n}" for r, n in sorted(report["quarantine_reasons"].items(), key=lambda x: -x[1])[:3])
-        total = sum(report["records"].values())
-        raise PipelineError(f"{sum(report['quarantined'].values())} of {total} records failed record checks "
-                            f"({report['quarantined_fraction']:.4%} > data.max_quarantine_fraction "
-                            f"{report['max_quarantine_fraction']}): {top}; see {report_path}")
+def finding_text(found: dict) -> str:
+    """'3 (train 2, test 1), e.g. a:2, a:5, b:3' or '0'."""
+    if not found["count"]:
+        return "0"
+    splits = ", ".join(f"{s} {n}" for s, n in found["by_split"].items())
+    return f"{found['count']} ({splits}), e.g. {', '.join(found['examples'])}"
+
+
+def warning_lines(report: dict) -> list[str]:
+    """One line per finding kept under the warn policy: the records stay in the raw table."""
+    return [f"{FINDINGS[key].description} kept because data.{key} is warn: {finding_text(found)}"
+            for key, found in report["findings"].items() if found["policy"] == "warn" and found["count"]]
