@@ -106,6 +106,9 @@ class SparkConfig:
     ui_enabled: bool = False
     shuffle_partitions: int = between(1, 100_000, default=8)
     driver_memory: str = "4g"
+    # The network interface Horovod's services (driver, Gloo rendezvous, one per task) listen on: "" means the
+    # loopback interface in local mode, and Horovod's own choice (every interface) on a cluster.
+    services_interface: str = ""
     settings: dict[str, str] = field(default_factory=dict)  # any extra spark.* option, applied verbatim
 
 

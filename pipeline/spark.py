@@ -9,6 +9,7 @@ from pyspark.sql import SparkSession
 
 from pipeline.config import SparkConfig
 from pipeline.errors import PipelineError
+from pipeline.services import DAEMON_MODULE, SERVICES_INTERFACE_ENV, interface_for
 
 
 def check_java() -> None:
@@ -40,8 +41,25 @@ def build_spark_session(cfg: SparkConfig, job_name: str) -> SparkSession:
         # Local mode: never expose the driver or UI beyond this machine.
         builder = builder.config("spark.driver.host", "127.0.0.1").config("spark.driver.bindAddress", "127.0.0.1")
         builder = builder.config("spark.ui.host", "127.0.0.1")
+    builder = _with_services_interface(builder, cfg)
     for key, value in cfg.settings.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(cfg.log_level)
     return spark
+
+
+def _with_services_interface(builder: SparkSession.Builder, cfg: SparkConfig) -> SparkSession.Builder:
+    """Tell training and the Python workers which interface Horovod's services may listen on (pipeline.services).
+
+    In local mode the workers are this machine's processes and the daemon module is importable from this
+    environment; on a cluster the environment shipped to executors must hold the package to set the daemon
+    module (conf/cluster-local.yaml does; README "Running on a cluster").
+    """
+    interface = interface_for(cfg.master, cfg.services_interface)
+    if not interface:
+        return builder
+    builder = builder.config(f"spark.executorEnv.{SERVICES_INTERFACE_ENV}", interface)
+    if cfg.master.startswith("local"):
+        builder = builder.config("spark.python.daemon.module", DAEMON_MODULE)
+    return builder

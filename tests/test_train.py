@@ -6,8 +6,10 @@ and run a third time (skipped); the tests below assert on what those three invoc
 from __future__ import annotations
 
 import gzip
+import ipaddress
 import json
 import logging
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -139,7 +141,8 @@ def test_both_ranks_trained_the_same_weights_on_their_own_shards(interrupted_the
     assert all(w["size"] == 2 for w in workers)
     assert workers[0]["pid"] != workers[1]["pid"]
     # Allreduced gradients from broadcast initial weights: the ranks end with identical weights.
-    assert workers[0]["weights_checksum"] == pytest.approx(workers[1]["weights_checksum"], rel=1e-6)
+    assert workers[0]["trainable_checksum"] == pytest.approx(workers[1]["trainable_checksum"], rel=1e-6)
+    assert workers[0]["non_trainable_checksum"] == workers[1]["non_trainable_checksum"] == 0.0  # no batch norm
     # Each rank validated its own shard once: together, every validation row exactly once.
     assert sum(w["validation_rows"] for w in workers) == 10 * VALIDATION_PER_CLASS
     assert all(0 < w["validation_rows"] < 10 * VALIDATION_PER_CLASS for w in workers)
@@ -159,8 +162,8 @@ def test_history_follows_the_contract(interrupted_then_resumed):
     assert final["steps_per_epoch"] == 10 * TRAIN_PER_CLASS // (32 * 2)
     assert [layer["type"] for layer in final["layers"]] == ["Conv2D", "MaxPooling2D", "Flatten", "Dense", "Dense"]
     for epoch in final["epochs"]:
-        assert set(epoch) == {"epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds"}
-        assert epoch["seconds"] > 0
+        assert set(epoch) == {"epoch", "loss", "accuracy", "val_loss", "val_accuracy", "validation_rows", "seconds"}
+        assert epoch["seconds"] > 0 and epoch["validation_rows"] == 10 * VALIDATION_PER_CLASS
     assert final["total_seconds"] >= sum(e["seconds"] for e in final["epochs"])
 
 
@@ -211,3 +214,75 @@ def test_fewer_row_groups_than_workers_is_refused(spark, make_config, curated_su
     cfg = make_config("train.num_workers=2")
     with pytest.raises(PipelineError, match=r"validation has 1 Parquet row group\(s\), fewer than the 2 Horovod"):
         run_training(spark, cfg, layout_over(cfg, root))
+
+
+class ListeningSockets(threading.Thread):
+    """Samples, until stopped, the listening TCP sockets of this process and every process it started (the JVM,
+    Spark's Python workers, the Horovod ranks they launch)."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.stopped = threading.Event()
+        self.seen: set[tuple[int, str, int]] = set()   # (pid, address, port)
+
+    def run(self) -> None:
+        while not self.stopped.wait(0.2):
+            self.seen |= listening_sockets()
+
+
+def listening_sockets() -> set[tuple[int, str, int]]:
+    """(pid, address, port) of every listening TCP socket of this process and its descendants."""
+    import psutil
+    me = psutil.Process()
+    family = {me.pid} | {child.pid for child in me.children(recursive=True)}
+    return {(c.pid, c.laddr.ip, c.laddr.port) for c in psutil.net_connections(kind="inet")
+            if c.status == psutil.CONN_LISTEN and c.pid in family}
+
+
+@pytest.fixture(scope="module")
+def model_3_on_two_ranks(spark, curated_subset, tmp_path_factory):
+    """model_3 (batch normalisation) for one epoch on 2 ranks, with every listening socket sampled meanwhile."""
+    from pipeline.config import load_config
+    cfg = load_config(None, "full", [f"paths.runs={tmp_path_factory.mktemp('runs')}", "spark.master=local[2]",
+                                     "train.models={model_3: {epochs: 1}}", "train.num_workers=2"])
+    before = {(address, port) for _, address, port in listening_sockets()}
+    watch = ListeningSockets()
+    watch.start()
+    try:
+        run_training(spark, cfg, layout_over(cfg, curated_subset))
+    finally:
+        watch.stopped.set()
+        watch.join()
+    model_dir = Path(layout_over(cfg, curated_subset).model_dir("model_3"))
+    return {"history": json.loads((model_dir / "history.json").read_text()), "model_dir": model_dir,
+            "listening": watch.seen, "listening_before": before}
+
+
+def test_ranks_agree_on_batch_norm_moving_statistics(model_3_on_two_ranks):
+    workers = model_3_on_two_ranks["history"]["workers"]
+    assert [w["rank"] for w in workers] == [0, 1]
+    assert workers[0]["trainable_checksum"] == pytest.approx(workers[1]["trainable_checksum"], rel=1e-6)
+    assert workers[0]["non_trainable_checksum"] > 0
+    assert workers[0]["non_trainable_checksum"] == pytest.approx(workers[1]["non_trainable_checksum"], rel=1e-6)
+
+
+def test_saved_model_holds_the_averaged_moving_statistics(model_3_on_two_ranks):
+    from tensorflow import keras
+    model = keras.models.load_model(model_3_on_two_ranks["model_dir"] / "model.keras")
+    saved = sum(float(np.abs(w.numpy()).sum(dtype=np.float64)) for w in model.non_trainable_weights)
+    assert saved == pytest.approx(model_3_on_two_ranks["history"]["workers"][0]["non_trainable_checksum"], rel=1e-6)
+
+
+def test_training_services_listen_on_loopback_only(model_3_on_two_ranks):
+    listening = model_3_on_two_ranks["listening"]
+    new = {(pid, address, port) for pid, address, port in listening
+           if (address, port) not in model_3_on_two_ranks["listening_before"]}
+    # Horovod's driver service and Gloo rendezvous (this process) and a task service in each Spark task.
+    assert len({pid for pid, _, _ in new}) >= 3, sorted(new)
+    assert all(is_loopback(address) for _, address, _ in listening), sorted(listening)
+
+
+def is_loopback(address: str) -> bool:
+    """127.0.0.0/8, ::1, or IPv4 loopback seen through an IPv6 socket (::ffff:127.0.0.1, as the JVM listens)."""
+    ip = ipaddress.ip_address(address)
+    return ip.is_loopback or bool(getattr(ip, "ipv4_mapped", None) and ip.ipv4_mapped.is_loopback)

@@ -15,24 +15,50 @@ from pipeline.train.params import TrainParams
 log = logging.getLogger("pipeline.train.worker")
 
 
-class ValidationWeighting(keras.callbacks.Callback):
-    """Scale this rank's val_* metrics by its share of the validation rows, before MetricAverageCallback.
+class ExactValidation(keras.callbacks.Callback):
+    """Check that the ranks' validation passes read the whole validation split, and weight their metrics by rows.
 
-    Horovod averages metrics with equal weight per rank; shards hold whole row groups and can differ in size,
-    so each rank pre-multiplies by rows_rank * size / rows_total and the plain average becomes the row-weighted
-    mean over the whole validation set.
+    Runs before MetricAverageCallback. Horovod averages metrics with equal weight per rank; shards hold whole row
+    groups and can differ in size, so each rank pre-multiplies by rows_rank * size / rows_total and the plain
+    average becomes the row-weighted mean over the whole validation set. `val_rows` in the logs is the rows read
+    by all ranks together; when it is not the split's size the epoch's metrics are wrong, so training stops on
+    every rank at once (they all see the same sum) before the epoch is recorded, and `failure` says why.
     """
 
-    def __init__(self, counter: RowCounter):
+    def __init__(self, counter: RowCounter, expected_rows: int):
         super().__init__()
         self.counter = counter
+        self.expected_rows = expected_rows
+        self.failure: str | None = None
 
     def on_epoch_end(self, epoch, logs=None):
         import tensorflow as tf
-        total = float(hvd.allreduce(tf.constant(float(self.counter.rows)), op=hvd.Sum).numpy())
+        logs = logs if logs is not None else {}
+        total = int(hvd.allreduce(tf.constant(float(self.counter.rows)), op=hvd.Sum, name="val_rows").numpy())
         share = self.counter.rows * hvd.size() / total if total else 1.0
-        for key in [k for k in (logs or {}) if k.startswith("val_")]:
+        for key in [k for k in logs if k.startswith("val_")]:
             logs[key] = logs[key] * share
+        logs["val_rows"] = total
+        if total != self.expected_rows:
+            self.failure = (f"epoch {epoch + 1}: the ranks' validation passes read {total} rows, the validation "
+                            f"split has {self.expected_rows}")
+            self.model.stop_training = True
+
+
+class AverageMovingStatistics(keras.callbacks.Callback):
+    """Average the non-trainable weights (BatchNormalization's moving mean and variance) across ranks.
+
+    Horovod allreduces gradients, so trainable weights agree on every rank; moving statistics are updated from
+    each rank's own batches and drift apart. Averaging them before each validation pass means every rank
+    validates, checkpoints and (rank 0) saves the same model, and the statistics reflect every shard. The same
+    number of allreduces on every rank in the same order, once per epoch: no effect on step time.
+    """
+
+    def on_test_begin(self, logs=None):
+        if hvd.size() == 1:
+            return
+        for index, variable in enumerate(self.model.non_trainable_variables):
+            variable.assign(hvd.allreduce(variable.numpy(), op=hvd.Average, name=f"moving_statistic_{index}"))
 
 
 class EpochRecorder(keras.callbacks.Callback):
@@ -49,6 +75,8 @@ class EpochRecorder(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         p = self.train_params
+        if logs.get("val_rows") != p.validation_rows:
+            return  # ExactValidation stops training: an epoch with wrong validation metrics is not recorded
         record = history.epoch_record(epoch + 1, logs, time.perf_counter() - self.started)
         self.history = history.with_epoch(self.history, record)
         checkpoint.save(self.model, p.checkpoint_dir, epoch + 1, p.fingerprint, self.history["epochs"])

@@ -33,7 +33,8 @@ def skeleton(params: TrainParams, layers: list[dict], epochs_done: list[dict], p
 
 def epoch_record(epoch: int, logs: dict[str, Any], seconds: float) -> dict:
     """One epoch's averaged metrics; `epoch` counts from 1."""
-    return {"epoch": epoch, **{key: float(logs[key]) for key in EPOCH_KEYS}, "seconds": round(seconds, 3)}
+    return {"epoch": epoch, **{key: float(logs[key]) for key in EPOCH_KEYS}, "validation_rows": int(logs["val_rows"]),
+            "seconds": round(seconds, 3)}
 
 
 def with_epoch(history: dict, record: dict) -> dict:

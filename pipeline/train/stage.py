@@ -135,7 +135,11 @@ def launch(spark: SparkSession, params: TrainParams, start_timeout: int) -> tupl
     """Run the worker on `params.num_workers` Spark tasks; returns each rank's report (rank order), wall time."""
     import horovod.spark
 
+    from pipeline.services import SERVICES_INTERFACE_ENV, bind_horovod_services
     from pipeline.train.worker import train_worker
+    interface = spark.sparkContext.getConf().get(f"spark.executorEnv.{SERVICES_INTERFACE_ENV}", "")
+    if interface:
+        bind_horovod_services(interface)
     log.info("training %s: epochs %d..%d of %d on %d worker(s), %d steps/epoch of %d per worker",
              params.model, params.initial_epoch + 1, params.end_epoch, params.epochs, params.num_workers,
              params.steps_per_epoch, params.batch_size)
@@ -143,11 +147,15 @@ def launch(spark: SparkSession, params: TrainParams, start_timeout: int) -> tupl
     try:
         results = horovod.spark.run(train_worker, args=(params.to_dict(),), num_proc=params.num_workers,
                                     start_timeout=start_timeout, env={"TF_CPP_MIN_LOG_LEVEL": "2"},
-                                    use_gloo=True, verbose=0)
+                                    use_gloo=True, verbose=0, nics={interface} if interface else None)
     except Exception as exc:  # Horovod wraps worker failures in generic exceptions
         raise PipelineError(f"training {params.model} failed on the Horovod workers: "
                             f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__} "
                             f"(the epochs completed so far are checkpointed in {params.checkpoint_dir})") from exc
+    failure = next((r["failure"] for r in results if r.get("failure")), None)
+    if failure:
+        raise PipelineError(f"training {params.model} stopped at {failure} (the epochs before it are checkpointed "
+                            f"in {params.checkpoint_dir}: rerun to resume)")
     return results, time.perf_counter() - started
 
 

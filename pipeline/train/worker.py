@@ -31,16 +31,18 @@ def train_worker(params_dict: dict) -> dict:
         from pipeline.train import checkpoint
         checkpoint.restore(model, params.checkpoint_dir)
     counter = RowCounter()
+    callbacks = worker_callbacks(params, counter)
     started = time.perf_counter()
     with open_shard(params.train_url, params, hvd.rank(), hvd.size(), repeat=True) as train_reader, \
             open_shard(params.validation_url, params, hvd.rank(), hvd.size(), repeat=False) as val_reader:
         model.fit(training_dataset(train_reader, params.batch_size), steps_per_epoch=params.steps_per_epoch,
                   validation_data=validation_dataset(val_reader, params.batch_size, counter),
                   initial_epoch=params.initial_epoch, epochs=params.end_epoch,
-                  callbacks=worker_callbacks(params, counter), verbose=0)
-    if hvd.rank() == 0 and params.end_epoch == params.epochs:
+                  callbacks=callbacks, verbose=0)
+    failure = next((c.failure for c in callbacks if getattr(c, "failure", None)), None)
+    if hvd.rank() == 0 and params.end_epoch == params.epochs and failure is None:
         save_final_model(model, params, hvd.size())
-    return rank_report(hvd, model, time.perf_counter() - started, counter.rows)
+    return {**rank_report(hvd, model, time.perf_counter() - started, counter.rows), "failure": failure}
 
 
 def compiled_model(params, size: int):
@@ -60,13 +62,15 @@ def compiled_model(params, size: int):
 
 
 def worker_callbacks(params, counter) -> list:
-    """Order matters: weights broadcast from rank 0, validation weighting before the metric average, then the
-    warm-up; only rank 0 records (checkpoint, history, log)."""
+    """Order matters: weights broadcast from rank 0, moving statistics averaged before validation, validation
+    checked and weighted before the metric average, then the warm-up; only rank 0 records (checkpoint, history,
+    log), last, so that it records what every rank agrees on."""
     import horovod.tensorflow.keras as hvd
 
     from pipeline.train import history
-    from pipeline.train.callbacks import EpochRecorder, ValidationWeighting
-    callbacks = [hvd.callbacks.BroadcastGlobalVariablesCallback(0), ValidationWeighting(counter),
+    from pipeline.train.callbacks import AverageMovingStatistics, EpochRecorder, ExactValidation
+    callbacks = [hvd.callbacks.BroadcastGlobalVariablesCallback(0), AverageMovingStatistics(),
+                 ExactValidation(counter, params.validation_rows),
                  hvd.callbacks.MetricAverageCallback(),
                  hvd.callbacks.LearningRateWarmupCallback(
                      initial_lr=params.learning_rate * hvd.size(), warmup_epochs=params.warmup_epochs,
@@ -94,14 +98,20 @@ def save_final_model(model, params, size: int) -> None:
 
 
 def rank_report(hvd, model, seconds: float, validation_rows: int) -> dict:
-    """What the driver learns from each rank: who it was, its peak memory, and a weight checksum (equal on
-    every rank when gradients were allreduced and the initial weights broadcast)."""
-    import numpy as np
+    """What the driver learns from each rank: who it was, its peak memory, and weight checksums, trainable and
+    non-trainable apart (equal on every rank: gradients allreduced from broadcast initial weights, moving
+    statistics averaged)."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return {"rank": hvd.rank(), "size": hvd.size(), "hostname": socket.gethostname(), "pid": os.getpid(),
             "peak_rss_mb": round(usage.ru_maxrss / 1024, 1), "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 1),
             "seconds": round(seconds, 3), "validation_rows": validation_rows,
-            "weights_checksum": float(sum(np.abs(w).sum(dtype=np.float64) for w in model.get_weights()))}
+            "trainable_checksum": _checksum(model.trainable_weights),
+            "non_trainable_checksum": _checksum(model.non_trainable_weights)}
+
+
+def _checksum(variables) -> float:
+    import numpy as np
+    return float(sum(np.abs(v.numpy()).sum(dtype=np.float64) for v in variables))
 
 
 def _quiet_tensorflow() -> None:

@@ -1,0 +1,58 @@
+"""Where Horovod's services listen: on one network interface (loopback in local mode), never on every one.
+
+horovod.spark.run starts a driver service and Gloo's rendezvous HTTP server (no authentication) on the driver,
+and a task service in every Spark task. Horovod 0.28 binds them all to every interface: its `find_port` opens
+('', port), and its `nics` argument only chooses which addresses are advertised and probed. So the modules that
+imported `find_port` get one that binds the chosen interface's address. The driver applies it before launching;
+a Spark Python worker applies it at start through `pipeline.spark_daemon` (spark.python.daemon.module), and
+reads the interface from SERVICES_INTERFACE_ENV. tests/test_train.py lists the sockets a 2-rank training opens.
+"""
+from __future__ import annotations
+
+import os
+import socket
+
+from pipeline.errors import PipelineError
+
+SERVICES_INTERFACE_ENV = "PIPELINE_SERVICES_INTERFACE"
+LOOPBACK_INTERFACE = "lo"
+DAEMON_MODULE = "pipeline.spark_daemon"
+
+
+def interface_for(master: str, configured: str) -> str:
+    """The configured interface, or loopback in local mode; "" leaves Horovod's default on a cluster."""
+    return configured or (LOOPBACK_INTERFACE if master.startswith("local") else "")
+
+
+def interface_address(interface: str) -> str:
+    """The IPv4 address of `interface` on this host."""
+    import psutil
+    addresses = psutil.net_if_addrs()
+    ipv4 = [a.address for a in addresses.get(interface, []) if a.family == socket.AF_INET]
+    if not ipv4:
+        raise PipelineError(f"spark.services_interface '{interface}' has no IPv4 address on {socket.gethostname()} "
+                            f"(interfaces: {', '.join(sorted(addresses))})")
+    return ipv4[0]
+
+
+def bind_horovod_services(interface: str) -> None:
+    """Make every Horovod service started from this process listen on `interface` only."""
+    from horovod.runner.common.util import network as service_network
+    from horovod.runner.http import http_server
+    from horovod.runner.util import network
+
+    address = interface_address(interface)
+
+    def find_port(server_factory):
+        server = server_factory((address, 0))  # port 0: the kernel picks a free one, no scan needed
+        return server, server.socket.getsockname()[1]
+
+    for module in (network, service_network, http_server):
+        module.find_port = find_port
+
+
+def bind_from_environment() -> None:
+    """In a Spark Python worker: bind Horovod's task services as the driver asked (nothing when it did not)."""
+    interface = os.environ.get(SERVICES_INTERFACE_ENV)
+    if interface:
+        bind_horovod_services(interface)
