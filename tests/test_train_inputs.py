@@ -44,11 +44,11 @@ def test_rebatch_keeps_every_row_for_validation():
 
 def test_history_epochs_are_replaced_not_duplicated():
     base = {"epochs": [], "epochs_completed": 0, "epochs_planned": 2, "total_seconds": 10.0}
-    logs = {"loss": 0.5, "accuracy": 0.8, "val_loss": 0.4, "val_accuracy": 0.85, "lr": 0.002}
+    logs = {"loss": 0.5, "accuracy": 0.8, "val_loss": 0.4, "val_accuracy": 0.85, "val_rows": 600, "lr": 0.002}
     h = history.with_epoch(base, history.epoch_record(1, logs, 3.21))
     h = history.with_epoch(h, history.epoch_record(1, {**logs, "loss": 0.45}, 3.0))
     assert h["epochs"] == [{"epoch": 1, "loss": 0.45, "accuracy": 0.8, "val_loss": 0.4, "val_accuracy": 0.85,
-                            "seconds": 3.0}]
+                            "validation_rows": 600, "seconds": 3.0}]
     done = history.finalised(history.with_epoch(h, history.epoch_record(2, logs, 2.0)), 7.5,
                              [{"rank": 0, "peak_rss_mb": 500.0}, {"rank": 1, "peak_rss_mb": 480.5}])
     assert (done["complete"], done["epochs_completed"], done["total_seconds"]) == (True, 2, 17.5)
