@@ -9,6 +9,7 @@ import gzip
 import ipaddress
 import json
 import logging
+import os
 import threading
 from pathlib import Path
 
@@ -286,3 +287,30 @@ def is_loopback(address: str) -> bool:
     """127.0.0.0/8, ::1, or IPv4 loopback seen through an IPv6 socket (::ffff:127.0.0.1, as the JVM listens)."""
     ip = ipaddress.ip_address(address)
     return ip.is_loopback or bool(getattr(ip, "ipv4_mapped", None) and ip.ipv4_mapped.is_loopback)
+
+
+_SHORT_VALIDATION_PASS = """
+import horovod.tensorflow.keras as hvd
+import tensorflow as tf
+from pipeline.train.callbacks import ExactValidation
+from pipeline.train.inputs import RowCounter
+hvd.init()
+counter = RowCounter()
+counter.rows = 590
+check = ExactValidation(counter, expected_rows=600)
+check.set_model(tf.keras.Sequential([tf.keras.Input((1,)), tf.keras.layers.Dense(1)]))
+logs = {"val_loss": 0.5}
+check.on_epoch_end(2, logs)
+print(logs["val_rows"], check.model.stop_training, check.failure, sep="|")
+"""
+
+
+def test_a_short_validation_pass_stops_training_and_says_why():
+    """A rank that read fewer validation rows than the split holds: the epoch is not recorded, training stops."""
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-c", _SHORT_VALIDATION_PASS], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": str(REPO_ROOT)})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == \
+        "590|True|epoch 3: the ranks' validation passes read 590 rows, the validation split has 600"
