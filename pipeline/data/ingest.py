@@ -1,4 +1,5 @@
-"""Ingest stage: source files -> structural checks -> record checks -> raw Parquet, quarantine and reports.
+"""Ingest stage: source files -> structural checks -> record checks and suspect-image policies -> raw Parquet,
+quarantine and reports.
 
 Nothing is written until the structural checks pass; the raw table and its manifest are published last, so a
 failed run leaves nothing a later stage would read (prepare requires the manifest).

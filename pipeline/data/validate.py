@@ -82,12 +82,16 @@ def with_policies(checked: DataFrame, copies: DataFrame, blank_policy: str, in_t
     return (checked.join(F.broadcast(test_images), "image_hash", "left")
             .withColumn("in_test", in_test)
             .drop("is_test_image")
-            .withColumn("reason", F.coalesce(F.col("reason"), *[
-                F.when(F.col(f.flag) & F.lit(policy == "quarantine"), F.lit(f.reason))
-                for f, policy in ((FINDINGS["blank_images"], blank_policy),
-                                  (FINDINGS["test_images_in_train"], in_test_policy))]))
+            .withColumn("reason", F.coalesce(F.col("reason"), _quarantine_reason("blank_images", blank_policy),
+                                             _quarantine_reason("test_images_in_train", in_test_policy)))
             .withColumn("dropped", (F.col("blank") & F.lit(blank_policy == "drop"))
                         | (F.col("in_test") & F.lit(in_test_policy == "drop"))))
+
+
+def _quarantine_reason(key: str, policy: str) -> Column:
+    """The finding's quarantine reason for flagged records under the quarantine policy, else null."""
+    finding = FINDINGS[key]
+    return F.when(F.col(finding.flag) & F.lit(policy == "quarantine"), F.lit(finding.reason))
 
 
 def valid_records(df: DataFrame) -> DataFrame:
