@@ -2,6 +2,7 @@
 load per Python worker, digit pictures drawn here predicted right, and every bad input named in one line."""
 from __future__ import annotations
 
+import csv
 import gzip
 import json
 import shutil
@@ -126,21 +127,36 @@ def test_each_python_worker_loads_the_model_once(spark, small_mnist_model, small
     assert all(lines == [model_path] for lines in loads)               # ... holding exactly one load
 
 
-def test_unreadable_images_fail_the_job_unless_skipping_is_allowed(spark, make_config, small_mnist_model,
-                                                                  digit_folder, tmp_path):
+def _csv_rows(path: Path) -> list[list[str]]:
+    return list(csv.reader(path.read_text().splitlines()))
+
+
+def test_every_unreadable_image_is_listed_whether_the_job_fails_or_skips_it(spark, make_config, small_mnist_model,
+                                                                            digit_folder, tmp_path):
     folder = tmp_path / "mixed"
     shutil.copytree(digit_folder[0], folder)
     (folder / "broken.png").write_bytes(b"this is not a picture")
+    (folder / "empty.png").write_bytes(b"")
     (folder / "notes.txt").write_text("ignored: not an image file name")
+    expected = [["path", "reason"],
+                [str(folder / "broken.png"), "UnidentifiedImageError: not a PNG, JPEG, BMP, GIF, TIFF, WEBP image"],
+                [str(folder / "empty.png"), "empty file (0 bytes)"]]
+    out = tmp_path / "out"
     cfg = make_config()
-    with pytest.raises(PipelineError, match=r"unreadable image .*/broken\.png \(UnidentifiedImageError.*\); 1 "
-                                            r"unreadable file\(s\) in .*mixed \(set predict\.skip_unreadable"):
+    with pytest.raises(PipelineError, match=rf"^unreadable image .*/broken\.png \(UnidentifiedImageError: not a PNG.*"
+                                            rf"\); 2 unreadable file\(s\) in .*mixed, all listed in "
+                                            rf"{out}\.unreadable\.csv \(set predict\.skip_unreadable_images=true"):
         run_prediction(spark, cfg, Layout.from_config(cfg, "run"), input_path=str(folder),
-                       model=small_mnist_model["trained"])
+                       model=small_mnist_model["trained"], output=str(out))
+    assert _csv_rows(tmp_path / "out.unreadable.csv") == expected and not out.exists()
+
     lenient = make_config("predict.skip_unreadable_images=true")
     summary = run_prediction(spark, lenient, Layout.from_config(lenient, "run"), input_path=str(folder),
-                             model=small_mnist_model["trained"])
-    assert summary["count"] == 6 and [Path(f["path"]).name for f in summary["unreadable_files"]] == ["broken.png"]
+                             model=small_mnist_model["trained"], output=str(out))
+    assert (summary["count"], summary["unreadable_count"]) == (6, 2)
+    assert summary["unreadable_list"] == str(out / "unreadable.csv") and _csv_rows(out / "unreadable.csv") == expected
+    assert json.loads((out / "manifest.json").read_text())["unreadable_count"] == 2
+    assert not (tmp_path / "out.unreadable.csv").exists()  # the failed attempt's list went with its failure
 
 
 def test_parquet_with_wrong_image_size_is_named(spark, make_config, small_mnist_model, tmp_path):

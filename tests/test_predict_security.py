@@ -3,14 +3,18 @@ driver (and nothing they hold ever runs), symlinks cannot lead out of an input f
 to decode safely are refused with the reason."""
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
 import sys
 import zipfile
+import zlib
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from pipeline.errors import PipelineError
 from pipeline.layout import Layout
@@ -141,3 +145,76 @@ def test_a_keras_file_that_does_not_load_in_safe_mode_is_one_line(spark, make_co
             run_prediction(spark, cfg, Layout.from_config(cfg, "run"), input_path=small_curated_test_set,
                            model=model, output=str(tmp_path / "out"))
         assert "\n" not in str(refused.value) and not (tmp_path / "out").exists()
+
+
+def _save_digit(small_mnist_model, index: int, path: Path) -> Path:
+    """Test image `index` as an 8-bit PNG, 56 x 56."""
+    pixels = np.round(small_mnist_model["images"][index].reshape(28, 28) * 255).astype(np.uint8)
+    Image.fromarray(pixels).resize((56, 56)).save(path)
+    return path
+
+
+def test_symlinks_count_each_real_file_once_and_never_lead_outside_or_loop(spark, make_config, small_mnist_model,
+                                                                          tmp_path):
+    folder, outside = tmp_path / "input", tmp_path / "elsewhere"
+    (folder / "sub").mkdir(parents=True)
+    outside.mkdir()
+    real = [_save_digit(small_mnist_model, i, folder / f"digit_{i}.png") for i in range(3)]
+    _save_digit(small_mnist_model, 3, outside / "secret.png")
+    (folder / "loop").symlink_to(folder)                              # a folder loop: walked into forever before
+    (folder / "sub" / "again.png").symlink_to(real[0])                # a second name for a file inside
+    (folder / "outside.png").symlink_to(outside / "secret.png")       # a file outside
+    (folder / "outside_folder").symlink_to(outside)                   # a folder outside
+    (folder / "ring_a.png").symlink_to(folder / "ring_b.png")         # a file loop
+    (folder / "ring_b.png").symlink_to(folder / "ring_a.png")
+    cfg = make_config("predict.skip_unreadable_images=true")
+    summary = run_prediction(spark, cfg, Layout.from_config(cfg, "run"), input_path=str(folder),
+                             model=small_mnist_model["trained"], output=str(tmp_path / "out"))
+    scored = [r["path"] for r in spark.read.parquet(str(tmp_path / "out" / "predictions.parquet")).collect()]
+    assert sorted(scored) == [str(path) for path in real]
+    assert (summary["count"], summary["duplicate_links_skipped"], summary["unreadable_count"]) == (3, 1, 4)
+    assert _csv_rows(tmp_path / "out" / "unreadable.csv") == [
+        ["path", "reason"],
+        [str(folder / "outside.png"), f"resolves outside the input folder (to {outside / 'secret.png'})"],
+        [str(folder / "outside_folder"), f"folder resolves outside the input folder (to {outside})"],
+        [str(folder / "ring_a.png"), "symbolic link loop"],
+        [str(folder / "ring_b.png"), "symbolic link loop"]]
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose header declares width x height 8-bit grey pixels, with no pixel data: what a decoder sees first."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
+    header = width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([8, 0, 0, 0, 0])
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+
+
+def test_images_over_the_pixel_cap_are_refused_from_their_header(spark, make_config, small_mnist_model, tmp_path):
+    folder = tmp_path / "input"
+    folder.mkdir()
+    _save_digit(small_mnist_model, 0, folder / "digit.png")                            # 56 x 56 = 3,136 pixels
+    Image.open(_save_digit(small_mnist_model, 1, folder / "wide.png")).resize((100, 100)).save(folder / "wide.png")
+    big = np.zeros((4000, 4200), dtype=np.uint8)  # 16,800,000 pixels, just over the default cap of 4096 x 4096
+    big[1000:3000, 2000:2400] = 255
+    Image.fromarray(big).save(folder / "big.png")
+    (folder / "bomb.png").write_bytes(_png_header_only(20_000, 20_000))
+    assert (folder / "big.png").stat().st_size < 100_000
+
+    def scored_and_unreadable(*overrides: str) -> tuple[int, list[list[str]]]:
+        cfg = make_config("predict.skip_unreadable_images=true", *overrides)
+        summary = run_prediction(spark, cfg, Layout.from_config(cfg, "run"), input_path=str(folder),
+                                 model=small_mnist_model["trained"], output=str(tmp_path / "out"))
+        return summary["count"], _csv_rows(tmp_path / "out" / "unreadable.csv")[1:]
+
+    # Over Pillow's own limit (2 x 89,478,485 pixels), its decompression-bomb error is the reason, not a crash.
+    bomb = [str(folder / "bomb.png"), "DecompressionBombError: Image size (400000000 pixels) exceeds limit of "
+                                      "178956970 pixels, could be decompression bomb DOS attack."]
+    assert scored_and_unreadable() == (2, [
+        [str(folder / "big.png"), "4200x4000 = 16800000 pixels, more than predict.max_image_pixels 16777216"], bomb])
+    assert scored_and_unreadable("predict.max_image_pixels=5000") == (1, [
+        [str(folder / "big.png"), "4200x4000 = 16800000 pixels, more than predict.max_image_pixels 5000"], bomb,
+        [str(folder / "wide.png"), "100x100 = 10000 pixels, more than predict.max_image_pixels 5000"]])
+
+
+def _csv_rows(path: Path) -> list[list[str]]:
+    return list(csv.reader(path.read_text().splitlines()))

@@ -1,19 +1,19 @@
-"""Ordinary image files (PNG/JPEG, any size, colour or greyscale, either polarity) -> the MNIST convention.
+"""Ordinary image files (PNG/JPEG, colour or greyscale, either polarity, up to a pixel cap) -> the MNIST convention.
 
 MNIST digits are light ink on a black background, size-normalised to fit a 20x20 box (aspect kept, with
 anti-aliasing) and centred by their centre of mass in a 28x28 field (LeCun et al.). A model trained on MNIST
 only recognises digits presented that way, so `to_mnist` does the same steps to any picture of a digit.
-Decoding runs on the executors (`decode_image_files` over Spark's binaryFile source): only paths and errors
-reach the driver.
+Decoding runs on the executors (`decode_image_files`), each file read from its path: only paths and errors reach
+the driver. A picture larger than predict.max_image_pixels is refused from its header, before it is decoded.
 """
 from __future__ import annotations
 
-import io
+import warnings
 from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from pyspark.sql import DataFrame
 from pyspark.sql.types import ArrayType, FloatType, StringType, StructField, StructType
 
@@ -21,6 +21,7 @@ MNIST_SIZE = 28
 MNIST_BOX = 20
 INK_THRESHOLD = 0.1  # of the peak ink level: fainter pixels are background noise (paper texture, JPEG blocks)
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+IMAGE_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP")  # the decoders for those names, and no others
 
 DECODED_SCHEMA = StructType([
     StructField("path", StringType(), nullable=False),
@@ -89,22 +90,55 @@ def centre_by_mass(ink: np.ndarray, size: int) -> np.ndarray:
     return field
 
 
-def decode_image_bytes(content: bytes) -> tuple[np.ndarray | None, str | None]:
-    """(MNIST-convention image, None) for a readable picture, (None, reason) otherwise."""
+def decode_image_file(path: str, max_pixels: int) -> tuple[np.ndarray | None, str | None]:
+    """(MNIST-convention image, None) for a readable picture of at most `max_pixels` pixels, (None, reason)
+    otherwise. Only the header is read before the size is known: a small file can hold a huge picture."""
     try:
-        with Image.open(io.BytesIO(content)) as image:
-            image.load()
-            return to_mnist(image), None
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        return None, f"{type(exc).__name__}: {exc}".splitlines()[0]
+        with _open_file(path) as stream:
+            if not stream.read(1):
+                return None, "empty file (0 bytes)"
+            stream.seek(0)
+            return _decode_stream(stream, max_pixels)
+    except OSError as exc:
+        return None, _reason(exc)
 
 
-def decode_image_files(files: DataFrame) -> DataFrame:
-    """binaryFile rows (path, content) -> (path, image or null, error or null), decoded on the executors."""
+def _open_file(path: str):
+    if "://" not in path or path.startswith("file://"):
+        return open(path.removeprefix("file://"), "rb")
+    from pipeline import storage
+    fs, p = storage.filesystem(path)
+    return fs.open_input_file(p)
+
+
+def _decode_stream(stream, max_pixels: int) -> tuple[np.ndarray | None, str | None]:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the pixel cap below is the limit
+            with Image.open(stream, formats=IMAGE_FORMATS) as image:     # lazy: the header only
+                width, height = image.size
+                if width * height > max_pixels:
+                    return None, (f"{width}x{height} = {width * height} pixels, more than "
+                                  f"predict.max_image_pixels {max_pixels}")
+                image.load()
+                return to_mnist(image), None
+    except (OSError, ValueError, SyntaxError, MemoryError, Image.DecompressionBombError) as exc:
+        return None, _reason(exc)
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, UnidentifiedImageError):  # PIL's message names a stream object, not the file
+        return f"{type(exc).__name__}: not a {', '.join(IMAGE_FORMATS)} image"
+    return f"{type(exc).__name__}: {exc}".splitlines()[0]
+
+
+def decode_image_files(files: DataFrame, max_pixels: int) -> DataFrame:
+    """Rows (path, source) -> (path, image or null, error or null): `source` (the real file behind `path`) read
+    and decoded on the executors."""
     def decode(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for batch in batches:
-            decoded = [decode_image_bytes(content) for content in batch["content"]]
+            decoded = [decode_image_file(source, max_pixels) for source in batch["source"]]
             yield pd.DataFrame({"path": batch["path"].to_numpy(),
                                 "image": [image for image, _ in decoded],
                                 "error": [error for _, error in decoded]})
-    return files.select("path", "content").mapInPandas(decode, DECODED_SCHEMA)
+    return files.select("path", "source").mapInPandas(decode, DECODED_SCHEMA)

@@ -20,6 +20,7 @@ from pipeline.data import readers, validate
 from pipeline.data.prepare import normalise_images
 from pipeline.errors import PipelineError
 from pipeline.layout import Layout
+from pipeline.predict.image_files import FolderListing, list_folder
 from pipeline.predict.images import IMAGE_EXTENSIONS, decode_image_files
 from pipeline.predict.scoring import IMAGE_SIZE, set_arrow_batch_rows
 from pipeline.schema import NORMALISATION
@@ -58,22 +59,27 @@ def _is_dir(path: str) -> bool:
 
 
 def _list_files(folder: str) -> list[str]:
-    """Visible files under `folder` (Spark's convention: names starting with '.' or '_' are hidden)."""
-    fs, p = storage.filesystem(folder)
-    infos = fs.get_file_info(pafs.FileSelector(p, recursive=True))
-    return [i.path for i in infos if i.type == pafs.FileType.File and not i.base_name.startswith((".", "_"))]
+    """Visible files under `folder` (Spark's convention: names starting with '.' or '_' are hidden), each real file
+    once and none from outside the folder."""
+    return [path for path, _ in list_folder(folder).files]
 
 
-def load_input(spark: SparkSession, cfg: PipelineConfig, layout: Layout,
-               source: PredictionInput) -> tuple[DataFrame, dict]:
-    """(DataFrame with the id column, `image` and maybe `label`; notes for the manifest, e.g. skipped files)."""
+@dataclass(frozen=True)
+class LoadedInput:
+    images: DataFrame               # the id column, `image` and maybe `label`
+    unreadable: DataFrame | None    # (path, reason) of each image file that cannot be scored; None for records
+    notes: dict                     # for the manifest
+
+
+def load_input(spark: SparkSession, cfg: PipelineConfig, layout: Layout, source: PredictionInput) -> LoadedInput:
+    """The input as a DataFrame of images, and for image files, the ones that cannot be scored."""
     if source.kind in ("curated", "parquet"):
         if not storage.exists(source.path):
             raise PipelineError(f"{source.path} not found: run jobs/prepare.py first, or pass --input")
-        return read_curated_parquet(spark, source.path), {}
+        return LoadedInput(read_curated_parquet(spark, source.path), None, {})
     if source.kind == "images":
         return read_image_folder(spark, cfg, source.path)
-    return read_raw_records(spark, cfg, layout, source.path), {}
+    return LoadedInput(read_raw_records(spark, cfg, layout, source.path), None, {})
 
 
 def read_curated_parquet(spark: SparkSession, path: str) -> DataFrame:
@@ -102,25 +108,23 @@ def check_image_arrays(df: DataFrame, path: str) -> None:
                                 f"({count} bad row{'s' if count > 1 else ''})")
 
 
-def read_image_folder(spark: SparkSession, cfg: PipelineConfig, path: str) -> tuple[DataFrame, dict]:
-    """Image files decoded on the executors; unreadable ones fail the job unless predict.skip_unreadable_images."""
-    files = (spark.read.format("binaryFile").option("recursiveFileLookup", "true").load(path)
-             .filter(F.lower("path").rlike(r"\.(" + "|".join(e[1:] for e in IMAGE_EXTENSIONS) + r")$")))
+def read_image_folder(spark: SparkSession, cfg: PipelineConfig, path: str) -> LoadedInput:
+    """Image files decoded on the executors: the readable ones, and every other one with its reason."""
+    listing = list_folder(path, IMAGE_EXTENSIONS) if _is_dir(path) else FolderListing(files=[(path, path)])
+    for link, same in listing.duplicates:
+        log.info("%s links to %s: scored once, as %s", link, same, same)
+    files = spark.createDataFrame(listing.files, "path string, source string")
     set_arrow_batch_rows(spark, cfg.predict.image_decode_batch_size)
-    decoded = decode_image_files(files).cache()
-    unreadable = [(r["path"], r["error"]) for r in decoded.filter(F.col("error").isNotNull())
-                  .select("path", "error").orderBy("path").collect()]
-    if unreadable and not cfg.predict.skip_unreadable_images:
-        decoded.unpersist()
-        first, reason = unreadable[0]
-        raise PipelineError(f"unreadable image {first} ({reason}); {len(unreadable)} unreadable file(s) in {path} "
-                            f"(set predict.skip_unreadable_images=true to skip them)")
-    for bad, reason in unreadable:
-        log.warning("skipped unreadable image %s: %s", bad, reason)
+    decoded = decode_image_files(files, cfg.predict.max_image_pixels).cache()
+    unreadable = (decoded.filter(F.col("error").isNotNull()).select("path", F.col("error").alias("reason"))
+                  .unionByName(spark.createDataFrame(listing.refused, "path string, reason string")))
     readable = decoded.filter(F.col("image").isNotNull()).select("path", "image")
-    if readable.limit(1).count() == 0:
+    return LoadedInput(readable, unreadable, {"duplicate_links_skipped": len(listing.duplicates)})
+
+
+def require_readable_images(images: DataFrame, path: str) -> None:
+    if images.limit(1).count() == 0:
         raise PipelineError(f"no readable image file in {path} (looked for {', '.join(IMAGE_EXTENSIONS)})")
-    return readable, {"unreadable_files": [{"path": p, "error": e} for p, e in unreadable]}
 
 
 def read_raw_records(spark: SparkSession, cfg: PipelineConfig, layout: Layout, path: str) -> DataFrame:
@@ -137,7 +141,8 @@ def read_raw_records(spark: SparkSession, cfg: PipelineConfig, layout: Layout, p
     if first is not None:
         raise PipelineError(f"{path}: {rejected.count()} record(s) cannot be scored; the first, "
                             f"{first['record_id']}: {first['reason']}")
-    return validate.valid_records(parsed).select("record_id", "image", "label").transform(normalise_images)
+    # No record was rejected; the data stage's suspect-image policies are for training data, not for scoring.
+    return parsed.select("record_id", "image", "label").transform(normalise_images)
 
 
 def raw_sources(path: str, data: DataConfig) -> tuple[str, list[readers.Source]]:

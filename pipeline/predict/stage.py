@@ -2,7 +2,9 @@
 
 Outputs under <output or layout.predictions/<input name>>/: predictions.parquet (id, prediction, confidence,
 probabilities, model, run_id, and label when the input has labels), metrics.json and confusion_matrix.csv when
-labelled, manifest.json (what was scored with what). An image folder's predictions are also printed.
+labelled, manifest.json (what was scored with what), and for image files unreadable.csv listing every file that
+could not be scored (only when skipping them is allowed; otherwise the job fails and the list is written beside
+the output folder, see unreadable.py). An image folder's predictions are also printed.
 """
 from __future__ import annotations
 
@@ -16,10 +18,11 @@ from pipeline import storage
 from pipeline.config import PipelineConfig
 from pipeline.evaluate.metrics import accuracy, confusion_matrix_csv, confusion_matrix_from_counts
 from pipeline.layout import Layout
-from pipeline.predict.inputs import load_input, resolve_input
+from pipeline.predict.inputs import LoadedInput, load_input, require_readable_images, resolve_input
 from pipeline.predict.model_safety import check_model_file
 from pipeline.predict.model_source import resolve_model
 from pipeline.predict.scoring import confidence, score_images, set_arrow_batch_rows
+from pipeline.predict.unreadable import LIST_NAME, enforce_policy, failure_list_path, write_list
 
 log = logging.getLogger(__name__)
 
@@ -32,26 +35,43 @@ def run_prediction(spark: SparkSession, cfg: PipelineConfig, layout: Layout, inp
     source = resolve_input(layout, input_path)
     out_dir = output_folder(layout, source.name, output)
     log.info("scoring %s (%s) with %s (%s)", source.path, source.kind, model_name, model_path)
-    images, notes = load_input(spark, cfg, layout, source)
-    labelled = "label" in images.columns
+    loaded = load_input(spark, cfg, layout, source)
+    notes = {**loaded.notes, **screen_unreadable(loaded, cfg, source.path, out_dir)}
+    labelled = "label" in loaded.images.columns
     run_id = layout.run_root.rstrip("/").rsplit("/", 1)[-1]
     set_arrow_batch_rows(spark, cfg.predict.batch_size)
     predictions = with_prediction_columns(
-        score_images(images, model_path, cfg.predict.batch_size, cfg.predict.tf_threads),
+        score_images(loaded.images, model_path, cfg.predict.batch_size, cfg.predict.tf_threads),
         source.id_column, labelled, model_name, run_id)
     with storage.publishing(out_dir) as tmp:
         predictions.write.parquet(f"{tmp}/predictions.parquet")
         # Aggregates come from the written Parquet, so the model scores every row exactly once.
         written = spark.read.parquet(f"{tmp}/predictions.parquet")
         summary = summarise(written, tmp, labelled, cfg.data.num_classes)
+        if notes.get("unreadable_count"):
+            write_list(loaded.unreadable, f"{tmp}/{LIST_NAME}")
         summary.update(model=model_name, model_path=model_path, input=source.path, input_kind=source.kind,
                        run_id=run_id, output=out_dir, **notes)
         storage.write_json(f"{tmp}/manifest.json", summary)
+    storage.remove(failure_list_path(out_dir))  # the list of an earlier failed attempt no longer applies
     log.info("%d predictions written to %s/predictions.parquet", summary["count"], out_dir)
+    if notes.get("unreadable_count"):
+        log.warning("%d unreadable image file(s) skipped (predict.skip_unreadable_images), listed in %s",
+                    notes["unreadable_count"], notes["unreadable_list"])
     if source.kind == "images":
         print(prediction_table(spark.read.parquet(f"{out_dir}/predictions.parquet"), source.path,
                                cfg.predict.print_rows))
     return {**summary, "skipped": False}
+
+
+def screen_unreadable(loaded: LoadedInput, cfg: PipelineConfig, input_path: str, out_dir: str) -> dict:
+    """Image files that cannot be scored fail the job unless skipping them is allowed, and so does a folder with
+    no readable one; returns the manifest's notes about them."""
+    if loaded.unreadable is None:
+        return {}
+    count = enforce_policy(loaded.unreadable, input_path, cfg.predict.skip_unreadable_images, out_dir)
+    require_readable_images(loaded.images, input_path)
+    return {"unreadable_count": count, "unreadable_list": f"{out_dir}/{LIST_NAME}" if count else None}
 
 
 def output_folder(layout: Layout, input_name: str, output: str | None) -> str:
