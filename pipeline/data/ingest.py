@@ -43,6 +43,7 @@ def run_ingest(spark: SparkSession, cfg: PipelineConfig, layout: Layout, force: 
         return {**_summary(storage.read_json(layout.raw_manifest), layout), "skipped": True}
     storage.remove(layout.raw_manifest)     # from here on, later stages see no raw table until this run completes
     counts, tasks = readers.plan_tasks(fmt, sources, scans, data)
+    readers.require_records(fmt, sources, counts)
     log.info("ingest: %s input %s, %s records in %d parse tasks", fmt, layout.input_dir,
              ", ".join(f"{s} {n}" for s, n in counts.items()), len(tasks))
     image_bytes = data.image_height * data.image_width

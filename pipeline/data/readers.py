@@ -122,12 +122,15 @@ def plan_tasks(fmt: str, sources: list[Source], scans: list[dict], data: DataCon
         if scanned.get("error"):
             raise PipelineError(f"{source.name}: {scanned['error']}")
     planners = {"idx": _plan_idx, "npz": _plan_npz, "csv": _plan_csv}
-    counts, tasks = planners[fmt](sources, scans, data)
+    return planners[fmt](sources, scans, data)
+
+
+def require_records(fmt: str, sources: list[Source], counts: dict[str, int]) -> None:
+    """Every source split has records: a raw table without one would only fail later, in prepare or evaluate."""
     files = split_files(fmt, sources)
     for split, count in counts.items():
-        if count == 0:      # a raw table without this split would only fail later, in prepare or evaluate
+        if count == 0:
             raise PipelineError(f"{files[split]}: no records, so the {split} split would be empty")
-    return counts, tasks
 
 
 def split_files(fmt: str, sources: list[Source]) -> dict[str, str]:
