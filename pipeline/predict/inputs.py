@@ -69,6 +69,11 @@ class LoadedInput:
     images: DataFrame               # the id column, `image` and maybe `label`
     unreadable: DataFrame | None    # (path, reason) of each image file that cannot be scored; None for records
     notes: dict                     # for the manifest
+    cached: DataFrame | None = None  # decoded images held in memory, until release()
+
+    def release(self) -> None:
+        if self.cached is not None:
+            self.cached.unpersist()
 
 
 def load_input(spark: SparkSession, cfg: PipelineConfig, layout: Layout, source: PredictionInput) -> LoadedInput:
@@ -112,14 +117,14 @@ def read_image_folder(spark: SparkSession, cfg: PipelineConfig, path: str) -> Lo
     """Image files decoded on the executors: the readable ones, and every other one with its reason."""
     listing = list_folder(path, IMAGE_EXTENSIONS) if _is_dir(path) else FolderListing(files=[(path, path)])
     for link, same in listing.duplicates:
-        log.info("%s links to %s: scored once, as %s", link, same, same)
+        log.info("%s is a link to %s: that file is scored once, under its own name", link, same)
     files = spark.createDataFrame(listing.files, "path string, source string")
     set_arrow_batch_rows(spark, cfg.predict.image_decode_batch_size)
     decoded = decode_image_files(files, cfg.predict.max_image_pixels).cache()
     unreadable = (decoded.filter(F.col("error").isNotNull()).select("path", F.col("error").alias("reason"))
                   .unionByName(spark.createDataFrame(listing.refused, "path string, reason string")))
     readable = decoded.filter(F.col("image").isNotNull()).select("path", "image")
-    return LoadedInput(readable, unreadable, {"duplicate_links_skipped": len(listing.duplicates)})
+    return LoadedInput(readable, unreadable, {"duplicate_links_skipped": len(listing.duplicates)}, decoded)
 
 
 def require_readable_images(images: DataFrame, path: str) -> None:

@@ -16,6 +16,7 @@ from pyspark.sql import DataFrame, SparkSession
 
 from pipeline import storage
 from pipeline.config import PipelineConfig
+from pipeline.errors import PipelineError
 from pipeline.evaluate.metrics import accuracy, confusion_matrix_csv, confusion_matrix_from_counts
 from pipeline.layout import Layout
 from pipeline.predict.inputs import LoadedInput, load_input, require_readable_images, resolve_input
@@ -53,6 +54,7 @@ def run_prediction(spark: SparkSession, cfg: PipelineConfig, layout: Layout, inp
         summary.update(model=model_name, model_path=model_path, input=source.path, input_kind=source.kind,
                        run_id=run_id, output=out_dir, **notes)
         storage.write_json(f"{tmp}/manifest.json", summary)
+    loaded.release()
     storage.remove(failure_list_path(out_dir))  # the list of an earlier failed attempt no longer applies
     log.info("%d predictions written to %s/predictions.parquet", summary["count"], out_dir)
     if notes.get("unreadable_count"):
@@ -69,8 +71,12 @@ def screen_unreadable(loaded: LoadedInput, cfg: PipelineConfig, input_path: str,
     no readable one; returns the manifest's notes about them."""
     if loaded.unreadable is None:
         return {}
-    count = enforce_policy(loaded.unreadable, input_path, cfg.predict.skip_unreadable_images, out_dir)
-    require_readable_images(loaded.images, input_path)
+    try:
+        count = enforce_policy(loaded.unreadable, input_path, cfg.predict.skip_unreadable_images, out_dir)
+        require_readable_images(loaded.images, input_path)
+    except PipelineError:
+        loaded.release()
+        raise
     return {"unreadable_count": count, "unreadable_list": f"{out_dir}/{LIST_NAME}" if count else None}
 
 
