@@ -1,11 +1,15 @@
 """The pipeline on a real Spark standalone cluster (a master and two 1-core workers on 127.0.0.1), submitted with
 spark-submit exactly as the README says, with the cluster always brought down, also when a test fails.
 
-Which executor ran each Horovod rank is read from the driver's Spark event log: the tasks of every
-`horovod.spark.run` job group, with their executor ids.
+No test waits a fixed time: each waits for an event (a file, a log line, a process, the driver's REST status) up
+to a bound, and fails naming the event that did not come. Tests that only read share one module cluster; a test
+that kills a worker or stops the cluster gets one of its own, so every test runs alone or in any order.
+
+Which executor ran each task is read from the driver's Spark event log, one log folder per submitted job.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -13,6 +17,10 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -26,16 +34,41 @@ SPARK_SUBMIT = str(REPO_ROOT / ".venv" / "bin" / "spark-submit")
 CLUSTER_SCRIPT = str(REPO_ROOT / "scripts" / "cluster.py")
 REPORT_SECTIONS = 9
 QUICK = load_config(REPO_ROOT / "conf" / "cluster-local.yaml", "quick")
+RESUME_EPOCHS = 3
+
+# A driver that waits for an executor on every worker, runs Python tasks on both (each executor starts its Python
+# workers), says so, then holds them until the test kills it.
+HOLD_EXECUTORS = """
+import threading, time
+from pyspark.sql import SparkSession
+spark = SparkSession.builder.appName("hold-executors").config("spark.executor.memory", "512m").getOrCreate()
+while spark.sparkContext._jsc.sc().getExecutorMemoryStatus().size() < 3:  # the driver and two executors
+    time.sleep(0.1)
+spark.sparkContext.parallelize(range(8), 8).map(lambda x: x * x).sum()
+print("holding", flush=True)
+threading.Event().wait()
+"""
+
+# spark-class of a Spark home whose master is the real one and whose workers never register: they only wait,
+# with the worker's arguments (hence the cluster's folder) on their command line.
+NEVER_REGISTERING_WORKERS = """#!/usr/bin/env bash
+case "$1" in
+  *.Worker) exec {python} -c 'import signal; signal.pause()' "$@" ;;
+  *) SPARK_HOME={spark_home} exec {spark_home}/bin/spark-class "$@" ;;
+esac
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def free_ports(count: int) -> list[int]:
     """`count` ports free right now; the last two consecutive (worker UI ports are base, base + 1)."""
     for _ in range(50):
-        ports = []
-        for _ in range(count - 1):
-            with socket.socket() as sock:
-                sock.bind(("127.0.0.1", 0))
-                ports.append(sock.getsockname()[1])
+        ports = [free_port() for _ in range(count - 1)]
         base = ports[-1]
         if _is_free(base + 1) and base + 1 not in ports:
             return [*ports, base + 1]
@@ -50,13 +83,13 @@ def _is_free(port: int) -> bool:
 class Cluster:
     """A cluster started by scripts/cluster.py on free ports, its state under `root`."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, **env: str):
         master, master_ui, worker_ui, _ = free_ports(4)
         self.root = root
         self.master_url = f"spark://127.0.0.1:{master}"
         self.env = {**os.environ, "CLUSTER_DIR": str(root / "cluster"), "CLUSTER_MASTER_PORT": str(master),
                     "CLUSTER_MASTER_UI_PORT": str(master_ui), "CLUSTER_WORKER_UI_PORT": str(worker_ui),
-                    "CLUSTER_TIMEOUT": "120", "SPARK_LOCAL_IP": "127.0.0.1", "PYSPARK_PYTHON": PYTHON}
+                    "CLUSTER_TIMEOUT": "120", "SPARK_LOCAL_IP": "127.0.0.1", "PYSPARK_PYTHON": PYTHON, **env}
 
     def script(self, command: str) -> subprocess.CompletedProcess:
         return subprocess.run([PYTHON, CLUSTER_SCRIPT, command], env=self.env, capture_output=True, text=True,
@@ -67,19 +100,20 @@ class Cluster:
         state = json.loads((self.root / "cluster" / "pids.json").read_text())
         return {p["name"]: p["pid"] for p in state["processes"]}
 
-    def submit(self, job: str, *args: str, log_name: str, timeout: float = 900) -> subprocess.CompletedProcess:
+    def submit(self, job: str, *args: str, log_name: str, timeout: float = 900) -> subprocess.Popen:
         """spark-submit `job` with the shipped package and wait for it; its output is kept in `root/log_name`."""
         proc = self.start(job, *args, log_name=log_name)
         return finish(proc, timeout)
 
-    def start(self, job: str, *args: str, log_name: str) -> subprocess.Popen:
-        """spark-submit `job` in a session of its own (so a timeout can stop the driver's whole process tree)."""
-        conf = ["--conf=spark.eventLog.enabled=true", f"--conf=spark.eventLog.dir=file://{self.events}"]
+    def start(self, job: str | Path, *args: str, log_name: str) -> subprocess.Popen:
+        """spark-submit `job` (relative to the repo, or absolute) in a session of its own, so that a test can stop
+        the driver's whole process tree; Spark's event log goes to `self.events(log_name)`."""
+        conf = ["--conf=spark.eventLog.enabled=true", f"--conf=spark.eventLog.dir=file://{self.events(log_name)}"]
         argv = [SPARK_SUBMIT, "--master", self.master_url, "--py-files", str(REPO_ROOT / "dist" / "pipeline.zip"),
                 "--driver-memory", "2g", *conf, str(REPO_ROOT / job), *args]
         log = open(self.root / log_name, "w")
         proc = subprocess.Popen(argv, env=self.env, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)
+                                stdin=subprocess.DEVNULL, start_new_session=True)
         proc.log_path, proc.log_file = self.root / log_name, log
         return proc
 
@@ -89,11 +123,23 @@ class Cluster:
                 "--set", f"paths.data={out / 'data'}", "--set", f"paths.runs={out / 'runs'}",
                 "--set", f"paths.store={out / 'store'}"]
 
-    @property
-    def events(self) -> Path:
-        path = self.root / "events"
-        path.mkdir(exist_ok=True)
+    def events(self, log_name: str) -> Path:
+        path = self.root / "events" / Path(log_name).stem
+        path.mkdir(parents=True, exist_ok=True)
         return path
+
+
+@contextlib.contextmanager
+def running_cluster(root: Path):
+    """A cluster that is up inside the block and down after it, whatever happened (even when `up` failed
+    half-way)."""
+    cluster = Cluster(root)
+    try:
+        started = cluster.script("up")
+        assert started.returncode == 0, f"cluster.py up failed: {started.stderr}"
+        yield cluster
+    finally:
+        cluster.script("down")
 
 
 @pytest.fixture(scope="module")
@@ -104,28 +150,67 @@ def dist():
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory, dist):
-    """Up before the module's tests, down after them whatever happened (even when `up` itself failed half-way)."""
-    cluster = Cluster(tmp_path_factory.mktemp("cluster"))
-    try:
-        started = cluster.script("up")
-        assert started.returncode == 0, started.stderr
+    """The module's shared cluster: its tests may kill an executor, never a worker or a daemon."""
+    with running_cluster(tmp_path_factory.mktemp("cluster")) as cluster:
         yield cluster
-    finally:
-        cluster.script("down")
+
+
+@pytest.fixture
+def own_cluster(tmp_path, dist):
+    """A cluster for one test that kills a worker or stops the cluster."""
+    with running_cluster(tmp_path) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def job_cleanup():
+    """Jobs a test `start`s and registers here are stopped (their whole process group) when the test ends."""
+    jobs: list[subprocess.Popen] = []
+    yield jobs.append
+    for proc in jobs:
+        if proc.poll() is None:
+            stop_job(proc)
 
 
 def finish(proc: subprocess.Popen, timeout: float) -> subprocess.Popen:
-    """Wait for a submitted job; past `timeout` kill its whole process group and fail the test."""
+    """Wait for a submitted job; past `timeout` stop its whole process group and fail the test."""
     try:
         proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+        stop_job(proc)
         pytest.fail(f"{proc.log_path.name}: no result within {timeout:.0f}s (hung?)\n{tail(read_log(proc))}")
     finally:
         proc.log_file.close()
     proc.log = read_log(proc)
     return proc
+
+
+def stop_job(proc: subprocess.Popen) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    proc.log_file.close()
+
+
+def wait_for(condition: Callable, what: str, timeout: float, job: subprocess.Popen | None = None,
+             every: float = 0.2):
+    """Poll `condition` until it returns something truthy and return that. Fail, naming `what` was awaited, when
+    `timeout` seconds pass or `job` ends first (a job still running then is stopped)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if job is not None and job.poll() is not None:
+            job.log_file.close()
+            pytest.fail(f"{job.log_path.name}: job ended (code {job.returncode}) before {what}\n"
+                        f"{tail(read_log(job))}")
+        if time.monotonic() > deadline:
+            if job is None:
+                pytest.fail(f"no {what} within {timeout:.0f}s")
+            stop_job(job)
+            pytest.fail(f"{job.log_path.name}: no {what} within {timeout:.0f}s\n{tail(read_log(job))}")
+        time.sleep(every)
 
 
 def read_log(proc: subprocess.Popen) -> str:
@@ -137,25 +222,209 @@ def tail(text: str, lines: int = 25) -> str:
     return "\n".join([line for line in text.splitlines() if " INFO " not in line][-lines:])
 
 
+def read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def spark_events(event_dir: Path) -> list[dict]:
+    """Every event of every application logged under `event_dir`, in order."""
+    return [json.loads(line) for path in sorted(event_dir.iterdir())
+            for line in path.read_text(errors="replace").splitlines()]
+
+
 def horovod_executors(event_dir: Path) -> list[set[str]]:
     """For each horovod.spark.run job in the event logs, the executor ids of its finished tasks."""
     groups: dict[int, str] = {}
     stage_job: dict[int, int] = {}
     executors: dict[str, set[str]] = {}
-    for path in sorted(event_dir.iterdir()):
-        for line in path.read_text(errors="replace").splitlines():
-            event = json.loads(line)
-            kind = event.get("Event")
-            if kind == "SparkListenerJobStart":
-                group = (event.get("Properties") or {}).get("spark.jobGroup.id", "")
-                if group.startswith("horovod.spark.run"):
-                    groups[event["Job ID"]] = f"{path.name}/{group}"
-                    stage_job.update({s: event["Job ID"] for s in event["Stage IDs"]})
-            elif kind == "SparkListenerTaskEnd" and event["Stage ID"] in stage_job:
-                group = groups[stage_job[event["Stage ID"]]]
-                executors.setdefault(group, set()).add(event["Task Info"]["Executor ID"])
+    for event in spark_events(event_dir):
+        kind = event.get("Event")
+        if kind == "SparkListenerJobStart":
+            group = (event.get("Properties") or {}).get("spark.jobGroup.id", "")
+            if group.startswith("horovod.spark.run"):
+                groups[event["Job ID"]] = group
+                stage_job.update({s: event["Job ID"] for s in event["Stage IDs"]})
+        elif kind == "SparkListenerTaskEnd" and event["Stage ID"] in stage_job:
+            group = groups[stage_job[event["Stage ID"]]]
+            executors.setdefault(group, set()).add(event["Task Info"]["Executor ID"])
     return list(executors.values())
 
+
+def task_ends(event_dir: Path) -> list[dict]:
+    """(task id, stage id, partition index, executor id, end reason) of every finished task in the event logs."""
+    return [{"task": e["Task Info"]["Task ID"], "stage": e["Stage ID"], "index": e["Task Info"]["Index"],
+             "executor": e["Task Info"]["Executor ID"], "reason": e["Task End Reason"]["Reason"]}
+            for e in spark_events(event_dir) if e.get("Event") == "SparkListenerTaskEnd"]
+
+
+# --- processes: executors, freezing, leftovers -----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Executor:
+    pid: int
+    id: str     # Spark's executor id: a standalone worker runs it in <work-dir>/<app-id>/<executor-id>
+
+
+def executor_of(cluster: Cluster, worker: str) -> Executor | None:
+    """The live executor JVM that `worker` launched (its working directory is under the worker's), if any."""
+    work_dir = cluster.root / "cluster" / "work" / worker
+    for pid in processes_mentioning("CoarseGrainedExecutorBackend"):
+        with contextlib.suppress(OSError):
+            cwd = Path(os.readlink(f"/proc/{pid}/cwd"))
+            if cwd.parent.parent == work_dir and is_alive(pid):
+                return Executor(pid, cwd.name)
+    return None
+
+
+def executor_on_every_worker(cluster: Cluster) -> list[Executor] | None:
+    executors = [executor_of(cluster, worker) for worker in ("worker-1", "worker-2")]
+    return executors if all(executors) else None
+
+
+def freeze(pids: list[int]) -> float:
+    """SIGSTOP `pids` and wait until every thread of each has stopped; return that moment (time.time())."""
+    for pid in pids:
+        os.kill(pid, signal.SIGSTOP)
+    wait_for(lambda: all(_all_threads_stopped(pid) for pid in pids), f"stop of processes {pids}", timeout=30,
+             every=0.01)
+    return time.time()
+
+
+def thaw(pids: list[int]) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)
+
+
+def _all_threads_stopped(pid: int) -> bool:
+    try:
+        return all(_state(task) == "T" for task in Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return True  # it has exited
+
+
+def _state(proc_dir: Path) -> str:
+    return (proc_dir / "stat").read_text().rsplit(")", 1)[1].split()[0]
+
+
+def descendants(pid: int) -> list[int]:
+    """Pids of every live process below `pid` in the process tree."""
+    children: dict[int, list[int]] = {}
+    for proc in Path("/proc").iterdir():
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            if proc.name.isdigit():
+                parent = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                children.setdefault(parent, []).append(int(proc.name))
+    found, todo = [], list(children.get(pid, []))
+    while todo:
+        child = todo.pop()
+        found.append(child)
+        todo.extend(children.get(child, []))
+    return found
+
+
+def is_alive(pid: int) -> bool:
+    """Running, not a zombie: a killed worker whose parent has gone stays in /proc until init reaps it."""
+    try:
+        return _state(Path(f"/proc/{pid}")) != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def command_line(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def processes_mentioning(text: str) -> list[int]:
+    """Pids of live processes whose command line contains `text`."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        with contextlib.suppress(OSError):
+            if proc.name.isdigit() and text in (proc / "cmdline").read_bytes().decode(errors="replace"):
+                found.append(int(proc.name))
+    return [pid for pid in found if is_alive(pid)]
+
+
+def cluster_processes(cluster: Cluster) -> list[int]:
+    """Live processes of the cluster: its folder on their command line (daemons, executors' classpath) or as
+    their working directory (executors and their Python workers)."""
+    root = str(cluster.root / "cluster")
+    found = set(processes_mentioning(root))
+    for proc in Path("/proc").iterdir():
+        with contextlib.suppress(OSError):
+            if proc.name.isdigit() and os.readlink(proc / "cwd").startswith(root) and is_alive(int(proc.name)):
+                found.add(int(proc.name))
+    return sorted(found)
+
+
+# --- the driver's REST status ----------------------------------------------------------------------------------
+
+class DriverStatus:
+    """The running tasks of a job's one application, from its driver's REST API (the UI the test turned on)."""
+
+    def __init__(self, ui_port: int):
+        self.api = f"http://127.0.0.1:{ui_port}/api/v1"
+
+    def running_tasks(self) -> list[dict]:
+        apps = self._get("/applications") or []
+        stages = self._get(f"/applications/{apps[0]['id']}/stages?status=active&details=true") if apps else None
+        return [task for stage in stages or [] for task in (stage.get("tasks") or {}).values()
+                if task["status"] == "RUNNING"]
+
+    def _get(self, path: str):
+        try:
+            with urllib.request.urlopen(self.api + path, timeout=10) as response:
+                return json.load(response)
+        except (OSError, ValueError):
+            return None  # the UI is not up yet, or the application is gone
+
+
+def launched_at(task: dict) -> float:
+    """The driver's launch time of a REST task record (milliseconds, GMT) as time.time() seconds."""
+    return datetime.strptime(task["launchTime"].replace("GMT", "+0000"), "%Y-%m-%dT%H:%M:%S.%f%z").timestamp()
+
+
+def freeze_holding_a_lost_task(executor: Executor, driver: DriverStatus, job: subprocess.Popen,
+                               timeout: float = 300) -> dict:
+    """Freeze `executor` at a moment it holds a task that can no longer finish; return that task (REST record).
+
+    A task the driver launches after the freeze can never run (the frozen JVM never reads it). A task that was
+    running at the freeze may have finished unseen; when the job waits on such a task alone, thaw, let it
+    finish, and freeze again.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        frozen_at = freeze([executor.pid])
+        launched_after, older = wait_for(
+            lambda since=frozen_at: _task_verdict(driver.running_tasks(), executor.id, since),
+            f"a task on executor {executor.id} after its freeze", job=job, timeout=deadline - time.monotonic())
+        if launched_after:
+            return launched_after
+        thaw([executor.pid])
+        wait_for(lambda task=older["taskId"]: all(t["taskId"] != task for t in driver.running_tasks()),
+                 f"end of task {older['taskId']} on thawed executor {executor.id}", job=job,
+                 timeout=deadline - time.monotonic())
+
+
+def _task_verdict(running: list[dict], executor_id: str, frozen_at: float) -> tuple[dict | None, dict | None]:
+    """(a task launched on the executor after `frozen_at`, None), or (None, its older task) when nothing but that
+    task runs anywhere, or () to keep waiting."""
+    on_it = [t for t in running if t["executorId"] == executor_id]
+    launched_after = [t for t in on_it if launched_at(t) > frozen_at]
+    if launched_after:
+        return launched_after[0], None
+    if on_it and len(on_it) == len(running):
+        return None, on_it[0]
+    return ()
+
+
+# --- the shared cluster ----------------------------------------------------------------------------------------
 
 def test_cluster_up_registers_two_one_core_workers(cluster):
     status = cluster.script("status")
@@ -200,25 +469,35 @@ def test_quick_pipeline_on_cluster_writes_every_output(quick_run):
 
 
 def test_every_horovod_run_spans_both_executors(cluster, quick_run):
-    runs = horovod_executors(cluster.events)
+    runs = horovod_executors(cluster.events("quick.log"))
     assert len(runs) == 3  # one horovod.spark.run per model
     assert all(len(executors) == 2 for executors in runs), runs
 
 
-def test_horovod_rank_lost_fails_fast_then_rerun_resumes_from_checkpoint(cluster, quick_run):
+def test_horovod_rank_lost_fails_fast_then_rerun_resumes_from_checkpoint(cluster, quick_run, job_cleanup):
     """Kill the executor of one rank after the first checkpoint: one clear error line, no hang; the rerun
-    resumes at the checkpointed epoch. The worker stays up, so the master gives the app a new executor."""
+    resumes at the checkpointed epoch. The worker stays up, so the master gives the app a new executor.
+
+    The executor and its processes (the rank among them) are frozen first: with one rank stopped the other
+    blocks in its next allreduce, so training cannot get past the checkpoint read after the freeze."""
     out, _ = quick_run
-    args = [*cluster.pipeline_args(out), "--model", "model_1", "--set", "train.models.model_1.epochs=3",
+    args = [*cluster.pipeline_args(out), "--model", "model_1", "--set", f"train.models.model_1.epochs={RESUME_EPOCHS}",
             "--run-id", "cluster-resume"]
     model_dir = out / "runs" / "cluster-resume" / "train" / "model_1"
     proc = cluster.start("jobs/train.py", *args, log_name="train-killed.log")
-    state = wait_for(lambda: read_json(model_dir / "checkpoint" / "state.json"), proc, timeout=420)
-    os.kill(executor_pid(cluster, "worker-2"), signal.SIGKILL)
-    killed_at = time.monotonic()
+    job_cleanup(proc)
+    wait_for(lambda: read_json(model_dir / "checkpoint" / "state.json"), "first checkpoint of model_1", job=proc,
+             timeout=420)
+    executor = wait_for(lambda: executor_of(cluster, "worker-2"), "executor on worker-2", job=proc, timeout=60)
+    frozen = [executor.pid, *descendants(executor.pid)]
+    assert any("horovod.spark.task.gloo_exec_fn" in command_line(pid) for pid in frozen), "no rank under the executor"
+    freeze(frozen)
+    state = read_json(model_dir / "checkpoint" / "state.json")
+    os.kill(executor.pid, signal.SIGKILL)
+    thaw(frozen)  # what ran under the executor now sees it gone, as after a real loss
+    assert state and state["epoch"] <= RESUME_EPOCHS - 2, f"training got too far before the kill: {state}"
     finish(proc, timeout=300)
     assert proc.returncode == 1, tail(proc.log)
-    assert time.monotonic() - killed_at < 300
     error = [line for line in proc.log.splitlines() if line.startswith("ERROR [train]")]
     assert error and error[0].startswith("ERROR [train]: training model_1 failed on the Horovod workers"), \
         tail(proc.log)
@@ -226,23 +505,35 @@ def test_horovod_rank_lost_fails_fast_then_rerun_resumes_from_checkpoint(cluster
     assert rerun.returncode == 0, tail(rerun.log)
     history = json.loads((model_dir / "history.json").read_text())
     assert history["resumed_from_epoch"] >= state["epoch"] >= 1
-    assert history["complete"] and history["epochs_completed"] == 3
-    assert [e["epoch"] for e in history["epochs"]] == [1, 2, 3]
+    assert history["complete"] and history["epochs_completed"] == RESUME_EPOCHS
+    assert [e["epoch"] for e in history["epochs"]] == list(range(1, RESUME_EPOCHS + 1))
 
 
-def test_worker_lost_mid_ingest_retries_on_the_other_and_output_equals_clean_run(cluster, quick_run):
-    """Kill worker-2 (its recorded pid) while ingest parses the 70,000 bundled images: the lost tasks rerun on
-    worker-1 and the raw table equals the one of the undisturbed quick run, row for row."""
+# --- tests with a cluster of their own -------------------------------------------------------------------------
+
+def test_worker_lost_mid_ingest_retries_on_the_other_and_output_equals_clean_run(own_cluster, quick_run,
+                                                                                 job_cleanup):
+    """Kill worker-2 (its recorded pid) and its executor while that executor holds an ingest task: the lost task
+    reruns on worker-1 and the raw table equals the one of the undisturbed quick run, row for row."""
     import pyarrow.parquet as pq
     out, _ = quick_run
-    kill_out = cluster.root / "out-killed"
-    proc = cluster.start("jobs/ingest.py", *cluster.pipeline_args(kill_out), log_name="ingest-killed.log")
-    wait_for(lambda: "records in" in read_log(proc) and executor_pid(cluster, "worker-2"), proc, timeout=300)
-    time.sleep(5)  # the parse tasks are running on both executors
-    os.kill(cluster.processes["worker-2"], signal.SIGKILL)
+    kill_out, ui_port = own_cluster.root / "out-killed", free_port()
+    proc = own_cluster.start("jobs/ingest.py", *own_cluster.pipeline_args(kill_out), "--set", "spark.ui_enabled=true",
+                             "--set", f"spark.settings.spark.ui.port={ui_port}", log_name="ingest-killed.log")
+    job_cleanup(proc)
+    wait_for(lambda: "records in" in read_log(proc), "ingest's parse plan (log line 'records in')", job=proc,
+             timeout=300)
+    executor = wait_for(lambda: executor_of(own_cluster, "worker-2"), "executor on worker-2", job=proc, timeout=60)
+    held = freeze_holding_a_lost_task(executor, DriverStatus(ui_port), proc)
+    os.kill(own_cluster.processes["worker-2"], signal.SIGKILL)  # the worker first: it must not relaunch one
+    os.kill(executor.pid, signal.SIGKILL)
     finish(proc, timeout=420)
     assert proc.returncode == 0, tail(proc.log)
-    assert "ExecutorLostFailure" in proc.log or "Lost executor" in proc.log, "worker-2 died after the stage ended"
+    ends = task_ends(own_cluster.events("ingest-killed.log"))
+    lost = [t for t in ends if t["task"] == held["taskId"]]
+    assert [(t["executor"], t["reason"]) for t in lost] == [(executor.id, "ExecutorLostFailure")], ends
+    assert [t for t in ends if (t["stage"], t["index"]) == (lost[0]["stage"], lost[0]["index"])
+            and t["reason"] == "Success" and t["executor"] != executor.id], f"task {held['taskId']} not rerun"
     clean_root, = (out / "data").glob("ingest-*")
     killed_root = kill_out / "data" / clean_root.name
     clean, killed = (pq.read_table(root / "raw").sort_by("record_id") for root in (clean_root, killed_root))
@@ -251,79 +542,41 @@ def test_worker_lost_mid_ingest_retries_on_the_other_and_output_equals_clean_run
     assert read_json(killed_root / "validation_report.json") == read_json(clean_root / "validation_report.json")
 
 
-def wait_for(condition, proc: subprocess.Popen, timeout: float, every: float = 1.0):
-    """Poll `condition` until it returns something truthy; fail if the job ends or `timeout` passes first."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        if proc.poll() is not None:
-            pytest.fail(f"job ended (code {proc.returncode}) before the moment to inject the failure\n"
-                        f"{tail(read_log(proc))}")
-        time.sleep(every)
-    finish(proc, timeout=0.1)
+def test_cluster_down_stops_exactly_the_recorded_processes(own_cluster, job_cleanup):
+    """With an application holding an executor on each worker: `down` stops the daemons, the executors and
+    their Python workers go with their workers, and a second `down` finds nothing."""
+    holder_script = own_cluster.root / "hold_executors.py"
+    holder_script.write_text(HOLD_EXECUTORS)
+    holder = own_cluster.start(holder_script, log_name="hold.log")
+    job_cleanup(holder)
+    wait_for(lambda: "holding" in read_log(holder), "Python tasks on both executors", job=holder, timeout=180)
+    executors = executor_on_every_worker(own_cluster)
+    assert executors and all(descendants(e.pid) for e in executors), "an executor without Python workers"
+    pids = own_cluster.processes
+    stopped = own_cluster.script("down")
+    assert stopped.stdout.strip() == "cluster down: stopped master, worker-1, worker-2", stopped.stderr
+    assert not [pid for pid in [*pids.values(), *(e.pid for e in executors)] if is_alive(pid)]
+    # The executors' Python workers (a process group of their own) leave when their executor's pipe closes.
+    wait_for(lambda: not cluster_processes(own_cluster), "exit of the executors' Python workers", timeout=60)
+    assert own_cluster.script("down").stdout.strip() == "cluster down: nothing was running"
 
 
-def read_json(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def executor_pid(cluster: Cluster, worker: str) -> int | None:
-    """The pid of the live executor JVM that `worker` launched (its working directory is under the worker's)."""
-    work_dir = str(cluster.root / "cluster" / "work" / worker) + "/"
-    for pid in processes_mentioning("CoarseGrainedExecutorBackend"):
-        try:
-            if os.readlink(f"/proc/{pid}/cwd").startswith(work_dir):
-                return pid
-        except OSError:
-            continue
-    return None
-
-
-def test_cluster_up_that_times_out_fails_in_one_line_and_cleans_up(tmp_path, dist):
-    cluster = Cluster(tmp_path)
-    cluster.env["CLUSTER_TIMEOUT"] = "1"
+def test_cluster_up_that_times_out_fails_in_one_line_and_cleans_up(tmp_path):
+    """Workers that never register (a Spark home whose workers only wait): `up` gives up at CLUSTER_TIMEOUT with
+    one line, stops the master and the workers, and forgets them."""
+    real_home = Path(subprocess.run([PYTHON, "-c", "import pyspark, os; print(os.path.dirname(pyspark.__file__))"],
+                                    capture_output=True, text=True, check=True).stdout.strip())
+    (tmp_path / "spark" / "bin").mkdir(parents=True)
+    spark_class = tmp_path / "spark" / "bin" / "spark-class"
+    spark_class.write_text(NEVER_REGISTERING_WORKERS.format(python=PYTHON, spark_home=real_home))
+    spark_class.chmod(0o755)
+    cluster = Cluster(tmp_path, SPARK_HOME=str(tmp_path / "spark"), CLUSTER_TIMEOUT="3")
     try:
         failed = cluster.script("up")
     finally:
         cluster.script("down")
     assert failed.returncode == 1
-    assert re.fullmatch(rf"ERROR: only [01] of 2 workers registered with {cluster.master_url} within 1s "
-                        rf"\(logs: {tmp_path}/cluster/logs\)\n", failed.stderr)
+    assert failed.stderr == (f"ERROR: only 0 of 2 workers registered with {cluster.master_url} within 3s "
+                             f"(logs: {tmp_path}/cluster/logs)\n")
     assert not (tmp_path / "cluster" / "pids.json").exists()
-    assert not processes_mentioning(str(tmp_path / "cluster"))
-
-
-def test_cluster_down_stops_exactly_the_recorded_processes(cluster, quick_run):
-    """Last in the module: the module fixture's own `down` then finds nothing left to stop."""
-    pids = cluster.processes
-    alive = [name for name, pid in pids.items() if is_alive(pid)]  # worker-2 was killed above
-    stopped = cluster.script("down")
-    assert stopped.stdout.strip() == f"cluster down: stopped {', '.join(alive)}" and "master" in alive
-    assert not any(is_alive(pid) for pid in pids.values())
-    assert not processes_mentioning(str(cluster.root / "cluster"))  # executors went with their workers
-    assert cluster.script("down").stdout.strip() == "cluster down: nothing was running"
-
-
-def is_alive(pid: int) -> bool:
-    """Running, not a zombie: a killed worker whose parent has gone stays in /proc until init reaps it."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
-
-
-def processes_mentioning(text: str) -> list[int]:
-    """Pids of live processes whose command line contains `text`."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        try:
-            if proc.name.isdigit() and text in (proc / "cmdline").read_bytes().decode(errors="replace"):
-                found.append(int(proc.name))
-        except OSError:
-            continue
-    return found
+    assert not cluster_processes(cluster)
