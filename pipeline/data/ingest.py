@@ -19,6 +19,7 @@ from pipeline.config import PipelineConfig
 from pipeline.data import readers, validate
 from pipeline.errors import PipelineError
 from pipeline.layout import Layout, ingest_hash
+from pipeline.locks import output_lock
 from pipeline.schema import RAW_SCHEMA
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,11 @@ IMAGE_ENCODING = "binary: height*width unsigned bytes (0-255), row-major, row 0 
 
 def run_ingest(spark: SparkSession, cfg: PipelineConfig, layout: Layout, force: bool = False) -> dict:
     """Read the input files into layout.raw (+ quarantine, validation report, manifest); skip when complete."""
+    with output_lock(layout.raw_root, "ingest"):  # from the skip check to the manifest: one writer at a time
+        return _ingest_locked(spark, cfg, layout, force)
+
+
+def _ingest_locked(spark: SparkSession, cfg: PipelineConfig, layout: Layout, force: bool) -> dict:
     started = time.monotonic()
     data = cfg.data
     fmt, sources = readers.discover_sources(layout.input_dir, data)

@@ -19,6 +19,7 @@ from pipeline.config import PipelineConfig
 from pipeline.errors import PipelineError
 from pipeline.evaluate.metrics import accuracy, confusion_matrix_csv, confusion_matrix_from_counts
 from pipeline.layout import Layout
+from pipeline.locks import output_lock
 from pipeline.predict.inputs import LoadedInput, load_input, require_readable_images, resolve_input
 from pipeline.predict.model_safety import check_model_file
 from pipeline.predict.model_source import resolve_model
@@ -44,7 +45,7 @@ def run_prediction(spark: SparkSession, cfg: PipelineConfig, layout: Layout, inp
     predictions = with_prediction_columns(
         score_images(loaded.images, model_path, cfg.predict.batch_size, cfg.predict.tf_threads),
         source.id_column, labelled, model_name, run_id)
-    with storage.publishing(out_dir) as tmp:
+    with output_lock(out_dir, "predict"), storage.publishing(out_dir) as tmp:
         predictions.write.parquet(f"{tmp}/predictions.parquet")
         # Aggregates come from the written Parquet, so the model scores every row exactly once.
         written = spark.read.parquet(f"{tmp}/predictions.parquet")
