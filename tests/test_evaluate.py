@@ -12,15 +12,9 @@ import pytest
 from pyspark.sql.types import ArrayType, FloatType, IntegerType, StringType, StructField, StructType
 
 from pipeline.errors import GateError, PipelineError
-from pipeline.evaluate.metrics import (
-    accuracy,
-    confusion_matrix_csv,
-    confusion_matrix_from_counts,
-    per_class_metrics,
-    train_val_gap,
-)
-from pipeline.evaluate.stage import confusion_and_loss, run_evaluation
+from pipeline.evaluate.stage import confusion_and_loss, run_evaluation, train_val_gap
 from pipeline.layout import Layout
+from pipeline.metrics import accuracy, confusion_matrix_csv, confusion_matrix_from_counts, per_class_metrics
 
 # (true, predicted, count) for 4 classes; class 3 never occurs nor is predicted. By hand:
 #   true 0: 3 right, 1 called 1          precision_0 = 3/5, recall_0 = 3/4, f1_0 = 2/3

@@ -16,15 +16,9 @@ from pipeline import storage
 from pipeline.config import PipelineConfig
 from pipeline.errors import GateError, PipelineError
 from pipeline.evaluate import figures
-from pipeline.evaluate.metrics import (
-    accuracy,
-    confusion_matrix_csv,
-    confusion_matrix_from_counts,
-    per_class_metrics,
-    train_val_gap,
-)
 from pipeline.layout import Layout
 from pipeline.locks import output_lock
+from pipeline.metrics import accuracy, confusion_matrix_csv, confusion_matrix_from_counts, per_class_metrics
 from pipeline.predict.scoring import confidence, negative_log_likelihood, score_images, set_arrow_batch_rows
 
 log = logging.getLogger(__name__)
@@ -136,6 +130,19 @@ def most_confident_mistakes(scored: DataFrame, test_df: DataFrame, limit: int) -
     rows = (mistakes.join(test_df.select("record_id", "image"), "record_id")
             .orderBy(F.desc("confidence"), "record_id").collect())
     return [row.asDict() for row in rows]
+
+
+def train_val_gap(history: dict) -> dict:
+    """Training minus validation accuracy, and validation minus training loss, at the last completed epoch.
+
+    Both are positive when the model fits the training data better than unseen data: the study's overfitting
+    check. None when the history has no epochs.
+    """
+    if not history.get("epochs"):
+        return {"accuracy": None, "loss": None, "epoch": None}
+    last = history["epochs"][-1]
+    return {"accuracy": float(last["accuracy"]) - float(last["val_accuracy"]),
+            "loss": float(last["val_loss"]) - float(last["loss"]), "epoch": int(last["epoch"])}
 
 
 def comparison_row(result: dict) -> dict:

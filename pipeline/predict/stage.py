@@ -17,9 +17,9 @@ from pyspark.sql import DataFrame, SparkSession
 from pipeline import storage
 from pipeline.config import PipelineConfig
 from pipeline.errors import PipelineError
-from pipeline.evaluate.metrics import accuracy, confusion_matrix_csv, confusion_matrix_from_counts
 from pipeline.layout import Layout
 from pipeline.locks import output_lock
+from pipeline.metrics import accuracy, confusion_matrix_csv, confusion_matrix_from_counts
 from pipeline.predict.inputs import LoadedInput, load_input, require_readable_images, resolve_input
 from pipeline.predict.model_safety import check_model_file
 from pipeline.predict.model_source import resolve_model

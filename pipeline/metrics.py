@@ -1,7 +1,8 @@
 """Classification metrics as pure functions over a confusion matrix (rows: true label, columns: predicted).
 
-Spark aggregates the (label, prediction) counts; everything here works on that small matrix, so it is exact,
-cheap and testable with hand-worked values.
+Shared by evaluation (test-set metrics) and prediction (accuracy on a labelled input). Spark aggregates the
+(label, prediction) counts; everything here works on that small matrix, so it is exact, cheap and testable
+with hand-worked values.
 """
 from __future__ import annotations
 
@@ -44,19 +45,6 @@ def _safe_divide(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
     out = np.zeros_like(numerator, dtype=float)
     np.divide(numerator, denominator, out=out, where=denominator > 0)
     return out
-
-
-def train_val_gap(history: dict) -> dict:
-    """Training minus validation accuracy, and validation minus training loss, at the last completed epoch.
-
-    Both are positive when the model fits the training data better than unseen data: the study's overfitting
-    check. None when the history has no epochs.
-    """
-    if not history.get("epochs"):
-        return {"accuracy": None, "loss": None, "epoch": None}
-    last = history["epochs"][-1]
-    return {"accuracy": float(last["accuracy"]) - float(last["val_accuracy"]),
-            "loss": float(last["val_loss"]) - float(last["loss"]), "epoch": int(last["epoch"])}
 
 
 def confusion_matrix_csv(matrix: np.ndarray) -> str:
