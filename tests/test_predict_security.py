@@ -18,7 +18,7 @@ from PIL import Image
 
 from pipeline.errors import PipelineError
 from pipeline.layout import Layout
-from pipeline.predict.model_safety import load_keras_model
+from pipeline.model_files import load_keras_model
 from pipeline.predict.stage import run_prediction
 
 # Built in a subprocess (the pytest process never imports TensorFlow): one small model whose Lambda layer creates

@@ -1,6 +1,6 @@
 """Which saved model to score with: 'best' (recorded by evaluation), a model name of this run, or a path.
 
-Only .keras files are accepted (see model_safety): HDF5 files and SavedModel folders are refused by name.
+Only .keras files are accepted (see pipeline.model_files): HDF5 files and SavedModel folders are refused by name.
 """
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import os
 from pipeline import storage
 from pipeline.errors import PipelineError
 from pipeline.layout import Layout
-from pipeline.predict.model_safety import KERAS_SUFFIX, LEGACY_SUFFIXES, legacy_format_refusal
+from pipeline.model_files import KERAS_SUFFIX, LEGACY_SUFFIXES, legacy_format_refusal
 
 MODEL_FILE = "model.keras"
 MODEL_SUFFIXES = (KERAS_SUFFIX, *LEGACY_SUFFIXES)  # legacy ones are recognised as paths, to be refused by name

@@ -4,7 +4,7 @@ The one scorer of the project: evaluation scores the test set with it, predictio
 Each Python worker loads the model once (a module-level cache keyed by model path, kept across tasks because
 Spark reuses Python workers) and scores Arrow batches of `batch_size` rows in one vectorised call, instead of
 the row-by-row predictions of KerasModel.transform(). Models load only from checked .keras files in Keras safe
-mode (model_safety): a model file must not be able to run code on the workers.
+mode (pipeline.model_files): a model file must not be able to run code on the workers.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import pyspark.sql.functions as F
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql.types import ArrayType, FloatType, IntegerType, StructField, StructType
 
-from pipeline.predict.model_safety import load_keras_model
+from pipeline.model_files import load_keras_model
 
 IMAGE_SIZE = 28 * 28
 PREDICTION_FIELDS = [StructField("prediction", IntegerType(), nullable=False),

@@ -20,8 +20,8 @@ from pipeline.errors import PipelineError
 from pipeline.layout import Layout
 from pipeline.locks import output_lock
 from pipeline.metrics import accuracy, confusion_matrix_csv, confusion_matrix_from_counts
+from pipeline.model_files import check_model_file
 from pipeline.predict.inputs import LoadedInput, load_input, require_readable_images, resolve_input
-from pipeline.predict.model_safety import check_model_file
 from pipeline.predict.model_source import resolve_model
 from pipeline.predict.scoring import confidence, score_images, set_arrow_batch_rows
 from pipeline.predict.unreadable import LIST_NAME, enforce_policy, failure_list_path, write_list
