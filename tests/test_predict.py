@@ -15,9 +15,9 @@ from PIL import Image
 from pipeline.errors import PipelineError
 from pipeline.layout import Layout
 from pipeline.predict.images import to_mnist
-from pipeline.predict.scoring import score_images, set_arrow_batch_rows
 from pipeline.predict.stage import run_prediction
 from pipeline.schema import CURATED_SCHEMA
+from pipeline.scoring import score_images, set_arrow_batch_rows
 
 
 def _bar_picture() -> np.ndarray:

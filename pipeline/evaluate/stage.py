@@ -1,7 +1,7 @@
 """Evaluation stage: every trained model scored on the untouched test set, compared, the best one recorded, and
 a gate on the target accuracy.
 
-Scoring is distributed with the prediction stage's scorer (one implementation); Spark aggregates the
+Scoring is distributed with the scorer prediction uses too (pipeline.scoring); Spark aggregates the
 confusion matrix and the test loss, so only those aggregates and a few misclassified examples reach the driver.
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pipeline.evaluate import figures
 from pipeline.layout import Layout
 from pipeline.locks import output_lock
 from pipeline.metrics import accuracy, confusion_matrix_csv, confusion_matrix_from_counts, per_class_metrics
-from pipeline.predict.scoring import confidence, negative_log_likelihood, score_images, set_arrow_batch_rows
+from pipeline.scoring import confidence, negative_log_likelihood, score_images, set_arrow_batch_rows
 
 log = logging.getLogger(__name__)
 

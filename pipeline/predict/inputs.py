@@ -22,8 +22,8 @@ from pipeline.errors import PipelineError
 from pipeline.layout import Layout
 from pipeline.predict.image_files import FolderListing, list_folder
 from pipeline.predict.images import IMAGE_EXTENSIONS, decode_image_files
-from pipeline.predict.scoring import IMAGE_SIZE, set_arrow_batch_rows
 from pipeline.schema import NORMALISATION
+from pipeline.scoring import IMAGE_SIZE, set_arrow_batch_rows
 
 log = logging.getLogger(__name__)
 

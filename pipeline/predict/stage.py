@@ -23,8 +23,8 @@ from pipeline.metrics import accuracy, confusion_matrix_csv, confusion_matrix_fr
 from pipeline.model_files import check_model_file
 from pipeline.predict.inputs import LoadedInput, load_input, require_readable_images, resolve_input
 from pipeline.predict.model_source import resolve_model
-from pipeline.predict.scoring import confidence, score_images, set_arrow_batch_rows
 from pipeline.predict.unreadable import LIST_NAME, enforce_policy, failure_list_path, write_list
+from pipeline.scoring import confidence, score_images, set_arrow_batch_rows
 
 log = logging.getLogger(__name__)
 
