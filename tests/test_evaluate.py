@@ -133,3 +133,15 @@ def test_no_trained_model_is_a_clear_error(spark, make_config):
     with pytest.raises(PipelineError, match=r"no trained model under .*/train \(looked for model_1, model_2, "
                                             r"model_3\): run jobs/train.py first"):
         run_evaluation(spark, cfg, Layout.from_config(cfg, "empty"))
+
+
+def test_a_tampered_model_file_is_refused_in_one_line_before_any_output(spark, make_config, tmp_path):
+    cfg = make_config()
+    layout = Layout.from_config(cfg, "tampered")
+    Path(layout.model_dir("model_1")).mkdir(parents=True)
+    Path(f"{layout.model_dir('model_1')}/model.keras").write_bytes(b"not a zip archive")
+    Path(f"{layout.model_dir('model_1')}/history.json").write_text(json.dumps(_history("model_1", 0.9)))
+    with pytest.raises(PipelineError, match=r"^model .*/train/model_1/model\.keras refused: not a valid \.keras "
+                                            r"file \(not a readable zip archive\)$") as refused:
+        run_evaluation(spark, cfg, layout)
+    assert "\n" not in str(refused.value) and not Path(layout.evaluation).exists()

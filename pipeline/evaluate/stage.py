@@ -19,6 +19,7 @@ from pipeline.evaluate import figures
 from pipeline.layout import Layout
 from pipeline.locks import output_lock
 from pipeline.metrics import accuracy, confusion_matrix_csv, confusion_matrix_from_counts, per_class_metrics
+from pipeline.model_files import check_model_file
 from pipeline.scoring import confidence, negative_log_likelihood, score_images, set_arrow_batch_rows
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,8 @@ def run_evaluation(spark: SparkSession, cfg: PipelineConfig, layout: Layout, for
             summary = with_target({**storage.read_json(manifest_path)["summary"], "skipped": True}, cfg)
             enforce_target(summary)
             return summary
+        for name in models:  # one line on the driver, instead of a traceback from every Spark task
+            check_model_file(f"{layout.model_dir(name)}/model.keras")
         test_df = read_test_set(spark, layout)
         with storage.publishing(layout.evaluation) as out:
             results = [evaluate_model(spark, cfg, test_df, name, layout.model_dir(name), out) for name in models]
