@@ -9,7 +9,6 @@ mode (pipeline.model_files): a model file must not be able to run code on the wo
 from __future__ import annotations
 
 import os
-import socket
 import tempfile
 from collections.abc import Iterator
 
@@ -34,30 +33,32 @@ def set_arrow_batch_rows(spark: SparkSession, rows: int) -> None:
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(int(rows)))
 
 
-def score_images(df: DataFrame, model_path: str, batch_size: int, tf_threads: int = 1,
-                 load_log: str | None = None) -> DataFrame:
-    """`df` with an `image` column (784 floats in [0, 1]) -> its other columns plus `prediction`, `probabilities`.
-
-    `load_log`, when given, is a local folder where each model load appends a line to a per-process file: the
-    evidence that a worker loads the model once, not per batch (tests count it).
-    """
+def score_images(df: DataFrame, model_path: str, batch_size: int, tf_threads: int = 1) -> DataFrame:
+    """`df` with an `image` column (784 floats in [0, 1]) -> its other columns plus `prediction`, `probabilities`."""
     keep = [field for field in df.schema.fields if field.name != "image"]
     keep_names = [field.name for field in keep]
 
     def score_partition(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        model = None
-        for batch in batches:
-            if model is None:
-                model = load_model_cached(model_path, tf_threads, load_log)
-            for start in range(0, len(batch), batch_size):
-                chunk = batch.iloc[start:start + batch_size]
-                probabilities = predict_probabilities(model, chunk["image"])
-                out = chunk[keep_names].reset_index(drop=True)
-                out["prediction"] = probabilities.argmax(axis=1).astype(np.int32)
-                out["probabilities"] = list(probabilities)
-                yield out
+        return score_batches(batches, model_path, batch_size, tf_threads, keep_names)
 
     return df.mapInPandas(score_partition, StructType(keep + PREDICTION_FIELDS))
+
+
+def score_batches(batches: Iterator[pd.DataFrame], model_path: str, batch_size: int, tf_threads: int,
+                  keep_names: list[str]) -> Iterator[pd.DataFrame]:
+    """Worker side: one partition's Arrow batches scored `batch_size` rows per model call, the model taken from
+    this process's cache (loaded on the first batch that needs it, not before: an empty partition loads none)."""
+    model = None
+    for batch in batches:
+        if model is None:
+            model = load_model_cached(model_path, tf_threads)
+        for start in range(0, len(batch), batch_size):
+            chunk = batch.iloc[start:start + batch_size]
+            probabilities = predict_probabilities(model, chunk["image"])
+            out = chunk[keep_names].reset_index(drop=True)
+            out["prediction"] = probabilities.argmax(axis=1).astype(np.int32)
+            out["probabilities"] = list(probabilities)
+            yield out
 
 
 def predict_probabilities(model, images: pd.Series) -> np.ndarray:
@@ -70,17 +71,18 @@ def predict_probabilities(model, images: pd.Series) -> np.ndarray:
     return np.asarray(model.predict_on_batch(x), dtype=np.float32)
 
 
-def load_model_cached(model_path: str, tf_threads: int = 1, load_log: str | None = None):
+def load_model_cached(model_path: str, tf_threads: int = 1):
     """The Keras model at `model_path`, loaded at most once per process (and one model kept at a time)."""
     model = _MODEL_CACHE.get(model_path)
     if model is None:
-        _configured_tensorflow(tf_threads)
         _MODEL_CACHE.clear()  # evaluation scores several models in turn: keep only the current one in memory
-        model = load_keras_model(_local_copy(model_path))  # a checked .keras archive, in safe mode
-        _MODEL_CACHE[model_path] = model
-        if load_log:
-            _record_load(load_log, model_path)
+        model = _MODEL_CACHE[model_path] = _load_model(model_path, tf_threads)
     return model
+
+
+def _load_model(model_path: str, tf_threads: int):
+    _configured_tensorflow(tf_threads)
+    return load_keras_model(_local_copy(model_path))  # a checked .keras archive, in safe mode
 
 
 def _configured_tensorflow(threads: int):
@@ -105,12 +107,6 @@ def _local_copy(model_path: str) -> str:
     with open(local, "wb") as out:
         out.write(storage.read_bytes(model_path))
     return local
-
-
-def _record_load(load_log: str, model_path: str) -> None:
-    os.makedirs(load_log, exist_ok=True)
-    with open(os.path.join(load_log, f"{socket.gethostname()}-{os.getpid()}.log"), "a") as out:
-        out.write(model_path + "\n")
 
 
 def confidence() -> Column:

@@ -1,5 +1,5 @@
-"""Prediction: MNIST-convention image conversion, distributed scoring against the model's own predict, one model
-load per Python worker, digit pictures drawn here predicted right, and every bad input named in one line."""
+"""Prediction: MNIST-convention image conversion, distributed scoring against the model's own predict, digit
+pictures drawn here predicted right, and every bad input named in one line."""
 from __future__ import annotations
 
 import csv
@@ -17,7 +17,6 @@ from pipeline.layout import Layout
 from pipeline.predict.images import to_mnist
 from pipeline.predict.stage import run_prediction
 from pipeline.schema import CURATED_SCHEMA
-from pipeline.scoring import score_images, set_arrow_batch_rows
 
 
 def _bar_picture() -> np.ndarray:
@@ -113,18 +112,6 @@ def test_parquet_predictions_equal_the_models_own_predict(spark, make_config, sm
     assert summary["accuracy"] == metrics["accuracy"] == pytest.approx(expected_accuracy)
     matrix = np.loadtxt(tmp_path / "out" / "confusion_matrix.csv", delimiter=",", skiprows=1)[:, 1:]
     assert matrix.sum() == 1000 and np.trace(matrix) == round(expected_accuracy * 1000)
-
-
-def test_each_python_worker_loads_the_model_once(spark, small_mnist_model, small_curated_test_set, tmp_path):
-    model_path = str(tmp_path / "fresh.keras")  # a path no worker has cached yet
-    shutil.copy(small_mnist_model["trained"], model_path)
-    set_arrow_batch_rows(spark, 50)
-    images = spark.read.parquet(small_curated_test_set).repartition(8)
-    scored = score_images(images, model_path, batch_size=50, load_log=str(tmp_path / "loads"))
-    assert scored.count() == 1000  # 8 tasks, 20 or more batches of 50 rows
-    loads = [log.read_text().splitlines() for log in (tmp_path / "loads").glob("*.log")]
-    assert 1 <= len(loads) <= spark.sparkContext.defaultParallelism  # one log per Python worker process
-    assert all(lines == [model_path] for lines in loads)               # ... holding exactly one load
 
 
 def _csv_rows(path: Path) -> list[list[str]]:
