@@ -1,4 +1,5 @@
-"""File I/O at the edges: JSON and text files, existence checks and atomic publication of output folders.
+"""File I/O at the edges: JSON and text files, existence checks, atomic publication of output folders and of
+Parquet data sets.
 
 Paths are local paths or Hadoop-style URIs (file://, hdfs://, s3a://); pyarrow's filesystems serve both,
 so every stage writes through here and the same code runs on a laptop and on a cluster.
@@ -10,9 +11,12 @@ import logging
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pyarrow import fs as pafs
+
+if TYPE_CHECKING:
+    from pyspark.sql import DataFrame
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +127,16 @@ def publishing(final_path: str) -> Iterator[str]:
     else:
         fs.create_dir(final.rsplit("/", 1)[0], recursive=True)
         fs.move(tmp_p, final)
+
+
+def write_parquet(df: DataFrame, path: str, rows_per_file: int) -> None:
+    """Publish `df` at `path` atomically, at most `rows_per_file` rows per file, hence per row group.
+
+    Petastorm shards a dataset by row group, so every Horovod rank needs several: bounding the rows per file is
+    the one setting that fixes the row-group size exactly (parquet.block.size is bytes and only approximate).
+    """
+    with publishing(path) as tmp:
+        df.write.mode("error").option("maxRecordsPerFile", rows_per_file).parquet(tmp)
 
 
 def remove_leftovers(final_path: str) -> None:

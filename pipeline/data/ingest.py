@@ -94,25 +94,15 @@ def _validate_and_publish(parsed: DataFrame, cfg: PipelineConfig, layout: Layout
         for line in validate.warning_lines(report):
             log.warning(line)
         # The quarantine and the report are written even when ingest fails: they are what a user inspects.
-        write_parquet(validate.quarantined_records(checked), layout.quarantine, cfg.data.row_group_rows)
+        storage.write_parquet(validate.quarantined_records(checked), layout.quarantine, cfg.data.row_group_rows)
         storage.write_json(layout.validation_report, report)
         if report["error"]:
             storage.remove(layout.raw)
             raise PipelineError(f"{report['error']}; see {layout.validation_report}")
-        write_parquet(validate.valid_records(checked), layout.raw, cfg.data.row_group_rows)
+        storage.write_parquet(validate.valid_records(checked), layout.raw, cfg.data.row_group_rows)
     finally:
         copies.unpersist()
     return report
-
-
-def write_parquet(df: DataFrame, path: str, rows_per_file: int) -> None:
-    """Publish `df` at `path` atomically, at most `rows_per_file` rows per file, hence per row group.
-
-    Petastorm shards a dataset by row group, so every Horovod rank needs several: bounding the rows per file is
-    the one setting that fixes the row-group size exactly (parquet.block.size is bytes and only approximate).
-    """
-    with storage.publishing(path) as tmp:
-        df.write.mode("error").option("maxRecordsPerFile", rows_per_file).parquet(tmp)
 
 
 def _summary(manifest: dict, layout: Layout) -> dict:

@@ -19,7 +19,6 @@ from pyspark.sql import DataFrame, SparkSession
 
 from pipeline import storage
 from pipeline.config import PipelineConfig
-from pipeline.data.ingest import write_parquet
 from pipeline.data.split import assign_splits, plan_ranges
 from pipeline.errors import PipelineError
 from pipeline.layout import SPLITS, Layout
@@ -58,7 +57,7 @@ def write_curated_splits(spark: SparkSession, cfg: PipelineConfig, layout: Layou
         label_counts = _label_counts(assigned, ranges)
         for split in SPLITS:
             log.info("prepare: writing %s (%d records)", split, sum(label_counts[split].values()))
-            write_parquet(curated_split(raw, assigned, split), layout.curated(split), cfg.data.row_group_rows)
+            storage.write_parquet(curated_split(raw, assigned, split), layout.curated(split), cfg.data.row_group_rows)
     finally:
         assigned.unpersist()
     manifest = curated_manifest(cfg, fingerprint, raw_manifest, label_counts)
