@@ -14,7 +14,17 @@ Curated tables (train / validation / test, written by prepare, read by Petastorm
 
 Quarantine table (records that failed record checks, written by ingest):
   record_id, source_split, source_index, label (may be null), reason
+
+Raw images become curated ones by NORMALISATION, implemented once here (normalise_images): prepare applies it to
+the raw table, predict to raw-format input.
 """
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import pyarrow as pa
+from pyspark.sql import DataFrame
 from pyspark.sql.types import (
     ArrayType,
     BinaryType,
@@ -48,6 +58,27 @@ QUARANTINE_SCHEMA = StructType([
     StructField("reason", StringType(), nullable=False),
 ])
 
-# Exactly what prepare does to pixels; recorded in the curated manifest and applied again by predict.
+# Exactly what normalise_images does to pixels; prepare records it in the curated manifest, predict checks it.
 NORMALISATION = {"input_dtype": "uint8", "output_dtype": "float32", "scale": 1.0 / 255.0, "offset": 0.0,
                  "layout": "row-major height x width x 1, flattened"}
+
+
+def normalise_images(df: DataFrame) -> DataFrame:
+    """uint8 image bytes -> float32 in [0, 1] (NORMALISATION), vectorised over Arrow batches with NumPy."""
+    return df.mapInArrow(_normalise_batches, CURATED_SCHEMA)
+
+
+def _normalise_batches(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    for batch in batches:
+        image = batch.column("image")
+        yield pa.RecordBatch.from_arrays([batch.column("record_id"), normalised(image), batch.column("label")],
+                                         names=CURATED_SCHEMA.fieldNames())
+
+
+def normalised(image: pa.BinaryArray) -> pa.ListArray:
+    """Binary pixels to a list<float32> array: float32(pixel) / 255, so 0 -> 0.0 and 255 -> exactly 1.0."""
+    n = len(image)
+    offsets = np.frombuffer(image.buffers()[1], dtype=np.int32)[image.offset:image.offset + n + 1]
+    pixels = np.frombuffer(image.buffers()[2], dtype=np.uint8)[offsets[0]:offsets[-1]]
+    values = pixels.astype(np.float32) / np.float32(255.0)
+    return pa.ListArray.from_arrays(pa.array(offsets - offsets[0], pa.int32()), pa.array(values, pa.float32()))

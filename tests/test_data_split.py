@@ -1,16 +1,14 @@
-"""The split: exact stratified counts, determinism across partitionings and row orders, and normalisation."""
+"""The split: exact stratified counts, determinism across partitionings and row orders."""
 from __future__ import annotations
 
 import math
 from fractions import Fraction
 
 import numpy as np
-import pyarrow as pa
 import pyspark.sql.functions as F
 import pytest
 
 from pipeline.config import PrepareConfig
-from pipeline.data.prepare import normalise_images, normalised
 from pipeline.data.split import allocate, assign_splits, plan_ranges, validation_count
 from pipeline.errors import PipelineError
 
@@ -104,19 +102,3 @@ def test_subset_is_a_stratified_part_of_the_full_split(synthetic_raw):
     train_full = sum(TRAIN_COUNTS.values()) - validation_full
     assert counts == {"train": half_up(0.2 * train_full), "validation": half_up(0.2 * validation_full), "test": 60}
     assert all(full[r] == s for r, s in subset.items())                # a subset never moves a record
-
-
-def test_normalised_maps_bytes_to_float32_unit_range():
-    image = pa.array([bytes([0, 128, 255]), None, bytes([1, 2, 3])], pa.binary()).slice(2)
-    assert normalised(image).to_pylist() == [[np.float32(1 / 255), np.float32(2 / 255), np.float32(3 / 255)]]
-    full = normalised(pa.array([bytes([0, 128, 255])], pa.binary()))
-    assert full.type == pa.list_(pa.float32())
-    assert full.to_pylist() == [[0.0, np.float32(128) / np.float32(255), 1.0]]
-
-
-def test_normalise_images_dataframe(spark):
-    df = spark.createDataFrame([("a", bytes([0, 255]), 3), ("b", bytes([51, 102]), 0)],
-                               "record_id string, image binary, label int")
-    rows = {r.record_id: r for r in df.transform(normalise_images).collect()}
-    assert rows["a"].image == [0.0, 1.0] and rows["a"].label == 3
-    assert rows["b"].image == pytest.approx([0.2, 0.4], abs=1e-7)

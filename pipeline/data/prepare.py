@@ -9,10 +9,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Iterator
 
-import numpy as np
-import pyarrow as pa
 import pyspark.sql.functions as F
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
@@ -23,7 +20,7 @@ from pipeline.data.split import assign_splits, plan_ranges
 from pipeline.errors import PipelineError
 from pipeline.layout import SPLITS, Layout
 from pipeline.locks import output_lock
-from pipeline.schema import CURATED_SCHEMA, NORMALISATION, RAW_SCHEMA
+from pipeline.schema import CURATED_SCHEMA, NORMALISATION, RAW_SCHEMA, normalise_images
 
 log = logging.getLogger(__name__)
 
@@ -74,27 +71,6 @@ def curated_split(raw: DataFrame, assigned: DataFrame, split: str) -> DataFrame:
     """The records of `split`, normalised. The id list is small (no images), so it is broadcast: no shuffle."""
     ids = assigned.filter(F.col("split") == split).select("record_id")
     return raw.join(F.broadcast(ids), "record_id").select("record_id", "image", "label").transform(normalise_images)
-
-
-def normalise_images(df: DataFrame) -> DataFrame:
-    """uint8 image bytes -> float32 in [0, 1] (NORMALISATION), vectorised over Arrow batches with NumPy."""
-    return df.mapInArrow(_normalise_batches, CURATED_SCHEMA)
-
-
-def _normalise_batches(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-    for batch in batches:
-        image = batch.column("image")
-        yield pa.RecordBatch.from_arrays([batch.column("record_id"), normalised(image), batch.column("label")],
-                                         names=CURATED_SCHEMA.fieldNames())
-
-
-def normalised(image: pa.BinaryArray) -> pa.ListArray:
-    """Binary pixels to a list<float32> array: float32(pixel) / 255, so 0 -> 0.0 and 255 -> exactly 1.0."""
-    n = len(image)
-    offsets = np.frombuffer(image.buffers()[1], dtype=np.int32)[image.offset:image.offset + n + 1]
-    pixels = np.frombuffer(image.buffers()[2], dtype=np.uint8)[offsets[0]:offsets[-1]]
-    values = pixels.astype(np.float32) / np.float32(255.0)
-    return pa.ListArray.from_arrays(pa.array(offsets - offsets[0], pa.int32()), pa.array(values, pa.float32()))
 
 
 def _label_counts(assigned: DataFrame, ranges: list[tuple]) -> dict[str, dict[str, int]]:

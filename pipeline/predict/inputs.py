@@ -17,12 +17,11 @@ from pyspark.sql import DataFrame, SparkSession
 from pipeline import storage
 from pipeline.config import DataConfig, PipelineConfig
 from pipeline.data import readers, validate
-from pipeline.data.prepare import normalise_images
 from pipeline.errors import PipelineError
 from pipeline.layout import Layout
 from pipeline.predict.image_files import FolderListing, list_folder
 from pipeline.predict.images import IMAGE_EXTENSIONS, decode_image_files
-from pipeline.schema import NORMALISATION
+from pipeline.schema import NORMALISATION, normalise_images
 from pipeline.scoring import IMAGE_SIZE, set_arrow_batch_rows
 
 log = logging.getLogger(__name__)
@@ -133,7 +132,7 @@ def require_readable_images(images: DataFrame, path: str) -> None:
 
 
 def read_raw_records(spark: SparkSession, cfg: PipelineConfig, layout: Layout, path: str) -> DataFrame:
-    """IDX, npz or CSV through the data stage's readers and record checks, then prepare's normalisation."""
+    """IDX, npz or CSV through the data stage's readers and record checks, then schema.normalise_images."""
     check_normalisation(layout)
     fmt, sources = raw_sources(path, cfg.data)
     scans = readers.scan_sources(spark, fmt, sources, cfg.data)
