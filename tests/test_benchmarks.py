@@ -9,7 +9,7 @@ from benchmarks import generate_idx, report
 from benchmarks.baselines import convert_numpy_pyarrow, load_curated
 from benchmarks.generate_idx import FILES, generate, read_idx, split_sizes
 from pipeline.config import REPO_ROOT
-from pipeline.data.idx import check_images, check_labels, parse_header
+from pipeline.formats.idx import check_images, check_labels, parse_header
 
 MNIST = REPO_ROOT / "data" / "mnist"
 

@@ -1,1 +1,2 @@
-"""Data stage: read raw MNIST (IDX, npz, CSV), validate it, write raw Parquet, normalise and split."""
+"""Data stages: ingest raw MNIST (read by pipeline.formats), validate it and write raw Parquet; prepare normalises
+and splits it."""

@@ -16,8 +16,9 @@ from pyspark.sql import DataFrame, SparkSession
 
 from pipeline import storage
 from pipeline.config import PipelineConfig
-from pipeline.data import readers, validate
+from pipeline.data import validate
 from pipeline.errors import PipelineError
+from pipeline.formats import readers
 from pipeline.layout import Layout, ingest_hash
 from pipeline.locks import output_lock
 from pipeline.schema import RAW_SCHEMA

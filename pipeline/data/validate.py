@@ -1,8 +1,8 @@
 """Record checks: why a parsed record cannot be used (the quarantine reason), suspect images handled by their
 data.* policy, and the counts for the report.
 
-Structural problems (a file that is not what it claims) stop ingest earlier, in `readers.plan_tasks`; here every
-record is judged on its own, and only aggregates come back to the driver. Images are compared by a 32-byte
+Structural problems (a file that is not what it claims) stop ingest earlier, in `formats.readers.plan_tasks`;
+here every record is judged on its own, and only aggregates come back to the driver. Images are compared by a 32-byte
 SHA-256 computed once per record, so no shuffle or join ever carries the pixels.
 
 Suspect images pass the record checks but should not reach training; data.<finding> says what to do with them:

@@ -1,8 +1,8 @@
 """What prediction reads: any input becomes one DataFrame of (id column, image = 784 floats in [0, 1], label?).
 
 Kinds: the curated test set (default), Parquet of the curated schema, a folder (or file) of ordinary images,
-and the raw formats the ingest stage reads (IDX, npz, CSV), through the data stage's own readers followed by
-the normalisation recorded in schema.NORMALISATION.
+and the raw formats the ingest stage reads (IDX, npz, CSV), through the same readers (pipeline.formats) followed
+by the normalisation recorded in schema.NORMALISATION.
 """
 from __future__ import annotations
 
@@ -16,8 +16,9 @@ from pyspark.sql import DataFrame, SparkSession
 
 from pipeline import storage
 from pipeline.config import DataConfig, PipelineConfig
-from pipeline.data import readers, validate
+from pipeline.data import validate
 from pipeline.errors import PipelineError
+from pipeline.formats import readers
 from pipeline.layout import Layout
 from pipeline.predict.image_files import FolderListing, list_folder
 from pipeline.predict.images import IMAGE_EXTENSIONS, decode_image_files
@@ -132,7 +133,7 @@ def require_readable_images(images: DataFrame, path: str) -> None:
 
 
 def read_raw_records(spark: SparkSession, cfg: PipelineConfig, layout: Layout, path: str) -> DataFrame:
-    """IDX, npz or CSV through the data stage's readers and record checks, then schema.normalise_images."""
+    """IDX, npz or CSV through the shared readers and record checks, then schema.normalise_images."""
     check_normalisation(layout)
     fmt, sources = raw_sources(path, cfg.data)
     scans = readers.scan_sources(spark, fmt, sources, cfg.data)

@@ -18,9 +18,9 @@ from pyspark.sql import DataFrame, SparkSession
 
 from pipeline import storage
 from pipeline.config import DataConfig
-from pipeline.data import csvtext, idx, npz
-from pipeline.data.records import PARSED_SCHEMA, checked_numbers, record_batch
 from pipeline.errors import PipelineError
+from pipeline.formats import csvtext, idx, npz
+from pipeline.formats.records import PARSED_SCHEMA, checked_numbers, record_batch
 
 log = logging.getLogger(__name__)
 
