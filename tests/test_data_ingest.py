@@ -13,8 +13,9 @@ from pyspark.testing import assertDataFrameEqual
 
 from pipeline import storage
 from pipeline.data.ingest import run_ingest
-from pipeline.data.validate import image_copies, with_policies, with_record_checks, with_reject_reason
+from pipeline.data.validate import image_copies, with_policies, with_record_checks
 from pipeline.errors import PipelineError
+from pipeline.formats.records import with_reject_reason
 from pipeline.layout import Layout
 from pipeline.report.sections import suspect_images
 from pipeline.schema import RAW_SCHEMA

@@ -1,5 +1,5 @@
-"""Record checks: why a parsed record cannot be used (the quarantine reason), suspect images handled by their
-data.* policy, and the counts for the report.
+"""Ingest's record checks: why a parsed record cannot be used (the quarantine reason, from formats.records),
+suspect images handled by their data.* policy, and the counts for the report.
 
 Structural problems (a file that is not what it claims) stop ingest earlier, in `formats.readers.plan_tasks`;
 here every record is judged on its own, and only aggregates come back to the driver. Images are compared by a 32-byte
@@ -18,6 +18,7 @@ import pyspark.sql.functions as F
 from pyspark.sql import Column, DataFrame
 
 from pipeline.config import DataConfig
+from pipeline.formats import records
 from pipeline.schema import QUARANTINE_SCHEMA, RAW_SCHEMA
 
 log = logging.getLogger(__name__)
@@ -39,25 +40,10 @@ FINDINGS = {
 }
 
 
-def reject_reason(num_classes: int, image_bytes: int) -> Column:
-    """The first reason a record is unusable, or null: what the reader found, then label and image checks."""
-    return F.coalesce(
-        F.col("problem"),
-        F.when(F.col("label").isNull(), F.lit("missing label")),
-        F.when(~F.col("label").between(0, num_classes - 1), F.lit(f"label outside 0-{num_classes - 1}")),
-        F.when(F.col("image").isNull(), F.lit("missing image")),
-        F.when(F.length("image") != image_bytes, F.lit(f"image is not {image_bytes} bytes")),
-    )
-
-
-def with_reject_reason(df: DataFrame, num_classes: int, image_bytes: int) -> DataFrame:
-    return df.withColumn("reason", reject_reason(num_classes, image_bytes))
-
-
 def with_record_checks(df: DataFrame, num_classes: int, image_bytes: int) -> DataFrame:
     """reason, image_hash and blank: all that needs the pixels, computed once (ingest persists the result)."""
     blank = F.col("reason").isNull() & (F.col("image") == F.lit(bytes(image_bytes)))
-    return (df.transform(with_reject_reason, num_classes, image_bytes)
+    return (df.transform(records.with_reject_reason, num_classes, image_bytes)
             .withColumn("image_hash", F.unhex(F.sha2(F.col("image"), 256)))
             .withColumn("blank", blank))
 

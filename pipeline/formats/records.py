@@ -1,13 +1,16 @@
-"""Executor side: turn parsed NumPy arrays into Arrow record batches of the parsed-records schema.
+"""Parsed records: NumPy arrays to Arrow record batches of the parsed-records schema (executor side), and the
+reason a parsed record cannot be used.
 
 Readers hand over pixels as uint8 rows (IDX, uint8 npz) or as numbers to check (CSV, other npz dtypes); values
-that cannot be a pixel or a label are not fixed up here: the record keeps a `problem` and validation
-quarantines it.
+that cannot be a pixel or a label are not fixed up here: the record keeps a `problem`, and `reject_reason` turns
+it (or a bad label or image) into the reason ingest quarantines the record for and predict refuses it for.
 """
 from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+import pyspark.sql.functions as F
+from pyspark.sql import Column, DataFrame
 from pyspark.sql.types import StringType, StructField, StructType
 
 from pipeline.schema import RAW_SCHEMA
@@ -52,3 +55,18 @@ def record_batch(name: str, split: str, start: int, images: np.ndarray, labels: 
         pa.array(labels.astype(np.int32), pa.int32(), mask=label_null),
         pa.array(problems if problems is not None else [None] * n, pa.string()),
     ], names=PARSED_SCHEMA.fieldNames())
+
+
+def reject_reason(num_classes: int, image_bytes: int) -> Column:
+    """The first reason a record is unusable, or null: what the reader found, then label and image checks."""
+    return F.coalesce(
+        F.col("problem"),
+        F.when(F.col("label").isNull(), F.lit("missing label")),
+        F.when(~F.col("label").between(0, num_classes - 1), F.lit(f"label outside 0-{num_classes - 1}")),
+        F.when(F.col("image").isNull(), F.lit("missing image")),
+        F.when(F.length("image") != image_bytes, F.lit(f"image is not {image_bytes} bytes")),
+    )
+
+
+def with_reject_reason(df: DataFrame, num_classes: int, image_bytes: int) -> DataFrame:
+    return df.withColumn("reason", reject_reason(num_classes, image_bytes))

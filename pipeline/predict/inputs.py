@@ -16,9 +16,8 @@ from pyspark.sql import DataFrame, SparkSession
 
 from pipeline import storage
 from pipeline.config import DataConfig, PipelineConfig
-from pipeline.data import validate
 from pipeline.errors import PipelineError
-from pipeline.formats import readers
+from pipeline.formats import readers, records
 from pipeline.layout import Layout
 from pipeline.predict.image_files import FolderListing, list_folder
 from pipeline.predict.images import IMAGE_EXTENSIONS, decode_image_files
@@ -140,7 +139,7 @@ def read_raw_records(spark: SparkSession, cfg: PipelineConfig, layout: Layout, p
     counts, tasks = readers.plan_tasks(fmt, sources, scans, cfg.data)
     log.info("%s input %s: %s records", fmt, path, ", ".join(f"{s} {n}" for s, n in counts.items()))
     parsed = readers.read_records(spark, tasks).transform(
-        validate.with_reject_reason, cfg.data.num_classes, cfg.data.image_height * cfg.data.image_width)
+        records.with_reject_reason, cfg.data.num_classes, cfg.data.image_height * cfg.data.image_width)
     rejected = parsed.filter(F.col("reason").isNotNull())
     first = rejected.select("record_id", "reason").first()
     if first is not None:
