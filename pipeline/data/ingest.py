@@ -16,7 +16,7 @@ from pyspark.sql import DataFrame, SparkSession
 
 from pipeline import storage
 from pipeline.config import PipelineConfig
-from pipeline.data import validate
+from pipeline.data import source_checks, validate
 from pipeline.errors import PipelineError
 from pipeline.formats import readers
 from pipeline.layout import Layout, ingest_hash
@@ -41,7 +41,8 @@ def _ingest_locked(spark: SparkSession, cfg: PipelineConfig, layout: Layout, for
     data = cfg.data
     fmt, sources = readers.discover_sources(layout.input_dir, data)
     scans = readers.scan_sources(spark, fmt, sources, data)
-    verified = readers.verify_checksums(layout.input_dir, readers.list_input(layout.input_dir), data, sources, scans)
+    names = readers.list_input(layout.input_dir)
+    verified = source_checks.verify_checksums(layout.input_dir, names, data, sources, scans)
     checksums = {s.name: scanned["sha256"] for s, scanned in zip(sources, scans, strict=True)}
     fingerprint = ingest_fingerprint(cfg, checksums)
     if not force and storage.is_complete(layout.raw_manifest, fingerprint):
@@ -50,7 +51,7 @@ def _ingest_locked(spark: SparkSession, cfg: PipelineConfig, layout: Layout, for
         return {**_summary(storage.read_json(layout.raw_manifest), layout), "skipped": True}
     storage.remove(layout.raw_manifest)     # from here on, later stages see no raw table until this run completes
     counts, tasks = readers.plan_tasks(fmt, sources, scans, data)
-    readers.require_records(fmt, sources, counts)
+    source_checks.require_records(fmt, sources, counts)
     log.info("ingest: %s input %s, %s records in %d parse tasks", fmt, layout.input_dir,
              ", ".join(f"{s} {n}" for s, n in counts.items()), len(tasks))
     image_bytes = data.image_height * data.image_width
@@ -58,7 +59,7 @@ def _ingest_locked(spark: SparkSession, cfg: PipelineConfig, layout: Layout, for
               .transform(validate.with_record_checks, data.num_classes, image_bytes)
               .persist(StorageLevel.MEMORY_AND_DISK))
     try:
-        report = _validate_and_publish(parsed, cfg, layout, readers.split_files(fmt, sources))
+        report = _validate_and_publish(parsed, cfg, layout, source_checks.split_files(fmt, sources))
     finally:
         parsed.unpersist()
     sources_info = [{"name": s.name, "split": s.split, "role": s.role, "path": s.path, "bytes": scanned["bytes"],
