@@ -9,7 +9,6 @@ output depends only on (source, N, seed).
 from __future__ import annotations
 
 import argparse
-import gzip
 import logging
 import struct
 import sys
@@ -17,6 +16,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:          # `python benchmarks/generate_idx.py` puts benchmarks/, not the repo, on the path
+    sys.path.insert(0, str(REPO))
+
+from pipeline.formats.idx import read_array  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -29,18 +34,6 @@ TRAIN_FRACTION = 6 / 7     # MNIST's 60,000 : 10,000
 FILES = {"train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
          "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")}
 SOURCE_FILES = {split: (f"{images}.gz", f"{labels}.gz") for split, (images, labels) in FILES.items()}
-
-
-def read_idx(path: str | Path) -> np.ndarray:
-    """A whole (small) IDX file, gzip or plain, as a uint8 array of the shape its header declares."""
-    opener = gzip.open if Path(path).read_bytes()[:2] == b"\x1f\x8b" else open
-    with opener(path, "rb") as f:
-        data = f.read()
-    if data[:3] != b"\x00\x00\x08":
-        raise ValueError(f"{path}: not an unsigned-byte IDX file")
-    ndim = data[3]
-    dims = struct.unpack(f">{ndim}I", data[4:4 + 4 * ndim])
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
 
 
 def idx_header(dims: tuple[int, ...]) -> bytes:
@@ -98,8 +91,8 @@ def generate(source_dir: str | Path, out_dir: str | Path, n: int, seed: int) -> 
     started = time.perf_counter()
     counts = split_sizes(n)
     for code, (split, count) in enumerate(counts.items()):
-        images = read_idx(source_dir / SOURCE_FILES[split][0])
-        labels = read_idx(source_dir / SOURCE_FILES[split][1])
+        images = read_array(source_dir / SOURCE_FILES[split][0])
+        labels = read_array(source_dir / SOURCE_FILES[split][1])
         _write_split(images, labels, out_dir, FILES[split], count, seed, code)
     seconds = time.perf_counter() - started
     log.info("generated %d images in %s in %.1f s", n, out_dir, seconds)

@@ -42,19 +42,19 @@ def make_config(tmp_path):
 # pytest process never imports it: the trained model, an untrained one, the first 1,000 test images and the
 # model's own `predict` on them come back as files.
 _TRAIN_SMALL_MODEL = """
-import gzip, os, sys
+import os, sys
 import numpy as np
 import tensorflow as tf
+from pipeline.formats.idx import read_array
 from pipeline.train.models import build_model
 
 data, out = sys.argv[1], sys.argv[2]
-def idx(name, offset):
-    with gzip.open(os.path.join(data, name)) as f:
-        return np.frombuffer(f.read(), np.uint8, offset=offset)
-x_train = idx("train-images-idx3-ubyte.gz", 16).reshape(-1, 28, 28, 1)[:4000].astype("float32") / 255
-y_train = idx("train-labels-idx1-ubyte.gz", 8)[:4000]
-x_test = idx("t10k-images-idx3-ubyte.gz", 16).reshape(-1, 28, 28, 1)[:1000].astype("float32") / 255
-y_test = idx("t10k-labels-idx1-ubyte.gz", 8)[:1000]
+def idx(name):
+    return read_array(os.path.join(data, name))
+x_train = idx("train-images-idx3-ubyte.gz").reshape(-1, 28, 28, 1)[:4000].astype("float32") / 255
+y_train = idx("train-labels-idx1-ubyte.gz")[:4000]
+x_test = idx("t10k-images-idx3-ubyte.gz").reshape(-1, 28, 28, 1)[:1000].astype("float32") / 255
+y_test = idx("t10k-labels-idx1-ubyte.gz")[:1000]
 tf.keras.utils.set_random_seed(1)
 model = build_model("model_1")
 model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])

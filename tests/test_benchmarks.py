@@ -7,9 +7,9 @@ import pytest
 
 from benchmarks import generate_idx, report
 from benchmarks.baselines import convert_numpy_pyarrow, load_curated
-from benchmarks.generate_idx import FILES, generate, read_idx, split_sizes
+from benchmarks.generate_idx import FILES, generate, split_sizes
 from pipeline.config import REPO_ROOT
-from pipeline.formats.idx import check_images, check_labels, parse_header
+from pipeline.formats.idx import check_images, check_labels, parse_header, read_array
 
 MNIST = REPO_ROOT / "data" / "mnist"
 
@@ -43,7 +43,7 @@ def test_generated_files_are_valid_idx_the_ingest_checks_accept(generated):
 
 def test_generated_digits_look_like_mnist(generated):
     out, _ = generated
-    images, labels = read_idx(out / FILES["train"][0]), read_idx(out / FILES["train"][1])
+    images, labels = read_array(out / FILES["train"][0]), read_array(out / FILES["train"][1])
     assert images.shape == (60, 28, 28) and images.dtype == np.uint8
     assert set(np.unique(labels)) <= set(range(10)) and len(np.unique(labels)) >= 5
     assert (images.max(axis=(1, 2)) >= 200).all()                # every digit keeps its strokes
@@ -62,7 +62,7 @@ def test_generation_is_deterministic_in_the_seed(generated, tmp_path):
 
 
 def test_identity_transform_reproduces_the_digit():
-    digit = read_idx(MNIST / "t10k-images-idx3-ubyte.gz")[:3]
+    digit = read_array(MNIST / "t10k-images-idx3-ubyte.gz")[:3]
     rows, cols = np.mgrid[0:28, 0:28].astype(np.float32).reshape(2, 1, -1)
     same = generate_idx._bilinear(digit, np.repeat(rows, 3, 0), np.repeat(cols, 3, 0))
     np.testing.assert_array_equal(same, digit)
@@ -73,9 +73,9 @@ def test_baseline_conversion_of_generated_files(generated, tmp_path):
     counts = convert_numpy_pyarrow(out, tmp_path / "conv", row_group_rows=16, validation_fraction=0.1, seed=1)
     assert counts == {"raw": 70, "train": 54, "validation": 6, "test": 10}
     x, y = load_curated(tmp_path / "conv" / "test")
-    expected = read_idx(out / FILES["test"][0]).astype(np.float32) / 255
+    expected = read_array(out / FILES["test"][0]).astype(np.float32) / 255
     np.testing.assert_allclose(x[..., 0], expected, rtol=1e-6)
-    np.testing.assert_array_equal(y, read_idx(out / FILES["test"][1]))
+    np.testing.assert_array_equal(y, read_array(out / FILES["test"][1]))
 
 
 RESULTS = {

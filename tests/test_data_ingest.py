@@ -15,6 +15,7 @@ from pipeline import storage
 from pipeline.data.ingest import run_ingest
 from pipeline.data.validate import image_copies, with_policies, with_record_checks
 from pipeline.errors import PipelineError
+from pipeline.formats.idx import read_array
 from pipeline.formats.records import with_reject_reason
 from pipeline.layout import Layout
 from pipeline.report.sections import suspect_images
@@ -75,6 +76,18 @@ def assert_raw_matches(spark, layout, arrays, train_images_name: str) -> None:
         images, labels = arrays[split]
         assert [r.label for r in split_rows] == labels.tolist()
         assert [r.image for r in split_rows] == [image.tobytes() for image in images]
+
+
+def test_read_array_reads_a_whole_idx_file_gzip_or_plain_and_checks_it(tmp_path):
+    images, labels = sample_arrays()["test"]
+    write_idx_set(tmp_path / "gz", sample_arrays())
+    write_idx_set(tmp_path / "plain", sample_arrays(), gz=False)
+    np.testing.assert_array_equal(read_array(tmp_path / "gz" / NAMES["test"][0]), images)
+    np.testing.assert_array_equal(read_array(str(tmp_path / "plain" / NAMES["test"][1][:-3])), labels)
+    (tmp_path / "short").write_bytes(idx_bytes(labels)[:-1])
+    with pytest.raises(PipelineError, match=r"^short: truncated: header promises 20 records \(28 bytes\) but only "
+                                            r"27 bytes are present$"):
+        read_array(tmp_path / "short")
 
 
 def test_plain_idx_rerun_skips_and_force_redoes(spark, make_config, tmp_path):

@@ -5,7 +5,6 @@ and run a third time (skipped); the tests below assert on what those three invoc
 """
 from __future__ import annotations
 
-import gzip
 import ipaddress
 import json
 import logging
@@ -19,6 +18,7 @@ import pytest
 
 from pipeline.config import REPO_ROOT
 from pipeline.errors import PipelineError
+from pipeline.formats.idx import read_array
 from pipeline.layout import Layout
 from pipeline.schema import CURATED_SCHEMA
 from pipeline.train.stage import run_training
@@ -29,11 +29,8 @@ RUN_ID = "test-train"
 
 
 def read_idx(images_file: str, labels_file: str) -> tuple[np.ndarray, np.ndarray]:
-    with gzip.open(MNIST / images_file) as f:
-        images = np.frombuffer(f.read(), dtype=np.uint8, offset=16).reshape(-1, 784)
-    with gzip.open(MNIST / labels_file) as f:
-        labels = np.frombuffer(f.read(), dtype=np.uint8, offset=8)
-    return images, labels
+    """Bundled MNIST images (n x 784 uint8) and labels, read by the pipeline's own IDX reader."""
+    return read_array(MNIST / images_file).reshape(-1, 784), read_array(MNIST / labels_file)
 
 
 def stratified_indices(labels: np.ndarray, per_class: tuple[int, int], seed: int) -> tuple[np.ndarray, ...]:

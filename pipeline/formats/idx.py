@@ -6,11 +6,15 @@ content (the gzip magic bytes), not the name, so a misnamed file is still read o
 """
 from __future__ import annotations
 
+import gzip
 import hashlib
 import math
+import os
 import struct
 import zlib
 from dataclasses import dataclass
+
+import numpy as np
 
 from pipeline import storage
 from pipeline.errors import PipelineError
@@ -155,3 +159,22 @@ def read_range(path: str, compressed: bool, offset: int, length: int) -> bytes:
                 break
             offset -= skipped
         return src.read(length)
+
+
+def read_array(path: str | os.PathLike) -> np.ndarray:
+    """A whole IDX file (gzip or plain, told from its content) as a uint8 array of the shape its header declares,
+    checked like ingest checks it (PipelineError naming the file). For files that fit in memory: tests,
+    benchmarks, a notebook; the stages read record ranges on executors instead."""
+    path = os.fspath(path)
+    name = path.rsplit("/", 1)[-1]
+    fs, p = storage.filesystem(path)
+    with fs.open_input_stream(p, compression=None) as src:   # not told from the name: see the module docstring
+        data = src.read()
+    if data[:2] == GZIP_MAGIC:
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise PipelineError(f"{name}: corrupt gzip data ({exc})") from None
+    header = parse_header(name, data[:HEAD_BYTES])
+    _check_length(name, header, len(data))
+    return np.frombuffer(data, dtype=np.uint8, offset=header.size).reshape(header.dims)
