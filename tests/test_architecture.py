@@ -1,0 +1,122 @@
+"""One stage contract, checked on the source: no stage package imports another, and no shared module imports a
+stage. What two stages share lives below them (pipeline/*.py and pipeline/formats/); only the main job runs the
+stages, so only it imports them.
+
+Every import counts: at the top of a module or inside a function, absolute or relative, `import a.b` or
+`from a import b`."""
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+
+from pipeline.config import REPO_ROOT
+
+STAGE_PACKAGES = ("data", "eda", "train", "evaluate", "predict", "report")
+SHARED_PACKAGES = ("formats",)
+MAIN_JOB = "pipeline.run"
+
+
+def module_name(path: Path, root: Path) -> str:
+    """pipeline/predict/stage.py -> pipeline.predict.stage; pipeline/formats/__init__.py -> pipeline.formats."""
+    parts = path.relative_to(root.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports(path: Path, module: str) -> Iterator[tuple[ast.stmt, str]]:
+    """(statement, module it imports) for every import in the file; `from p import m` yields p and p.m, since m
+    may be a module (`from pipeline import predict`)."""
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield node, alias.name
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative: from . import x, from ..data import y
+                anchor = package.split(".")[:len(package.split(".")) - (node.level - 1)]
+                base = ".".join([*anchor, base]) if base else ".".join(anchor)
+            yield node, base
+            for alias in node.names:
+                yield node, f"{base}.{alias.name}"
+
+
+def stage_of(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 and parts[0] == "pipeline" and parts[1] in STAGE_PACKAGES else None
+
+
+def layering_violations(root: Path) -> list[str]:
+    """One line per import that breaks the contract, naming the module, the line and the import."""
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        module = module_name(path, root)
+        if module == MAIN_JOB:
+            continue
+        own = stage_of(module)
+        seen = set()
+        for node, imported in imports(path, module):
+            target = stage_of(imported)
+            if imported == MAIN_JOB:
+                problem = "imports the main job (nothing below it may)"
+            elif target is not None and own is None:
+                problem = f"is shared but imports stage package pipeline.{target}"
+            elif target is not None and target != own:
+                problem = f"is in stage package pipeline.{own} but imports stage package pipeline.{target}"
+            else:
+                continue
+            line = f"{module} (line {node.lineno}: {ast.unparse(node)}) {problem}"
+            if line not in seen:
+                seen.add(line)
+                found.append(line)
+    return found
+
+
+def test_no_stage_imports_another_and_no_shared_module_imports_a_stage():
+    violations = layering_violations(REPO_ROOT / "pipeline")
+    assert not violations, "stage contract broken:\n" + "\n".join(violations)
+
+
+def test_every_package_is_known_as_a_stage_or_shared():
+    """A new package must be declared here, so that it cannot slip past the check as 'shared' by accident."""
+    packages = {p.parent.name for p in (REPO_ROOT / "pipeline").glob("*/__init__.py")}
+    assert packages == set(STAGE_PACKAGES) | set(SHARED_PACKAGES)
+
+
+def test_the_check_names_every_kind_of_import_across_the_layers(tmp_path):
+    root = tmp_path / "pipeline"
+    files = {
+        "__init__.py": "",
+        "run.py": "from pipeline.predict.stage import run_prediction\n",
+        "scoring.py": "import numpy as np\nfrom pipeline import storage\n",
+        "storage.py": "def f():\n    from pipeline.predict import model_source\n",
+        "formats/__init__.py": "",
+        "formats/readers.py": "from ..data import ingest\n",
+        "evaluate/__init__.py": "",
+        "evaluate/stage.py": "from pipeline import predict, scoring\nimport pipeline.data.prepare as p\n"
+                             "from . import figures\n",
+        "evaluate/figures.py": "from pipeline.run import STAGES\n",
+        "predict/__init__.py": "",
+        "predict/model_source.py": "from .stage import x\nfrom ..evaluate.stage import y\n",
+        "predict/stage.py": "",
+        "data/__init__.py": "",
+        "data/ingest.py": "",
+        "data/prepare.py": "",
+    }
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    assert layering_violations(root) == [
+        "pipeline.evaluate.figures (line 1: from pipeline.run import STAGES) imports the main job (nothing below it "
+        "may)",
+        "pipeline.evaluate.stage (line 1: from pipeline import predict, scoring) is in stage package "
+        "pipeline.evaluate but imports stage package pipeline.predict",
+        "pipeline.evaluate.stage (line 2: import pipeline.data.prepare as p) is in stage package pipeline.evaluate "
+        "but imports stage package pipeline.data",
+        "pipeline.formats.readers (line 1: from ..data import ingest) is shared but imports stage package "
+        "pipeline.data",
+        "pipeline.predict.model_source (line 2: from ..evaluate.stage import y) is in stage package "
+        "pipeline.predict but imports stage package pipeline.evaluate",
+        "pipeline.storage (line 2: from pipeline.predict import model_source) is shared but imports stage package "
+        "pipeline.predict",
+    ]
