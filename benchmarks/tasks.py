@@ -71,9 +71,9 @@ def data_stages(root: str, profile: str, input_dir: str, repeats: int) -> dict:
         for _ in range(repeats):
             ingest, prepare = {}, {}
             with measured(ingest):
-                ingest["summary"] = run_ingest(spark, cfg, layout, force=True)
+                ingest["summary"] = run_ingest(spark, cfg, layout, force=True).to_dict()
             with measured(prepare):
-                prepare["summary"] = run_prepare(spark, cfg, layout, force=True)
+                prepare["summary"] = run_prepare(spark, cfg, layout, force=True).to_dict()
             runs.append({"ingest": ingest, "prepare": prepare,
                          "seconds": round(ingest["seconds"] + prepare["seconds"], 3)})
     finally:
@@ -117,7 +117,7 @@ def train_pipeline(root: str, profile: str, model: str, workers: int, epochs: in
     try:
         _ensure_curated(spark, cfg, layout)
         with measured(record):
-            record["summary"] = run_training(spark, cfg, layout, model=model, force=True)
+            record["summary"] = run_training(spark, cfg, layout, force=True, model=model).to_dict()
     finally:
         spark.stop()
     history = storage.read_json(f"{layout.model_dir(model)}/history.json")
@@ -210,7 +210,8 @@ def predict_stage(root: str, profile: str, model_path: str, input_path: str | No
             shutil.rmtree(out, ignore_errors=True)
             record: dict = {}
             with measured(record):
-                summary = run_prediction(spark, cfg, layout, input_path=input_path, model=model_path, output=out)
+                summary = run_prediction(spark, cfg, layout, input_path=input_path, model=model_path,
+                                         output=out).details
             record.update(images=summary["count"], images_per_second=summary["count"] / record["seconds"],
                           accuracy=summary.get("accuracy"))
             runs.append(record)

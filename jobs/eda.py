@@ -1,18 +1,15 @@
-"""Describe the curated data: label distribution, pixel statistics, mean images, split drift, figures."""
+"""The eda stage as a job (python or spark-submit); pipeline/stages.py says what it does and writes."""
 import sys
 
-from pipeline.cli import job_parser, run_job
-from pipeline.eda.stage import run_eda
-from pipeline.layout import Layout
+from pipeline.cli import run_stage_job, stage_parser
 
 
 def args_parser():
-    return job_parser(__doc__)
+    return stage_parser("eda")
 
 
 def _main(argv=None) -> int:
-    return run_job(args_parser(), argv, "eda",
-                   lambda spark, cfg, args: run_eda(spark, cfg, Layout.from_config(cfg), force=args.force))
+    return run_stage_job("eda", argv)
 
 
 def main():

@@ -1,18 +1,15 @@
-"""Evaluate every trained model on the untouched test set, compare them and gate on the target accuracy."""
+"""The evaluate stage as a job (python or spark-submit); pipeline/stages.py says what it does and writes."""
 import sys
 
-from pipeline.cli import job_parser, run_job
-from pipeline.evaluate.stage import run_evaluation
-from pipeline.layout import Layout
+from pipeline.cli import run_stage_job, stage_parser
 
 
 def args_parser():
-    return job_parser(__doc__)
+    return stage_parser("evaluate")
 
 
 def _main(argv=None) -> int:
-    return run_job(args_parser(), argv, "evaluate", lambda spark, cfg, args: run_evaluation(
-        spark, cfg, Layout.from_config(cfg, args.run_id), force=args.force))
+    return run_stage_job("evaluate", argv)
 
 
 def main():

@@ -1,18 +1,15 @@
-"""Ingest raw MNIST files (IDX, npz or CSV) into the raw Parquet table, validating them on the way."""
+"""The ingest stage as a job (python or spark-submit); pipeline/stages.py says what it does and writes."""
 import sys
 
-from pipeline.cli import job_parser, run_job
-from pipeline.data.ingest import run_ingest
-from pipeline.layout import Layout
+from pipeline.cli import run_stage_job, stage_parser
 
 
 def args_parser():
-    return job_parser(__doc__)
+    return stage_parser("ingest")
 
 
 def _main(argv=None) -> int:
-    return run_job(args_parser(), argv, "ingest",
-                   lambda spark, cfg, args: run_ingest(spark, cfg, Layout.from_config(cfg), force=args.force))
+    return run_stage_job("ingest", argv)
 
 
 def main():

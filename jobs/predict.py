@@ -1,24 +1,15 @@
-"""Score new data with a saved model, distributed over Spark: IDX, npz, CSV, curated Parquet or image files."""
+"""The predict stage as a job (python or spark-submit); pipeline/stages.py says what it does and writes."""
 import sys
 
-from pipeline.cli import job_parser, run_job
-from pipeline.layout import Layout
-from pipeline.predict.stage import run_prediction
+from pipeline.cli import run_stage_job, stage_parser
 
 
 def args_parser():
-    parser = job_parser(__doc__)
-    parser.add_argument("--input", default=None,
-                        help="file or folder to score (default: the curated test set)")
-    parser.add_argument("--model", default=None, help="model name (default: predict.model, 'best' from evaluation)")
-    parser.add_argument("--output", default=None, help="output folder (default: <run>/predict/<input name>)")
-    return parser
+    return stage_parser("predict")
 
 
 def _main(argv=None) -> int:
-    return run_job(args_parser(), argv, "predict", lambda spark, cfg, args: run_prediction(
-        spark, cfg, Layout.from_config(cfg, args.run_id), input_path=args.input, model=args.model,
-        output=args.output))
+    return run_stage_job("predict", argv)
 
 
 def main():

@@ -1,18 +1,15 @@
-"""Normalise the raw table and split it into curated train / validation / test Parquet for Petastorm."""
+"""The prepare stage as a job (python or spark-submit); pipeline/stages.py says what it does and writes."""
 import sys
 
-from pipeline.cli import job_parser, run_job
-from pipeline.data.prepare import run_prepare
-from pipeline.layout import Layout
+from pipeline.cli import run_stage_job, stage_parser
 
 
 def args_parser():
-    return job_parser(__doc__)
+    return stage_parser("prepare")
 
 
 def _main(argv=None) -> int:
-    return run_job(args_parser(), argv, "prepare",
-                   lambda spark, cfg, args: run_prepare(spark, cfg, Layout.from_config(cfg), force=args.force))
+    return run_stage_job("prepare", argv)
 
 
 def main():

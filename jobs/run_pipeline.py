@@ -1,14 +1,15 @@
-"""The main job: ingest -> validate -> prepare -> EDA -> train -> evaluate -> predict -> report, in one run."""
+"""The main job: every stage of pipeline/stages.py in order, each skipped when its output is complete."""
 import sys
 
 from pipeline.cli import job_parser, run_job
 from pipeline.layout import Layout
-from pipeline.run import STAGES, run_pipeline
+from pipeline.run import run_pipeline
+from pipeline.stages import STAGE_NAMES
 
 
 def args_parser():
     parser = job_parser(__doc__)
-    parser.add_argument("--from", dest="from_stage", choices=STAGES, default=None,
+    parser.add_argument("--from", dest="from_stage", choices=STAGE_NAMES, default=None,
                         help="redo this stage and every later one")
     return parser
 

@@ -1,20 +1,15 @@
-"""Train the CNNs with Horovod on Spark, fed by Petastorm from the curated Parquet."""
+"""The train stage as a job (python or spark-submit); pipeline/stages.py says what it does and writes."""
 import sys
 
-from pipeline.cli import job_parser, run_job
-from pipeline.layout import Layout
-from pipeline.train.stage import run_training
+from pipeline.cli import run_stage_job, stage_parser
 
 
 def args_parser():
-    parser = job_parser(__doc__)
-    parser.add_argument("--model", default="all", help="model_1 | model_2 | model_3 | all (default)")
-    return parser
+    return stage_parser("train")
 
 
 def _main(argv=None) -> int:
-    return run_job(args_parser(), argv, "train", lambda spark, cfg, args: run_training(
-        spark, cfg, Layout.from_config(cfg, args.run_id), model=args.model, force=args.force))
+    return run_stage_job("train", argv)
 
 
 def main():

@@ -5,22 +5,26 @@ import argparse
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from pipeline.config import PipelineConfig, known_profiles, load_config
 from pipeline.errors import PipelineError
+from pipeline.layout import Layout
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
 
 log = logging.getLogger("pipeline")
 
 # TensorFlow's C++ start-up notes (CPU instruction sets) would otherwise be the loudest lines of every job.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-Stage = Callable[["SparkSession", PipelineConfig, argparse.Namespace], object]  # noqa: F821
-
-
-def job_parser(description: str | None) -> argparse.ArgumentParser:
-    """The arguments every job takes; a job adds its own to the parser it gets back."""
-    parser = argparse.ArgumentParser(description=(description or "").strip().splitlines()[0])
+def job_parser(description: str, per_run: bool = True, skips_complete: bool = True) -> argparse.ArgumentParser:
+    """The arguments every job takes; --run-id only for jobs that write into a run folder, --force only for jobs
+    that skip a complete output."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--conf", default=None, help="config YAML (default: conf/local.yaml)")
     parser.add_argument("--profile", default=None,
                         help=f"config profile, a name from conf/profiles: {', '.join(known_profiles())} "
@@ -29,9 +33,43 @@ def job_parser(description: str | None) -> argparse.ArgumentParser:
                         help="override one config value (repeatable), e.g. --set train.batch_size=64; after "
                              "spark.settings. the rest is one Spark option, dots and all: "
                              "--set spark.settings.spark.hadoop.fs.s3a.endpoint=http://host:9000")
-    parser.add_argument("--run-id", default=None, help="run folder name (default: profile + config hash)")
-    parser.add_argument("--force", action="store_true", help="redo this stage even if its output is complete")
+    if per_run:
+        parser.add_argument("--run-id", default=None, help="run folder name (default: profile + config hash)")
+    if skips_complete:
+        parser.add_argument("--force", action="store_true", help="redo even if the output is complete")
     return parser
+
+
+def stage_parser(name: str) -> argparse.ArgumentParser:
+    """The parser of one stage's job, from its registry entry: the common arguments and the stage's options."""
+    from pipeline.stages import stage_named
+    stage = stage_named(name)
+    parser = job_parser(f"The {stage.name} stage: {stage.summary}.", stage.per_run, stage.skips_complete)
+    for option in stage.options:
+        parser.add_argument(option.cli_flag, dest=option.name, default=option.default, help=option.help)
+    return parser
+
+
+def run_stage_job(name: str, argv: list[str] | None) -> int:
+    """Parse, configure, run stage `name` once and log its result line; the exit code of its job."""
+    from pipeline.stages import stage_named
+    stage = stage_named(name)
+
+    def run(spark, cfg: PipelineConfig, args: argparse.Namespace) -> None:
+        layout = Layout.from_config(cfg, getattr(args, "run_id", None))
+        options = {option.name: getattr(args, option.name) for option in stage.options}
+        started = time.monotonic()
+        result = stage.run(spark, cfg, layout, force=getattr(args, "force", False), **options)
+        log.info("%s", result_line(name, result, time.monotonic() - started))
+    return run_job(stage_parser(name), argv, name, run)
+
+
+def result_line(name: str, result, seconds: float) -> str:
+    """`stage train: done in 61.2s | model_1 val_accuracy=0.9810, ...`: what a stage did, on one log line."""
+    state = "skipped (output complete)" if result.skipped else "done"
+    figures = [f"{k}={v}" for k, v in {**result.counts, **result.details}.items()
+               if isinstance(v, int | float | str | bool)]
+    return f"stage {name}: {state} in {seconds:.1f}s | {', '.join(figures[:6]) or '-'}"
 
 
 def configure_logging() -> None:
@@ -48,7 +86,8 @@ def _drop_py4j_retry_notes(record: logging.LogRecord) -> bool:
     return not (record.name == "root" and record.getMessage().startswith("Exception while sending command"))
 
 
-def run_job(parser: argparse.ArgumentParser, argv: list[str] | None, job_name: str, stage: Stage) -> int:
+def run_job(parser: argparse.ArgumentParser, argv: list[str] | None, job_name: str,
+            work: Callable[[SparkSession, PipelineConfig, argparse.Namespace], object]) -> int:
     """Parse `argv`, load config, build the session, run `stage`; a PipelineError becomes one line and exit 1."""
     from pipeline.config import REPO_ROOT
     from pipeline.spark import build_spark_session
@@ -59,7 +98,7 @@ def run_job(parser: argparse.ArgumentParser, argv: list[str] | None, job_name: s
     try:
         cfg = load_config(args.conf or REPO_ROOT / "conf" / "local.yaml", args.profile, args.overrides)
         spark = build_spark_session(cfg.spark, job_name)
-        stage(spark, cfg, args)
+        work(spark, cfg, args)
         return 0
     except PipelineError as exc:
         print(f"ERROR [{job_name}]: {exc}", file=sys.stderr)

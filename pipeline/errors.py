@@ -8,8 +8,8 @@ class PipelineError(Exception):
 class GateError(PipelineError):
     """A quality gate failed (e.g. test accuracy below target): outputs are complete, but must not ship.
 
-    `summary` is the failed stage's summary, so the run manifest still records what was measured."""
+    `result` is the failed stage's StageResult, so the run manifest still records what was measured."""
 
-    def __init__(self, message: str, summary: dict | None = None) -> None:
+    def __init__(self, message: str, result=None) -> None:
         super().__init__(message)
-        self.summary = summary or {}
+        self.result = result

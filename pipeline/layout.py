@@ -54,6 +54,10 @@ class Layout:
     def eda(self) -> str:
         return f"{self.curated_root}/eda"
 
+    @property
+    def run_id(self) -> str:
+        return self.run_root.rstrip("/").rsplit("/", 1)[-1]
+
     def model_dir(self, model_name: str) -> str:
         return f"{self.run_root}/train/{model_name}"
 

@@ -3,7 +3,7 @@
 horovod.spark.run starts a driver service and Gloo's rendezvous HTTP server (no authentication) on the driver,
 and a task service in every Spark task. Horovod 0.28 binds them all to every interface: its `find_port` opens
 ('', port), and its `nics` argument only chooses which addresses are advertised and probed. So the modules that
-imported `find_port` get one that binds the chosen interface's address. The driver applies it before launching;
+imported `find_port` get one that binds the chosen interface's address. The driver applies it in `run_horovod`;
 a Spark Python worker applies it at start through `pipeline.spark_daemon` (spark.python.daemon.module), and
 reads the interface from SERVICES_INTERFACE_ENV. tests/test_train.py lists the sockets a 2-rank training opens.
 """
@@ -35,20 +35,42 @@ def interface_address(interface: str) -> str:
     return ipv4[0]
 
 
-def bind_horovod_services(interface: str) -> None:
-    """Make every Horovod service started from this process listen on `interface` only."""
+def bind_horovod_services(interface: str) -> list:
+    """Make every Horovod service started from this process listen on `interface` only. Returns the list that
+    collects the servers started from now on (so the caller can close them: see run_horovod)."""
     from horovod.runner.common.util import network as service_network
     from horovod.runner.http import http_server
     from horovod.runner.util import network
 
     address = interface_address(interface)
+    started: list = []
 
     def find_port(server_factory):
         server = server_factory((address, 0))  # port 0: the kernel picks a free one, no scan needed
+        started.append(server)
         return server, server.socket.getsockname()[1]
 
     for module in (network, service_network, http_server):
         module.find_port = find_port
+    return started
+
+
+def run_horovod(spark, fn, args: tuple = (), num_proc: int = 1, start_timeout: int = 180,
+                env: dict[str, str] | None = None) -> list:
+    """horovod.spark.run with its services on the session's services interface, closed when it returns.
+
+    The one way this project launches Horovod (training, the cluster check, the smoke test). Horovod stops its
+    rendezvous server without closing the socket, which would stay listening for the life of the driver.
+    """
+    import horovod.spark
+    interface = spark.sparkContext.getConf().get(f"spark.executorEnv.{SERVICES_INTERFACE_ENV}", "")
+    started = bind_horovod_services(interface) if interface else []
+    try:
+        return horovod.spark.run(fn, args=args, num_proc=num_proc, start_timeout=start_timeout, env=env,
+                                 use_gloo=True, verbose=0, nics={interface} if interface else None)
+    finally:
+        for server in started:
+            server.server_close()
 
 
 def bind_from_environment() -> None:

@@ -37,10 +37,10 @@ def _allreduce_rank() -> dict:
 
 
 def run_checks(spark, ranks: int) -> dict:
-    import horovod.spark
+    from pipeline.services import run_horovod
     count = spark.range(0, 100_000, numPartitions=4 * ranks).count()
     tasks = spark.sparkContext.parallelize(range(4 * ranks), 4 * ranks).mapPartitions(_task_facts).collect()
-    results = horovod.spark.run(_allreduce_rank, num_proc=ranks, start_timeout=120, verbose=0)
+    results = run_horovod(spark, _allreduce_rank, num_proc=ranks, start_timeout=120)
     expected_sum = ranks * (ranks + 1) / 2
     executors = {(r["worker_dir"], r["executor"]) for r in results}
     return {"range_count": count, "task_executors": sorted({f"{t['worker_dir']}#{t['executor']}" for t in tasks}),

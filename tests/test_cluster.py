@@ -10,8 +10,10 @@ Which executor ran each task is read from the driver's Spark event log, one log 
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import os
+import random
 import re
 import signal
 import socket
@@ -60,9 +62,18 @@ esac
 
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A port free now, below the kernel's ephemeral range: a port picked from that range could be handed to any
+    process binding port 0 before the service it was picked for binds it (py4j's gateway took a UI port so)."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    for _ in range(200):
+        port = random.randrange(20000, low - 1)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port between 20000 and {low}")
 
 
 def free_ports(count: int) -> list[int]:
@@ -381,7 +392,7 @@ class DriverStatus:
         try:
             with urllib.request.urlopen(self.api + path, timeout=10) as response:
                 return json.load(response)
-        except (OSError, ValueError):
+        except (OSError, ValueError, http.client.HTTPException):
             return None  # the UI is not up yet, or the application is gone
 
 

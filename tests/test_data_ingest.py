@@ -55,7 +55,7 @@ def test_idx_ingest_keeps_every_record_exactly(spark, make_config, tmp_path):
     cfg = make_config("data.records_per_partition=16", input_dir=str(tmp_path / "in"))
     layout = Layout.from_config(cfg)
     summary = run_ingest(spark, cfg, layout)
-    assert summary["counts"] == {"train": N_TRAIN, "test": N_TEST} and summary["format"] == "idx"
+    assert summary.counts == {"train": N_TRAIN, "test": N_TEST} and summary.details["format"] == "idx"
     assert_raw_matches(spark, layout, arrays, NAMES["train"][0])
     manifest = storage.read_json(layout.raw_manifest)
     expected_sha = hashlib.sha256((tmp_path / "in" / NAMES["train"][0]).read_bytes()).hexdigest()
@@ -95,10 +95,10 @@ def test_plain_idx_rerun_skips_and_force_redoes(spark, make_config, tmp_path):
     write_idx_set(tmp_path / "in", arrays, gz=False)
     cfg = make_config("data.records_per_partition=16", input_dir=str(tmp_path / "in"))
     layout = Layout.from_config(cfg)
-    assert "skipped" not in run_ingest(spark, cfg, layout)
+    assert run_ingest(spark, cfg, layout).skipped is False
     assert_raw_matches(spark, layout, arrays, NAMES["train"][0][:-3])
-    assert run_ingest(spark, cfg, layout)["skipped"] is True
-    assert "skipped" not in run_ingest(spark, cfg, layout, force=True)
+    assert run_ingest(spark, cfg, layout).skipped is True
+    assert run_ingest(spark, cfg, layout, force=True).skipped is False
     assert spark.read.parquet(layout.raw).count() == N_TRAIN + N_TEST
 
 
@@ -181,7 +181,7 @@ def test_record_checks_quarantine_and_zero_tolerance(spark, make_config, tmp_pat
 
     tolerant = make_config("data.max_quarantine_fraction=0.05", input_dir=str(tmp_path / "in"))
     layout = Layout.from_config(tolerant)
-    assert run_ingest(spark, tolerant, layout)["counts"] == {"train": N_TRAIN - 2, "test": N_TEST}
+    assert run_ingest(spark, tolerant, layout).counts == {"train": N_TRAIN - 2, "test": N_TEST}
     quarantined = [r.asDict() for r in spark.read.parquet(layout.quarantine).orderBy("source_index").collect()]
     assert quarantined == [{"record_id": "train-images-idx3-ubyte.gz:0", "source_split": "train", "source_index": 0,
                             "label": 0, "reason": "image also in test"},
@@ -238,7 +238,7 @@ def test_blank_image_policies(spark, make_config, tmp_path, caplog, policy, kept
     summary, layout, logged = ingest_logged(spark, make_config, tmp_path, caplog, blank_arrays(),
                                             f"data.blank_images={policy}", "data.test_images_in_train=warn",
                                             "data.max_quarantine_fraction=0.05")
-    assert summary["counts"] == kept
+    assert summary.counts == kept
     assert quarantine_reasons(spark, layout) == quarantined
     report = storage.read_json(layout.validation_report)
     assert report["dropped"] == dropped and report["records"] == {"test": 20, "train": 40}
@@ -296,7 +296,7 @@ def test_test_images_in_train_policies_change_only_train(spark, make_config, tmp
     arrays = in_test_arrays()
     summary, layout, logged = ingest_logged(spark, make_config, tmp_path, caplog, arrays,
                                             f"data.test_images_in_train={policy}", "data.max_quarantine_fraction=0.05")
-    assert summary["counts"] == {"train": kept_train, "test": N_TEST}
+    assert summary.counts == {"train": kept_train, "test": N_TEST}
     assert quarantine_reasons(spark, layout) == quarantined
     test_rows = [r for r in raw_rows(spark, layout) if r.source_split == "test"]
     assert [r.image for r in test_rows] == [image.tobytes() for image in arrays["test"][0]]    # the benchmark as is
@@ -377,7 +377,7 @@ def test_npz_reader(spark, make_config, tmp_path):
              x_test=arrays["test"][0], y_test=arrays["test"][1])
     cfg = make_config("data.records_per_partition=16", input_dir=str(tmp_path / "in"))
     layout = Layout.from_config(cfg)
-    assert run_ingest(spark, cfg, layout)["format"] == "npz"
+    assert run_ingest(spark, cfg, layout).details["format"] == "npz"
     rows = raw_rows(spark, layout)
     assert rows[N_TEST].record_id == "mnist.npz:train:0"
     assert [r.image for r in rows[N_TEST:]] == [a.tobytes() for a in arrays["train"][0]]
@@ -420,7 +420,7 @@ def test_csv_reader_and_record_checks(spark, make_config, tmp_path):
     cfg = make_config("data.records_per_partition=7", "data.max_quarantine_fraction=0.1",
                       input_dir=str(tmp_path / "in"))
     layout = Layout.from_config(cfg)
-    assert run_ingest(spark, cfg, layout)["counts"] == {"train": N_TRAIN - len(edits), "test": N_TEST}
+    assert run_ingest(spark, cfg, layout).counts == {"train": N_TRAIN - len(edits), "test": N_TEST}
     reasons = dict(spark.read.parquet(layout.quarantine).select("record_id", "reason").collect())
     assert reasons == {"mnist_train.csv:2": "label outside 0-9", "mnist_train.csv:4": "missing value",
                        "mnist_train.csv:5": "pixel value out of range (not an integer 0-255)",

@@ -91,7 +91,7 @@ def test_petastorm_batches_carry_normalised_images(mnist_curated):
 
 def test_rerun_skips(spark, mnist_curated):
     cfg, layout = mnist_curated
-    assert run_prepare(spark, cfg, layout)["skipped"] is True
+    assert run_prepare(spark, cfg, layout).skipped is True
 
 
 def _parquet_files(path: str) -> list[str]:

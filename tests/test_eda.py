@@ -167,7 +167,7 @@ def test_run_eda_writes_outputs_then_skips_and_force_redoes(spark, make_config, 
                                                   "duplicate_images": {"within_train": 2, "test_in_train": 1}})
     result = run_eda(spark, cfg, layout)
 
-    assert result["skipped"] is False and result["counts"] == SIZES
+    assert result.skipped is False and result.counts == SIZES
     summary = storage.read_json(f"{layout.eda}/summary.json")
     train = arrays["train"]
     label_of = dict(zip(train["ids"], train["labels"].tolist(), strict=True))
@@ -184,8 +184,8 @@ def test_run_eda_writes_outputs_then_skips_and_force_redoes(spark, make_config, 
     for table in ("label_distribution", "pixel_stats", "drift", "mean_images"):
         assert storage.exists(f"{layout.eda}/{table}.csv")
 
-    assert run_eda(spark, cfg, layout)["skipped"] is True
-    assert run_eda(spark, cfg, layout, force=True)["skipped"] is False
+    assert run_eda(spark, cfg, layout).skipped is True
+    assert run_eda(spark, cfg, layout, force=True).skipped is False
 
 
 def test_run_eda_names_missing_inputs(spark, make_config, arrays):

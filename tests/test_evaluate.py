@@ -60,7 +60,9 @@ def evaluated_run(spark, small_mnist_model, small_curated_test_set, tmp_path_fac
         Path(layout.model_dir(name)).mkdir(parents=True)
         shutil.copy(small_mnist_model[model], f"{layout.model_dir(name)}/model.keras")
         Path(f"{layout.model_dir(name)}/history.json").write_text(json.dumps(_history(name, val_accuracy)))
-    return cfg, layout, run_evaluation(spark, cfg, layout)
+    result = run_evaluation(spark, cfg, layout)
+    assert result.skipped is False and result.outputs == {"evaluation": layout.evaluation}
+    return cfg, layout, result.details
 
 
 def test_evaluation_matches_the_models_own_predictions(evaluated_run, small_mnist_model):
@@ -75,7 +77,7 @@ def test_evaluation_matches_the_models_own_predictions(evaluated_run, small_mnis
     assert metrics["train_val_gap"] == {"accuracy": pytest.approx(0.03), "loss": pytest.approx(0.05), "epoch": 2}
     matrix = np.loadtxt(f"{layout.evaluation}/model_1/confusion_matrix.csv", delimiter=",", skiprows=1)[:, 1:]
     assert matrix.sum() == 1000 and np.trace(matrix) == round(expected_accuracy * 1000)
-    assert summary["best_model"] == "model_1" and summary["skipped"] is False
+    assert summary["best_model"] == "model_1"
     assert set(summary["models"]) == {"model_1", "model_2"}  # model_3 was never trained: left out
 
 
@@ -99,7 +101,7 @@ def test_evaluation_writes_figures_comparison_and_best_model(evaluated_run, smal
 def test_a_second_run_is_skipped_and_the_gate_fails_above_the_achieved_accuracy(evaluated_run, spark):
     cfg, layout, summary = evaluated_run
     again = run_evaluation(spark, cfg, layout)
-    assert again["skipped"] is True and again["best_test_accuracy"] == summary["best_test_accuracy"]
+    assert again.skipped is True and again.details["best_test_accuracy"] == summary["best_test_accuracy"]
     strict = dataclasses.replace(cfg, evaluate=dataclasses.replace(cfg.evaluate, target_accuracy=0.99))
     achieved = f"{summary['best_test_accuracy']:.4f}"
     with pytest.raises(GateError, match=rf"best model model_1 reaches test accuracy {achieved}, below the target "

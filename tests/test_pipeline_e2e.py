@@ -5,7 +5,8 @@ import pytest
 
 from pipeline import storage
 from pipeline.layout import Layout
-from pipeline.run import STAGES, run_pipeline
+from pipeline.run import run_pipeline
+from pipeline.stages import STAGE_NAMES as STAGES
 
 pytestmark = pytest.mark.slow
 
@@ -34,7 +35,7 @@ def test_manifest_lists_every_stage_with_durations(quick_run):
     manifest = storage.read_json(layout.run_manifest)
     assert manifest["config"]["profile"] == "quick" and manifest["machine"]["cores"] >= 1
     assert manifest["headline"]["best_model"] in ("model_1", "model_2", "model_3")
-    evaluation = next(s["summary"] for s in first["stages"] if s["stage"] == "evaluate")
+    evaluation = next(s["details"] for s in first["stages"] if s["stage"] == "evaluate")
     assert all(m["test_accuracy"] > 0.8 for m in evaluation["models"].values()), evaluation["models"]
 
 

@@ -84,7 +84,7 @@ def test_digit_pictures_are_predicted_correctly_and_printed(spark, make_config, 
     folder, expected = digit_folder
     cfg = make_config()
     summary = run_prediction(spark, cfg, Layout.from_config(cfg, "run"), input_path=str(folder),
-                             model=small_mnist_model["trained"])
+                             model=small_mnist_model["trained"]).details
     assert summary["input_kind"] == "images" and summary["count"] == 6
     rows = spark.read.parquet(f"{summary['output']}/predictions.parquet").collect()
     assert {Path(r["path"]).name: r["prediction"] for r in rows} == expected
@@ -98,7 +98,7 @@ def test_parquet_predictions_equal_the_models_own_predict(spark, make_config, sm
                                                           small_curated_test_set, tmp_path):
     cfg = make_config("predict.batch_size=100")
     summary = run_prediction(spark, cfg, Layout.from_config(cfg, "run"), input_path=small_curated_test_set,
-                             model=small_mnist_model["trained"], output=str(tmp_path / "out"))
+                             model=small_mnist_model["trained"], output=str(tmp_path / "out")).details
     predictions = spark.read.parquet(str(tmp_path / "out" / "predictions.parquet"))
     assert predictions.columns == ["record_id", "label", "prediction", "confidence", "probabilities", "model",
                                    "run_id"]
@@ -139,7 +139,7 @@ def test_every_unreadable_image_is_listed_whether_the_job_fails_or_skips_it(spar
 
     lenient = make_config("predict.skip_unreadable_images=true")
     summary = run_prediction(spark, lenient, Layout.from_config(lenient, "run"), input_path=str(folder),
-                             model=small_mnist_model["trained"], output=str(out))
+                             model=small_mnist_model["trained"], output=str(out)).details
     assert (summary["count"], summary["unreadable_count"]) == (6, 2)
     assert summary["unreadable_list"] == str(out / "unreadable.csv") and _csv_rows(out / "unreadable.csv") == expected
     assert json.loads((out / "manifest.json").read_text())["unreadable_count"] == 2
@@ -182,7 +182,8 @@ def test_idx_input_is_read_by_the_data_stage_and_normalised_like_prepare(spark, 
     _write_idx(tmp_path / "new-labels-idx1-ubyte.gz", small_mnist_model["labels"][:200])
     cfg = make_config()
     summary = run_prediction(spark, cfg, Layout.from_config(cfg, "run"),
-                             input_path=str(tmp_path / "new-images-idx3-ubyte.gz"), model=small_mnist_model["trained"])
+                             input_path=str(tmp_path / "new-images-idx3-ubyte.gz"),
+                             model=small_mnist_model["trained"]).details
     assert (summary["input_kind"], summary["count"]) == ("raw", 200)
     rows = spark.read.parquet(f"{summary['output']}/predictions.parquet").select("record_id", "prediction").collect()
     got = {r["record_id"]: r["prediction"] for r in rows}

@@ -169,7 +169,7 @@ def test_symlinks_count_each_real_file_once_and_never_lead_outside_or_loop(spark
     (folder / "ring_b.png").symlink_to(folder / "ring_a.png")
     cfg = make_config("predict.skip_unreadable_images=true")
     summary = run_prediction(spark, cfg, Layout.from_config(cfg, "run"), input_path=str(folder),
-                             model=small_mnist_model["trained"], output=str(tmp_path / "out"))
+                             model=small_mnist_model["trained"], output=str(tmp_path / "out")).details
     scored = [r["path"] for r in spark.read.parquet(str(tmp_path / "out" / "predictions.parquet")).collect()]
     assert sorted(scored) == [str(path) for path in real]
     assert (summary["count"], summary["duplicate_links_skipped"], summary["unreadable_count"]) == (3, 1, 4)
@@ -203,7 +203,7 @@ def test_images_over_the_pixel_cap_are_refused_from_their_header(spark, make_con
     def scored_and_unreadable(*overrides: str) -> tuple[int, list[list[str]]]:
         cfg = make_config("predict.skip_unreadable_images=true", *overrides)
         summary = run_prediction(spark, cfg, Layout.from_config(cfg, "run"), input_path=str(folder),
-                                 model=small_mnist_model["trained"], output=str(tmp_path / "out"))
+                                 model=small_mnist_model["trained"], output=str(tmp_path / "out")).details
         return summary["count"], _csv_rows(tmp_path / "out" / "unreadable.csv")[1:]
 
     # Over Pillow's own limit (2 x 89,478,485 pixels), its decompression-bomb error is the reason, not a crash.

@@ -1,15 +1,20 @@
-"""The main job's orchestration, with stand-in stages (the real ones are exercised end to end elsewhere)."""
+"""The main job's orchestration and the stage registry, with stand-in stages (the real ones run end to end
+elsewhere)."""
+import importlib
+
 import pytest
 
 from pipeline import storage
 from pipeline.errors import GateError, PipelineError
 from pipeline.layout import Layout
-from pipeline.run import STAGES, run_pipeline, stages_to_force
+from pipeline.run import run_pipeline, stages_to_force
+from pipeline.stages import STAGE_NAMES, STAGES, Stage, StageResult
 
 
 def test_from_stage_forces_that_stage_and_later_ones():
+    assert STAGE_NAMES == ("ingest", "prepare", "eda", "train", "evaluate", "predict", "report")
     assert stages_to_force(False, None) == set()
-    assert stages_to_force(True, None) == set(STAGES)
+    assert stages_to_force(True, None) == set(STAGE_NAMES)
     assert stages_to_force(False, "evaluate") == {"evaluate", "predict", "report"}
 
 
@@ -18,36 +23,75 @@ def test_unknown_from_stage_is_an_error():
         stages_to_force(False, "trian")
 
 
-def _recording_stages(calls, gate_fails=False):
-    def make(name):
-        def stage(spark, cfg, layout, force):
-            calls.append((name, force))
-            if name == "evaluate" and gate_fails:
-                raise GateError("best model model_1 test accuracy 0.5000 is below the target 0.9000")
-            return {"skipped": not force and name == "ingest", "figure": 1}
-        return stage
-    return {name: make(name) for name in STAGES}
+@pytest.fixture
+def stand_in_stages(monkeypatch):
+    """Every Stage.run records (stage, force) and returns a small result; ingest skips unless forced.
+    `gate_fails` makes evaluate raise the gate error with its result."""
+    calls: list[tuple[str, bool]] = []
+    state = {"gate_fails": False}
+
+    def run(self, spark, cfg, layout, force=False, **options):
+        calls.append((self.name, force))
+        result = StageResult(not force and self.name == "ingest", {"out": f"/tmp/{self.name}"}, counts={"rows": 1})
+        if self.name == "evaluate" and state["gate_fails"]:
+            raise GateError("best model model_1 test accuracy 0.5000 is below the target 0.9000", result)
+        return result
+    monkeypatch.setattr(Stage, "run", run)
+    return calls, state
 
 
-def test_runs_every_stage_in_order_and_writes_the_manifest(make_config):
+def test_runs_every_stage_in_order_and_writes_the_manifest(make_config, stand_in_stages):
+    calls, _ = stand_in_stages
     cfg = make_config()
     layout = Layout.from_config(cfg)
-    calls = []
-    manifest = run_pipeline(None, cfg, layout, from_stage="train", stage_functions=_recording_stages(calls))
-    assert calls == [(name, name in {"train", "evaluate", "predict", "report"}) for name in STAGES]
+    manifest = run_pipeline(None, cfg, layout, from_stage="train")
+    assert calls == [(name, name in {"train", "evaluate", "predict", "report"}) for name in STAGE_NAMES]
     written = storage.read_json(layout.run_manifest)
-    assert [s["stage"] for s in written["stages"]] == list(STAGES)
-    assert written["stages"][0]["skipped"] is True
+    assert [s["stage"] for s in written["stages"]] == list(STAGE_NAMES)
+    assert written["stages"][0] == {"stage": "ingest", "skipped": True, "outputs": {"out": "/tmp/ingest"},
+                                    "counts": {"rows": 1}, "details": {}, "seconds": written["stages"][0]["seconds"]}
     assert written["finished"] and written["versions"]["pyspark"].startswith("3.5")
-    assert manifest["run_id"] == layout.run_root.rsplit("/", 1)[-1]
+    assert manifest["run_id"] == layout.run_id == layout.run_root.rsplit("/", 1)[-1]
 
 
-def test_failed_gate_still_reports_then_fails(make_config):
+def test_failed_gate_still_reports_then_fails(make_config, stand_in_stages):
+    calls, state = stand_in_stages
+    state["gate_fails"] = True
     cfg = make_config()
     layout = Layout.from_config(cfg)
-    calls = []
     with pytest.raises(GateError, match="below the target"):
-        run_pipeline(None, cfg, layout, stage_functions=_recording_stages(calls, gate_fails=True))
-    assert [name for name, _ in calls] == list(STAGES)
+        run_pipeline(None, cfg, layout)
+    assert [name for name, _ in calls] == list(STAGE_NAMES)
     stages = storage.read_json(layout.run_manifest)["stages"]
-    assert stages[STAGES.index("evaluate")]["summary"]["gate_failed"].startswith("best model model_1")
+    evaluate = stages[STAGE_NAMES.index("evaluate")]
+    assert evaluate["details"]["gate_failed"].startswith("best model model_1")
+    assert evaluate["outputs"] == {"out": "/tmp/evaluate"}
+
+
+@pytest.mark.parametrize("stage", STAGES, ids=STAGE_NAMES)
+def test_every_registered_stage_has_a_job_taking_exactly_its_options(stage):
+    """The job's parser comes from the registry: --run-id only where the stage writes into the run folder,
+    --force only where it skips a complete output, and the stage's own options."""
+    job = importlib.import_module(f"jobs.{stage.name}")
+    flags = {flag for action in job.args_parser()._actions for flag in action.option_strings}
+    expected = {"-h", "--help", "--conf", "--profile", "--set"}
+    expected |= {"--run-id"} if stage.per_run else set()
+    expected |= {"--force"} if stage.skips_complete else set()
+    expected |= {option.cli_flag for option in stage.options}
+    assert flags == expected
+    module, function = stage.function.split(":")
+    assert callable(getattr(importlib.import_module(module), function))
+
+
+def test_a_stage_refuses_an_option_it_does_not_declare():
+    with pytest.raises(PipelineError, match="stage 'ingest' has no option 'model'"):
+        STAGES[0].run(None, None, None, model="model_1")
+
+
+def test_report_structure_table_lists_every_registered_stage(make_config):
+    from pipeline.report.sections import structure_section
+    layout = Layout.from_config(make_config())
+    table = structure_section(layout)
+    rows = [line for line in table.splitlines() if line.startswith("| ") and "`jobs/" in line]
+    assert [row.split("|")[1].strip() for row in rows] == list(STAGE_NAMES)
+    assert f"`{layout.eda}`" in table and "`jobs/report.py`" in table

@@ -103,7 +103,8 @@ def interrupted_then_resumed(spark, curated_subset, tmp_path_factory):
     finally:
         logger.removeHandler(handler)
     final = json.loads((model_dir / "history.json").read_text())
-    return {"summaries": (first, second, third), "after_stop": after_stop, "final": final,
+    return {"summaries": (first.details, second.details, third.details), "results": (first, second, third),
+            "after_stop": after_stop, "final": final,
             "model_dir": model_dir, "log": handler.lines}
 
 
@@ -131,6 +132,9 @@ def test_a_finished_model_is_skipped(interrupted_then_resumed):
     assert second["model_1"]["skipped"] is False
     assert third["model_1"] == {**second["model_1"], "skipped": True}
     assert any("model_1 already trained" in line for line in interrupted_then_resumed["log"])
+    results = interrupted_then_resumed["results"]
+    assert [r.skipped for r in results] == [False, False, True]
+    assert results[2].outputs == {"model_1": str(interrupted_then_resumed["model_dir"])}
 
 
 def test_both_ranks_trained_the_same_weights_on_their_own_shards(interrupted_then_resumed):
@@ -253,7 +257,7 @@ def model_3_on_two_ranks(spark, curated_subset, tmp_path_factory):
         watch.join()
     model_dir = Path(layout_over(cfg, curated_subset).model_dir("model_3"))
     return {"history": json.loads((model_dir / "history.json").read_text()), "model_dir": model_dir,
-            "listening": watch.seen, "listening_before": before}
+            "listening": watch.seen, "listening_before": before, "listening_after": listening_sockets()}
 
 
 def test_ranks_agree_on_batch_norm_moving_statistics(model_3_on_two_ranks):
@@ -278,6 +282,14 @@ def test_training_services_listen_on_loopback_only(model_3_on_two_ranks):
     # Horovod's driver service and Gloo rendezvous (this process) and a task service in each Spark task.
     assert len({pid for pid, _, _ in new}) >= 3, sorted(new)
     assert all(is_loopback(address) for _, address, _ in listening), sorted(listening)
+
+
+def test_training_services_are_closed_when_training_ends(model_3_on_two_ranks):
+    """Horovod stops its rendezvous server without closing the socket; run_horovod closes it."""
+    driver = os.getpid()
+    left = {(address, port) for pid, address, port in model_3_on_two_ranks["listening_after"] if pid == driver}
+    before = model_3_on_two_ranks["listening_before"]
+    assert left <= before, sorted(left - before)
 
 
 def is_loopback(address: str) -> bool:

@@ -22,6 +22,7 @@ from pipeline.formats import readers
 from pipeline.layout import Layout, ingest_hash
 from pipeline.locks import output_lock
 from pipeline.schema import RAW_SCHEMA
+from pipeline.stages import StageResult
 
 log = logging.getLogger(__name__)
 
@@ -30,13 +31,13 @@ RECORD_CHECKS_VERSION = 2
 IMAGE_ENCODING = "binary: height*width unsigned bytes (0-255), row-major, row 0 first, exactly as in IDX files"
 
 
-def run_ingest(spark: SparkSession, cfg: PipelineConfig, layout: Layout, force: bool = False) -> dict:
+def run_ingest(spark: SparkSession, cfg: PipelineConfig, layout: Layout, force: bool = False) -> StageResult:
     """Read the input files into layout.raw (+ quarantine, validation report, manifest); skip when complete."""
     with output_lock(layout.raw_root, "ingest"):  # from the skip check to the manifest: one writer at a time
         return _ingest_locked(spark, cfg, layout, force)
 
 
-def _ingest_locked(spark: SparkSession, cfg: PipelineConfig, layout: Layout, force: bool) -> dict:
+def _ingest_locked(spark: SparkSession, cfg: PipelineConfig, layout: Layout, force: bool) -> StageResult:
     started = time.monotonic()
     data = cfg.data
     fmt, sources = readers.discover_sources(layout.input_dir, data)
@@ -48,7 +49,7 @@ def _ingest_locked(spark: SparkSession, cfg: PipelineConfig, layout: Layout, for
     if not force and storage.is_complete(layout.raw_manifest, fingerprint):
         log.info("ingest: skipped, %s is already complete for these inputs and config (--force redoes it)",
                  layout.raw)
-        return {**_summary(storage.read_json(layout.raw_manifest), layout), "skipped": True}
+        return _result(storage.read_json(layout.raw_manifest), layout, skipped=True)
     storage.remove(layout.raw_manifest)     # from here on, later stages see no raw table until this run completes
     counts, tasks = readers.plan_tasks(fmt, sources, scans, data)
     source_checks.require_records(fmt, sources, counts)
@@ -73,7 +74,7 @@ def _ingest_locked(spark: SparkSession, cfg: PipelineConfig, layout: Layout, for
                 "schema": RAW_SCHEMA.jsonValue()}
     storage.write_json(layout.raw_manifest, manifest)
     log.info("ingest: wrote %s in %.1fs", layout.raw, time.monotonic() - started)
-    return _summary(manifest, layout)
+    return _result(manifest, layout, skipped=False)
 
 
 def ingest_fingerprint(cfg: PipelineConfig, checksums: dict[str, str]) -> str:
@@ -107,7 +108,9 @@ def _validate_and_publish(parsed: DataFrame, cfg: PipelineConfig, layout: Layout
     return report
 
 
-def _summary(manifest: dict, layout: Layout) -> dict:
-    return {"format": manifest["format"], "counts": manifest["counts"], "quarantined": manifest["quarantined"],
-            "checksums_verified": manifest["checksums_verified"], "raw": layout.raw,
-            "validation_report": layout.validation_report}
+def _result(manifest: dict, layout: Layout, skipped: bool) -> StageResult:
+    return StageResult(skipped, {"raw": layout.raw, "quarantine": layout.quarantine,
+                                 "validation_report": layout.validation_report},
+                       counts=manifest["counts"],
+                       details={"format": manifest["format"], "checksums_verified": manifest["checksums_verified"],
+                                "quarantined": manifest["quarantined"]})

@@ -21,11 +21,12 @@ from pipeline.errors import PipelineError
 from pipeline.layout import SPLITS, Layout
 from pipeline.locks import output_lock
 from pipeline.schema import CURATED_SCHEMA, NORMALISATION, RAW_SCHEMA, normalise_images
+from pipeline.stages import StageResult
 
 log = logging.getLogger(__name__)
 
 
-def run_prepare(spark: SparkSession, cfg: PipelineConfig, layout: Layout, force: bool = False) -> dict:
+def run_prepare(spark: SparkSession, cfg: PipelineConfig, layout: Layout, force: bool = False) -> StageResult:
     """Write layout.curated(split) for every split and layout.curated_manifest; skip when already complete."""
     started = time.monotonic()
     if not storage.exists(layout.raw_manifest):
@@ -36,11 +37,11 @@ def run_prepare(spark: SparkSession, cfg: PipelineConfig, layout: Layout, force:
         if not force and storage.is_complete(layout.curated_manifest, fingerprint):
             log.info("prepare: skipped, %s is already complete for this raw table and config (--force redoes it)",
                      layout.curated_root)
-            return {**_summary(storage.read_json(layout.curated_manifest), layout), "skipped": True}
+            return _result(storage.read_json(layout.curated_manifest), layout, skipped=True)
         manifest = write_curated_splits(spark, cfg, layout, raw_manifest, fingerprint)
     log.info("prepare: %s in %.1fs", ", ".join(f"{s} {n}" for s, n in manifest["counts"].items()),
              time.monotonic() - started)
-    return _summary(manifest, layout)
+    return _result(manifest, layout, skipped=False)
 
 
 def write_curated_splits(spark: SparkSession, cfg: PipelineConfig, layout: Layout, raw_manifest: dict,
@@ -97,6 +98,6 @@ def curated_manifest(cfg: PipelineConfig, fingerprint: str, raw_manifest: dict, 
             "row_group_rows": data.row_group_rows}
 
 
-def _summary(manifest: dict, layout: Layout) -> dict:
-    return {"counts": manifest["counts"], "curated": {s: layout.curated(s) for s in SPLITS},
-            "manifest": layout.curated_manifest}
+def _result(manifest: dict, layout: Layout, skipped: bool) -> StageResult:
+    return StageResult(skipped, {**{s: layout.curated(s) for s in SPLITS}, "manifest": layout.curated_manifest},
+                       counts=manifest["counts"])

@@ -23,6 +23,7 @@ from pipeline.errors import PipelineError
 from pipeline.layout import SPLITS, Layout
 from pipeline.locks import output_lock
 from pipeline.schema import CURATED_SCHEMA
+from pipeline.stages import StageResult
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ TABLES = ("label_distribution", "pixel_stats", "histogram", "drift", "mean_image
 FIGURES = ("sample_grid", "label_distribution", "mean_images", "pixel_histogram")
 
 
-def run_eda(spark: SparkSession, cfg: PipelineConfig, layout: Layout, force: bool = False) -> dict:
+def run_eda(spark: SparkSession, cfg: PipelineConfig, layout: Layout, force: bool = False) -> StageResult:
     """Describe the curated data under `layout.eda`; skip when it is already there for the same inputs and config."""
     curated_manifest = _read_required_json(layout.curated_manifest, "curated manifest")
     fingerprint = eda_fingerprint(curated_manifest, cfg)
@@ -42,7 +43,7 @@ def run_eda(spark: SparkSession, cfg: PipelineConfig, layout: Layout, force: boo
         if not force and storage.is_complete(manifest_path, fingerprint):
             log.info("EDA already complete at %s (fingerprint %s): skipping; --force redoes it", layout.eda,
                      fingerprint)
-            return {**headline(storage.read_json(f"{layout.eda}/summary.json"), layout), "skipped": True}
+            return headline(storage.read_json(f"{layout.eda}/summary.json"), layout, skipped=True)
         started = time.monotonic()
         curated = aggregates.union_splits({s: read_curated(spark, layout.curated(s), s) for s in SPLITS})
         results = compute(curated, cfg)
@@ -50,7 +51,7 @@ def run_eda(spark: SparkSession, cfg: PipelineConfig, layout: Layout, force: boo
         summary["seconds"] = round(time.monotonic() - started, 1)
         _publish(layout.eda, results, summary, cfg, fingerprint)
     log.info("EDA written to %s in %.1f s", layout.eda, summary["seconds"])
-    return {**headline(summary, layout), "skipped": False}
+    return headline(summary, layout, skipped=False)
 
 
 def eda_fingerprint(curated_manifest: dict, cfg: PipelineConfig) -> str:
@@ -213,13 +214,12 @@ def _total(value: Any) -> int | float | None:
     return value if _is_count(value) else None
 
 
-def headline(summary: dict, layout: Layout) -> dict:
-    """The job's return value: the few figures worth printing."""
-    return {"output": layout.eda, "counts": summary["counts"],
-            "imbalance_ratio": {s: d["imbalance_ratio"] for s, d in summary["label_distribution"].items()},
-            "largest_share_difference": summary["drift"]["largest_share_difference"],
-            "sample_record_ids": [r["record_id"] for r in summary["sample"]["records"]],
-            "seconds": summary.get("seconds")}
+def headline(summary: dict, layout: Layout, skipped: bool) -> StageResult:
+    """The stage's result: where the EDA is and the few figures worth printing."""
+    return StageResult(skipped, {"eda": layout.eda}, counts=summary["counts"], details={
+        "imbalance_ratio": {s: d["imbalance_ratio"] for s, d in summary["label_distribution"].items()},
+        "largest_share_difference": summary["drift"]["largest_share_difference"],
+        "sample_record_ids": [r["record_id"] for r in summary["sample"]["records"]]})
 
 
 def _read_required_json(path: str, what: str) -> dict:

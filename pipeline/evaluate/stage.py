@@ -21,11 +21,12 @@ from pipeline.locks import output_lock
 from pipeline.metrics import accuracy, confusion_matrix_csv, confusion_matrix_from_counts, per_class_metrics
 from pipeline.model_files import check_model_file
 from pipeline.scoring import confidence, negative_log_likelihood, score_images, set_arrow_batch_rows
+from pipeline.stages import StageResult
 
 log = logging.getLogger(__name__)
 
 
-def run_evaluation(spark: SparkSession, cfg: PipelineConfig, layout: Layout, force: bool = False) -> dict:
+def run_evaluation(spark: SparkSession, cfg: PipelineConfig, layout: Layout, force: bool = False) -> StageResult:
     """Evaluate the trained models on layout.curated('test'); write metrics, figures, comparison, best model."""
     models = find_trained_models(cfg, layout)
     with output_lock(layout.evaluation, "evaluate"):
@@ -33,9 +34,7 @@ def run_evaluation(spark: SparkSession, cfg: PipelineConfig, layout: Layout, for
         fingerprint = evaluation_fingerprint(cfg, layout, models)
         if not force and storage.is_complete(manifest_path, fingerprint):
             log.info("evaluation already complete for these models and test set (%s): skipped", layout.evaluation)
-            summary = with_target({**storage.read_json(manifest_path)["summary"], "skipped": True}, cfg)
-            enforce_target(summary)
-            return summary
+            return gated(storage.read_json(manifest_path)["summary"], cfg, layout, skipped=True)
         for name in models:  # one line on the driver, instead of a traceback from every Spark task
             check_model_file(f"{layout.model_dir(name)}/model.keras")
         test_df = read_test_set(spark, layout)
@@ -45,9 +44,7 @@ def run_evaluation(spark: SparkSession, cfg: PipelineConfig, layout: Layout, for
             storage.write_json(f"{out}/manifest.json", {"fingerprint": fingerprint, "summary": summary})
     log.info("evaluation written to %s; best model %s (test accuracy %.4f)", layout.evaluation,
              summary["best_model"], summary["best_test_accuracy"])
-    summary = with_target({**summary, "skipped": False}, cfg)
-    enforce_target(summary)
-    return summary
+    return gated(summary, cfg, layout, skipped=False)
 
 
 def find_trained_models(cfg: PipelineConfig, layout: Layout) -> list[str]:
@@ -199,6 +196,15 @@ def comparison_markdown(rows: list[dict], best: str) -> str:
     return "\n".join(lines) + f"\n\nBest model by test accuracy: **{best}**.\n"
 
 
+def gated(summary: dict, cfg: PipelineConfig, layout: Layout, skipped: bool) -> StageResult:
+    """The stage's result, judged against today's target; raises GateError (carrying the result) below it."""
+    details = with_target(summary, cfg)
+    result = StageResult(skipped, {"evaluation": layout.evaluation}, counts={"models": len(details["models"])},
+                         details=details)
+    enforce_target(result)
+    return result
+
+
 def with_target(summary: dict, cfg: PipelineConfig) -> dict:
     """The summary with the target of this run and whether the best model meets it (the target is not part of
     the evaluation's fingerprint, so a skipped evaluation is judged against today's target)."""
@@ -206,9 +212,10 @@ def with_target(summary: dict, cfg: PipelineConfig) -> dict:
     return {**summary, "target_accuracy": target, "target_met": summary["best_test_accuracy"] >= target}
 
 
-def enforce_target(summary: dict) -> None:
+def enforce_target(result: StageResult) -> None:
     """The gate: a best test accuracy under the target fails the job (after every output is written)."""
+    summary = result.details
     if not summary["target_met"]:
         raise GateError(f"best model {summary['best_model']} reaches test accuracy "
                         f"{summary['best_test_accuracy']:.4f}, below the target {summary['target_accuracy']:.4f} "
-                        "(evaluate.target_accuracy): do not ship it", summary)
+                        "(evaluate.target_accuracy): do not ship it", result)

@@ -25,12 +25,13 @@ from pipeline.predict.inputs import LoadedInput, load_input, require_readable_im
 from pipeline.predict.model_source import resolve_model
 from pipeline.predict.unreadable import LIST_NAME, enforce_policy, failure_list_path, write_list
 from pipeline.scoring import confidence, score_images, set_arrow_batch_rows
+from pipeline.stages import StageResult
 
 log = logging.getLogger(__name__)
 
 
 def run_prediction(spark: SparkSession, cfg: PipelineConfig, layout: Layout, input_path: str | None = None,
-                   model: str | None = None, output: str | None = None) -> dict:
+                   model: str | None = None, output: str | None = None) -> StageResult:
     """Score `input_path` (default: the curated test set) with `model` (default: predict.model, 'best')."""
     model_name, model_path = resolve_model(layout, model or cfg.predict.model)
     check_model_file(model_path)  # one line on the driver, instead of a traceback from every Spark task
@@ -40,7 +41,7 @@ def run_prediction(spark: SparkSession, cfg: PipelineConfig, layout: Layout, inp
     loaded = load_input(spark, cfg, layout, source)
     notes = {**loaded.notes, **screen_unreadable(loaded, cfg, source.path, out_dir)}
     labelled = "label" in loaded.images.columns
-    run_id = layout.run_root.rstrip("/").rsplit("/", 1)[-1]
+    run_id = layout.run_id
     set_arrow_batch_rows(spark, cfg.predict.batch_size)
     predictions = with_prediction_columns(
         score_images(loaded.images, model_path, cfg.predict.batch_size, cfg.predict.tf_threads),
@@ -64,7 +65,9 @@ def run_prediction(spark: SparkSession, cfg: PipelineConfig, layout: Layout, inp
     if source.kind == "images":
         print(prediction_table(spark.read.parquet(f"{out_dir}/predictions.parquet"), source.path,
                                cfg.predict.print_rows))
-    return {**summary, "skipped": False}
+    return StageResult(False, {"predictions": f"{out_dir}/predictions.parquet", "manifest": f"{out_dir}/manifest.json"},
+                       counts={"images": summary["count"], "unreadable": notes.get("unreadable_count", 0)},
+                       details=summary)
 
 
 def screen_unreadable(loaded: LoadedInput, cfg: PipelineConfig, input_path: str, out_dir: str) -> dict:

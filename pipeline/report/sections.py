@@ -4,11 +4,10 @@ Numbers only ever come from `RunOutputs`; the prose around them says what they m
 """
 from __future__ import annotations
 
-import ast
-
-from pipeline.config import REPO_ROOT, PipelineConfig
-from pipeline.layout import SPLITS, Layout
+from pipeline.config import PipelineConfig
+from pipeline.layout import Layout
 from pipeline.report.outputs import RunOutputs
+from pipeline.stages import STAGES
 
 
 def table(headers: list[str], rows: list[list]) -> str:
@@ -103,30 +102,17 @@ def _test_count(out: RunOutputs) -> int:
 
 
 def structure_section(layout: Layout) -> str:
-    stages = [("ingest", "jobs/ingest.py", layout.input_dir, f"{layout.raw}, {layout.quarantine}, "
-               f"{layout.validation_report}"),
-              ("prepare", "jobs/prepare.py", layout.raw, ", ".join(layout.curated(s) for s in SPLITS)),
-              ("eda", "jobs/eda.py", layout.curated_root, layout.eda),
-              ("train", "jobs/train.py", f"{layout.curated('train')}, {layout.curated('validation')}",
-               f"{layout.run_root}/train/<model>"),
-              ("evaluate", "jobs/evaluate.py", f"{layout.curated('test')}, trained models", layout.evaluation),
-              ("predict", "jobs/predict.py", "any IDX / npz / CSV / Parquet / image folder", layout.predictions),
-              ("report", "jobs/run_pipeline.py", "all of the above", f"{layout.run_root}/report.md, report.html")]
-    rows = [[name, f"`{job}`", _docstring(job), f"`{reads}`", f"`{writes}`"] for name, job, reads, writes in stages]
+    rows = [[stage.name, f"`{stage.job}`", stage.summary, f"`{stage.reads(layout)}`", f"`{stage.writes(layout)}`"]
+            for stage in STAGES]
     return "\n\n".join([
         "## 5. Pipeline structure",
-        "Each stage is a thin `spark-submit`-able job in `jobs/` calling one function of the `pipeline` package. "
+        "Each stage is registered once in `pipeline/stages.py` and runs as a thin `spark-submit`-able job in `jobs/`. "
         "`make run` runs them all in order through `jobs/run_pipeline.py`; a stage whose output is already complete "
         "for the same inputs and config is skipped (`--force` redoes everything, `--from STAGE` redoes from a stage).",
         table(["stage", "job", "what it does", "reads", "writes"], rows),
         "Run one stage alone, e.g.:\n\n```\n.venv/bin/python jobs/train.py --conf conf/local.yaml --model model_3\n"
         "spark-submit --py-files dist/pipeline.zip jobs/evaluate.py --conf conf/cluster.yaml\n```",
     ])
-
-
-def _docstring(job: str) -> str:
-    source = (REPO_ROOT / job).read_text()
-    return (ast.get_docstring(ast.parse(source)) or "").splitlines()[0]
 
 
 def libraries_section(out: RunOutputs) -> str:

@@ -12,6 +12,7 @@ from pipeline.locks import output_lock
 from pipeline.report import sections
 from pipeline.report.outputs import load_run_outputs
 from pipeline.report.render import markdown_to_html
+from pipeline.stages import StageResult
 
 log = logging.getLogger(__name__)
 
@@ -19,7 +20,7 @@ log = logging.getLogger(__name__)
 def build_report_markdown(cfg: PipelineConfig, layout: Layout) -> tuple[str, dict[str, str]]:
     """The report's Markdown and the figures it references (key -> source path)."""
     out = load_run_outputs(cfg, layout)
-    run_id = layout.run_root.rstrip("/").rsplit("/", 1)[-1]
+    run_id = layout.run_id
     header = (f"# MNIST classification on Spark: run report\n\nRun `{run_id}`, profile `{cfg.profile}`, "
               f"started {out.run_manifest.get('started', 'n/a')}. Every number below is read from this run's "
               "outputs.")
@@ -30,7 +31,7 @@ def build_report_markdown(cfg: PipelineConfig, layout: Layout) -> tuple[str, dic
     return "\n\n".join(body) + "\n", out.figures
 
 
-def run_report(spark: SparkSession, cfg: PipelineConfig, layout: Layout) -> dict:
+def run_report(spark: SparkSession, cfg: PipelineConfig, layout: Layout) -> StageResult:
     """Copy the figures next to the report, write report.md and report.html (figures embedded)."""
     # report.md, report.html and figures/ share one lock, <run root>/report.lock
     with output_lock(f"{layout.run_root}/report", "report"):
@@ -41,5 +42,5 @@ def run_report(spark: SparkSession, cfg: PipelineConfig, layout: Layout) -> dict
         storage.write_text(f"{layout.run_root}/report.html",
                            markdown_to_html(md_text, "MNIST on Spark: run report", layout.run_root))
     log.info("report written: %s/report.md and report.html (%d figures)", layout.run_root, len(figures))
-    return {"report_md": f"{layout.run_root}/report.md", "report_html": f"{layout.run_root}/report.html",
-            "figures": len(figures)}
+    return StageResult(False, {"report_md": f"{layout.run_root}/report.md",
+                               "report_html": f"{layout.run_root}/report.html"}, counts={"figures": len(figures)})

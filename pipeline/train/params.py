@@ -79,7 +79,7 @@ def build_params(cfg: PipelineConfig, layout: Layout, model: str, counts: dict[s
     epochs = t.models[model].epochs
     end_epoch = min(epochs, initial_epoch + t.stop_after_epochs) if t.stop_after_epochs > 0 else epochs
     return TrainParams(
-        model=model, run_id=layout.run_root.rstrip("/").rsplit("/", 1)[-1], model_dir=layout.model_dir(model),
+        model=model, run_id=layout.run_id, model_dir=layout.model_dir(model),
         train_url=dataset_url(layout.curated("train")), validation_url=dataset_url(layout.curated("validation")),
         train_rows=int(counts["train"]), validation_rows=int(counts["validation"]), num_workers=num_workers,
         epochs=epochs, initial_epoch=initial_epoch, end_epoch=end_epoch, batch_size=t.batch_size,

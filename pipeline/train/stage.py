@@ -16,21 +16,26 @@ from pipeline.config import PipelineConfig
 from pipeline.errors import PipelineError
 from pipeline.layout import Layout
 from pipeline.locks import output_lock
+from pipeline.stages import StageResult
 from pipeline.train import checkpoint, history
 from pipeline.train.params import TrainParams, build_params, training_fingerprint
 
 log = logging.getLogger(__name__)
 
 
-def run_training(spark: SparkSession, cfg: PipelineConfig, layout: Layout, model: str = "all",
-                 force: bool = False) -> dict:
-    """Train `model` (a registered name) or every model in cfg.train.models, in order; a summary per model."""
+def run_training(spark: SparkSession, cfg: PipelineConfig, layout: Layout, force: bool = False,
+                 model: str = "all") -> StageResult:
+    """Train `model` (a registered name) or every model in cfg.train.models, in order; skipped when every model
+    was already trained. `details` holds each model's summary."""
     names = selected_models(cfg, model)
     manifest = read_curated_manifest(layout)
     num_workers = resolve_num_workers(cfg, spark)
     for split in ("train", "validation"):
         check_row_groups(layout.curated(split), num_workers)
-    return {name: train_model(spark, cfg, layout, name, manifest, num_workers, force) for name in names}
+    per_model = {name: train_model(spark, cfg, layout, name, manifest, num_workers, force) for name in names}
+    return StageResult(all(s["skipped"] for s in per_model.values()),
+                       {name: layout.model_dir(name) for name in names},
+                       counts={"models": len(names), "workers": num_workers}, details=per_model)
 
 
 def selected_models(cfg: PipelineConfig, model: str) -> list[str]:
@@ -133,21 +138,15 @@ def describe(name: str) -> list[dict]:
 
 def launch(spark: SparkSession, params: TrainParams, start_timeout: int) -> tuple[list[dict], float]:
     """Run the worker on `params.num_workers` Spark tasks; returns each rank's report (rank order), wall time."""
-    import horovod.spark
-
-    from pipeline.services import SERVICES_INTERFACE_ENV, bind_horovod_services
+    from pipeline.services import run_horovod
     from pipeline.train.worker import train_worker
-    interface = spark.sparkContext.getConf().get(f"spark.executorEnv.{SERVICES_INTERFACE_ENV}", "")
-    if interface:
-        bind_horovod_services(interface)
     log.info("training %s: epochs %d..%d of %d on %d worker(s), %d steps/epoch of %d per worker",
              params.model, params.initial_epoch + 1, params.end_epoch, params.epochs, params.num_workers,
              params.steps_per_epoch, params.batch_size)
     started = time.perf_counter()
     try:
-        results = horovod.spark.run(train_worker, args=(params.to_dict(),), num_proc=params.num_workers,
-                                    start_timeout=start_timeout, env={"TF_CPP_MIN_LOG_LEVEL": "2"},
-                                    use_gloo=True, verbose=0, nics={interface} if interface else None)
+        results = run_horovod(spark, train_worker, args=(params.to_dict(),), num_proc=params.num_workers,
+                              start_timeout=start_timeout, env={"TF_CPP_MIN_LOG_LEVEL": "2"})
     except Exception as exc:  # Horovod wraps worker failures in generic exceptions
         raise PipelineError(f"training {params.model} failed on the Horovod workers: "
                             f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__} "
