@@ -1,20 +1,7 @@
-"""The predict stage as a job (python or spark-submit); pipeline/stages.py says what it does and writes."""
-import sys
+"""The predict stage as a job (python or spark-submit); pipeline/stages.py says what it does, reads and writes."""
+from pipeline.cli import stage_job
 
-from pipeline.cli import run_stage_job, stage_parser
-
-
-def args_parser():
-    return stage_parser("predict")
-
-
-def _main(argv=None) -> int:
-    return run_stage_job("predict", argv)
-
-
-def main():
-    sys.exit(_main())
-
+args_parser, _main, main = stage_job("predict")
 
 if __name__ == "__main__":
     main()

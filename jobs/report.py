@@ -1,20 +1,7 @@
-"""The report stage as a job (python or spark-submit); pipeline/stages.py says what it does and writes."""
-import sys
+"""The report stage as a job (python or spark-submit); pipeline/stages.py says what it does, reads and writes."""
+from pipeline.cli import stage_job
 
-from pipeline.cli import run_stage_job, stage_parser
-
-
-def args_parser():
-    return stage_parser("report")
-
-
-def _main(argv=None) -> int:
-    return run_stage_job("report", argv)
-
-
-def main():
-    sys.exit(_main())
-
+args_parser, _main, main = stage_job("report")
 
 if __name__ == "__main__":
     main()

@@ -50,6 +50,14 @@ def stage_parser(name: str) -> argparse.ArgumentParser:
     return parser
 
 
+def stage_job(name: str) -> tuple[Callable[[], argparse.ArgumentParser], Callable[..., int], Callable[[], None]]:
+    """A stage's job entry points: `args_parser()`, `_main(argv)` (returns the exit code; tests call it) and
+    `main()` (exits with it), so that jobs/<stage>.py is the stage's name and nothing else."""
+    def main() -> None:
+        sys.exit(run_stage_job(name, None))
+    return (lambda: stage_parser(name)), (lambda argv=None: run_stage_job(name, argv)), main
+
+
 def run_stage_job(name: str, argv: list[str] | None) -> int:
     """Parse, configure, run stage `name` once and log its result line; the exit code of its job."""
     from pipeline.stages import stage_named
