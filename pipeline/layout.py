@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pipeline.config import PipelineConfig
+from pipeline.fingerprint import fingerprint_of
 
 SPLITS = ("train", "validation", "test")
 
@@ -75,11 +76,8 @@ class Layout:
 
 
 def ingest_hash(cfg: PipelineConfig) -> str:
-    import hashlib
-    import json
     from dataclasses import asdict
-    payload = {"input": cfg.resolve(cfg.paths.input), "data": asdict(cfg.data)}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
+    return fingerprint_of({"input": cfg.resolve(cfg.paths.input), "data": asdict(cfg.data)})
 
 
 def default_run_id(cfg: PipelineConfig) -> str:

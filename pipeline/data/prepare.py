@@ -5,8 +5,6 @@ exists with the current fingerprint.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import time
 
@@ -18,6 +16,7 @@ from pipeline import storage
 from pipeline.config import PipelineConfig
 from pipeline.data.split import assign_splits, plan_ranges
 from pipeline.errors import PipelineError
+from pipeline.fingerprint import fingerprint_of
 from pipeline.layout import SPLITS, Layout
 from pipeline.locks import output_lock
 from pipeline.schema import CURATED_SCHEMA, NORMALISATION, RAW_SCHEMA, normalise_images
@@ -64,8 +63,7 @@ def write_curated_splits(spark: SparkSession, cfg: PipelineConfig, layout: Layou
 
 
 def prepare_fingerprint(raw_fingerprint: str, config_hash: str) -> str:
-    payload = json.dumps({"raw": raw_fingerprint, "config": config_hash}, sort_keys=True)
-    return hashlib.sha256(payload.encode()).hexdigest()[:12]
+    return fingerprint_of({"raw": raw_fingerprint, "config": config_hash})
 
 
 def curated_split(raw: DataFrame, assigned: DataFrame, split: str) -> DataFrame:

@@ -6,7 +6,6 @@ aggregates and the handful of sample rows drawn in the grid reach the driver.
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import logging
@@ -20,6 +19,7 @@ from pipeline import storage
 from pipeline.config import PipelineConfig
 from pipeline.eda import aggregates, figures
 from pipeline.errors import PipelineError
+from pipeline.fingerprint import fingerprint_of
 from pipeline.layout import SPLITS, Layout
 from pipeline.locks import output_lock
 from pipeline.schema import CURATED_SCHEMA
@@ -58,7 +58,7 @@ def eda_fingerprint(curated_manifest: dict, cfg: PipelineConfig) -> str:
     """The identity of the EDA output: the curated data it describes, the EDA config and the output format."""
     curated = curated_manifest.get("fingerprint") or json.dumps(curated_manifest, sort_keys=True, default=str)
     payload = {"curated": curated, "eda": asdict(cfg.eda), "data": asdict(cfg.data), "format": EDA_FORMAT_VERSION}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
+    return fingerprint_of(payload)
 
 
 def read_curated(spark: SparkSession, path: str, split: str) -> DataFrame:

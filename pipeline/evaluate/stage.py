@@ -16,6 +16,7 @@ from pipeline import storage
 from pipeline.config import PipelineConfig
 from pipeline.errors import GateError, PipelineError
 from pipeline.evaluate import figures
+from pipeline.fingerprint import fingerprint_of
 from pipeline.layout import Layout
 from pipeline.locks import output_lock
 from pipeline.metrics import accuracy, confusion_matrix_csv, confusion_matrix_from_counts, per_class_metrics
@@ -65,16 +66,19 @@ def find_trained_models(cfg: PipelineConfig, layout: Layout) -> list[str]:
 def evaluation_fingerprint(cfg: PipelineConfig, layout: Layout, models: list[str]) -> str:
     """What shapes the outputs: the test set, each model's bytes and history, and the figure settings.
 
-    The target accuracy is left out on purpose: changing it re-runs the gate, not the evaluation.
+    The target accuracy is left out on purpose: changing it re-runs the gate, not the evaluation. The models stay
+    in order (the comparison lists them in that order); each file counts by the sha256 of its bytes.
     """
-    digest = hashlib.sha256(f"misclassified={cfg.evaluate.misclassified_examples}".encode())
-    if storage.exists(layout.curated_manifest):
-        digest.update(str(storage.read_json(layout.curated_manifest).get("fingerprint")).encode())
-    for name in models:
-        digest.update(name.encode())
-        for file in ("model.keras", "history.json"):
-            digest.update(hashlib.sha256(storage.read_bytes(f"{layout.model_dir(name)}/{file}")).digest())
-    return digest.hexdigest()[:16]
+    curated = (storage.read_json(layout.curated_manifest).get("fingerprint")
+               if storage.exists(layout.curated_manifest) else None)
+    files = [[name, _sha256(f"{layout.model_dir(name)}/model.keras"), _sha256(f"{layout.model_dir(name)}/history.json")]
+             for name in models]
+    return fingerprint_of({"misclassified_examples": cfg.evaluate.misclassified_examples, "curated": curated,
+                           "models": files})
+
+
+def _sha256(path: str) -> str:
+    return hashlib.sha256(storage.read_bytes(path)).hexdigest()
 
 
 def read_test_set(spark: SparkSession, layout: Layout) -> DataFrame:

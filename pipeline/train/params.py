@@ -6,13 +6,12 @@ receives it as a dict of strings and numbers, so nothing Spark- or config-specif
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import os
 from dataclasses import dataclass
 from typing import Any
 
 from pipeline.config import PipelineConfig
+from pipeline.fingerprint import fingerprint_of
 from pipeline.layout import Layout
 
 
@@ -65,7 +64,7 @@ def training_fingerprint(cfg: PipelineConfig, model: str, data_fingerprint: str,
     payload = {"model": model, "epochs": t.models[model].epochs, "batch_size": t.batch_size,
                "learning_rate": t.learning_rate, "warmup_epochs": t.warmup_epochs, "seed": t.seed,
                "num_workers": num_workers, "data": data_fingerprint}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
+    return fingerprint_of(payload)
 
 
 def dataset_url(path: str) -> str:
