@@ -20,7 +20,7 @@ from pipeline.config import PipelineConfig
 from pipeline.eda import aggregates, figures
 from pipeline.errors import PipelineError
 from pipeline.fingerprint import fingerprint_of
-from pipeline.layout import SPLITS, Layout
+from pipeline.layout import SPLITS, EdaFiles, Layout
 from pipeline.locks import output_lock
 from pipeline.schema import CURATED_SCHEMA
 from pipeline.stages import StageResult
@@ -38,12 +38,11 @@ def run_eda(spark: SparkSession, cfg: PipelineConfig, layout: Layout, force: boo
     """Describe the curated data under `layout.eda`; skip when it is already there for the same inputs and config."""
     curated_manifest = _read_required_json(layout.curated_manifest, "curated manifest")
     fingerprint = eda_fingerprint(curated_manifest, cfg)
-    manifest_path = f"{layout.eda}/manifest.json"
     with output_lock(layout.eda, "eda"):
-        if not force and storage.is_complete(manifest_path, fingerprint):
+        if not force and storage.is_complete(layout.eda_files.manifest, fingerprint):
             log.info("EDA already complete at %s (fingerprint %s): skipping; --force redoes it", layout.eda,
                      fingerprint)
-            return headline(storage.read_json(f"{layout.eda}/summary.json"), layout, skipped=True)
+            return headline(storage.read_json(layout.eda_files.summary), layout, skipped=True)
         started = time.monotonic()
         curated = aggregates.union_splits({s: read_curated(spark, layout.curated(s), s) for s in SPLITS})
         results = compute(curated, cfg)
@@ -118,8 +117,8 @@ def build_summary(results: dict, cfg: PipelineConfig, curated_manifest: dict, va
         "validation": validation_findings(validation),
         "sample": {"split": SAMPLE_SPLIT, "seed": cfg.eda.seed,
                    "records": [{"record_id": s["record_id"], "label": s["label"]} for s in results["samples"]]},
-        "tables": {name: f"{name}.csv" for name in TABLES},
-        "figures": {name: f"{name}.png" for name in FIGURES},
+        "tables": {name: EdaFiles.table_name(name) for name in TABLES},
+        "figures": {name: EdaFiles.figure_name(name) for name in FIGURES},
     }
 
 
@@ -246,16 +245,17 @@ def _read_validation_report(layout: Layout) -> dict | None:
 
 def _publish(path: str, results: dict, summary: dict, cfg: PipelineConfig, fingerprint: str) -> None:
     """Write tables, figures, summary and (last) manifest into a temp folder moved into place at once."""
-    with storage.publishing(path) as tmp:
+    with storage.publishing(path) as tmp_dir:
+        tmp = EdaFiles(tmp_dir)
         for name, text in tables(results).items():
-            storage.write_text(f"{tmp}/{name}.csv", text)
+            storage.write_text(tmp.table(name), text)
         for name, png in render_figures(results, summary, cfg).items():
-            storage.write_bytes(f"{tmp}/{name}.png", png)
-        storage.write_json(f"{tmp}/summary.json", summary)
-        storage.write_json(f"{tmp}/manifest.json", {
+            storage.write_bytes(tmp.figure(name), png)
+        storage.write_json(tmp.summary, summary)
+        storage.write_json(tmp.manifest, {
             "fingerprint": fingerprint, "curated_fingerprint": summary["curated_fingerprint"],
             "eda_config": asdict(cfg.eda), "format_version": EDA_FORMAT_VERSION,
-            "files": ["summary.json", *summary["tables"].values(), *summary["figures"].values()]})
+            "files": [EdaFiles.SUMMARY, *summary["tables"].values(), *summary["figures"].values()]})
 
 
 def tables(results: dict) -> dict[str, str]:

@@ -32,25 +32,26 @@ def _required_json(path: str, stage: str) -> dict:
 
 def load_run_outputs(cfg: PipelineConfig, layout: Layout) -> RunOutputs:
     models = list(cfg.train.models)
-    figures = {name: f"{layout.eda}/{name}.png"
+    eda, evaluation = layout.eda_files, layout.evaluation_files
+    figures = {name: eda.figure(name)
                for name in ("sample_grid", "label_distribution", "mean_images", "pixel_histogram")}
     for model in models:
-        figures[f"{model}_curves"] = f"{layout.model_dir(model)}/curves.png"
-        figures[f"{model}_confusion"] = f"{layout.evaluation}/{model}/confusion_matrix.png"
-        figures[f"{model}_misclassified"] = f"{layout.evaluation}/{model}/misclassified.png"
+        figures[f"{model}_curves"] = layout.curves(model)
+        figures[f"{model}_confusion"] = evaluation.confusion_matrix_png(model)
+        figures[f"{model}_misclassified"] = evaluation.misclassified_png(model)
     missing = [path for path in figures.values() if not storage.exists(path)]
     if missing:
         raise PipelineError(f"report needs the figure {missing[0]}: run the stage that draws it first")
-    prediction_metrics = f"{layout.predictions}/test/metrics.json"
+    prediction_metrics = layout.prediction_files("test").metrics  # predict's default input: the test split
     return RunOutputs(
         raw_manifest=_required_json(layout.raw_manifest, "ingest"),
         validation=_required_json(layout.validation_report, "ingest"),
         curated_manifest=_required_json(layout.curated_manifest, "prepare"),
-        eda=_required_json(f"{layout.eda}/summary.json", "eda"),
-        histories={m: _required_json(f"{layout.model_dir(m)}/history.json", "train") for m in models},
-        metrics={m: _required_json(f"{layout.evaluation}/{m}/metrics.json", "evaluate") for m in models},
-        comparison=_required_json(f"{layout.evaluation}/comparison.json", "evaluate"),
-        best=_required_json(f"{layout.evaluation}/best_model.json", "evaluate"),
+        eda=_required_json(eda.summary, "eda"),
+        histories={m: _required_json(layout.history(m), "train") for m in models},
+        metrics={m: _required_json(evaluation.metrics(m), "evaluate") for m in models},
+        comparison=_required_json(evaluation.comparison, "evaluate"),
+        best=_required_json(evaluation.best_model, "evaluate"),
         predictions=_required_json(prediction_metrics, "predict"),
         run_manifest=storage.read_json(layout.run_manifest) if storage.exists(layout.run_manifest) else {},
         figures=figures,

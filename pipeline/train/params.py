@@ -19,7 +19,9 @@ from pipeline.layout import Layout
 class TrainParams:
     model: str
     run_id: str
-    model_dir: str
+    model_path: str              # paths from the Layout, as plain strings
+    history_path: str
+    checkpoint_dir: str
     train_url: str
     validation_url: str
     train_rows: int
@@ -41,18 +43,6 @@ class TrainParams:
     def steps_per_epoch(self) -> int:
         """The same on every rank, whatever its shard holds: ranks taking different step counts hang."""
         return max(1, self.train_rows // (self.batch_size * self.num_workers))
-
-    @property
-    def checkpoint_dir(self) -> str:
-        return f"{self.model_dir}/checkpoint"
-
-    @property
-    def history_path(self) -> str:
-        return f"{self.model_dir}/history.json"
-
-    @property
-    def model_path(self) -> str:
-        return f"{self.model_dir}/model.keras"
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -78,7 +68,8 @@ def build_params(cfg: PipelineConfig, layout: Layout, model: str, counts: dict[s
     epochs = t.models[model].epochs
     end_epoch = min(epochs, initial_epoch + t.stop_after_epochs) if t.stop_after_epochs > 0 else epochs
     return TrainParams(
-        model=model, run_id=layout.run_id, model_dir=layout.model_dir(model),
+        model=model, run_id=layout.run_id, model_path=layout.model_file(model), history_path=layout.history(model),
+        checkpoint_dir=layout.checkpoint_dir(model),
         train_url=dataset_url(layout.curated("train")), validation_url=dataset_url(layout.curated("validation")),
         train_rows=int(counts["train"]), validation_rows=int(counts["validation"]), num_workers=num_workers,
         epochs=epochs, initial_epoch=initial_epoch, end_epoch=end_epoch, batch_size=t.batch_size,
