@@ -191,10 +191,10 @@ def test_run_eda_writes_outputs_then_skips_and_force_redoes(spark, make_config, 
 def test_run_eda_names_missing_inputs(spark, make_config, arrays):
     cfg = make_config()
     layout = Layout.from_config(cfg)
-    with pytest.raises(PipelineError, match="curated manifest not found at .*run jobs/prepare.py first"):
+    with pytest.raises(PipelineError, match=r"curated-\w+/manifest\.json not found: run jobs/prepare\.py first$"):
         run_eda(spark, cfg, layout)
     write_curated(layout, {"train": arrays["train"]})
-    with pytest.raises(PipelineError, match="curated split 'validation' not found at"):
+    with pytest.raises(PipelineError, match=r"curated-\w+/validation not found: run jobs/prepare\.py first$"):
         run_eda(spark, cfg, layout)
     storage.makedirs(layout.curated("validation"))
     pq.write_table(pa.table({"record_id": ["v:0"], "label": pa.array([1], type=pa.int32())}),

@@ -165,10 +165,11 @@ def test_a_model_that_cannot_be_found_is_named(spark, make_config, small_curated
     with pytest.raises(PipelineError, match=r"no saved model at .*/empty: expected a \.keras file, or a folder "
                                             r"holding model\.keras"):
         run_prediction(spark, cfg, layout, input_path=small_curated_test_set, model=str(tmp_path / "empty"))
-    with pytest.raises(PipelineError, match=r"no best model recorded \(.*/evaluate/best_model\.json not found\): "
-                                            r"run jobs/evaluate\.py first, or pass --model"):
+    with pytest.raises(PipelineError, match=r"^.*/evaluate/best_model\.json not found: run jobs/evaluate\.py first, "
+                                            r"or pass --model <name or path>$"):
         run_prediction(spark, cfg, layout, input_path=small_curated_test_set)
-    with pytest.raises(PipelineError, match=r"model 'model_2' has no saved model at .*/train/model_2/model\.keras"):
+    with pytest.raises(PipelineError, match=r"^.*/train/model_2/model\.keras not found: run jobs/train\.py first, "
+                                            r"or pass --model <path to a \.keras file>$"):
         run_prediction(spark, cfg, layout, input_path=small_curated_test_set, model="model_2")
 
 

@@ -28,9 +28,7 @@ log = logging.getLogger(__name__)
 def run_prepare(spark: SparkSession, cfg: PipelineConfig, layout: Layout, force: bool = False) -> StageResult:
     """Write layout.curated(split) for every split and layout.curated_manifest; skip when already complete."""
     started = time.monotonic()
-    if not storage.exists(layout.raw_manifest):
-        raise PipelineError(f"no complete raw table at {layout.raw}: run jobs/ingest.py first")
-    raw_manifest = storage.read_json(layout.raw_manifest)
+    raw_manifest = storage.read_stage_output(layout.raw_manifest, "ingest")  # published last: the raw table is whole
     fingerprint = prepare_fingerprint(raw_manifest["fingerprint"], cfg.section_hash("data", "prepare"))
     with output_lock(layout.curated_root, "prepare"):
         if not force and storage.is_complete(layout.curated_manifest, fingerprint):

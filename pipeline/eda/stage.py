@@ -36,7 +36,7 @@ FIGURES = ("sample_grid", "label_distribution", "mean_images", "pixel_histogram"
 
 def run_eda(spark: SparkSession, cfg: PipelineConfig, layout: Layout, force: bool = False) -> StageResult:
     """Describe the curated data under `layout.eda`; skip when it is already there for the same inputs and config."""
-    curated_manifest = _read_required_json(layout.curated_manifest, "curated manifest")
+    curated_manifest = storage.read_stage_output(layout.curated_manifest, "prepare")
     fingerprint = eda_fingerprint(curated_manifest, cfg)
     with output_lock(layout.eda, "eda"):
         if not force and storage.is_complete(layout.eda_files.manifest, fingerprint):
@@ -62,8 +62,7 @@ def eda_fingerprint(curated_manifest: dict, cfg: PipelineConfig) -> str:
 
 def read_curated(spark: SparkSession, path: str, split: str) -> DataFrame:
     """One curated split as (record_id, image, label), failing in one line when it is missing or malformed."""
-    if not storage.exists(path):
-        raise PipelineError(f"curated split '{split}' not found at {path}: run jobs/prepare.py first")
+    storage.require_stage_output(path, "prepare")
     df = spark.read.parquet(path)
     missing = [name for name in CURATED_SCHEMA.fieldNames() if name not in df.columns]
     if missing:
@@ -219,15 +218,6 @@ def headline(summary: dict, layout: Layout, skipped: bool) -> StageResult:
         "imbalance_ratio": {s: d["imbalance_ratio"] for s, d in summary["label_distribution"].items()},
         "largest_share_difference": summary["drift"]["largest_share_difference"],
         "sample_record_ids": [r["record_id"] for r in summary["sample"]["records"]]})
-
-
-def _read_required_json(path: str, what: str) -> dict:
-    if not storage.exists(path):
-        raise PipelineError(f"{what} not found at {path}: run jobs/prepare.py first")
-    try:
-        return storage.read_json(path)
-    except ValueError:
-        raise PipelineError(f"{what} at {path} is not valid JSON") from None
 
 
 def _read_validation_report(layout: Layout) -> dict | None:

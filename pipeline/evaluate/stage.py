@@ -82,8 +82,7 @@ def _sha256(path: str) -> str:
 
 def read_test_set(spark: SparkSession, layout: Layout) -> DataFrame:
     path = layout.curated("test")
-    if not storage.exists(path):
-        raise PipelineError(f"curated test set {path} not found: run jobs/prepare.py first")
+    storage.require_stage_output(path, "prepare")
     return spark.read.parquet(path).select("record_id", "image", "label")
 
 
@@ -91,7 +90,7 @@ def evaluate_model(spark: SparkSession, cfg: PipelineConfig, test_df: DataFrame,
                    out: EvaluationFiles) -> dict:
     """Score the test set with one model; write its metrics and figures into `out`; return its figures."""
     log.info("%s: scoring the test set", name)
-    history = storage.read_json(layout.history(name))
+    history = storage.read_stage_output(layout.history(name), "train")
     model_path = layout.model_file(name)
     set_arrow_batch_rows(spark, cfg.predict.batch_size)
     scored = score_images(test_df, model_path, cfg.predict.batch_size,

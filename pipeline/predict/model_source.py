@@ -21,18 +21,13 @@ def resolve_model(layout: Layout, model: str) -> tuple[str, str]:
     if _looks_like_path(model):
         return model_at_path(model)
     path = layout.model_file(model)
-    if not storage.exists(path):
-        raise PipelineError(f"model '{model}' has no saved model at {path}: run jobs/train.py for it, "
-                            f"or pass --model <path to a .keras file>")
+    storage.require_stage_output(path, "train", otherwise="pass --model <path to a .keras file>")
     return model, path
 
 
 def best_model(layout: Layout) -> tuple[str, str]:
     record_path = layout.evaluation_files.best_model
-    if not storage.exists(record_path):
-        raise PipelineError(f"no best model recorded ({record_path} not found): run jobs/evaluate.py first, "
-                            f"or pass --model <name or path>")
-    record = storage.read_json(record_path)
+    record = storage.read_stage_output(record_path, "evaluate", otherwise="pass --model <name or path>")
     if not storage.exists(record["model_path"]):
         raise PipelineError(f"best model {record['model']} recorded in {record_path} is missing at "
                             f"{record['model_path']}: rerun jobs/train.py and jobs/evaluate.py")

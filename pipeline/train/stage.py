@@ -54,9 +54,7 @@ def selected_models(cfg: PipelineConfig, model: str) -> list[str]:
 
 
 def read_curated_manifest(layout: Layout) -> dict:
-    if not storage.exists(layout.curated_manifest):
-        raise PipelineError(f"curated data manifest {layout.curated_manifest} not found: run jobs/prepare.py first")
-    manifest = storage.read_json(layout.curated_manifest)
+    manifest = storage.read_stage_output(layout.curated_manifest, "prepare")
     missing = [s for s in ("train", "validation") if not manifest.get("counts", {}).get(s)]
     if missing:
         raise PipelineError(f"curated data manifest {layout.curated_manifest} has no rows for '{missing[0]}'")
@@ -77,8 +75,7 @@ def check_row_groups(path: str, num_workers: int) -> None:
     """Petastorm shards by row group: fewer row groups than workers would leave a rank with no data."""
     import pyarrow.parquet as pq
     fs, root = storage.filesystem(path)
-    if not storage.exists(path):
-        raise PipelineError(f"curated data {path} not found: run jobs/prepare.py first")
+    storage.require_stage_output(path, "prepare")
     dataset = pq.ParquetDataset(root, filesystem=fs, use_legacy_dataset=False)
     groups = sum(fragment.metadata.num_row_groups for fragment in dataset.fragments)
     if groups < num_workers:
