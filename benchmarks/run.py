@@ -197,7 +197,7 @@ def run(mode: str, root: Path, out_dir: Path) -> dict[str, str]:
         bench_prediction(bench, f"test set, {model}", model, None, plan.profile, plan.repeats)
     largest = bench_generated(bench)
     if largest is not None:
-        test_split = f"{largest['stage']['curated_root']}/test"
+        test_split = largest["stage"]["curated_test"]
         bench_prediction(bench, f"generated N={largest['n']:,} test split, model_1", "model_1", test_split,
                          plan.profile, 1)
     paths = bench.save()

@@ -82,7 +82,7 @@ def data_stages(root: str, profile: str, input_dir: str, repeats: int) -> dict:
     return {"runs": runs, "median_seconds": statistics.median(r["seconds"] for r in runs),
             "bytes": {"input": bytes_under(input_dir), "raw": bytes_under(layout.raw),
                       "curated": sum(curated.values()), "curated_by_split": curated},
-            "curated_root": layout.curated_root}
+            "curated_root": layout.curated_root, "curated_test": layout.curated("test")}
 
 
 def baseline_convert(root: str, input_dir: str, repeats: int, row_group_rows: int,
@@ -120,7 +120,7 @@ def train_pipeline(root: str, profile: str, model: str, workers: int, epochs: in
             record["summary"] = run_training(spark, cfg, layout, force=True, model=model).to_dict()
     finally:
         spark.stop()
-    history = storage.read_json(f"{layout.model_dir(model)}/history.json")
+    history = storage.read_json(layout.history(model))
     test = baselines.load_curated(layout.curated("test"))
     epoch_seconds = [e["seconds"] for e in history["epochs"]]
     return {**record, "epoch_seconds": epoch_seconds, "total_seconds": history.get("total_seconds"),
@@ -128,8 +128,7 @@ def train_pipeline(root: str, profile: str, model: str, workers: int, epochs: in
             "num_workers": history["num_workers"], "tf_threads_per_worker": tf_threads,
             "val_accuracy": [e["val_accuracy"] for e in history["epochs"]],
             "peak_rss_mb_per_worker": history.get("peak_rss_mb_per_worker"),
-            "model_path": f"{layout.model_dir(model)}/model.keras",
-            **baselines.evaluate_saved(f"{layout.model_dir(model)}/model.keras", test)}
+            "model_path": layout.model_file(model), **baselines.evaluate_saved(layout.model_file(model), test)}
 
 
 def train_numpy(root: str, profile: str, model: str, epochs: int) -> dict:

@@ -5,8 +5,6 @@ Validated once, here at the edge; stages receive these frozen objects (or plain 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import re
 import types
 import typing
@@ -17,6 +15,7 @@ from typing import Any
 import yaml
 
 from pipeline.errors import PipelineError
+from pipeline.fingerprint import fingerprint_of
 
 
 def _repo_root() -> Path:
@@ -230,7 +229,7 @@ class PipelineConfig:
     def section_hash(self, *sections: str) -> str:
         """A short stable hash of the named sections: the identity of outputs derived from them."""
         payload = {name: dataclasses.asdict(getattr(self, name)) for name in sections}
-        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
+        return fingerprint_of(payload)
 
     def resolve(self, path: str) -> str:
         """A configured path made absolute against the repo root, unless it is a URI or already absolute."""

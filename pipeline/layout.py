@@ -1,15 +1,140 @@
-"""Where every stage reads and writes: derived from config alone, so each job finds the others' outputs.
+"""Where every stage reads and writes, and what every file is called: derived from config alone, so each job finds
+the others' outputs. Nothing else builds a path or names a file: callers ask a Layout.
 
 Data stages are keyed by a hash of the config that shapes them, so runs with the same inputs and data config
-share them; everything model-related lives in one folder per run.
+share them; everything model-related lives in one folder per run. The folders a stage writes into a temporary
+sibling and publishes in one move (EDA, evaluation, predictions) are described by a small object on their root
+(`EdaFiles`, `EvaluationFiles`, `PredictionFiles`), so the same names serve the temporary folder and the
+published one.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from pipeline.config import PipelineConfig
+from pipeline.fingerprint import fingerprint_of
 
 SPLITS = ("train", "validation", "test")
+MANIFEST = "manifest.json"
+MODEL_FILE = "model.keras"
+
+
+def model_file_in(model_dir: str) -> str:
+    """The saved model of a training output folder: this run's, or any other a user points at."""
+    return f"{model_dir}/{MODEL_FILE}"
+
+
+@dataclass(frozen=True)
+class CheckpointFiles:
+    """One model's checkpoint folder: TensorFlow's weights (files under a prefix) and the epoch state."""
+    root: str
+
+    @property
+    def weights(self) -> str:
+        """The prefix tf.train.Checkpoint writes and reads (weights.index, weights.data-*)."""
+        return f"{self.root}/weights"
+
+    @property
+    def state(self) -> str:
+        return f"{self.root}/state.json"
+
+
+@dataclass(frozen=True)
+class EdaFiles:
+    """The EDA folder: summary, manifest, one CSV per table and one PNG per figure."""
+    root: str
+    SUMMARY: ClassVar[str] = "summary.json"
+
+    @staticmethod
+    def table_name(name: str) -> str:
+        return f"{name}.csv"
+
+    @staticmethod
+    def figure_name(name: str) -> str:
+        return f"{name}.png"
+
+    @property
+    def summary(self) -> str:
+        return f"{self.root}/{self.SUMMARY}"
+
+    @property
+    def manifest(self) -> str:
+        return f"{self.root}/{MANIFEST}"
+
+    def table(self, name: str) -> str:
+        return f"{self.root}/{self.table_name(name)}"
+
+    def figure(self, name: str) -> str:
+        return f"{self.root}/{self.figure_name(name)}"
+
+
+@dataclass(frozen=True)
+class EvaluationFiles:
+    """The evaluation folder: per model metrics and figures, the comparison, the best model, the manifest."""
+    root: str
+
+    def metrics(self, model: str) -> str:
+        return f"{self.root}/{model}/metrics.json"
+
+    def confusion_matrix_csv(self, model: str) -> str:
+        return f"{self.root}/{model}/confusion_matrix.csv"
+
+    def confusion_matrix_png(self, model: str) -> str:
+        return f"{self.root}/{model}/confusion_matrix.png"
+
+    def misclassified_png(self, model: str) -> str:
+        return f"{self.root}/{model}/misclassified.png"
+
+    @property
+    def comparison(self) -> str:
+        return f"{self.root}/comparison.json"
+
+    @property
+    def comparison_table(self) -> str:
+        return f"{self.root}/comparison.md"
+
+    @property
+    def best_model(self) -> str:
+        """The record prediction reads by default: {"model", "model_path", "test_accuracy"}."""
+        return f"{self.root}/best_model.json"
+
+    @property
+    def manifest(self) -> str:
+        return f"{self.root}/{MANIFEST}"
+
+
+@dataclass(frozen=True)
+class PredictionFiles:
+    """One prediction output folder (under the run, or wherever --output points)."""
+    root: str
+
+    @property
+    def predictions(self) -> str:
+        return f"{self.root}/predictions.parquet"
+
+    @property
+    def metrics(self) -> str:
+        """Accuracy, written when the input has labels."""
+        return f"{self.root}/metrics.json"
+
+    @property
+    def confusion_matrix(self) -> str:
+        return f"{self.root}/confusion_matrix.csv"
+
+    @property
+    def manifest(self) -> str:
+        return f"{self.root}/{MANIFEST}"
+
+    @property
+    def unreadable_list(self) -> str:
+        """The image files that could not be scored, when skipping them is allowed."""
+        return f"{self.root}/unreadable.csv"
+
+    @property
+    def failed_unreadable_list(self) -> str:
+        """The same list when they fail the job: beside the folder, so earlier predictions stay intact."""
+        return f"{self.root.rstrip('/')}.unreadable.csv"
 
 
 @dataclass(frozen=True)
@@ -41,45 +166,96 @@ class Layout:
 
     @property
     def raw_manifest(self) -> str:
-        return f"{self.raw_root}/manifest.json"
+        return f"{self.raw_root}/{MANIFEST}"
 
     def curated(self, split: str) -> str:
         return f"{self.curated_root}/{split}"
 
     @property
     def curated_manifest(self) -> str:
-        return f"{self.curated_root}/manifest.json"
+        return f"{self.curated_root}/{MANIFEST}"
 
     @property
     def eda(self) -> str:
         return f"{self.curated_root}/eda"
 
     @property
+    def eda_files(self) -> EdaFiles:
+        return EdaFiles(self.eda)
+
+    @property
     def run_id(self) -> str:
         return self.run_root.rstrip("/").rsplit("/", 1)[-1]
 
+    @property
+    def training(self) -> str:
+        """The training stage's folder: one folder per model."""
+        return f"{self.run_root}/train"
+
     def model_dir(self, model_name: str) -> str:
-        return f"{self.run_root}/train/{model_name}"
+        return f"{self.training}/{model_name}"
+
+    def model_file(self, model_name: str) -> str:
+        return model_file_in(self.model_dir(model_name))
+
+    def history(self, model_name: str) -> str:
+        """history.json: the contract evaluation and the report read."""
+        return f"{self.model_dir(model_name)}/history.json"
+
+    def checkpoint_dir(self, model_name: str) -> str:
+        return f"{self.model_dir(model_name)}/checkpoint"
+
+    def curves(self, model_name: str) -> str:
+        return f"{self.model_dir(model_name)}/curves.png"
 
     @property
     def evaluation(self) -> str:
         return f"{self.run_root}/evaluate"
 
     @property
+    def evaluation_files(self) -> EvaluationFiles:
+        return EvaluationFiles(self.evaluation)
+
+    @property
     def predictions(self) -> str:
         return f"{self.run_root}/predict"
 
+    def prediction_dir(self, input_name: str) -> str:
+        """predict's default output folder for an input (the curated test set's input name is its split, test)."""
+        return f"{self.predictions}/{input_name}"
+
+    def prediction_files(self, input_name: str) -> PredictionFiles:
+        return PredictionFiles(self.prediction_dir(input_name))
+
+    @property
+    def report(self) -> str:
+        """The report's stem: report.md and report.html, with figures/ beside them (locked as one output)."""
+        return f"{self.run_root}/report"
+
+    @property
+    def report_md(self) -> str:
+        return f"{self.report}.md"
+
+    @property
+    def report_html(self) -> str:
+        return f"{self.report}.html"
+
+    @staticmethod
+    def report_figure_link(key: str) -> str:
+        """A figure as the report links it, relative to the report."""
+        return f"figures/{key}.png"
+
+    def report_figure(self, key: str) -> str:
+        return f"{self.run_root}/{self.report_figure_link(key)}"
+
     @property
     def run_manifest(self) -> str:
-        return f"{self.run_root}/manifest.json"
+        return f"{self.run_root}/{MANIFEST}"
 
 
 def ingest_hash(cfg: PipelineConfig) -> str:
-    import hashlib
-    import json
     from dataclasses import asdict
-    payload = {"input": cfg.resolve(cfg.paths.input), "data": asdict(cfg.data)}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
+    return fingerprint_of({"input": cfg.resolve(cfg.paths.input), "data": asdict(cfg.data)})
 
 
 def default_run_id(cfg: PipelineConfig) -> str:

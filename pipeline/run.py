@@ -59,7 +59,7 @@ def run_pipeline(spark: SparkSession, cfg: PipelineConfig, layout: Layout, force
     manifest["finished"] = _now()
     manifest["headline"] = _headline(manifest)
     storage.write_json(layout.run_manifest, manifest)
-    log.info("run %s finished: report at %s/report.html", manifest["run_id"], layout.run_root)
+    log.info("run %s finished: report at %s", manifest["run_id"], layout.report_html)
     if gate_failure is not None:
         raise gate_failure
     return manifest

@@ -92,14 +92,14 @@ STAGES: tuple[Stage, ...] = (
           lambda lay: lay.evaluation),
     Stage("predict", "distributed scoring of IDX, npz, CSV, Parquet or a folder of PNG/JPEG images with a saved model",
           "pipeline.predict.stage:run_prediction", lambda lay: "--input (default: the curated test set)",
-          lambda lay: f"{lay.predictions}/<input name>",
+          lambda lay: lay.prediction_dir("<input name>"),
           options=(StageOption("input_path", "file or folder to score (default: the curated test set)", flag="--input"),
                    StageOption("model", "model name of this run, a .keras file, or best (default: predict.model)"),
                    StageOption("output", "output folder (default: <run>/predict/<input name>)")),
           skips_complete=False),
     Stage("report", "writes report.md and a self-contained report.html from the run's outputs",
           "pipeline.report.stage:run_report", lambda lay: "the outputs of every stage above",
-          lambda lay: f"{lay.run_root}/report.md, report.html", skips_complete=False),
+          lambda lay: f"{lay.report_md}, {lay.report_html}", skips_complete=False),
 )
 
 STAGE_NAMES: tuple[str, ...] = tuple(stage.name for stage in STAGES)

@@ -15,6 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 from pyarrow import fs as pafs
 
+from pipeline.errors import PipelineError
+from pipeline.stages import stage_named
+
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
 
@@ -85,6 +88,28 @@ def read_json_if_valid(path: str) -> Any | None:
         return read_json(path)
     except (ValueError, OSError):
         return None
+
+
+def require_stage_output(path: str, stage: str, otherwise: str | None = None) -> None:
+    """Fail in one line when `path`, written by stage `stage`, is missing: which job to run first (`otherwise`:
+    another way out, e.g. 'pass --input')."""
+    job = stage_named(stage).job
+    if not exists(path):
+        alternative = f", or {otherwise}" if otherwise else ""
+        raise PipelineError(f"{path} not found: run {job} first{alternative}")
+
+
+def read_stage_output(path: str, stage: str, otherwise: str | None = None) -> dict:
+    """The JSON object stage `stage` wrote at `path`; missing or damaged (cut short, not an object), one line
+    saying which job to run."""
+    require_stage_output(path, stage, otherwise)
+    try:
+        value = read_json(path)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        raise PipelineError(f"{path} is damaged (not a JSON object): rerun {stage_named(stage).job}")
+    return value
 
 
 def read_bytes(path: str) -> bytes:

@@ -168,7 +168,7 @@ def test_run_eda_writes_outputs_then_skips_and_force_redoes(spark, make_config, 
     result = run_eda(spark, cfg, layout)
 
     assert result.skipped is False and result.counts == SIZES
-    summary = storage.read_json(f"{layout.eda}/summary.json")
+    summary = storage.read_json(layout.eda_files.summary)
     train = arrays["train"]
     label_of = dict(zip(train["ids"], train["labels"].tolist(), strict=True))
     records = summary["sample"]["records"]
@@ -177,12 +177,12 @@ def test_run_eda_writes_outputs_then_skips_and_force_redoes(spark, make_config, 
     assert summary["label_distribution"]["test"]["counts"]["3"] == int(np.sum(arrays["test"]["labels"] == 3))
     assert summary["validation"]["quarantined"] == 4 and summary["validation"]["duplicates"] == 3
     for name in ("sample_grid", "label_distribution", "mean_images", "pixel_histogram"):
-        width, height = png_size(f"{layout.eda}/{name}.png")
+        width, height = png_size(layout.eda_files.figure(name))
         assert width >= 800 and height >= 400, (name, width, height)
-    histogram = storage.read_text(f"{layout.eda}/histogram.csv").splitlines()
+    histogram = storage.read_text(layout.eda_files.table("histogram")).splitlines()
     assert histogram[0] == "split,bin,lower,upper,count,share" and len(histogram) == 1 + 3 * BINS
     for table in ("label_distribution", "pixel_stats", "drift", "mean_images"):
-        assert storage.exists(f"{layout.eda}/{table}.csv")
+        assert storage.exists(layout.eda_files.table(table))
 
     assert run_eda(spark, cfg, layout).skipped is True
     assert run_eda(spark, cfg, layout, force=True).skipped is False
@@ -191,10 +191,10 @@ def test_run_eda_writes_outputs_then_skips_and_force_redoes(spark, make_config, 
 def test_run_eda_names_missing_inputs(spark, make_config, arrays):
     cfg = make_config()
     layout = Layout.from_config(cfg)
-    with pytest.raises(PipelineError, match="curated manifest not found at .*run jobs/prepare.py first"):
+    with pytest.raises(PipelineError, match=r"curated-\w+/manifest\.json not found: run jobs/prepare\.py first$"):
         run_eda(spark, cfg, layout)
     write_curated(layout, {"train": arrays["train"]})
-    with pytest.raises(PipelineError, match="curated split 'validation' not found at"):
+    with pytest.raises(PipelineError, match=r"curated-\w+/validation not found: run jobs/prepare\.py first$"):
         run_eda(spark, cfg, layout)
     storage.makedirs(layout.curated("validation"))
     pq.write_table(pa.table({"record_id": ["v:0"], "label": pa.array([1], type=pa.int32())}),

@@ -58,8 +58,8 @@ def evaluated_run(spark, small_mnist_model, small_curated_test_set, tmp_path_fac
     shutil.copytree(small_curated_test_set, layout.curated("test"))
     for name, model, val_accuracy in (("model_1", "trained", 0.9), ("model_2", "untrained", 0.1)):
         Path(layout.model_dir(name)).mkdir(parents=True)
-        shutil.copy(small_mnist_model[model], f"{layout.model_dir(name)}/model.keras")
-        Path(f"{layout.model_dir(name)}/history.json").write_text(json.dumps(_history(name, val_accuracy)))
+        shutil.copy(small_mnist_model[model], layout.model_file(name))
+        Path(layout.history(name)).write_text(json.dumps(_history(name, val_accuracy)))
     result = run_evaluation(spark, cfg, layout)
     assert result.skipped is False and result.outputs == {"evaluation": layout.evaluation}
     return cfg, layout, result.details
@@ -70,12 +70,12 @@ def test_evaluation_matches_the_models_own_predictions(evaluated_run, small_mnis
     probabilities, labels = small_mnist_model["probabilities"], small_mnist_model["labels"]
     expected_accuracy = float((probabilities.argmax(axis=1) == labels).mean())
     expected_loss = float(-np.log(np.maximum(probabilities[np.arange(len(labels)), labels], 1e-7)).mean())
-    metrics = json.loads(Path(f"{layout.evaluation}/model_1/metrics.json").read_text())
+    metrics = json.loads(Path(layout.evaluation_files.metrics("model_1")).read_text())
     assert metrics["test_accuracy"] == pytest.approx(expected_accuracy, abs=1e-9)
     assert metrics["test_loss"] == pytest.approx(expected_loss, rel=1e-4)
     assert sum(c["support"] for c in metrics["per_class"]) == 1000
     assert metrics["train_val_gap"] == {"accuracy": pytest.approx(0.03), "loss": pytest.approx(0.05), "epoch": 2}
-    matrix = np.loadtxt(f"{layout.evaluation}/model_1/confusion_matrix.csv", delimiter=",", skiprows=1)[:, 1:]
+    matrix = np.loadtxt(layout.evaluation_files.confusion_matrix_csv("model_1"), delimiter=",", skiprows=1)[:, 1:]
     assert matrix.sum() == 1000 and np.trace(matrix) == round(expected_accuracy * 1000)
     assert summary["best_model"] == "model_1"
     assert set(summary["models"]) == {"model_1", "model_2"}  # model_3 was never trained: left out
@@ -83,17 +83,18 @@ def test_evaluation_matches_the_models_own_predictions(evaluated_run, small_mnis
 
 def test_evaluation_writes_figures_comparison_and_best_model(evaluated_run, small_mnist_model):
     _, layout, summary = evaluated_run
+    files = layout.evaluation_files
     for name in ("model_1", "model_2"):
-        for figure in ("confusion_matrix.png", "misclassified.png"):
-            assert Path(f"{layout.evaluation}/{name}/{figure}").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    best = json.loads(Path(f"{layout.evaluation}/best_model.json").read_text())
-    assert best == {"model": "model_1", "model_path": f"{layout.model_dir('model_1')}/model.keras",
+        for figure in (files.confusion_matrix_png(name), files.misclassified_png(name)):
+            assert Path(figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    best = json.loads(Path(files.best_model).read_text())
+    assert best == {"model": "model_1", "model_path": layout.model_file("model_1"),
                     "test_accuracy": summary["best_test_accuracy"]}
-    comparison = json.loads(Path(f"{layout.evaluation}/comparison.json").read_text())
+    comparison = json.loads(Path(files.comparison).read_text())
     row = comparison["models"][0]
     assert (row["model"], row["params"], row["epochs"], row["training_seconds"], row["peak_rss_mb_per_worker"],
             row["final_val_accuracy"]) == ("model_1", 693962, 2, 5.5, 812.0, 0.9)
-    table = Path(f"{layout.evaluation}/comparison.md").read_text().splitlines()
+    table = Path(files.comparison_table).read_text().splitlines()
     assert table[0].startswith("| Model | Parameters | Epochs | Training time (s) | Peak memory per worker (MB)")
     assert table[2].startswith("| **model_1** | 693,962 | 2 | 5.5 | 812 | 0.9000 |")
 
@@ -107,7 +108,7 @@ def test_a_second_run_is_skipped_and_the_gate_fails_above_the_achieved_accuracy(
     with pytest.raises(GateError, match=rf"best model model_1 reaches test accuracy {achieved}, below the target "
                                         r"0\.9900"):
         run_evaluation(spark, strict, layout, force=True)
-    assert Path(f"{layout.evaluation}/best_model.json").exists()  # outputs stay for the post-mortem
+    assert Path(layout.evaluation_files.best_model).exists()  # outputs stay for the post-mortem
 
 
 def test_no_trained_model_is_a_clear_error(spark, make_config):
@@ -121,8 +122,8 @@ def test_a_tampered_model_file_is_refused_in_one_line_before_any_output(spark, m
     cfg = make_config()
     layout = Layout.from_config(cfg, "tampered")
     Path(layout.model_dir("model_1")).mkdir(parents=True)
-    Path(f"{layout.model_dir('model_1')}/model.keras").write_bytes(b"not a zip archive")
-    Path(f"{layout.model_dir('model_1')}/history.json").write_text(json.dumps(_history("model_1", 0.9)))
+    Path(layout.model_file("model_1")).write_bytes(b"not a zip archive")
+    Path(layout.history("model_1")).write_text(json.dumps(_history("model_1", 0.9)))
     with pytest.raises(PipelineError, match=r"^model .*/train/model_1/model\.keras refused: not a valid \.keras "
                                             r"file \(not a readable zip archive\)$") as refused:
         run_evaluation(spark, cfg, layout)

@@ -201,8 +201,8 @@ def test_a_stage_refuses_to_run_while_another_process_holds_its_output(spark, ma
     cfg = make_config()
     layout = Layout.from_config(cfg)
     storage.write_json(layout.curated_manifest, {"fingerprint": "curated-abc", "counts": {"train": 1}})
-    storage.write_json(f"{layout.eda}/manifest.json", {"fingerprint": "from an earlier run"})
-    storage.write_text(f"{layout.eda}/summary.json", "{}\n")
+    storage.write_json(layout.eda_files.manifest, {"fingerprint": "from an earlier run"})
+    storage.write_text(layout.eda_files.summary, "{}\n")
     before = {p: p.read_bytes() for p in Path(layout.eda).rglob("*") if p.is_file()}
     with held_by_another_process(layout.eda, "eda") as holder:
         with pytest.raises(PipelineError, match=busy_message(layout.eda, "eda", holder.pid, socket.gethostname())):

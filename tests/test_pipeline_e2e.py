@@ -41,14 +41,14 @@ def test_manifest_lists_every_stage_with_durations(quick_run):
 
 def test_report_has_every_section_and_no_empty_one(quick_run):
     _, layout, _, _ = quick_run
-    report = storage.read_text(f"{layout.run_root}/report.md")
+    report = storage.read_text(layout.report_md)
     headings = re.findall(r"^## (.+)$", report, flags=re.M)
     assert headings == REPORT_SECTIONS
     for body in re.split(r"^## .+$", report, flags=re.M)[1:]:
         assert len(body.strip()) > 200
     for placeholder in ("TODO", "TBD", "lorem", "None%", "nan", "placeholder", "XXX"):
         assert placeholder not in report
-    html = storage.read_text(f"{layout.run_root}/report.html")
+    html = storage.read_text(layout.report_html)
     # Four EDA figures, three training curves, the best model's confusion matrix and mistakes: all embedded.
     figures = re.findall(r"!\[[^]]*\]\((figures/[^)]+\.png)\)", report)
     assert len(set(figures)) == 9

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from pipeline.errors import PipelineError
-from pipeline.layout import Layout
+from pipeline.layout import Layout, PredictionFiles
 from pipeline.predict.images import to_mnist
 from pipeline.predict.stage import run_prediction
 from pipeline.schema import CURATED_SCHEMA
@@ -86,7 +86,7 @@ def test_digit_pictures_are_predicted_correctly_and_printed(spark, make_config, 
     summary = run_prediction(spark, cfg, Layout.from_config(cfg, "run"), input_path=str(folder),
                              model=small_mnist_model["trained"]).details
     assert summary["input_kind"] == "images" and summary["count"] == 6
-    rows = spark.read.parquet(f"{summary['output']}/predictions.parquet").collect()
+    rows = spark.read.parquet(PredictionFiles(summary["output"]).predictions).collect()
     assert {Path(r["path"]).name: r["prediction"] for r in rows} == expected
     assert all(len(r["probabilities"]) == 10 and r["model"] == "trained" and r["run_id"] == "run" for r in rows)
     printed = capsys.readouterr().out.splitlines()
@@ -99,7 +99,8 @@ def test_parquet_predictions_equal_the_models_own_predict(spark, make_config, sm
     cfg = make_config("predict.batch_size=100")
     summary = run_prediction(spark, cfg, Layout.from_config(cfg, "run"), input_path=small_curated_test_set,
                              model=small_mnist_model["trained"], output=str(tmp_path / "out")).details
-    predictions = spark.read.parquet(str(tmp_path / "out" / "predictions.parquet"))
+    out = PredictionFiles(str(tmp_path / "out"))
+    predictions = spark.read.parquet(out.predictions)
     assert predictions.columns == ["record_id", "label", "prediction", "confidence", "probabilities", "model",
                                    "run_id"]
     rows = sorted(predictions.select("record_id", "prediction", "probabilities").collect(),
@@ -108,9 +109,9 @@ def test_parquet_predictions_equal_the_models_own_predict(spark, make_config, sm
     assert [r["prediction"] for r in rows] == reference.argmax(axis=1).tolist()
     np.testing.assert_allclose(np.array([r["probabilities"] for r in rows]), reference, atol=1e-5)
     expected_accuracy = float((reference.argmax(axis=1) == small_mnist_model["labels"]).mean())
-    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    metrics = json.loads(Path(out.metrics).read_text())
     assert summary["accuracy"] == metrics["accuracy"] == pytest.approx(expected_accuracy)
-    matrix = np.loadtxt(tmp_path / "out" / "confusion_matrix.csv", delimiter=",", skiprows=1)[:, 1:]
+    matrix = np.loadtxt(out.confusion_matrix, delimiter=",", skiprows=1)[:, 1:]
     assert matrix.sum() == 1000 and np.trace(matrix) == round(expected_accuracy * 1000)
 
 
@@ -128,22 +129,24 @@ def test_every_unreadable_image_is_listed_whether_the_job_fails_or_skips_it(spar
     expected = [["path", "reason"],
                 [str(folder / "broken.png"), "UnidentifiedImageError: not a PNG, JPEG, BMP, GIF, TIFF, WEBP image"],
                 [str(folder / "empty.png"), "empty file (0 bytes)"]]
-    out = tmp_path / "out"
+    out = PredictionFiles(str(tmp_path / "out"))
+    failed_list = Path(out.failed_unreadable_list)
+    assert failed_list == tmp_path / "out.unreadable.csv"  # beside the folder, not in it
     cfg = make_config()
     with pytest.raises(PipelineError, match=rf"^unreadable image .*/broken\.png \(UnidentifiedImageError: not a PNG.*"
                                             rf"\); 2 unreadable file\(s\) in .*mixed, all listed in "
-                                            rf"{out}\.unreadable\.csv \(set predict\.skip_unreadable_images=true"):
+                                            rf"{failed_list} \(set predict\.skip_unreadable_images=true"):
         run_prediction(spark, cfg, Layout.from_config(cfg, "run"), input_path=str(folder),
-                       model=small_mnist_model["trained"], output=str(out))
-    assert _csv_rows(tmp_path / "out.unreadable.csv") == expected and not out.exists()
+                       model=small_mnist_model["trained"], output=out.root)
+    assert _csv_rows(failed_list) == expected and not Path(out.root).exists()
 
     lenient = make_config("predict.skip_unreadable_images=true")
     summary = run_prediction(spark, lenient, Layout.from_config(lenient, "run"), input_path=str(folder),
-                             model=small_mnist_model["trained"], output=str(out)).details
+                             model=small_mnist_model["trained"], output=out.root).details
     assert (summary["count"], summary["unreadable_count"]) == (6, 2)
-    assert summary["unreadable_list"] == str(out / "unreadable.csv") and _csv_rows(out / "unreadable.csv") == expected
-    assert json.loads((out / "manifest.json").read_text())["unreadable_count"] == 2
-    assert not (tmp_path / "out.unreadable.csv").exists()  # the failed attempt's list went with its failure
+    assert summary["unreadable_list"] == out.unreadable_list and _csv_rows(Path(out.unreadable_list)) == expected
+    assert json.loads(Path(out.manifest).read_text())["unreadable_count"] == 2
+    assert not failed_list.exists()  # the failed attempt's list went with its failure
 
 
 def test_parquet_with_wrong_image_size_is_named(spark, make_config, small_mnist_model, tmp_path):
@@ -162,10 +165,11 @@ def test_a_model_that_cannot_be_found_is_named(spark, make_config, small_curated
     with pytest.raises(PipelineError, match=r"no saved model at .*/empty: expected a \.keras file, or a folder "
                                             r"holding model\.keras"):
         run_prediction(spark, cfg, layout, input_path=small_curated_test_set, model=str(tmp_path / "empty"))
-    with pytest.raises(PipelineError, match=r"no best model recorded \(.*/evaluate/best_model\.json not found\): "
-                                            r"run jobs/evaluate\.py first, or pass --model"):
+    with pytest.raises(PipelineError, match=r"^.*/evaluate/best_model\.json not found: run jobs/evaluate\.py first, "
+                                            r"or pass --model <name or path>$"):
         run_prediction(spark, cfg, layout, input_path=small_curated_test_set)
-    with pytest.raises(PipelineError, match=r"model 'model_2' has no saved model at .*/train/model_2/model\.keras"):
+    with pytest.raises(PipelineError, match=r"^.*/train/model_2/model\.keras not found: run jobs/train\.py first, "
+                                            r"or pass --model <path to a \.keras file>$"):
         run_prediction(spark, cfg, layout, input_path=small_curated_test_set, model="model_2")
 
 
@@ -185,7 +189,8 @@ def test_idx_input_is_read_by_the_data_stage_and_normalised_like_prepare(spark, 
                              input_path=str(tmp_path / "new-images-idx3-ubyte.gz"),
                              model=small_mnist_model["trained"]).details
     assert (summary["input_kind"], summary["count"]) == ("raw", 200)
-    rows = spark.read.parquet(f"{summary['output']}/predictions.parquet").select("record_id", "prediction").collect()
+    predictions = spark.read.parquet(PredictionFiles(summary["output"]).predictions)
+    rows = predictions.select("record_id", "prediction").collect()
     got = {r["record_id"]: r["prediction"] for r in rows}
     expected = small_mnist_model["probabilities"][:200].argmax(axis=1)
     assert got == {f"new-images-idx3-ubyte.gz:{i}": int(expected[i]) for i in range(200)}

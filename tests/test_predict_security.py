@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 
 from pipeline.errors import PipelineError
-from pipeline.layout import Layout
+from pipeline.layout import Layout, PredictionFiles
 from pipeline.model_files import load_keras_model
 from pipeline.predict.stage import run_prediction
 
@@ -168,12 +168,13 @@ def test_symlinks_count_each_real_file_once_and_never_lead_outside_or_loop(spark
     (folder / "ring_a.png").symlink_to(folder / "ring_b.png")         # a file loop
     (folder / "ring_b.png").symlink_to(folder / "ring_a.png")
     cfg = make_config("predict.skip_unreadable_images=true")
+    out = PredictionFiles(str(tmp_path / "out"))
     summary = run_prediction(spark, cfg, Layout.from_config(cfg, "run"), input_path=str(folder),
-                             model=small_mnist_model["trained"], output=str(tmp_path / "out")).details
-    scored = [r["path"] for r in spark.read.parquet(str(tmp_path / "out" / "predictions.parquet")).collect()]
+                             model=small_mnist_model["trained"], output=out.root).details
+    scored = [r["path"] for r in spark.read.parquet(out.predictions).collect()]
     assert sorted(scored) == [str(path) for path in real]
     assert (summary["count"], summary["duplicate_links_skipped"], summary["unreadable_count"]) == (3, 1, 4)
-    assert _csv_rows(tmp_path / "out" / "unreadable.csv") == [
+    assert _csv_rows(Path(out.unreadable_list)) == [
         ["path", "reason"],
         [str(folder / "outside.png"), f"resolves outside the input folder (to {outside / 'secret.png'})"],
         [str(folder / "outside_folder"), f"folder resolves outside the input folder (to {outside})"],
@@ -202,9 +203,10 @@ def test_images_over_the_pixel_cap_are_refused_from_their_header(spark, make_con
 
     def scored_and_unreadable(*overrides: str) -> tuple[int, list[list[str]]]:
         cfg = make_config("predict.skip_unreadable_images=true", *overrides)
+        out = PredictionFiles(str(tmp_path / "out"))
         summary = run_prediction(spark, cfg, Layout.from_config(cfg, "run"), input_path=str(folder),
-                                 model=small_mnist_model["trained"], output=str(tmp_path / "out")).details
-        return summary["count"], _csv_rows(tmp_path / "out" / "unreadable.csv")[1:]
+                                 model=small_mnist_model["trained"], output=out.root).details
+        return summary["count"], _csv_rows(Path(out.unreadable_list))[1:]
 
     # Over Pillow's own limit (2 x 89,478,485 pixels), its decompression-bomb error is the reason, not a crash.
     bomb = [str(folder / "bomb.png"), "DecompressionBombError: Image size (400000000 pixels) exceeds limit of "

@@ -5,6 +5,7 @@ and run a third time (skipped); the tests below assert on what those three invoc
 """
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import json
 import logging
@@ -19,7 +20,7 @@ import pytest
 from pipeline.config import REPO_ROOT
 from pipeline.errors import PipelineError
 from pipeline.formats.idx import read_array
-from pipeline.layout import Layout
+from pipeline.layout import CheckpointFiles, Layout
 from pipeline.schema import CURATED_SCHEMA
 from pipeline.train.stage import run_training
 
@@ -52,17 +53,24 @@ def write_curated(spark, images, labels, indices, path: str, files: int) -> None
     spark.createDataFrame(frame, CURATED_SCHEMA).repartition(files).write.mode("overwrite").parquet(path)
 
 
+def curated_layout(root: Path) -> Layout:
+    """A layout whose curated data lives under `root` (the only part of it these tests write)."""
+    from pipeline.config import load_config
+    return dataclasses.replace(Layout.from_config(load_config(None, "full", [])), curated_root=str(root))
+
+
 @pytest.fixture(scope="module")
 def curated_subset(spark, tmp_path_factory) -> Path:
     """A curated data root (train/, validation/, manifest.json) as the data stage lays it out."""
     root = tmp_path_factory.mktemp("curated")
+    curated = curated_layout(root)
     images, labels = read_idx("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz")
     train, validation = stratified_indices(labels, (TRAIN_PER_CLASS, VALIDATION_PER_CLASS), seed=3)
-    write_curated(spark, images, labels, train, str(root / "train"), files=8)
-    write_curated(spark, images, labels, validation, str(root / "validation"), files=3)
+    write_curated(spark, images, labels, train, curated.curated("train"), files=8)
+    write_curated(spark, images, labels, validation, curated.curated("validation"), files=3)
     counts = {"train": len(train), "validation": len(validation)}
-    (root / "manifest.json").write_text(json.dumps({"fingerprint": "test-subset", "counts": counts,
-                                                    "image_shape": [28, 28, 1], "num_classes": 10}))
+    Path(curated.curated_manifest).write_text(json.dumps({"fingerprint": "test-subset", "counts": counts,
+                                                          "image_shape": [28, 28, 1], "num_classes": 10}))
     return root
 
 
@@ -96,16 +104,16 @@ def interrupted_then_resumed(spark, curated_subset, tmp_path_factory):
     logger.setLevel(logging.INFO)
     try:
         first = run_training(spark, stopped_cfg, layout_over(stopped_cfg, curated_subset))
-        model_dir = Path(layout_over(cfg, curated_subset).model_dir("model_1"))
-        after_stop = json.loads((model_dir / "history.json").read_text())
-        second = run_training(spark, cfg, layout_over(cfg, curated_subset))
-        third = run_training(spark, cfg, layout_over(cfg, curated_subset))
+        layout = layout_over(cfg, curated_subset)
+        after_stop = json.loads(Path(layout.history("model_1")).read_text())
+        second = run_training(spark, cfg, layout)
+        third = run_training(spark, cfg, layout)
     finally:
         logger.removeHandler(handler)
-    final = json.loads((model_dir / "history.json").read_text())
+    final = json.loads(Path(layout.history("model_1")).read_text())
     return {"summaries": (first.details, second.details, third.details), "results": (first, second, third),
             "after_stop": after_stop, "final": final,
-            "model_dir": model_dir, "log": handler.lines}
+            "layout": layout, "log": handler.lines}
 
 
 def test_a_stopped_run_leaves_one_epoch_and_a_checkpoint(interrupted_then_resumed):
@@ -113,7 +121,8 @@ def test_a_stopped_run_leaves_one_epoch_and_a_checkpoint(interrupted_then_resume
     assert after_stop["complete"] is False
     assert [e["epoch"] for e in after_stop["epochs"]] == [1]
     assert interrupted_then_resumed["summaries"][0]["model_1"]["epochs"] == 1
-    state = json.loads((interrupted_then_resumed["model_dir"] / "checkpoint" / "state.json").read_text())
+    checkpoint = CheckpointFiles(interrupted_then_resumed["layout"].checkpoint_dir("model_1"))
+    state = json.loads(Path(checkpoint.state).read_text())
     assert state["epoch"] == 2  # by now the resumed run has checkpointed its own epoch
 
 
@@ -134,7 +143,7 @@ def test_a_finished_model_is_skipped(interrupted_then_resumed):
     assert any("model_1 already trained" in line for line in interrupted_then_resumed["log"])
     results = interrupted_then_resumed["results"]
     assert [r.skipped for r in results] == [False, False, True]
-    assert results[2].outputs == {"model_1": str(interrupted_then_resumed["model_dir"])}
+    assert results[2].outputs == {"model_1": interrupted_then_resumed["layout"].model_dir("model_1")}
 
 
 def test_both_ranks_trained_the_same_weights_on_their_own_shards(interrupted_then_resumed):
@@ -178,9 +187,9 @@ def test_validation_accuracy_is_well_above_chance(interrupted_then_resumed):
 
 def test_saved_model_reloads_and_predicts(interrupted_then_resumed, curated_subset):
     from tensorflow import keras
-    model_dir = interrupted_then_resumed["model_dir"]
-    assert (model_dir / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    model = keras.models.load_model(model_dir / "model.keras")
+    layout = interrupted_then_resumed["layout"]
+    assert Path(layout.curves("model_1")).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    model = keras.models.load_model(layout.model_file("model_1"))
     images, labels = read_idx("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
     x = (images[:500] / 255.0).astype(np.float32).reshape(-1, 28, 28, 1)
     probabilities = model.predict(x, batch_size=250, verbose=0)
@@ -209,10 +218,12 @@ def test_more_workers_than_task_slots_is_refused(spark, make_config, curated_sub
 
 def test_fewer_row_groups_than_workers_is_refused(spark, make_config, curated_subset, tmp_path):
     root = tmp_path / "curated"
+    curated = curated_layout(root)
     images, labels = read_idx("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz")
-    write_curated(spark, images, labels, np.arange(100), str(root / "train"), files=4)
-    write_curated(spark, images, labels, np.arange(100, 120), str(root / "validation"), files=1)
-    (root / "manifest.json").write_text(json.dumps({"fingerprint": "x", "counts": {"train": 100, "validation": 20}}))
+    write_curated(spark, images, labels, np.arange(100), curated.curated("train"), files=4)
+    write_curated(spark, images, labels, np.arange(100, 120), curated.curated("validation"), files=1)
+    Path(curated.curated_manifest).write_text(json.dumps({"fingerprint": "x",
+                                                          "counts": {"train": 100, "validation": 20}}))
     cfg = make_config("train.num_workers=2")
     with pytest.raises(PipelineError, match=r"validation has 1 Parquet row group\(s\), fewer than the 2 Horovod"):
         run_training(spark, cfg, layout_over(cfg, root))
@@ -255,8 +266,8 @@ def model_3_on_two_ranks(spark, curated_subset, tmp_path_factory):
     finally:
         watch.stopped.set()
         watch.join()
-    model_dir = Path(layout_over(cfg, curated_subset).model_dir("model_3"))
-    return {"history": json.loads((model_dir / "history.json").read_text()), "model_dir": model_dir,
+    layout = layout_over(cfg, curated_subset)
+    return {"history": json.loads(Path(layout.history("model_3")).read_text()), "layout": layout,
             "listening": watch.seen, "listening_before": before, "listening_after": listening_sockets()}
 
 
@@ -270,7 +281,7 @@ def test_ranks_agree_on_batch_norm_moving_statistics(model_3_on_two_ranks):
 
 def test_saved_model_holds_the_averaged_moving_statistics(model_3_on_two_ranks):
     from tensorflow import keras
-    model = keras.models.load_model(model_3_on_two_ranks["model_dir"] / "model.keras")
+    model = keras.models.load_model(model_3_on_two_ranks["layout"].model_file("model_3"))
     saved = sum(float(np.abs(w.numpy()).sum(dtype=np.float64)) for w in model.non_trainable_weights)
     assert saved == pytest.approx(model_3_on_two_ranks["history"]["workers"][0]["non_trainable_checksum"], rel=1e-6)
 

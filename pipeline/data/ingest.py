@@ -6,8 +6,6 @@ failed run leaves nothing a later stage would read (prepare requires the manifes
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import time
 
@@ -18,6 +16,7 @@ from pipeline import storage
 from pipeline.config import PipelineConfig
 from pipeline.data import source_checks, validate
 from pipeline.errors import PipelineError
+from pipeline.fingerprint import fingerprint_of
 from pipeline.formats import readers
 from pipeline.layout import Layout, ingest_hash
 from pipeline.locks import output_lock
@@ -79,9 +78,7 @@ def _ingest_locked(spark: SparkSession, cfg: PipelineConfig, layout: Layout, for
 
 def ingest_fingerprint(cfg: PipelineConfig, checksums: dict[str, str]) -> str:
     """Identity of the raw table: the data config, the input location and the exact bytes of every source."""
-    payload = json.dumps({"config": ingest_hash(cfg), "checksums": checksums, "checks": RECORD_CHECKS_VERSION},
-                         sort_keys=True)
-    return hashlib.sha256(payload.encode()).hexdigest()[:12]
+    return fingerprint_of({"config": ingest_hash(cfg), "checksums": checksums, "checks": RECORD_CHECKS_VERSION})
 
 
 def _validate_and_publish(parsed: DataFrame, cfg: PipelineConfig, layout: Layout, files: dict[str, str]) -> dict:

@@ -5,8 +5,6 @@ exists with the current fingerprint.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import time
 
@@ -18,6 +16,7 @@ from pipeline import storage
 from pipeline.config import PipelineConfig
 from pipeline.data.split import assign_splits, plan_ranges
 from pipeline.errors import PipelineError
+from pipeline.fingerprint import fingerprint_of
 from pipeline.layout import SPLITS, Layout
 from pipeline.locks import output_lock
 from pipeline.schema import CURATED_SCHEMA, NORMALISATION, RAW_SCHEMA, normalise_images
@@ -29,9 +28,7 @@ log = logging.getLogger(__name__)
 def run_prepare(spark: SparkSession, cfg: PipelineConfig, layout: Layout, force: bool = False) -> StageResult:
     """Write layout.curated(split) for every split and layout.curated_manifest; skip when already complete."""
     started = time.monotonic()
-    if not storage.exists(layout.raw_manifest):
-        raise PipelineError(f"no complete raw table at {layout.raw}: run jobs/ingest.py first")
-    raw_manifest = storage.read_json(layout.raw_manifest)
+    raw_manifest = storage.read_stage_output(layout.raw_manifest, "ingest")  # published last: the raw table is whole
     fingerprint = prepare_fingerprint(raw_manifest["fingerprint"], cfg.section_hash("data", "prepare"))
     with output_lock(layout.curated_root, "prepare"):
         if not force and storage.is_complete(layout.curated_manifest, fingerprint):
@@ -64,8 +61,7 @@ def write_curated_splits(spark: SparkSession, cfg: PipelineConfig, layout: Layou
 
 
 def prepare_fingerprint(raw_fingerprint: str, config_hash: str) -> str:
-    payload = json.dumps({"raw": raw_fingerprint, "config": config_hash}, sort_keys=True)
-    return hashlib.sha256(payload.encode()).hexdigest()[:12]
+    return fingerprint_of({"raw": raw_fingerprint, "config": config_hash})
 
 
 def curated_split(raw: DataFrame, assigned: DataFrame, split: str) -> DataFrame:

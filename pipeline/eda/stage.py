@@ -6,7 +6,6 @@ aggregates and the handful of sample rows drawn in the grid reach the driver.
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import logging
@@ -20,7 +19,8 @@ from pipeline import storage
 from pipeline.config import PipelineConfig
 from pipeline.eda import aggregates, figures
 from pipeline.errors import PipelineError
-from pipeline.layout import SPLITS, Layout
+from pipeline.fingerprint import fingerprint_of
+from pipeline.layout import SPLITS, EdaFiles, Layout
 from pipeline.locks import output_lock
 from pipeline.schema import CURATED_SCHEMA
 from pipeline.stages import StageResult
@@ -36,14 +36,13 @@ FIGURES = ("sample_grid", "label_distribution", "mean_images", "pixel_histogram"
 
 def run_eda(spark: SparkSession, cfg: PipelineConfig, layout: Layout, force: bool = False) -> StageResult:
     """Describe the curated data under `layout.eda`; skip when it is already there for the same inputs and config."""
-    curated_manifest = _read_required_json(layout.curated_manifest, "curated manifest")
+    curated_manifest = storage.read_stage_output(layout.curated_manifest, "prepare")
     fingerprint = eda_fingerprint(curated_manifest, cfg)
-    manifest_path = f"{layout.eda}/manifest.json"
     with output_lock(layout.eda, "eda"):
-        if not force and storage.is_complete(manifest_path, fingerprint):
+        if not force and storage.is_complete(layout.eda_files.manifest, fingerprint):
             log.info("EDA already complete at %s (fingerprint %s): skipping; --force redoes it", layout.eda,
                      fingerprint)
-            return headline(storage.read_json(f"{layout.eda}/summary.json"), layout, skipped=True)
+            return headline(storage.read_json(layout.eda_files.summary), layout, skipped=True)
         started = time.monotonic()
         curated = aggregates.union_splits({s: read_curated(spark, layout.curated(s), s) for s in SPLITS})
         results = compute(curated, cfg)
@@ -58,13 +57,12 @@ def eda_fingerprint(curated_manifest: dict, cfg: PipelineConfig) -> str:
     """The identity of the EDA output: the curated data it describes, the EDA config and the output format."""
     curated = curated_manifest.get("fingerprint") or json.dumps(curated_manifest, sort_keys=True, default=str)
     payload = {"curated": curated, "eda": asdict(cfg.eda), "data": asdict(cfg.data), "format": EDA_FORMAT_VERSION}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
+    return fingerprint_of(payload)
 
 
 def read_curated(spark: SparkSession, path: str, split: str) -> DataFrame:
     """One curated split as (record_id, image, label), failing in one line when it is missing or malformed."""
-    if not storage.exists(path):
-        raise PipelineError(f"curated split '{split}' not found at {path}: run jobs/prepare.py first")
+    storage.require_stage_output(path, "prepare")
     df = spark.read.parquet(path)
     missing = [name for name in CURATED_SCHEMA.fieldNames() if name not in df.columns]
     if missing:
@@ -118,8 +116,8 @@ def build_summary(results: dict, cfg: PipelineConfig, curated_manifest: dict, va
         "validation": validation_findings(validation),
         "sample": {"split": SAMPLE_SPLIT, "seed": cfg.eda.seed,
                    "records": [{"record_id": s["record_id"], "label": s["label"]} for s in results["samples"]]},
-        "tables": {name: f"{name}.csv" for name in TABLES},
-        "figures": {name: f"{name}.png" for name in FIGURES},
+        "tables": {name: EdaFiles.table_name(name) for name in TABLES},
+        "figures": {name: EdaFiles.figure_name(name) for name in FIGURES},
     }
 
 
@@ -222,15 +220,6 @@ def headline(summary: dict, layout: Layout, skipped: bool) -> StageResult:
         "sample_record_ids": [r["record_id"] for r in summary["sample"]["records"]]})
 
 
-def _read_required_json(path: str, what: str) -> dict:
-    if not storage.exists(path):
-        raise PipelineError(f"{what} not found at {path}: run jobs/prepare.py first")
-    try:
-        return storage.read_json(path)
-    except ValueError:
-        raise PipelineError(f"{what} at {path} is not valid JSON") from None
-
-
 def _read_validation_report(layout: Layout) -> dict | None:
     """The data stage's validation report, if it wrote one; EDA still runs without it."""
     if not storage.exists(layout.validation_report):
@@ -246,16 +235,17 @@ def _read_validation_report(layout: Layout) -> dict | None:
 
 def _publish(path: str, results: dict, summary: dict, cfg: PipelineConfig, fingerprint: str) -> None:
     """Write tables, figures, summary and (last) manifest into a temp folder moved into place at once."""
-    with storage.publishing(path) as tmp:
+    with storage.publishing(path) as tmp_dir:
+        tmp = EdaFiles(tmp_dir)
         for name, text in tables(results).items():
-            storage.write_text(f"{tmp}/{name}.csv", text)
+            storage.write_text(tmp.table(name), text)
         for name, png in render_figures(results, summary, cfg).items():
-            storage.write_bytes(f"{tmp}/{name}.png", png)
-        storage.write_json(f"{tmp}/summary.json", summary)
-        storage.write_json(f"{tmp}/manifest.json", {
+            storage.write_bytes(tmp.figure(name), png)
+        storage.write_json(tmp.summary, summary)
+        storage.write_json(tmp.manifest, {
             "fingerprint": fingerprint, "curated_fingerprint": summary["curated_fingerprint"],
             "eda_config": asdict(cfg.eda), "format_version": EDA_FORMAT_VERSION,
-            "files": ["summary.json", *summary["tables"].values(), *summary["figures"].values()]})
+            "files": [EdaFiles.SUMMARY, *summary["tables"].values(), *summary["figures"].values()]})
 
 
 def tables(results: dict) -> dict[str, str]:

@@ -16,7 +16,8 @@ from pipeline import storage
 from pipeline.config import PipelineConfig
 from pipeline.errors import GateError, PipelineError
 from pipeline.evaluate import figures
-from pipeline.layout import Layout
+from pipeline.fingerprint import fingerprint_of
+from pipeline.layout import EvaluationFiles, Layout
 from pipeline.locks import output_lock
 from pipeline.metrics import accuracy, confusion_matrix_csv, confusion_matrix_from_counts, per_class_metrics
 from pipeline.model_files import check_model_file
@@ -30,18 +31,19 @@ def run_evaluation(spark: SparkSession, cfg: PipelineConfig, layout: Layout, for
     """Evaluate the trained models on layout.curated('test'); write metrics, figures, comparison, best model."""
     models = find_trained_models(cfg, layout)
     with output_lock(layout.evaluation, "evaluate"):
-        manifest_path = f"{layout.evaluation}/manifest.json"
+        manifest_path = layout.evaluation_files.manifest
         fingerprint = evaluation_fingerprint(cfg, layout, models)
         if not force and storage.is_complete(manifest_path, fingerprint):
             log.info("evaluation already complete for these models and test set (%s): skipped", layout.evaluation)
             return gated(storage.read_json(manifest_path)["summary"], cfg, layout, skipped=True)
         for name in models:  # one line on the driver, instead of a traceback from every Spark task
-            check_model_file(f"{layout.model_dir(name)}/model.keras")
+            check_model_file(layout.model_file(name))
         test_df = read_test_set(spark, layout)
-        with storage.publishing(layout.evaluation) as out:
-            results = [evaluate_model(spark, cfg, test_df, name, layout.model_dir(name), out) for name in models]
+        with storage.publishing(layout.evaluation) as tmp:
+            out = EvaluationFiles(tmp)
+            results = [evaluate_model(spark, cfg, test_df, name, layout, out) for name in models]
             summary = write_comparison(results, layout, out)
-            storage.write_json(f"{out}/manifest.json", {"fingerprint": fingerprint, "summary": summary})
+            storage.write_json(out.manifest, {"fingerprint": fingerprint, "summary": summary})
     log.info("evaluation written to %s; best model %s (test accuracy %.4f)", layout.evaluation,
              summary["best_model"], summary["best_test_accuracy"])
     return gated(summary, cfg, layout, skipped=False)
@@ -51,13 +53,12 @@ def find_trained_models(cfg: PipelineConfig, layout: Layout) -> list[str]:
     """Names in train.models whose folder holds model.keras and history.json (the training contract)."""
     found = []
     for name in cfg.train.models:
-        model_dir = layout.model_dir(name)
-        if storage.exists(f"{model_dir}/model.keras") and storage.exists(f"{model_dir}/history.json"):
+        if storage.exists(layout.model_file(name)) and storage.exists(layout.history(name)):
             found.append(name)
         else:
-            log.warning("%s: no model.keras and history.json under %s: not evaluated", name, model_dir)
+            log.warning("%s: no model.keras and history.json under %s: not evaluated", name, layout.model_dir(name))
     if not found:
-        raise PipelineError(f"no trained model under {layout.run_root}/train (looked for "
+        raise PipelineError(f"no trained model under {layout.training} (looked for "
                             f"{', '.join(cfg.train.models)}): run jobs/train.py first")
     return found
 
@@ -65,32 +66,34 @@ def find_trained_models(cfg: PipelineConfig, layout: Layout) -> list[str]:
 def evaluation_fingerprint(cfg: PipelineConfig, layout: Layout, models: list[str]) -> str:
     """What shapes the outputs: the test set, each model's bytes and history, and the figure settings.
 
-    The target accuracy is left out on purpose: changing it re-runs the gate, not the evaluation.
+    The target accuracy is left out on purpose: changing it re-runs the gate, not the evaluation. The models stay
+    in order (the comparison lists them in that order); each file counts by the sha256 of its bytes.
     """
-    digest = hashlib.sha256(f"misclassified={cfg.evaluate.misclassified_examples}".encode())
-    if storage.exists(layout.curated_manifest):
-        digest.update(str(storage.read_json(layout.curated_manifest).get("fingerprint")).encode())
-    for name in models:
-        digest.update(name.encode())
-        for file in ("model.keras", "history.json"):
-            digest.update(hashlib.sha256(storage.read_bytes(f"{layout.model_dir(name)}/{file}")).digest())
-    return digest.hexdigest()[:16]
+    curated = (storage.read_json(layout.curated_manifest).get("fingerprint")
+               if storage.exists(layout.curated_manifest) else None)
+    files = [[name, _sha256(layout.model_file(name)), _sha256(layout.history(name))] for name in models]
+    return fingerprint_of({"misclassified_examples": cfg.evaluate.misclassified_examples, "curated": curated,
+                           "models": files})
+
+
+def _sha256(path: str) -> str:
+    return hashlib.sha256(storage.read_bytes(path)).hexdigest()
 
 
 def read_test_set(spark: SparkSession, layout: Layout) -> DataFrame:
     path = layout.curated("test")
-    if not storage.exists(path):
-        raise PipelineError(f"curated test set {path} not found: run jobs/prepare.py first")
+    storage.require_stage_output(path, "prepare")
     return spark.read.parquet(path).select("record_id", "image", "label")
 
 
-def evaluate_model(spark: SparkSession, cfg: PipelineConfig, test_df: DataFrame, name: str, model_dir: str,
-                   out: str) -> dict:
-    """Score the test set with one model; write <out>/<name>/ metrics.json and figures; return its figures."""
+def evaluate_model(spark: SparkSession, cfg: PipelineConfig, test_df: DataFrame, name: str, layout: Layout,
+                   out: EvaluationFiles) -> dict:
+    """Score the test set with one model; write its metrics and figures into `out`; return its figures."""
     log.info("%s: scoring the test set", name)
-    history = storage.read_json(f"{model_dir}/history.json")
+    history = storage.read_stage_output(layout.history(name), "train")
+    model_path = layout.model_file(name)
     set_arrow_batch_rows(spark, cfg.predict.batch_size)
-    scored = score_images(test_df, f"{model_dir}/model.keras", cfg.predict.batch_size,
+    scored = score_images(test_df, model_path, cfg.predict.batch_size,
                           cfg.predict.tf_threads).cache()
     try:
         matrix, test_loss = confusion_and_loss(scored, cfg.data.num_classes)
@@ -100,14 +103,14 @@ def evaluate_model(spark: SparkSession, cfg: PipelineConfig, test_df: DataFrame,
     metrics = {"model": name, "test_loss": test_loss, "test_accuracy": accuracy(matrix),
                "test_count": int(matrix.sum()), "per_class": per_class_metrics(matrix),
                "train_val_gap": train_val_gap(history)}
-    storage.write_json(f"{out}/{name}/metrics.json", metrics)
-    storage.write_text(f"{out}/{name}/confusion_matrix.csv", confusion_matrix_csv(matrix))
-    storage.write_bytes(f"{out}/{name}/confusion_matrix.png", figures.confusion_matrix_png(
+    storage.write_json(out.metrics(name), metrics)
+    storage.write_text(out.confusion_matrix_csv(name), confusion_matrix_csv(matrix))
+    storage.write_bytes(out.confusion_matrix_png(name), figures.confusion_matrix_png(
         matrix, f"{name}: test set confusion matrix (accuracy {metrics['test_accuracy']:.4f})"))
-    storage.write_bytes(f"{out}/{name}/misclassified.png", figures.misclassified_png(
+    storage.write_bytes(out.misclassified_png(name), figures.misclassified_png(
         mistakes, f"{name}: most confident mistakes ({int(matrix.sum() - matrix.trace())} in all)"))
     log.info("%s: test accuracy %.4f, test loss %.4f", name, metrics["test_accuracy"], test_loss)
-    return {"metrics": metrics, "history": history, "model_path": f"{model_dir}/model.keras"}
+    return {"metrics": metrics, "history": history, "model_path": model_path}
 
 
 def confusion_and_loss(scored: DataFrame, num_classes: int):
@@ -161,16 +164,16 @@ def comparison_row(result: dict) -> dict:
             "training_complete": history.get("complete")}
 
 
-def write_comparison(results: list[dict], layout: Layout, out: str) -> dict:
+def write_comparison(results: list[dict], layout: Layout, out: EvaluationFiles) -> dict:
     """comparison.json/.md and best_model.json (highest test accuracy; fewer parameters break a tie)."""
     rows = [comparison_row(result) for result in results]
     best = max(results, key=lambda r: (r["metrics"]["test_accuracy"], -(r["history"].get("params") or 0)))
     best_name = best["metrics"]["model"]
     final_path = best["model_path"]
-    storage.write_json(f"{out}/comparison.json", {"models": rows, "best_model": best_name})
-    storage.write_text(f"{out}/comparison.md", comparison_markdown(rows, best_name))
-    storage.write_json(f"{out}/best_model.json", {"model": best_name, "model_path": final_path,
-                                                  "test_accuracy": best["metrics"]["test_accuracy"]})
+    storage.write_json(out.comparison, {"models": rows, "best_model": best_name})
+    storage.write_text(out.comparison_table, comparison_markdown(rows, best_name))
+    storage.write_json(out.best_model, {"model": best_name, "model_path": final_path,
+                                        "test_accuracy": best["metrics"]["test_accuracy"]})
     return {"models": {r["model"]: {"test_accuracy": r["test_accuracy"], "test_loss": r["test_loss"]}
                        for r in rows},
             "best_model": best_name, "best_test_accuracy": best["metrics"]["test_accuracy"],

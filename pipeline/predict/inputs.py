@@ -78,8 +78,7 @@ class LoadedInput:
 def load_input(spark: SparkSession, cfg: PipelineConfig, layout: Layout, source: PredictionInput) -> LoadedInput:
     """The input as a DataFrame of images, and for image files, the ones that cannot be scored."""
     if source.kind in ("curated", "parquet"):
-        if not storage.exists(source.path):
-            raise PipelineError(f"{source.path} not found: run jobs/prepare.py first, or pass --input")
+        storage.require_stage_output(source.path, "prepare", otherwise="pass --input")
         return LoadedInput(read_curated_parquet(spark, source.path), None, {})
     if source.kind == "images":
         return read_image_folder(spark, cfg, source.path)

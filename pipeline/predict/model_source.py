@@ -8,10 +8,9 @@ import os
 
 from pipeline import storage
 from pipeline.errors import PipelineError
-from pipeline.layout import Layout
+from pipeline.layout import MODEL_FILE, Layout, model_file_in
 from pipeline.model_files import KERAS_SUFFIX, LEGACY_SUFFIXES, legacy_format_refusal
 
-MODEL_FILE = "model.keras"
 MODEL_SUFFIXES = (KERAS_SUFFIX, *LEGACY_SUFFIXES)  # legacy ones are recognised as paths, to be refused by name
 
 
@@ -21,19 +20,14 @@ def resolve_model(layout: Layout, model: str) -> tuple[str, str]:
         return best_model(layout)
     if _looks_like_path(model):
         return model_at_path(model)
-    path = f"{layout.model_dir(model)}/{MODEL_FILE}"
-    if not storage.exists(path):
-        raise PipelineError(f"model '{model}' has no saved model at {path}: run jobs/train.py for it, "
-                            f"or pass --model <path to a .keras file>")
+    path = layout.model_file(model)
+    storage.require_stage_output(path, "train", otherwise="pass --model <path to a .keras file>")
     return model, path
 
 
 def best_model(layout: Layout) -> tuple[str, str]:
-    record_path = f"{layout.evaluation}/best_model.json"
-    if not storage.exists(record_path):
-        raise PipelineError(f"no best model recorded ({record_path} not found): run jobs/evaluate.py first, "
-                            f"or pass --model <name or path>")
-    record = storage.read_json(record_path)
+    record_path = layout.evaluation_files.best_model
+    record = storage.read_stage_output(record_path, "evaluate", otherwise="pass --model <name or path>")
     if not storage.exists(record["model_path"]):
         raise PipelineError(f"best model {record['model']} recorded in {record_path} is missing at "
                             f"{record['model_path']}: rerun jobs/train.py and jobs/evaluate.py")
@@ -50,8 +44,8 @@ def model_at_path(path: str) -> tuple[str, str]:
         raise legacy_format_refusal(path, "HDF5 model files (.h5, .hdf5)")
     if path.endswith(KERAS_SUFFIX) and storage.exists(path) and not storage.exists(f"{path}/saved_model.pb"):
         return _name_of(path), path
-    if storage.exists(f"{path}/{MODEL_FILE}"):
-        return _name_of(path), f"{path}/{MODEL_FILE}"
+    if storage.exists(model_file_in(path)):
+        return _name_of(path), model_file_in(path)
     if storage.exists(f"{path}/saved_model.pb"):
         raise legacy_format_refusal(path, "SavedModel folders")
     raise PipelineError(f"no saved model at {path}: expected a .keras file, or a folder holding {MODEL_FILE}")

@@ -17,13 +17,13 @@ from pyspark.sql import DataFrame, SparkSession
 from pipeline import storage
 from pipeline.config import PipelineConfig
 from pipeline.errors import PipelineError
-from pipeline.layout import Layout
+from pipeline.layout import Layout, PredictionFiles
 from pipeline.locks import output_lock
 from pipeline.metrics import accuracy, confusion_matrix_csv, confusion_matrix_from_counts
 from pipeline.model_files import check_model_file
 from pipeline.predict.inputs import LoadedInput, load_input, require_readable_images, resolve_input
 from pipeline.predict.model_source import resolve_model
-from pipeline.predict.unreadable import LIST_NAME, enforce_policy, failure_list_path, write_list
+from pipeline.predict.unreadable import enforce_policy, write_list
 from pipeline.scoring import confidence, score_images, set_arrow_batch_rows
 from pipeline.stages import StageResult
 
@@ -37,56 +37,58 @@ def run_prediction(spark: SparkSession, cfg: PipelineConfig, layout: Layout, inp
     check_model_file(model_path)  # one line on the driver, instead of a traceback from every Spark task
     source = resolve_input(layout, input_path)
     out_dir = output_folder(layout, source.name, output)
+    out = PredictionFiles(out_dir)
     log.info("scoring %s (%s) with %s (%s)", source.path, source.kind, model_name, model_path)
     loaded = load_input(spark, cfg, layout, source)
-    notes = {**loaded.notes, **screen_unreadable(loaded, cfg, source.path, out_dir)}
+    notes = {**loaded.notes, **screen_unreadable(loaded, cfg, source.path, out)}
     labelled = "label" in loaded.images.columns
     run_id = layout.run_id
     set_arrow_batch_rows(spark, cfg.predict.batch_size)
     predictions = with_prediction_columns(
         score_images(loaded.images, model_path, cfg.predict.batch_size, cfg.predict.tf_threads),
         source.id_column, labelled, model_name, run_id)
-    with output_lock(out_dir, "predict"), storage.publishing(out_dir) as tmp:
-        predictions.write.parquet(f"{tmp}/predictions.parquet")
+    with output_lock(out_dir, "predict"), storage.publishing(out_dir) as tmp_dir:
+        tmp = PredictionFiles(tmp_dir)
+        predictions.write.parquet(tmp.predictions)
         # Aggregates come from the written Parquet, so the model scores every row exactly once.
-        written = spark.read.parquet(f"{tmp}/predictions.parquet")
+        written = spark.read.parquet(tmp.predictions)
         summary = summarise(written, tmp, labelled, cfg.data.num_classes)
         if notes.get("unreadable_count"):
-            write_list(loaded.unreadable, f"{tmp}/{LIST_NAME}")
+            write_list(loaded.unreadable, tmp.unreadable_list)
         summary.update(model=model_name, model_path=model_path, input=source.path, input_kind=source.kind,
                        run_id=run_id, output=out_dir, **notes)
-        storage.write_json(f"{tmp}/manifest.json", summary)
+        storage.write_json(tmp.manifest, summary)
     loaded.release()
-    storage.remove(failure_list_path(out_dir))  # the list of an earlier failed attempt no longer applies
-    log.info("%d predictions written to %s/predictions.parquet", summary["count"], out_dir)
+    storage.remove(out.failed_unreadable_list)  # the list of an earlier failed attempt no longer applies
+    log.info("%d predictions written to %s", summary["count"], out.predictions)
     if notes.get("unreadable_count"):
         log.warning("%d unreadable image file(s) skipped (predict.skip_unreadable_images), listed in %s",
                     notes["unreadable_count"], notes["unreadable_list"])
     if source.kind == "images":
-        print(prediction_table(spark.read.parquet(f"{out_dir}/predictions.parquet"), source.path,
-                               cfg.predict.print_rows))
-    return StageResult(False, {"predictions": f"{out_dir}/predictions.parquet", "manifest": f"{out_dir}/manifest.json"},
+        print(prediction_table(spark.read.parquet(out.predictions), source.path, cfg.predict.print_rows))
+    return StageResult(False, {"predictions": out.predictions, "manifest": out.manifest},
                        counts={"images": summary["count"], "unreadable": notes.get("unreadable_count", 0)},
                        details=summary)
 
 
-def screen_unreadable(loaded: LoadedInput, cfg: PipelineConfig, input_path: str, out_dir: str) -> dict:
+def screen_unreadable(loaded: LoadedInput, cfg: PipelineConfig, input_path: str, out: PredictionFiles) -> dict:
     """Image files that cannot be scored fail the job unless skipping them is allowed, and so does a folder with
     no readable one; returns the manifest's notes about them."""
     if loaded.unreadable is None:
         return {}
     try:
-        count = enforce_policy(loaded.unreadable, input_path, cfg.predict.skip_unreadable_images, out_dir)
+        count = enforce_policy(loaded.unreadable, input_path, cfg.predict.skip_unreadable_images,
+                               out.failed_unreadable_list)
         require_readable_images(loaded.images, input_path)
     except PipelineError:
         loaded.release()
         raise
-    return {"unreadable_count": count, "unreadable_list": f"{out_dir}/{LIST_NAME}" if count else None}
+    return {"unreadable_count": count, "unreadable_list": out.unreadable_list if count else None}
 
 
 def output_folder(layout: Layout, input_name: str, output: str | None) -> str:
     if output is None:
-        return f"{layout.predictions}/{input_name}"
+        return layout.prediction_dir(input_name)
     return output if "://" in output else os.path.abspath(output)
 
 
@@ -98,7 +100,7 @@ def with_prediction_columns(scored: DataFrame, id_column: str, labelled: bool, m
                          F.lit(model_name).alias("model"), F.lit(run_id).alias("run_id"))
 
 
-def summarise(predictions: DataFrame, out: str, labelled: bool, num_classes: int) -> dict:
+def summarise(predictions: DataFrame, out: PredictionFiles, labelled: bool, num_classes: int) -> dict:
     """Counts per predicted class; with labels, accuracy (metrics.json) and the confusion matrix (CSV)."""
     if not labelled:
         by_class = predictions.groupBy("prediction").count().collect()
@@ -108,8 +110,8 @@ def summarise(predictions: DataFrame, out: str, labelled: bool, num_classes: int
     matrix = confusion_matrix_from_counts(((r["label"], r["prediction"], r["count"]) for r in cells), num_classes)
     metrics = {"count": int(matrix.sum()), "accuracy": accuracy(matrix),
                "predicted_counts": {k: int(v) for k, v in enumerate(matrix.sum(axis=0)) if v}}
-    storage.write_json(f"{out}/metrics.json", metrics)
-    storage.write_text(f"{out}/confusion_matrix.csv", confusion_matrix_csv(matrix))
+    storage.write_json(out.metrics, metrics)
+    storage.write_text(out.confusion_matrix, confusion_matrix_csv(matrix))
     log.info("accuracy on the labelled input: %.4f", metrics["accuracy"])
     return metrics
 

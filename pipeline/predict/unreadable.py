@@ -18,22 +18,15 @@ from pipeline.errors import PipelineError
 
 log = logging.getLogger(__name__)
 
-LIST_NAME = "unreadable.csv"
 LOGGED_FILES = 100  # the log names this many; the list holds them all
 
 
-def failure_list_path(out_dir: str) -> str:
-    """Where the list goes when the job fails: beside the output folder, so earlier predictions stay intact."""
-    return f"{out_dir.rstrip('/')}.{LIST_NAME}"
-
-
-def enforce_policy(unreadable: DataFrame, input_path: str, skip: bool, out_dir: str) -> int:
+def enforce_policy(unreadable: DataFrame, input_path: str, skip: bool, list_path: str) -> int:
     """The number of unreadable files; unless `skip`, any makes the job fail in one line, the full list written
-    to failure_list_path(out_dir)."""
+    to `list_path` (beside the output folder: PredictionFiles.failed_unreadable_list)."""
     count = unreadable.count()
     if count == 0 or skip:
         return count
-    list_path = failure_list_path(out_dir)
     first_path, first_reason = write_list(unreadable, list_path)
     raise PipelineError(f"unreadable image {first_path} ({first_reason}); {count} unreadable file(s) in "
                         f"{input_path}, all listed in {list_path} (set predict.skip_unreadable_images=true to "

@@ -27,7 +27,7 @@ def pct(value: float) -> str:
 
 
 def figure(key: str, caption: str) -> str:
-    return f"![{caption}](figures/{key}.png)\n\n*{caption}*"
+    return f"![{caption}]({Layout.report_figure_link(key)})\n\n*{caption}*"
 
 
 def models_section(out: RunOutputs, cfg: PipelineConfig) -> str:

@@ -34,13 +34,13 @@ def build_report_markdown(cfg: PipelineConfig, layout: Layout) -> tuple[str, dic
 def run_report(spark: SparkSession, cfg: PipelineConfig, layout: Layout) -> StageResult:
     """Copy the figures next to the report, write report.md and report.html (figures embedded)."""
     # report.md, report.html and figures/ share one lock, <run root>/report.lock
-    with output_lock(f"{layout.run_root}/report", "report"):
+    with output_lock(layout.report, "report"):
         md_text, figures = build_report_markdown(cfg, layout)
         for key, source in figures.items():
-            storage.write_bytes(f"{layout.run_root}/figures/{key}.png", storage.read_bytes(source))
-        storage.write_text(f"{layout.run_root}/report.md", md_text)
-        storage.write_text(f"{layout.run_root}/report.html",
+            storage.write_bytes(layout.report_figure(key), storage.read_bytes(source))
+        storage.write_text(layout.report_md, md_text)
+        storage.write_text(layout.report_html,
                            markdown_to_html(md_text, "MNIST on Spark: run report", layout.run_root))
-    log.info("report written: %s/report.md and report.html (%d figures)", layout.run_root, len(figures))
-    return StageResult(False, {"report_md": f"{layout.run_root}/report.md",
-                               "report_html": f"{layout.run_root}/report.html"}, counts={"figures": len(figures)})
+    log.info("report written: %s and %s (%d figures)", layout.report_md, layout.report_html, len(figures))
+    return StageResult(False, {"report_md": layout.report_md, "report_html": layout.report_html},
+                       counts={"figures": len(figures)})

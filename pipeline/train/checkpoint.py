@@ -7,22 +7,21 @@ epoch records, so a resumed run's history is exactly the checkpointed epochs (ne
 from __future__ import annotations
 
 from pipeline import storage
-
-STATE_FILE = "state.json"
-WEIGHTS_PREFIX = "weights"
+from pipeline.layout import CheckpointFiles
 
 
 def read_state(checkpoint_dir: str) -> dict | None:
     """{"epoch": completed epochs, "fingerprint", "epochs": [records]} or None when there is no checkpoint."""
-    return storage.read_json_if_valid(f"{checkpoint_dir}/{STATE_FILE}")
+    return storage.read_json_if_valid(CheckpointFiles(checkpoint_dir).state)
 
 
 def save(model, checkpoint_dir: str, epoch: int, fingerprint: str, epochs: list[dict]) -> None:
     import tensorflow as tf
-    with storage.publishing(checkpoint_dir) as tmp:
-        storage.makedirs(tmp)
-        tf.train.Checkpoint(model=model, optimizer=model.optimizer).write(f"{tmp}/{WEIGHTS_PREFIX}")
-        storage.write_json(f"{tmp}/{STATE_FILE}", {"epoch": epoch, "fingerprint": fingerprint, "epochs": epochs})
+    with storage.publishing(checkpoint_dir) as tmp_dir:
+        storage.makedirs(tmp_dir)
+        tmp = CheckpointFiles(tmp_dir)
+        tf.train.Checkpoint(model=model, optimizer=model.optimizer).write(tmp.weights)
+        storage.write_json(tmp.state, {"epoch": epoch, "fingerprint": fingerprint, "epochs": epochs})
 
 
 def restore(model, checkpoint_dir: str) -> None:
@@ -30,5 +29,5 @@ def restore(model, checkpoint_dir: str) -> None:
     variable exists and is restored now rather than deferred)."""
     import tensorflow as tf
     model.optimizer.build(model.trainable_variables)
-    status = tf.train.Checkpoint(model=model, optimizer=model.optimizer).read(f"{checkpoint_dir}/{WEIGHTS_PREFIX}")
+    status = tf.train.Checkpoint(model=model, optimizer=model.optimizer).read(CheckpointFiles(checkpoint_dir).weights)
     status.assert_existing_objects_matched()

@@ -6,13 +6,12 @@ receives it as a dict of strings and numbers, so nothing Spark- or config-specif
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import os
 from dataclasses import dataclass
 from typing import Any
 
 from pipeline.config import PipelineConfig
+from pipeline.fingerprint import fingerprint_of
 from pipeline.layout import Layout
 
 
@@ -20,7 +19,9 @@ from pipeline.layout import Layout
 class TrainParams:
     model: str
     run_id: str
-    model_dir: str
+    model_path: str              # paths from the Layout, as plain strings
+    history_path: str
+    checkpoint_dir: str
     train_url: str
     validation_url: str
     train_rows: int
@@ -43,18 +44,6 @@ class TrainParams:
         """The same on every rank, whatever its shard holds: ranks taking different step counts hang."""
         return max(1, self.train_rows // (self.batch_size * self.num_workers))
 
-    @property
-    def checkpoint_dir(self) -> str:
-        return f"{self.model_dir}/checkpoint"
-
-    @property
-    def history_path(self) -> str:
-        return f"{self.model_dir}/history.json"
-
-    @property
-    def model_path(self) -> str:
-        return f"{self.model_dir}/model.keras"
-
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -65,7 +54,7 @@ def training_fingerprint(cfg: PipelineConfig, model: str, data_fingerprint: str,
     payload = {"model": model, "epochs": t.models[model].epochs, "batch_size": t.batch_size,
                "learning_rate": t.learning_rate, "warmup_epochs": t.warmup_epochs, "seed": t.seed,
                "num_workers": num_workers, "data": data_fingerprint}
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:12]
+    return fingerprint_of(payload)
 
 
 def dataset_url(path: str) -> str:
@@ -79,7 +68,8 @@ def build_params(cfg: PipelineConfig, layout: Layout, model: str, counts: dict[s
     epochs = t.models[model].epochs
     end_epoch = min(epochs, initial_epoch + t.stop_after_epochs) if t.stop_after_epochs > 0 else epochs
     return TrainParams(
-        model=model, run_id=layout.run_id, model_dir=layout.model_dir(model),
+        model=model, run_id=layout.run_id, model_path=layout.model_file(model), history_path=layout.history(model),
+        checkpoint_dir=layout.checkpoint_dir(model),
         train_url=dataset_url(layout.curated("train")), validation_url=dataset_url(layout.curated("validation")),
         train_rows=int(counts["train"]), validation_rows=int(counts["validation"]), num_workers=num_workers,
         epochs=epochs, initial_epoch=initial_epoch, end_epoch=end_epoch, batch_size=t.batch_size,

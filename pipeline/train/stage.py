@@ -54,9 +54,7 @@ def selected_models(cfg: PipelineConfig, model: str) -> list[str]:
 
 
 def read_curated_manifest(layout: Layout) -> dict:
-    if not storage.exists(layout.curated_manifest):
-        raise PipelineError(f"curated data manifest {layout.curated_manifest} not found: run jobs/prepare.py first")
-    manifest = storage.read_json(layout.curated_manifest)
+    manifest = storage.read_stage_output(layout.curated_manifest, "prepare")
     missing = [s for s in ("train", "validation") if not manifest.get("counts", {}).get(s)]
     if missing:
         raise PipelineError(f"curated data manifest {layout.curated_manifest} has no rows for '{missing[0]}'")
@@ -77,8 +75,7 @@ def check_row_groups(path: str, num_workers: int) -> None:
     """Petastorm shards by row group: fewer row groups than workers would leave a rank with no data."""
     import pyarrow.parquet as pq
     fs, root = storage.filesystem(path)
-    if not storage.exists(path):
-        raise PipelineError(f"curated data {path} not found: run jobs/prepare.py first")
+    storage.require_stage_output(path, "prepare")
     dataset = pq.ParquetDataset(root, filesystem=fs, use_legacy_dataset=False)
     groups = sum(fragment.metadata.num_row_groups for fragment in dataset.fragments)
     if groups < num_workers:
@@ -92,28 +89,29 @@ def train_model(spark: SparkSession, cfg: PipelineConfig, layout: Layout, name: 
     model_dir = layout.model_dir(name)
     with output_lock(model_dir, "train"):  # from the skip decision through finalisation
         fingerprint = training_fingerprint(cfg, name, str(manifest.get("fingerprint")), num_workers)
-        previous = history.read(f"{model_dir}/history.json")
+        previous = history.read(layout.history(name))
         if force:
             storage.remove(model_dir)
         elif previous and previous.get("complete") and previous.get("fingerprint") == fingerprint:
             log.info("%s already trained for this config (%s): skipping (use --force to retrain)", name, model_dir)
             return model_summary(previous, skipped=True)
-        epochs_done = resume_point(model_dir, fingerprint, name)
+        epochs_done = resume_point(layout, name, fingerprint)
         params = build_params(cfg, layout, name, manifest["counts"], num_workers, len(epochs_done), fingerprint)
         storage.write_json(params.history_path, history.skeleton(params, describe(name), epochs_done, previous))
         results, seconds = launch(spark, params, cfg.train.start_timeout)
         final = history.finalised(history.read(params.history_path), seconds, results)
         storage.write_json(params.history_path, final)
-        history.plot_curves(final, f"{model_dir}/curves.png")
+        history.plot_curves(final, layout.curves(name))
         log.info("%s: %d/%d epochs, val_accuracy %.4f, %.1f s on %d worker(s)%s", name, final["epochs_completed"],
                  final["epochs_planned"], final["epochs"][-1]["val_accuracy"], seconds, num_workers,
                  "" if final["complete"] else " (stopped early: rerun to resume)")
         return model_summary(final, skipped=False)
 
 
-def resume_point(model_dir: str, fingerprint: str, name: str) -> list[dict]:
+def resume_point(layout: Layout, name: str, fingerprint: str) -> list[dict]:
     """The epoch records of a checkpoint made under the same fingerprint; otherwise start from scratch."""
-    state = checkpoint.read_state(f"{model_dir}/checkpoint")
+    model_dir = layout.model_dir(name)
+    state = checkpoint.read_state(layout.checkpoint_dir(name))
     if state and state.get("fingerprint") == fingerprint and state.get("epoch", 0) > 0:
         log.info("resuming %s from epoch %d", name, state["epoch"])
         return state["epochs"][:state["epoch"]]

@@ -92,8 +92,9 @@ def save_final_model(model, params, size: int) -> None:
     final.compile(optimizer=keras.optimizers.Adam(learning_rate=params.learning_rate * size),
                   loss="categorical_crossentropy", metrics=["accuracy"])
     with tempfile.TemporaryDirectory() as tmp:  # Keras saves to a local file; storage copies it anywhere
-        final.save(f"{tmp}/model.keras")
-        with open(f"{tmp}/model.keras", "rb") as src:
+        local = os.path.join(tmp, os.path.basename(params.model_path))  # Keras picks the format by the suffix
+        final.save(local)
+        with open(local, "rb") as src:
             storage.write_bytes(params.model_path, src.read())
 
 
