@@ -16,6 +16,7 @@ from typing import Any
 
 from pipeline.errors import PipelineError
 from pipeline.layout import SPLITS, Layout
+from pipeline.storage import job_for
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,7 @@ class Stage:
 
     @property
     def job(self) -> str:
-        return f"jobs/{self.name}.py"
+        return job_for(self.name)
 
     def run(self, spark, cfg, layout: Layout, force: bool = False, **options: Any) -> StageResult:
         module, function = self.function.split(":")

@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 from pyarrow import fs as pafs
 
 from pipeline.errors import PipelineError
-from pipeline.stages import stage_named
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame
@@ -90,10 +89,15 @@ def read_json_if_valid(path: str) -> Any | None:
         return None
 
 
+def job_for(stage: str) -> str:
+    """The job that runs stage `stage` (every registered stage has one: tests/test_run.py)."""
+    return f"jobs/{stage}.py"
+
+
 def require_stage_output(path: str, stage: str, otherwise: str | None = None) -> None:
     """Fail in one line when `path`, written by stage `stage`, is missing: which job to run first (`otherwise`:
     another way out, e.g. 'pass --input')."""
-    job = stage_named(stage).job
+    job = job_for(stage)
     if not exists(path):
         alternative = f", or {otherwise}" if otherwise else ""
         raise PipelineError(f"{path} not found: run {job} first{alternative}")
@@ -108,7 +112,7 @@ def read_stage_output(path: str, stage: str, otherwise: str | None = None) -> di
     except ValueError:
         value = None
     if not isinstance(value, dict):
-        raise PipelineError(f"{path} is damaged (not a JSON object): rerun {stage_named(stage).job}")
+        raise PipelineError(f"{path} is damaged (not a JSON object): rerun {job_for(stage)}")
     return value
 
 

@@ -95,3 +95,19 @@ def test_report_structure_table_lists_every_registered_stage(make_config):
     rows = [line for line in table.splitlines() if line.startswith("| ") and "`jobs/" in line]
     assert [row.split("|")[1].strip() for row in rows] == list(STAGE_NAMES)
     assert f"`{layout.eda}`" in table and "`jobs/report.py`" in table
+
+
+def test_every_stage_named_as_the_writer_of_an_output_is_registered():
+    """`storage.read_stage_output(path, "prepare")` tells the user which job to run: the name must be a stage's."""
+    import ast
+    from pathlib import Path
+
+    from pipeline.config import REPO_ROOT
+    named = set()
+    for source in (REPO_ROOT / "pipeline").rglob("*.py"):
+        for node in ast.walk(ast.parse(source.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) in (
+                    "read_stage_output", "require_stage_output") and len(node.args) > 1 \
+                    and isinstance(node.args[1], ast.Constant):
+                named.add((Path(source).name, node.args[1].value))
+    assert named and {stage for _, stage in named} <= set(STAGE_NAMES), sorted(named)
