@@ -117,7 +117,6 @@ class PathsConfig:
     input: str = "data/mnist"          # raw files: local dir or any Hadoop-FS URI (hdfs://, s3a://, file://)
     data: str = "output/data"          # shared data stages (raw, quarantine, curated, EDA), keyed by config hash
     runs: str = "output/runs"          # one folder per run: models, evaluation, predictions, report
-    store: str = "output/store"        # Horovod/Petastorm scratch (must be visible to every executor)
 
 
 @dataclass(frozen=True)

@@ -48,7 +48,7 @@ def write_curated(layout: Layout, arrays: dict) -> None:
 @pytest.fixture(scope="module")
 def curated(spark, arrays, tmp_path_factory):
     root = tmp_path_factory.mktemp("eda-curated")
-    layout = Layout(str(root), str(root), str(root / "curated"), str(root / "run"), str(root / "store"))
+    layout = Layout(str(root), str(root), str(root / "curated"), str(root / "run"))
     write_curated(layout, arrays)
     return aggregates.union_splits({s: spark.read.parquet(layout.curated(s)) for s in SPLITS})
 

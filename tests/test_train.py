@@ -68,7 +68,7 @@ def curated_subset(spark, tmp_path_factory) -> Path:
 
 def layout_over(cfg, curated_root: Path) -> Layout:
     layout = Layout.from_config(cfg, RUN_ID)
-    return Layout(layout.input_dir, layout.raw_root, str(curated_root), layout.run_root, layout.store)
+    return Layout(layout.input_dir, layout.raw_root, str(curated_root), layout.run_root)
 
 
 class StageLog(logging.Handler):
