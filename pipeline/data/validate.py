@@ -19,7 +19,7 @@ from pyspark.sql import Column, DataFrame
 
 from pipeline.config import DataConfig
 from pipeline.formats import records
-from pipeline.schema import QUARANTINE_SCHEMA, RAW_SCHEMA
+from pipeline.schema import NUM_CLASSES, QUARANTINE_SCHEMA, RAW_SCHEMA
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +114,7 @@ def build_report(counts: list[dict], duplicates: dict, data: DataConfig, files: 
     total = sum(c["count"] for c in counts)
     bad = [c for c in counts if c["reason"] is not None]
     quarantined = sum(c["count"] for c in bad)
-    label_counts = {s: {str(label): 0 for label in range(data.num_classes)} for s in splits}
+    label_counts = {s: {str(label): 0 for label in range(NUM_CLASSES)} for s in splits}
     for c in counts:
         if c["reason"] is None and not c["dropped"]:
             label_counts[c["source_split"]][str(c["label"])] += c["count"]

@@ -22,7 +22,7 @@ from pipeline.eda import aggregates, figures
 from pipeline.errors import PipelineError
 from pipeline.layout import SPLITS, Layout
 from pipeline.locks import output_lock
-from pipeline.schema import CURATED_SCHEMA
+from pipeline.schema import CURATED_SCHEMA, IMAGE_HEIGHT, IMAGE_WIDTH, NUM_CLASSES
 from pipeline.stages import StageResult
 
 log = logging.getLogger(__name__)
@@ -284,16 +284,15 @@ def _csv(rows: list[dict], columns: list[str]) -> str:
 
 def render_figures(results: dict, summary: dict, cfg: PipelineConfig) -> dict[str, bytes]:
     """The four PNG figures, by name."""
-    height, width = cfg.data.image_height, cfg.data.image_width
     counts = {split: {int(k): v for k, v in d["counts"].items()} for split, d in summary["label_distribution"].items()}
     counts = {split: counts[split] for split in SPLITS if split in counts}
     train_means = {int(r["label"]): r["mean_image"] for r in results["mean_images"]
                    if r["split"] == SAMPLE_SPLIT and r["label"] != aggregates.ALL}
     shares = {split: [r["share"] for r in results["histogram"] if r["split"] == split] for split in counts}
     return {
-        "sample_grid": figures.to_png(figures.sample_grid(results["samples"], height, width, cfg.eda.seed)),
-        "label_distribution": figures.to_png(figures.label_distribution_chart(counts, cfg.data.num_classes)),
+        "sample_grid": figures.to_png(figures.sample_grid(results["samples"], IMAGE_HEIGHT, IMAGE_WIDTH, cfg.eda.seed)),
+        "label_distribution": figures.to_png(figures.label_distribution_chart(counts, NUM_CLASSES)),
         "mean_images": figures.to_png(figures.mean_images_grid(train_means, counts.get(SAMPLE_SPLIT, {}),
-                                                               height, width)),
+                                                               IMAGE_HEIGHT, IMAGE_WIDTH)),
         "pixel_histogram": figures.to_png(figures.pixel_histogram_chart(shares, cfg.eda.histogram_bins)),
     }
