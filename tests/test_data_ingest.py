@@ -20,6 +20,7 @@ from pipeline.formats.records import with_reject_reason
 from pipeline.layout import Layout
 from pipeline.report.sections import suspect_images
 from pipeline.schema import RAW_SCHEMA
+from pipeline.validation_report import KEYS, read_validation_report
 
 N_TRAIN, N_TEST = 40, 20
 NAMES = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
@@ -61,7 +62,8 @@ def test_idx_ingest_keeps_every_record_exactly(spark, make_config, tmp_path):
     expected_sha = hashlib.sha256((tmp_path / "in" / NAMES["train"][0]).read_bytes()).hexdigest()
     assert manifest["source_checksums"][NAMES["train"][0]] == expected_sha
     assert manifest["checksums_verified"] is False  # no SHA256SUMS in this input
-    report = storage.read_json(layout.validation_report)
+    report = read_validation_report(layout.validation_report)
+    assert set(report) == KEYS  # exactly the declared structure, nothing undeclared
     assert report["status"] == "passed" and report["quarantined_fraction"] == 0.0
     assert report["label_counts"]["train"] == {str(k): 4 for k in range(10)}
     assert spark.read.parquet(layout.quarantine).count() == 0
