@@ -98,13 +98,14 @@ def interrupted_then_resumed(spark, curated_subset, tmp_path_factory):
         first = run_training(spark, stopped_cfg, layout_over(stopped_cfg, curated_subset))
         model_dir = Path(layout_over(cfg, curated_subset).model_dir("model_1"))
         after_stop = json.loads((model_dir / "history.json").read_text())
+        state_after_stop = json.loads((model_dir / "checkpoint" / "state.json").read_text())
         second = run_training(spark, cfg, layout_over(cfg, curated_subset))
         third = run_training(spark, cfg, layout_over(cfg, curated_subset))
     finally:
         logger.removeHandler(handler)
     final = json.loads((model_dir / "history.json").read_text())
     return {"summaries": (first.details, second.details, third.details), "results": (first, second, third),
-            "after_stop": after_stop, "final": final,
+            "after_stop": after_stop, "state_after_stop": state_after_stop, "final": final,
             "model_dir": model_dir, "log": handler.lines}
 
 
@@ -113,8 +114,8 @@ def test_a_stopped_run_leaves_one_epoch_and_a_checkpoint(interrupted_then_resume
     assert after_stop["complete"] is False
     assert [e["epoch"] for e in after_stop["epochs"]] == [1]
     assert interrupted_then_resumed["summaries"][0]["model_1"]["epochs"] == 1
-    state = json.loads((interrupted_then_resumed["model_dir"] / "checkpoint" / "state.json").read_text())
-    assert state["epoch"] == 2  # by now the resumed run has checkpointed its own epoch
+    state = interrupted_then_resumed["state_after_stop"]  # read before the rerun checkpoints its own epoch
+    assert state["epoch"] == 1 and state["epochs"] == after_stop["epochs"]
 
 
 def test_rerun_resumes_from_the_checkpoint_instead_of_restarting(interrupted_then_resumed):
@@ -125,6 +126,8 @@ def test_rerun_resumes_from_the_checkpoint_instead_of_restarting(interrupted_the
     assert final["resumed_from_epoch"] == 1
     assert final["epochs_completed"] == final["epochs_planned"] == 2
     assert final["complete"] is True
+    state = json.loads((interrupted_then_resumed["model_dir"] / "checkpoint" / "state.json").read_text())
+    assert state["epoch"] == 2 and state["epochs"] == final["epochs"]  # the resumed run checkpointed its epoch
 
 
 def test_a_finished_model_is_skipped(interrupted_then_resumed):
