@@ -21,13 +21,13 @@ log = logging.getLogger("benchmarks")
 REPO = Path(__file__).resolve().parent.parent
 
 
-# ---- config and session: one bench root holding data, runs and store ----
+# ---- config and session: one bench root holding data and runs ----
 
 def bench_config(root: str, profile: str, input_dir: str | None = None, overrides: tuple[str, ...] = ()):
     """conf/local.yaml with the profile, outputs under `root`, Spark on local[2]; generated (plain) IDX names
     when `input_dir` is a generated set."""
     from pipeline.config import load_config
-    sets = [f"paths.data={root}/data", f"paths.runs={root}/runs", f"paths.store={root}/store",
+    sets = [f"paths.data={root}/data", f"paths.runs={root}/runs",
             "spark.master=local[2]", "spark.log_level=ERROR",
             'spark.settings={"spark.ui.showConsoleProgress": "false"}']
     if input_dir is not None:

@@ -116,7 +116,6 @@ class PathsConfig:
     input: str = "data/mnist"          # raw files: local dir or any Hadoop-FS URI (hdfs://, s3a://, file://)
     data: str = "output/data"          # shared data stages (raw, quarantine, curated, EDA), keyed by config hash
     runs: str = "output/runs"          # one folder per run: models, evaluation, predictions, report
-    store: str = "output/store"        # Horovod/Petastorm scratch (must be visible to every executor)
 
 
 @dataclass(frozen=True)
@@ -130,9 +129,6 @@ class DataConfig:
     train_csv: str = "mnist_train.csv"
     test_csv: str = "mnist_test.csv"
     checksums_file: str = "SHA256SUMS"  # verified when present next to the input files
-    image_height: int = between(1, 1024, default=28)
-    image_width: int = between(1, 1024, default=28)
-    num_classes: int = between(2, 256, default=10)          # IDX labels are single bytes
     records_per_partition: int = between(1, 10_000_000, default=10000)
     # Rows per Parquet file and row group: every Horovod shard gets several.
     row_group_rows: int = between(1, 10_000_000, default=1000)

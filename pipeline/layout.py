@@ -143,14 +143,13 @@ class Layout:
     raw_root: str        # <data>/<ingest hash>: raw/, quarantine/, validation_report.json, manifest.json
     curated_root: str    # <raw_root>/curated-<prepare hash>: train/, validation/, test/, manifest.json, eda/
     run_root: str        # <runs>/<run id>
-    store: str
 
     @classmethod
     def from_config(cls, cfg: PipelineConfig, run_id: str | None = None) -> Layout:
         raw_root = f"{cfg.resolve(cfg.paths.data).rstrip('/')}/ingest-{ingest_hash(cfg)}"
         curated_root = f"{raw_root}/curated-{cfg.section_hash('data', 'prepare')}"
         run_root = f"{cfg.resolve(cfg.paths.runs).rstrip('/')}/{run_id or default_run_id(cfg)}"
-        return cls(cfg.resolve(cfg.paths.input), raw_root, curated_root, run_root, cfg.resolve(cfg.paths.store))
+        return cls(cfg.resolve(cfg.paths.input), raw_root, curated_root, run_root)
 
     @property
     def raw(self) -> str:

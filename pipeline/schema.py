@@ -1,15 +1,18 @@
 """The data sets' schemas, declared once. Every reader, writer and test derives its columns from here.
 
+The image shape and the class count are the data's and the models' alike (ingest checks the sources against them,
+the models are built for them, the scorer and the figures reshape by them): declared here, not configured.
+
 Raw table (one row per source record, written by ingest):
   record_id     string   "<source file>:<index>", stable across reruns and partitionings
   source_split  string   "train" or "test": the split of origin in the source files
   source_index  long     position of the record in its source file
-  image         binary   height*width bytes, uint8, row-major (row 0 first), exactly as in IDX files
-  label         int      0..num_classes-1
+  image         binary   IMAGE_PIXELS bytes, uint8, row-major (row 0 first), exactly as in IDX files
+  label         int      0..NUM_CLASSES-1
 
 Curated tables (train / validation / test, written by prepare, read by Petastorm's make_batch_reader):
   record_id     string
-  image         array<float>  height*width*1 values in [0, 1], row-major; reshape to (height, width, 1)
+  image         array<float>  IMAGE_PIXELS values in [0, 1], row-major; reshape to IMAGE_SHAPE
   label         int      class index; training one-hot encodes it on the fly (categorical cross-entropy)
 
 Quarantine table (records that failed record checks, written by ingest):
@@ -35,6 +38,12 @@ from pyspark.sql.types import (
     StructField,
     StructType,
 )
+
+IMAGE_HEIGHT = 28
+IMAGE_WIDTH = 28
+IMAGE_SHAPE = (IMAGE_HEIGHT, IMAGE_WIDTH, 1)   # one channel: grey levels
+IMAGE_PIXELS = IMAGE_HEIGHT * IMAGE_WIDTH
+NUM_CLASSES = 10                               # the digits 0-9; IDX labels are single bytes
 
 RAW_SCHEMA = StructType([
     StructField("record_id", StringType(), nullable=False),

@@ -19,8 +19,8 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql.types import ArrayType, FloatType, IntegerType, StructField, StructType
 
 from pipeline.model_files import load_keras_model
+from pipeline.schema import IMAGE_PIXELS, IMAGE_SHAPE
 
-IMAGE_SIZE = 28 * 28
 PREDICTION_FIELDS = [StructField("prediction", IntegerType(), nullable=False),
                      StructField("probabilities", ArrayType(FloatType(), containsNull=False), nullable=False)]
 LOSS_EPSILON = 1e-7  # Keras clips probabilities the same way in categorical cross-entropy
@@ -34,7 +34,8 @@ def set_arrow_batch_rows(spark: SparkSession, rows: int) -> None:
 
 
 def score_images(df: DataFrame, model_path: str, batch_size: int, tf_threads: int = 1) -> DataFrame:
-    """`df` with an `image` column (784 floats in [0, 1]) -> its other columns plus `prediction`, `probabilities`."""
+    """`df` with an `image` column (IMAGE_PIXELS floats in [0, 1]) -> its other columns plus `prediction` and
+    `probabilities`."""
     keep = [field for field in df.schema.fields if field.name != "image"]
     keep_names = [field.name for field in keep]
 
@@ -62,12 +63,13 @@ def score_batches(batches: Iterator[pd.DataFrame], model_path: str, batch_size: 
 
 
 def predict_probabilities(model, images: pd.Series) -> np.ndarray:
-    """Class probabilities (float32, rows x classes) for a Series of flat 784-value images, in one model call."""
+    """Class probabilities (float32, rows x classes) for a Series of flat IMAGE_PIXELS-value images, in one model
+    call."""
     lengths = images.map(len)
-    if (lengths != IMAGE_SIZE).any():
-        bad = int(lengths[lengths != IMAGE_SIZE].iloc[0])
-        raise ValueError(f"image arrays must hold {IMAGE_SIZE} values, found one with {bad}")
-    x = np.stack(images.to_numpy()).astype(np.float32).reshape(-1, 28, 28, 1)
+    if (lengths != IMAGE_PIXELS).any():
+        bad = int(lengths[lengths != IMAGE_PIXELS].iloc[0])
+        raise ValueError(f"image arrays must hold {IMAGE_PIXELS} values, found one with {bad}")
+    x = np.stack(images.to_numpy()).astype(np.float32).reshape(-1, *IMAGE_SHAPE)
     return np.asarray(model.predict_on_batch(x), dtype=np.float32)
 
 

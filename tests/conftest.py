@@ -30,8 +30,7 @@ def spark(tmp_path_factory):
 def make_config(tmp_path):
     """A config whose outputs go under this test's tmp_path; extra `section.key=value` overrides allowed."""
     def _make(*overrides: str, profile: str = "full", input_dir: str | None = None) -> PipelineConfig:
-        base = [f"paths.data={tmp_path / 'data'}", f"paths.runs={tmp_path / 'runs'}",
-                f"paths.store={tmp_path / 'store'}", "spark.master=local[2]"]
+        base = [f"paths.data={tmp_path / 'data'}", f"paths.runs={tmp_path / 'runs'}", "spark.master=local[2]"]
         if input_dir is not None:
             base.append(f"paths.input={input_dir}")
         return load_config(None, profile, [*base, *overrides])
@@ -105,7 +104,7 @@ def mnist_curated(spark, tmp_path_factory):
     from pipeline.layout import Layout
     root = tmp_path_factory.mktemp("mnist-curated")
     cfg = load_config(None, "full", [f"paths.data={root / 'data'}", f"paths.runs={root / 'runs'}",
-                                     f"paths.store={root / 'store'}", "spark.master=local[2]"])
+                                     "spark.master=local[2]"])
     layout = Layout.from_config(cfg)
     run_ingest(spark, cfg, layout)
     run_prepare(spark, cfg, layout)

@@ -131,8 +131,7 @@ class Cluster:
     def pipeline_args(self, out: Path) -> list[str]:
         """The quick profile on this cluster, every output under `out`."""
         return ["--conf", "conf/cluster-local.yaml", "--profile", "quick", "--set", f"spark.master={self.master_url}",
-                "--set", f"paths.data={out / 'data'}", "--set", f"paths.runs={out / 'runs'}",
-                "--set", f"paths.store={out / 'store'}"]
+                "--set", f"paths.data={out / 'data'}", "--set", f"paths.runs={out / 'runs'}"]
 
     def events(self, log_name: str) -> Path:
         path = self.root / "events" / Path(log_name).stem

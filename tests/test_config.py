@@ -51,6 +51,14 @@ def test_unknown_key_is_named(override, key):
         load_config(LOCAL, overrides=[override])
 
 
+@pytest.mark.parametrize("key", ["data.image_height", "data.image_width", "data.num_classes", "paths.store"])
+def test_keys_nothing_could_honour_are_refused(key):
+    """The image shape and class count are declared in pipeline.schema (the models are built for them), and no
+    stage has a store path to use: a config setting them would be silently ignored, so it is refused."""
+    with pytest.raises(PipelineError, match=f"^unknown config key '{re.escape(key)}'$"):
+        load_config(LOCAL, overrides=[f"{key}=32"])
+
+
 def test_wrong_type_is_named():
     with pytest.raises(PipelineError, match="config key 'train.batch_size' must be int, got 'big'"):
         load_config(LOCAL, overrides=["train.batch_size=big"])

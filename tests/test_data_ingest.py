@@ -19,7 +19,8 @@ from pipeline.formats.idx import read_array
 from pipeline.formats.records import with_reject_reason
 from pipeline.layout import Layout
 from pipeline.report.sections import suspect_images
-from pipeline.schema import RAW_SCHEMA
+from pipeline.schema import QUARANTINE_SCHEMA, RAW_SCHEMA
+from pipeline.validation_report import KEYS, read_validation_report
 
 N_TRAIN, N_TEST = 40, 20
 NAMES = {"train": ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"),
@@ -56,26 +57,24 @@ def test_idx_ingest_keeps_every_record_exactly(spark, make_config, tmp_path):
     layout = Layout.from_config(cfg)
     summary = run_ingest(spark, cfg, layout)
     assert summary.counts == {"train": N_TRAIN, "test": N_TEST} and summary.details["format"] == "idx"
-    assert_raw_matches(spark, layout, arrays, NAMES["train"][0])
+    assert_raw_matches(spark, layout, arrays, {split: names[0] for split, names in NAMES.items()})
     manifest = storage.read_json(layout.raw_manifest)
     expected_sha = hashlib.sha256((tmp_path / "in" / NAMES["train"][0]).read_bytes()).hexdigest()
     assert manifest["source_checksums"][NAMES["train"][0]] == expected_sha
     assert manifest["checksums_verified"] is False  # no SHA256SUMS in this input
-    report = storage.read_json(layout.validation_report)
+    report = read_validation_report(layout.validation_report)
+    assert set(report) == KEYS  # exactly the declared structure, nothing undeclared
     assert report["status"] == "passed" and report["quarantined_fraction"] == 0.0
     assert report["label_counts"]["train"] == {str(k): 4 for k in range(10)}
     assert spark.read.parquet(layout.quarantine).count() == 0
 
 
-def assert_raw_matches(spark, layout, arrays, train_images_name: str) -> None:
-    rows = raw_rows(spark, layout)
-    assert spark.read.parquet(layout.raw).schema.fieldNames() == RAW_SCHEMA.fieldNames()
-    test_rows, train_rows = rows[:N_TEST], rows[N_TEST:]
-    assert [r.record_id for r in train_rows] == [f"{train_images_name}:{i}" for i in range(N_TRAIN)]
-    for split, split_rows in (("train", train_rows), ("test", test_rows)):
-        images, labels = arrays[split]
-        assert [r.label for r in split_rows] == labels.tolist()
-        assert [r.image for r in split_rows] == [image.tobytes() for image in images]
+def assert_raw_matches(spark, layout, arrays, id_prefixes: dict[str, str]) -> None:
+    """The raw table is every source record exactly: record id "<prefix>:<index>", split, index, bytes, label."""
+    expected = [(f"{id_prefixes[split]}:{i}", split, i, image.tobytes(), int(label))
+                for split, (images, labels) in arrays.items()
+                for i, (image, label) in enumerate(zip(images, labels, strict=True))]
+    assertDataFrameEqual(spark.read.parquet(layout.raw), spark.createDataFrame(expected, RAW_SCHEMA))
 
 
 def test_read_array_reads_a_whole_idx_file_gzip_or_plain_and_checks_it(tmp_path):
@@ -96,7 +95,7 @@ def test_plain_idx_rerun_skips_and_force_redoes(spark, make_config, tmp_path):
     cfg = make_config("data.records_per_partition=16", input_dir=str(tmp_path / "in"))
     layout = Layout.from_config(cfg)
     assert run_ingest(spark, cfg, layout).skipped is False
-    assert_raw_matches(spark, layout, arrays, NAMES["train"][0][:-3])
+    assert_raw_matches(spark, layout, arrays, {split: names[0][:-3] for split, names in NAMES.items()})
     assert run_ingest(spark, cfg, layout).skipped is True
     assert run_ingest(spark, cfg, layout, force=True).skipped is False
     assert spark.read.parquet(layout.raw).count() == N_TRAIN + N_TEST
@@ -182,11 +181,9 @@ def test_record_checks_quarantine_and_zero_tolerance(spark, make_config, tmp_pat
     tolerant = make_config("data.max_quarantine_fraction=0.05", input_dir=str(tmp_path / "in"))
     layout = Layout.from_config(tolerant)
     assert run_ingest(spark, tolerant, layout).counts == {"train": N_TRAIN - 2, "test": N_TEST}
-    quarantined = [r.asDict() for r in spark.read.parquet(layout.quarantine).orderBy("source_index").collect()]
-    assert quarantined == [{"record_id": "train-images-idx3-ubyte.gz:0", "source_split": "train", "source_index": 0,
-                            "label": 0, "reason": "image also in test"},
-                           {"record_id": "train-images-idx3-ubyte.gz:3", "source_split": "train", "source_index": 3,
-                            "label": 12, "reason": "label outside 0-9"}]
+    assertDataFrameEqual(spark.read.parquet(layout.quarantine), spark.createDataFrame(
+        [("train-images-idx3-ubyte.gz:0", "train", 0, 0, "image also in test"),
+         ("train-images-idx3-ubyte.gz:3", "train", 3, 12, "label outside 0-9")], QUARANTINE_SCHEMA))
     report = storage.read_json(layout.validation_report)
     assert report["duplicate_images"] == {"within_train": 1, "within_test": 0, "test_in_train": 1}
     assert report["quarantine_reasons"] == {"image also in test": 1, "label outside 0-9": 1}
@@ -364,10 +361,11 @@ def test_reject_reason_covers_nulls_and_ranges(spark):
             ("neg", b"\x00" * 4, -1, None), ("no-image", None, 1, None), ("short", b"\x00", 1, None),
             ("reader", b"\x00" * 4, 1, "missing value")]
     df = spark.createDataFrame(rows, "record_id string, image binary, label int, problem string")
-    reasons = dict(df.transform(with_reject_reason, 10, 4).select("record_id", "reason").collect())
-    assert reasons == {"ok": None, "no-label": "missing label", "big": "label outside 0-9",
-                       "neg": "label outside 0-9", "no-image": "missing image", "short": "image is not 4 bytes",
-                       "reader": "missing value"}
+    expected = [("ok", None), ("no-label", "missing label"), ("big", "label outside 0-9"),
+                ("neg", "label outside 0-9"), ("no-image", "missing image"), ("short", "image is not 4 bytes"),
+                ("reader", "missing value")]
+    assertDataFrameEqual(df.transform(with_reject_reason, 10, 4).select("record_id", "reason"),
+                         spark.createDataFrame(expected, "record_id string, reason string"))
 
 
 def test_npz_reader(spark, make_config, tmp_path):
@@ -378,10 +376,7 @@ def test_npz_reader(spark, make_config, tmp_path):
     cfg = make_config("data.records_per_partition=16", input_dir=str(tmp_path / "in"))
     layout = Layout.from_config(cfg)
     assert run_ingest(spark, cfg, layout).details["format"] == "npz"
-    rows = raw_rows(spark, layout)
-    assert rows[N_TEST].record_id == "mnist.npz:train:0"
-    assert [r.image for r in rows[N_TEST:]] == [a.tobytes() for a in arrays["train"][0]]
-    assert [r.label for r in rows[:N_TEST]] == arrays["test"][1].tolist()
+    assert_raw_matches(spark, layout, arrays, {split: f"mnist.npz:{split}" for split in arrays})
 
 
 def test_npz_with_float_pixels_checks_range(spark, make_config, tmp_path):
@@ -421,12 +416,12 @@ def test_csv_reader_and_record_checks(spark, make_config, tmp_path):
                       input_dir=str(tmp_path / "in"))
     layout = Layout.from_config(cfg)
     assert run_ingest(spark, cfg, layout).counts == {"train": N_TRAIN - len(edits), "test": N_TEST}
-    reasons = dict(spark.read.parquet(layout.quarantine).select("record_id", "reason").collect())
-    assert reasons == {"mnist_train.csv:2": "label outside 0-9", "mnist_train.csv:4": "missing value",
-                       "mnist_train.csv:5": "pixel value out of range (not an integer 0-255)",
-                       "mnist_train.csv:6": "label is 'x', not a number",
-                       "mnist_train.csv:8": "pixel 17 is 'abc', not a number",
-                       "mnist_train.csv:9": "missing value"}
+    expected = [("mnist_train.csv:2", "label outside 0-9"), ("mnist_train.csv:4", "missing value"),
+                ("mnist_train.csv:5", "pixel value out of range (not an integer 0-255)"),
+                ("mnist_train.csv:6", "label is 'x', not a number"),
+                ("mnist_train.csv:8", "pixel 17 is 'abc', not a number"), ("mnist_train.csv:9", "missing value")]
+    assertDataFrameEqual(spark.read.parquet(layout.quarantine).select("record_id", "reason"),
+                         spark.createDataFrame(expected, "record_id string, reason string"))
     rows = raw_rows(spark, layout)
     assert [r.image for r in rows[:N_TEST]] == [a.tobytes() for a in arrays["test"][0]]
     assert [r.source_index for r in rows[N_TEST:]] == [i for i in range(N_TRAIN) if i not in edits]

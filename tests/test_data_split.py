@@ -7,6 +7,8 @@ from fractions import Fraction
 import numpy as np
 import pyspark.sql.functions as F
 import pytest
+from pyspark.errors import PySparkAssertionError
+from pyspark.testing import assertDataFrameEqual
 
 from pipeline.config import PrepareConfig
 from pipeline.data.split import allocate, assign_splits, plan_ranges, validation_count
@@ -68,17 +70,22 @@ def half_up(x: float) -> int:
     return math.floor(x + 0.5)
 
 
-def _assignment(df, prepare: PrepareConfig) -> dict[str, str]:
+def _assigned(df, prepare: PrepareConfig):
+    """(record_id, split) of every kept record."""
     ranges = plan_ranges({"train": TRAIN_COUNTS, "test": TEST_COUNTS}, prepare)
-    return dict(assign_splits(df, ranges, prepare.seed).select("record_id", "split").collect())
+    return assign_splits(df, ranges, prepare.seed).select("record_id", "split")
+
+
+def _assignment(df, prepare: PrepareConfig) -> dict[str, str]:
+    return dict(_assigned(df, prepare).collect())
 
 
 def test_split_identical_across_partitionings_and_row_orders(synthetic_raw):
     prepare = PrepareConfig(validation_size=0.1)
-    one = _assignment(synthetic_raw.coalesce(1), prepare)
-    many = _assignment(synthetic_raw.repartition(7).orderBy(F.rand(3)), prepare)
-    assert one == many
-    assert one != _assignment(synthetic_raw, PrepareConfig(validation_size=0.1, seed=43))
+    one = _assigned(synthetic_raw.coalesce(1), prepare)
+    assertDataFrameEqual(_assigned(synthetic_raw.repartition(7).orderBy(F.rand(3)), prepare), one)
+    with pytest.raises(PySparkAssertionError, match="DIFFERENT_ROWS"):
+        assertDataFrameEqual(_assigned(synthetic_raw, PrepareConfig(validation_size=0.1, seed=43)), one)
 
 
 def test_split_is_stratified_disjoint_and_keeps_test(synthetic_raw):

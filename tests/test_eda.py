@@ -14,6 +14,7 @@ from pipeline.eda import aggregates, figures
 from pipeline.eda.stage import run_eda, validation_findings
 from pipeline.errors import PipelineError
 from pipeline.layout import SPLITS, Layout
+from pipeline.validation_report import DuplicateImages, read_validation_report
 
 SIZES = {"train": 240, "validation": 60, "test": 100}
 BINS = 8
@@ -48,7 +49,7 @@ def write_curated(layout: Layout, arrays: dict) -> None:
 @pytest.fixture(scope="module")
 def curated(spark, arrays, tmp_path_factory):
     root = tmp_path_factory.mktemp("eda-curated")
-    layout = Layout(str(root), str(root), str(root / "curated"), str(root / "run"), str(root / "store"))
+    layout = Layout(str(root), str(root), str(root / "curated"), str(root / "run"))
     write_curated(layout, arrays)
     return aggregates.union_splits({s: spark.read.parquet(layout.curated(s)) for s in SPLITS})
 
@@ -159,12 +160,23 @@ def png_size(path: str) -> tuple[int, int]:
     return image.size
 
 
+def ingest_report(cfg):
+    """A validation report as ingest's own writer builds it: 4 of 150 train records quarantined, 3 duplicates."""
+    from pipeline.data.validate import build_report
+    flags = {"blank": False, "in_test": False, "dropped": False}
+    counts = [{"source_split": "train", "label": 1, "reason": None, "count": 146, "first": (0, "tr:0"), **flags},
+              {"source_split": "train", "label": 2, "reason": "label outside 0-9", "count": 4, "first": (3, "tr:3"),
+               **flags},
+              {"source_split": "test", "label": 1, "reason": None, "count": 50, "first": (0, "te:0"), **flags}]
+    duplicates = DuplicateImages(within_train=2, within_test=0, test_in_train=1)
+    return build_report(counts, duplicates, cfg.data, {"train": "train.idx", "test": "test.idx"})
+
+
 def test_run_eda_writes_outputs_then_skips_and_force_redoes(spark, make_config, arrays):
-    cfg = make_config(f"eda.histogram_bins={BINS}")
+    cfg = make_config(f"eda.histogram_bins={BINS}", "data.max_quarantine_fraction=0.1")
     layout = Layout.from_config(cfg)
     write_curated(layout, arrays)
-    storage.write_json(layout.validation_report, {"status": "passed", "quarantined": {"train": 4, "test": 0},
-                                                  "duplicate_images": {"within_train": 2, "test_in_train": 1}})
+    storage.write_json(layout.validation_report, ingest_report(cfg))
     result = run_eda(spark, cfg, layout)
 
     assert result.skipped is False and result.counts == SIZES
@@ -203,14 +215,27 @@ def test_run_eda_names_missing_inputs(spark, make_config, arrays):
         run_eda(spark, cfg, layout)
 
 
-def test_validation_findings_carry_duplicates_and_quarantine():
+def test_validation_findings_read_what_ingest_writes(make_config, tmp_path):
     assert validation_findings(None) == {"report_found": False}
-    found = validation_findings({"status": "passed", "duplicate_images": {"within_train": 2, "within_test": 0,
-                                                                          "test_in_train": 1},
-                                 "quarantined": {"train": 3, "test": 4}, "quarantined_fraction": 1e-4,
-                                 "max_quarantine_fraction": 0.0, "quarantine_reasons": {"missing label": 7}})
-    assert found["duplicates"] == 3 and found["duplicates_by_kind"]["test_in_train"] == 1
-    assert found["quarantined"] == 7 and found["quarantined_by_split"] == {"train": 3, "test": 4}
-    assert found["quarantined_fraction"] == 1e-4 and found["status"] == "passed"
-    other_shape = validation_findings({"max_quarantine_fraction": 0.5, "quarantined_rows": 5, "duplicate_count": 2})
-    assert other_shape["quarantined"] == 5 and other_shape["duplicates"] == 2
+    cfg = make_config("data.max_quarantine_fraction=0.1")
+    path = str(tmp_path / "validation_report.json")
+    storage.write_json(path, ingest_report(cfg))
+    assert validation_findings(read_validation_report(path)) == {
+        "report_found": True, "status": "passed", "duplicates": 3,
+        "duplicates_by_kind": {"within_train": 2, "within_test": 0, "test_in_train": 1},
+        "quarantined": 4, "quarantined_by_split": {"test": 0, "train": 4}, "quarantined_fraction": 0.02,
+        "quarantine_reasons": {"label outside 0-9": 4}}
+
+
+def test_a_validation_report_of_another_shape_is_refused(tmp_path):
+    path = str(tmp_path / "validation_report.json")
+    storage.write_json(path, {"status": "passed", "quarantined_rows": 5, "duplicate_count": 2})
+    with pytest.raises(PipelineError, match=r"^validation report .*validation_report.json lacks class_balance, "
+                                            r"dropped, duplicate_images, error, findings, label_counts, "
+                                            r"max_quarantine_fraction, quarantine_reasons, quarantined, "
+                                            r"quarantined_fraction, records, valid: it was not written by this "
+                                            r"version of ingest; rerun jobs/ingest.py --force$"):
+        read_validation_report(path)
+    storage.write_text(path, "{not json")
+    with pytest.raises(PipelineError, match=r"validation report .* is not valid JSON: rerun jobs/ingest.py --force"):
+        read_validation_report(path)

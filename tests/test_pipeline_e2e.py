@@ -20,8 +20,7 @@ def quick_run(spark, tmp_path_factory):
     from pipeline.config import load_config
     root = tmp_path_factory.mktemp("e2e")
     cfg = load_config(None, "quick", [f"paths.data={root / 'data'}", f"paths.runs={root / 'runs'}",
-                                      f"paths.store={root / 'store'}", "spark.master=local[2]",
-                                      "train.num_workers=2"])
+                                      "spark.master=local[2]", "train.num_workers=2"])
     layout = Layout.from_config(cfg)
     first = run_pipeline(spark, cfg, layout)
     second = run_pipeline(spark, cfg, layout)

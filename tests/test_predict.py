@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from pyspark.testing import assertDataFrameEqual
 
 from pipeline.errors import PipelineError
 from pipeline.layout import Layout, PredictionFiles
@@ -103,11 +104,11 @@ def test_parquet_predictions_equal_the_models_own_predict(spark, make_config, sm
     predictions = spark.read.parquet(out.predictions)
     assert predictions.columns == ["record_id", "label", "prediction", "confidence", "probabilities", "model",
                                    "run_id"]
-    rows = sorted(predictions.select("record_id", "prediction", "probabilities").collect(),
-                  key=lambda r: int(r["record_id"].split(":")[1]))
     reference = small_mnist_model["probabilities"]
-    assert [r["prediction"] for r in rows] == reference.argmax(axis=1).tolist()
-    np.testing.assert_allclose(np.array([r["probabilities"] for r in rows]), reference, atol=1e-5)
+    expected = spark.createDataFrame([(f"t10k:{i}", int(p.argmax()), p.tolist()) for i, p in enumerate(reference)],
+                                     "record_id string, prediction int, probabilities array<float>")
+    assertDataFrameEqual(predictions.select("record_id", "prediction", "probabilities"), expected, rtol=0.0,
+                         atol=1e-5)
     expected_accuracy = float((reference.argmax(axis=1) == small_mnist_model["labels"]).mean())
     metrics = json.loads(Path(out.metrics).read_text())
     assert summary["accuracy"] == metrics["accuracy"] == pytest.approx(expected_accuracy)
@@ -189,11 +190,12 @@ def test_idx_input_is_read_by_the_data_stage_and_normalised_like_prepare(spark, 
                              input_path=str(tmp_path / "new-images-idx3-ubyte.gz"),
                              model=small_mnist_model["trained"]).details
     assert (summary["input_kind"], summary["count"]) == ("raw", 200)
-    predictions = spark.read.parquet(PredictionFiles(summary["output"]).predictions)
-    rows = predictions.select("record_id", "prediction").collect()
-    got = {r["record_id"]: r["prediction"] for r in rows}
+    predictions = spark.read.parquet(PredictionFiles(summary["output"]).predictions).select("record_id",
+                                                                                            "prediction")
     expected = small_mnist_model["probabilities"][:200].argmax(axis=1)
-    assert got == {f"new-images-idx3-ubyte.gz:{i}": int(expected[i]) for i in range(200)}
+    assertDataFrameEqual(predictions, spark.createDataFrame(
+        [(f"new-images-idx3-ubyte.gz:{i}", int(p)) for i, p in enumerate(expected)],
+        "record_id string, prediction int"))
     assert summary["accuracy"] == pytest.approx(float((expected == small_mnist_model["labels"][:200]).mean()))
     with pytest.raises(PipelineError, match=r"new-labels-idx1-ubyte\.gz: not a Parquet, image, \.npz or \.csv file"):
         run_prediction(spark, cfg, Layout.from_config(cfg, "run"),

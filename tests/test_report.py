@@ -24,3 +24,88 @@ def test_html_embeds_figures(tmp_path):
     encoded = html.split('src="data:image/png;base64,')[1].split('"')[0]
     assert base64.b64decode(encoded) == png.getvalue()
     assert "<table>" in html and "figures/grid.png" not in html
+
+
+def _history(epochs: int, workers: int) -> dict:
+    rows = [{"epoch": e, "loss": 1.0 / e, "accuracy": 0.5 + e / 100, "val_loss": 1.1 / e,
+             "val_accuracy": 0.45 + e / 100, "seconds": 2.0} for e in range(1, epochs + 1)]
+    return {"layers": [{"name": "dense", "type": "Dense", "output_shape": [10], "params": 7850}], "params": 7850,
+            "epochs": rows, "epochs_completed": epochs, "num_workers": workers, "batch_size_per_worker": 16,
+            "learning_rate": 0.002, "learning_rate_scaled": 0.002 * workers, "warmup_epochs": 1,
+            "total_seconds": 2.0 * epochs, "peak_rss_mb_per_worker": [900.0] * workers}
+
+
+def _metrics(test_accuracy: float) -> dict:
+    return {"test_loss": 0.3, "test_accuracy": test_accuracy, "train_val_gap": {"accuracy": 0.05},
+            "per_class": [{"label": c, "precision": 0.9, "recall": 0.9, "f1": 0.9, "support": 12} for c in range(10)]}
+
+
+def small_run(models: dict[str, tuple[int, float]], counts: dict[str, int], subset_fraction: float,
+              workers: int = 2):
+    """RunOutputs of a run with these models ({name: (epochs, test accuracy)}) and curated split counts."""
+    from pipeline.report.outputs import RunOutputs
+    splits = list(counts)
+    labels = {s: {str(c): counts[s] // 10 for c in range(10)} for s in splits}
+    raw_counts = {"train": counts["train"] + counts["validation"] + 7, "test": counts["test"] + 3}
+    validation = {"status": "passed", "records": raw_counts, "quarantined": {"train": 0, "test": 0},
+                  "quarantined_fraction": 0.0, "max_quarantine_fraction": 0.0, "quarantine_reasons": {}}
+    eda = {"splits": splits, "counts": counts,
+           "label_distribution": {s: {"counts": labels[s], "shares": {c: 0.1 for c in labels[s]},
+                                      "largest_label": 0, "smallest_label": 9, "imbalance_ratio": 1.0}
+                                  for s in splits},
+           "pixel_stats": {"train": {"0": {"images": 45, "mean": 0.13, "std": 0.3, "ink_share": 0.19}}},
+           "drift": {"largest_share_difference": {"label": 1, "value": 0.001},
+                     "largest_mean_intensity_difference": {"label": 2, "value": 0.002},
+                     "mean_image_max_pixel_difference": {"train-test": 0.01}},
+           "sample": {"split": "train", "seed": 7, "records": [{"record_id": "t:1", "label": 3}] * 4}}
+    best = max(models, key=lambda name: models[name][1])
+    return RunOutputs(
+        raw_manifest={"input": "/in", "format": "idx", "checksums_verified": True, "counts": raw_counts,
+                      "sources": [{"name": "t.idx", "split": "train", "role": "images", "bytes": 9,
+                                   "sha256": "ab" * 32}],
+                      "duplicate_images": {"within_train": 0, "within_test": 0, "test_in_train": 0}},
+        validation=validation,
+        curated_manifest={"counts": counts, "image_shape": [28, 28, 1], "seed": 42, "subset_fraction": subset_fraction,
+                          "normalisation": {"scale": 1 / 255, "output_dtype": "float32"}},
+        eda=eda,
+        histories={name: _history(epochs, workers) for name, (epochs, _) in models.items()},
+        metrics={name: _metrics(accuracy) for name, (_, accuracy) in models.items()},
+        comparison={"models": [], "best_model": best},
+        best={"model": best, "test_accuracy": models[best][1]},
+        predictions={"model": best, "accuracy": models[best][1], "count": counts["test"]},
+        run_manifest={})
+
+
+def test_report_text_follows_the_run_outputs(make_config):
+    """Two models, odd counts and a subset: every count in the prose is the run's, none is the study's."""
+    from pipeline.layout import Layout
+    from pipeline.report.stage import report_markdown
+    cfg = make_config("evaluate.target_accuracy=0.9")
+    out = small_run({"small": (2, 0.95), "wide": (4, 0.85)}, {"train": 450, "validation": 50, "test": 120},
+                    subset_fraction=0.5)
+    text = report_markdown(out, cfg, Layout.from_config(cfg, "run-x"))
+    assert "2 CNNs (small, wide), trained data-parallel" in text
+    assert "learning rate 0.002 for one worker, scaled to 0.004 for 2 workers over a warm-up of 1 epoch" in text
+    assert "the 507 valid training images split into train and validation" in text
+    assert "the 123 test images never mixed into either" in text
+    assert "A stratified subset of 50.00% of every split (test included) was kept" in text
+    assert "Every model scored the 120 test images" in text
+    assert "small 0.4600 to 0.4700 over its last 2 epochs, wide 0.4700 to 0.4900 over its last 3 epochs" in text
+    assert "1 of 2 models reach the 90.00% business target" in text and "the best, small, reaches 95.00%" in text
+    assert "Training ran with 2 Horovod worker(s)" in text
+    assert "| small | 7,850 | 2 | 4.0000 |" in text and "| wide | 7,850 | 4 | 8.0000 |" in text  # comparison
+    for study_number in ("Three", "three", "60,000", "10,000", "54,000", "6,000"):
+        assert study_number not in text
+
+
+def test_report_text_of_one_model_on_one_worker(make_config):
+    from pipeline.layout import Layout
+    from pipeline.report.stage import report_markdown
+    cfg = make_config()
+    out = small_run({"only": (3, 0.99)}, {"train": 90, "validation": 10, "test": 40}, subset_fraction=1.0,
+                    workers=1)
+    text = report_markdown(out, cfg, Layout.from_config(cfg, "run-y"))
+    assert "1 CNN (only), trained data-parallel" in text and "learning rate 0.002 for one worker;" not in text
+    assert "Adam, categorical cross-entropy; learning rate 0.002 for one worker." in text
+    assert "over the last 3 epochs: only 0.4600 to 0.4800" in text
+    assert "subset" not in text and "1 of 1 models reach" in text

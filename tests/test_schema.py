@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
-import pytest
+from pyspark.testing import assertDataFrameEqual
 
-from pipeline.schema import normalise_images, normalised
+from pipeline.schema import CURATED_SCHEMA, normalise_images, normalised
 
 
 def test_normalised_maps_bytes_to_float32_unit_range():
@@ -19,6 +19,5 @@ def test_normalised_maps_bytes_to_float32_unit_range():
 def test_normalise_images_dataframe(spark):
     df = spark.createDataFrame([("a", bytes([0, 255]), 3), ("b", bytes([51, 102]), 0)],
                                "record_id string, image binary, label int")
-    rows = {r.record_id: r for r in df.transform(normalise_images).collect()}
-    assert rows["a"].image == [0.0, 1.0] and rows["a"].label == 3
-    assert rows["b"].image == pytest.approx([0.2, 0.4], abs=1e-7)
+    expected = spark.createDataFrame([("a", [0.0, 1.0], 3), ("b", [0.2, 0.4], 0)], CURATED_SCHEMA)
+    assertDataFrameEqual(df.transform(normalise_images), expected, rtol=0.0, atol=1e-7)

@@ -76,7 +76,7 @@ def curated_subset(spark, tmp_path_factory) -> Path:
 
 def layout_over(cfg, curated_root: Path) -> Layout:
     layout = Layout.from_config(cfg, RUN_ID)
-    return Layout(layout.input_dir, layout.raw_root, str(curated_root), layout.run_root, layout.store)
+    return Layout(layout.input_dir, layout.raw_root, str(curated_root), layout.run_root)
 
 
 class StageLog(logging.Handler):
@@ -106,13 +106,14 @@ def interrupted_then_resumed(spark, curated_subset, tmp_path_factory):
         first = run_training(spark, stopped_cfg, layout_over(stopped_cfg, curated_subset))
         layout = layout_over(cfg, curated_subset)
         after_stop = json.loads(Path(layout.history("model_1")).read_text())
+        state_after_stop = json.loads(Path(CheckpointFiles(layout.checkpoint_dir("model_1")).state).read_text())
         second = run_training(spark, cfg, layout)
         third = run_training(spark, cfg, layout)
     finally:
         logger.removeHandler(handler)
     final = json.loads(Path(layout.history("model_1")).read_text())
     return {"summaries": (first.details, second.details, third.details), "results": (first, second, third),
-            "after_stop": after_stop, "final": final,
+            "after_stop": after_stop, "state_after_stop": state_after_stop, "final": final,
             "layout": layout, "log": handler.lines}
 
 
@@ -121,9 +122,8 @@ def test_a_stopped_run_leaves_one_epoch_and_a_checkpoint(interrupted_then_resume
     assert after_stop["complete"] is False
     assert [e["epoch"] for e in after_stop["epochs"]] == [1]
     assert interrupted_then_resumed["summaries"][0]["model_1"]["epochs"] == 1
-    checkpoint = CheckpointFiles(interrupted_then_resumed["layout"].checkpoint_dir("model_1"))
-    state = json.loads(Path(checkpoint.state).read_text())
-    assert state["epoch"] == 2  # by now the resumed run has checkpointed its own epoch
+    state = interrupted_then_resumed["state_after_stop"]  # read before the rerun checkpoints its own epoch
+    assert state["epoch"] == 1 and state["epochs"] == after_stop["epochs"]
 
 
 def test_rerun_resumes_from_the_checkpoint_instead_of_restarting(interrupted_then_resumed):
@@ -134,6 +134,9 @@ def test_rerun_resumes_from_the_checkpoint_instead_of_restarting(interrupted_the
     assert final["resumed_from_epoch"] == 1
     assert final["epochs_completed"] == final["epochs_planned"] == 2
     assert final["complete"] is True
+    checkpoint = CheckpointFiles(interrupted_then_resumed["layout"].checkpoint_dir("model_1"))
+    state = json.loads(Path(checkpoint.state).read_text())
+    assert state["epoch"] == 2 and state["epochs"] == final["epochs"]  # the resumed run checkpointed its epoch
 
 
 def test_a_finished_model_is_skipped(interrupted_then_resumed):

@@ -20,7 +20,7 @@ from pipeline.fingerprint import fingerprint_of
 from pipeline.formats import readers
 from pipeline.layout import Layout, ingest_hash
 from pipeline.locks import output_lock
-from pipeline.schema import RAW_SCHEMA
+from pipeline.schema import IMAGE_PIXELS, IMAGE_SHAPE, NUM_CLASSES, RAW_SCHEMA
 from pipeline.stages import StageResult
 
 log = logging.getLogger(__name__)
@@ -54,9 +54,8 @@ def _ingest_locked(spark: SparkSession, cfg: PipelineConfig, layout: Layout, for
     source_checks.require_records(fmt, sources, counts)
     log.info("ingest: %s input %s, %s records in %d parse tasks", fmt, layout.input_dir,
              ", ".join(f"{s} {n}" for s, n in counts.items()), len(tasks))
-    image_bytes = data.image_height * data.image_width
     parsed = (readers.read_records(spark, tasks)
-              .transform(validate.with_record_checks, data.num_classes, image_bytes)
+              .transform(validate.with_record_checks, NUM_CLASSES, IMAGE_PIXELS)
               .persist(StorageLevel.MEMORY_AND_DISK))
     try:
         report = _validate_and_publish(parsed, cfg, layout, source_checks.split_files(fmt, sources))
@@ -68,8 +67,8 @@ def _ingest_locked(spark: SparkSession, cfg: PipelineConfig, layout: Layout, for
                 "format": fmt, "sources": sources_info, "source_checksums": checksums, "checksums_verified": verified,
                 "source_records": counts, "counts": report["valid"], "quarantined": report["quarantined"],
                 "label_counts": report["label_counts"], "duplicate_images": report["duplicate_images"],
-                "image_shape": [data.image_height, data.image_width, 1], "image_encoding": IMAGE_ENCODING,
-                "num_classes": data.num_classes, "row_group_rows": data.row_group_rows,
+                "image_shape": list(IMAGE_SHAPE), "image_encoding": IMAGE_ENCODING,
+                "num_classes": NUM_CLASSES, "row_group_rows": data.row_group_rows,
                 "schema": RAW_SCHEMA.jsonValue()}
     storage.write_json(layout.raw_manifest, manifest)
     log.info("ingest: wrote %s in %.1fs", layout.raw, time.monotonic() - started)

@@ -19,7 +19,7 @@ from pipeline.errors import PipelineError
 from pipeline.fingerprint import fingerprint_of
 from pipeline.layout import SPLITS, Layout
 from pipeline.locks import output_lock
-from pipeline.schema import CURATED_SCHEMA, NORMALISATION, RAW_SCHEMA, normalise_images
+from pipeline.schema import CURATED_SCHEMA, IMAGE_SHAPE, NORMALISATION, NUM_CLASSES, RAW_SCHEMA, normalise_images
 from pipeline.stages import StageResult
 
 log = logging.getLogger(__name__)
@@ -90,7 +90,7 @@ def curated_manifest(cfg: PipelineConfig, fingerprint: str, raw_manifest: dict, 
             "seed": cfg.prepare.seed, "validation_size": cfg.prepare.validation_size,
             "subset_fraction": cfg.prepare.subset_fraction, "source_checksums": raw_manifest["source_checksums"],
             "raw_fingerprint": raw_manifest["fingerprint"], "config_hash": cfg.section_hash("data", "prepare"),
-            "image_shape": [data.image_height, data.image_width, 1], "num_classes": data.num_classes,
+            "image_shape": list(IMAGE_SHAPE), "num_classes": NUM_CLASSES,
             "row_group_rows": data.row_group_rows}
 
 

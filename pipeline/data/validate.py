@@ -19,7 +19,8 @@ from pyspark.sql import Column, DataFrame
 
 from pipeline.config import DataConfig
 from pipeline.formats import records
-from pipeline.schema import QUARANTINE_SCHEMA, RAW_SCHEMA
+from pipeline.schema import NUM_CLASSES, QUARANTINE_SCHEMA, RAW_SCHEMA
+from pipeline.validation_report import ClassBalance, DuplicateImages, FindingSummary, ValidationReport
 
 log = logging.getLogger(__name__)
 
@@ -97,24 +98,27 @@ def record_counts(df: DataFrame) -> list[dict]:
     return [{**row.asDict(), "first": (row["first"]["source_index"], row["first"]["record_id"])} for row in rows]
 
 
-def duplicate_counts(copies: DataFrame) -> dict:
+def duplicate_counts(copies: DataFrame) -> DuplicateImages:
     """Exact duplicate images: extra copies within each split, and test records whose image is also in train."""
     row = copies.agg(
         F.sum(F.greatest(F.col("train") - 1, F.lit(0))).alias("within_train"),
         F.sum(F.greatest(F.col("test") - 1, F.lit(0))).alias("within_test"),
         F.sum(F.when((F.col("train") > 0) & (F.col("test") > 0), F.col("test")).otherwise(0)).alias("test_in_train"),
     ).first()
-    return {key: int(row[key] or 0) for key in ("within_train", "within_test", "test_in_train")}
+    return DuplicateImages(within_train=int(row["within_train"] or 0), within_test=int(row["within_test"] or 0),
+                           test_in_train=int(row["test_in_train"] or 0))
 
 
-def build_report(counts: list[dict], duplicates: dict, data: DataConfig, files: dict[str, str]) -> dict:
-    """The validation report: totals, quarantine reasons, label counts and class balance per split, duplicates,
-    suspect-image findings, and `error`: why ingest must stop (null when it may publish)."""
+def build_report(counts: list[dict], duplicates: DuplicateImages, data: DataConfig,
+                 files: dict[str, str]) -> ValidationReport:
+    """The validation report (pipeline.validation_report): totals, quarantine reasons, label counts and class
+    balance per split, duplicates, suspect-image findings, and `error`: why ingest must stop (null when it may
+    publish)."""
     splits = sorted({c["source_split"] for c in counts})
     total = sum(c["count"] for c in counts)
     bad = [c for c in counts if c["reason"] is not None]
     quarantined = sum(c["count"] for c in bad)
-    label_counts = {s: {str(label): 0 for label in range(data.num_classes)} for s in splits}
+    label_counts = {s: {str(label): 0 for label in range(NUM_CLASSES)} for s in splits}
     for c in counts:
         if c["reason"] is None and not c["dropped"]:
             label_counts[c["source_split"]][str(c["label"])] += c["count"]
@@ -135,10 +139,10 @@ def build_report(counts: list[dict], duplicates: dict, data: DataConfig, files: 
         "findings": {key: finding_summary(counts, FINDINGS[key].flag, getattr(data, key)) for key in FINDINGS},
     }
     error = failure(report, files)
-    return {"status": "failed" if error else "passed", **report, "error": error}
+    return ValidationReport(status="failed" if error else "passed", **report, error=error)
 
 
-def finding_summary(counts: list[dict], flag: str, policy: str) -> dict:
+def finding_summary(counts: list[dict], flag: str, policy: str) -> FindingSummary:
     """Policy, count (total and per split) and example record ids (the first is the finding's first record)."""
     hits = [c for c in counts if c[flag]]
     by_split: dict[str, int] = {}
@@ -146,8 +150,8 @@ def finding_summary(counts: list[dict], flag: str, policy: str) -> dict:
         by_split[c["source_split"]] = by_split.get(c["source_split"], 0) + c["count"]
     # Train before test, then file order: each (split, label) group contributes its first record.
     firsts = sorted((c["source_split"] != "train", c["first"]) for c in hits)
-    return {"policy": policy, "count": sum(by_split.values()), "by_split": dict(sorted(by_split.items())),
-            "examples": [record_id for _, (_, record_id) in firsts[:EXAMPLES]]}
+    return FindingSummary(policy=policy, count=sum(by_split.values()), by_split=dict(sorted(by_split.items())),
+                          examples=[record_id for _, (_, record_id) in firsts[:EXAMPLES]])
 
 
 def failure(report: dict, files: dict[str, str]) -> str | None:
@@ -168,13 +172,13 @@ def failure(report: dict, files: dict[str, str]) -> str | None:
                 f"checks ({report['quarantined_fraction']:.4%} > data.max_quarantine_fraction "
                 f"{report['max_quarantine_fraction']}): {top}")
     return None
-def class_balance(counts: dict[str, int]) -> dict:
+def class_balance(counts: dict[str, int]) -> ClassBalance:
     """Smallest and largest class and their ratio (1.0 is perfectly balanced)."""
     low = min(counts, key=lambda k: (counts[k], int(k)))
     high = max(counts, key=lambda k: (counts[k], -int(k)))
-    return {"smallest": {"label": int(low), "count": counts[low]},
-            "largest": {"label": int(high), "count": counts[high]},
-            "ratio": round(counts[low] / counts[high], 4) if counts[high] else 0.0}
+    return ClassBalance(smallest={"label": int(low), "count": counts[low]},
+                        largest={"label": int(high), "count": counts[high]},
+                        ratio=round(counts[low] / counts[high], 4) if counts[high] else 0.0)
 
 
 def summary_lines(report: dict) -> list[str]:

@@ -22,8 +22,9 @@ from pipeline.errors import PipelineError
 from pipeline.fingerprint import fingerprint_of
 from pipeline.layout import SPLITS, EdaFiles, Layout
 from pipeline.locks import output_lock
-from pipeline.schema import CURATED_SCHEMA
+from pipeline.schema import CURATED_SCHEMA, IMAGE_HEIGHT, IMAGE_WIDTH, NUM_CLASSES
 from pipeline.stages import StageResult
+from pipeline.validation_report import ValidationReport, read_validation_report
 
 log = logging.getLogger(__name__)
 
@@ -44,9 +45,10 @@ def run_eda(spark: SparkSession, cfg: PipelineConfig, layout: Layout, force: boo
                      fingerprint)
             return headline(storage.read_json(layout.eda_files.summary), layout, skipped=True)
         started = time.monotonic()
+        validation = _read_validation_report(layout)
         curated = aggregates.union_splits({s: read_curated(spark, layout.curated(s), s) for s in SPLITS})
         results = compute(curated, cfg)
-        summary = build_summary(results, cfg, curated_manifest, _read_validation_report(layout), fingerprint)
+        summary = build_summary(results, cfg, curated_manifest, validation, fingerprint)
         summary["seconds"] = round(time.monotonic() - started, 1)
         _publish(layout.eda, results, summary, cfg, fingerprint)
     log.info("EDA written to %s in %.1f s", layout.eda, summary["seconds"])
@@ -100,7 +102,7 @@ def _rows(df: DataFrame) -> list[dict]:
     return [row.asDict() for row in df.collect()]
 
 
-def build_summary(results: dict, cfg: PipelineConfig, curated_manifest: dict, validation: dict | None,
+def build_summary(results: dict, cfg: PipelineConfig, curated_manifest: dict, validation: ValidationReport | None,
                   fingerprint: str) -> dict:
     """summary.json: the figures a reader (and the report) needs, keyed by split and label."""
     return {
@@ -169,47 +171,16 @@ def drift_summary(drift_rows: list[dict], mean_image_rows: list[dict]) -> dict:
     }
 
 
-def validation_findings(report: dict | None) -> dict:
-    """Duplicates and quarantined rows from the data stage's validation report, carried into the summary.
-
-    The data stage writes {"duplicate_images": {...}, "quarantined": {split: n}, "quarantined_fraction",
-    "quarantine_reasons", "status"}; other shapes still work: the first key naming the finding is used.
-    """
+def validation_findings(report: ValidationReport | None) -> dict:
+    """Duplicates and quarantined rows from ingest's validation report, carried into the summary."""
     if report is None:
         return {"report_found": False}
-    duplicates = _finding(report, ("duplicate_images", "duplicates"), "duplicate")
-    quarantined = _finding(report, ("quarantined", "quarantine"), "quarantin")
-    return {"report_found": True, "status": report.get("status"),
-            "duplicates": _total(duplicates),
-            "duplicates_by_kind": duplicates if isinstance(duplicates, dict) else None,
-            "quarantined": _total(quarantined),
-            "quarantined_by_split": quarantined if isinstance(quarantined, dict) else None,
-            "quarantined_fraction": report.get("quarantined_fraction"),
-            "quarantine_reasons": report.get("quarantine_reasons")}
-
-
-def _finding(report: dict, known_keys: tuple[str, ...], word: str) -> Any:
-    """The value under the first known key, else under the first key containing `word` that holds counts."""
-    for key in known_keys:
-        if key in report:
-            return report[key]
-    for key in sorted(report):
-        if word in key.lower() and "fraction" not in key and "max" not in key and _is_count(report[key]):
-            return report[key]
-    return None
-
-
-def _is_count(value: Any) -> bool:
-    if isinstance(value, dict):
-        return bool(value) and all(_is_count(v) for v in value.values())
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _total(value: Any) -> int | float | None:
-    """A finding's headline number: itself, or the sum of a breakdown of counts."""
-    if isinstance(value, dict):
-        return sum(_total(v) or 0 for v in value.values())
-    return value if _is_count(value) else None
+    duplicates, quarantined = report["duplicate_images"], report["quarantined"]
+    return {"report_found": True, "status": report["status"],
+            "duplicates": sum(duplicates.values()), "duplicates_by_kind": duplicates,
+            "quarantined": sum(quarantined.values()), "quarantined_by_split": quarantined,
+            "quarantined_fraction": report["quarantined_fraction"],
+            "quarantine_reasons": report["quarantine_reasons"]}
 
 
 def headline(summary: dict, layout: Layout, skipped: bool) -> StageResult:
@@ -220,17 +191,13 @@ def headline(summary: dict, layout: Layout, skipped: bool) -> StageResult:
         "sample_record_ids": [r["record_id"] for r in summary["sample"]["records"]]})
 
 
-def _read_validation_report(layout: Layout) -> dict | None:
-    """The data stage's validation report, if it wrote one; EDA still runs without it."""
+def _read_validation_report(layout: Layout) -> ValidationReport | None:
+    """Ingest's validation report, if it wrote one (EDA still runs without it); one of another shape is refused."""
     if not storage.exists(layout.validation_report):
         log.warning("no validation report at %s: summary will not carry duplicates/quarantine counts",
                     layout.validation_report)
         return None
-    try:
-        return storage.read_json(layout.validation_report)
-    except ValueError:
-        log.warning("validation report %s is not valid JSON: ignored", layout.validation_report)
-        return None
+    return read_validation_report(layout.validation_report)
 
 
 def _publish(path: str, results: dict, summary: dict, cfg: PipelineConfig, fingerprint: str) -> None:
@@ -274,16 +241,15 @@ def _csv(rows: list[dict], columns: list[str]) -> str:
 
 def render_figures(results: dict, summary: dict, cfg: PipelineConfig) -> dict[str, bytes]:
     """The four PNG figures, by name."""
-    height, width = cfg.data.image_height, cfg.data.image_width
     counts = {split: {int(k): v for k, v in d["counts"].items()} for split, d in summary["label_distribution"].items()}
     counts = {split: counts[split] for split in SPLITS if split in counts}
     train_means = {int(r["label"]): r["mean_image"] for r in results["mean_images"]
                    if r["split"] == SAMPLE_SPLIT and r["label"] != aggregates.ALL}
     shares = {split: [r["share"] for r in results["histogram"] if r["split"] == split] for split in counts}
     return {
-        "sample_grid": figures.to_png(figures.sample_grid(results["samples"], height, width, cfg.eda.seed)),
-        "label_distribution": figures.to_png(figures.label_distribution_chart(counts, cfg.data.num_classes)),
+        "sample_grid": figures.to_png(figures.sample_grid(results["samples"], IMAGE_HEIGHT, IMAGE_WIDTH, cfg.eda.seed)),
+        "label_distribution": figures.to_png(figures.label_distribution_chart(counts, NUM_CLASSES)),
         "mean_images": figures.to_png(figures.mean_images_grid(train_means, counts.get(SAMPLE_SPLIT, {}),
-                                                               height, width)),
+                                                               IMAGE_HEIGHT, IMAGE_WIDTH)),
         "pixel_histogram": figures.to_png(figures.pixel_histogram_chart(shares, cfg.eda.histogram_bins)),
     }

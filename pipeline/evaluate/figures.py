@@ -11,6 +11,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.colors import LogNorm  # noqa: E402
 
+from pipeline.schema import IMAGE_HEIGHT, IMAGE_WIDTH  # noqa: E402
+
 
 def confusion_matrix_png(matrix: np.ndarray, title: str) -> bytes:
     """A labelled heat map with the count in every cell; log colour scale so that rare confusions show."""
@@ -35,7 +37,7 @@ def confusion_matrix_png(matrix: np.ndarray, title: str) -> bytes:
 def misclassified_png(examples: list[dict], title: str) -> bytes:
     """A grid of misclassified images, each captioned 'true T / pred P (confidence)'.
 
-    `examples`: dicts with `image` (784 floats), `label`, `prediction`, `confidence`.
+    `examples`: dicts with `image` (IMAGE_PIXELS floats), `label`, `prediction`, `confidence`.
     """
     if not examples:
         fig, ax = plt.subplots(figsize=(5, 2))
@@ -49,7 +51,8 @@ def misclassified_png(examples: list[dict], title: str) -> bytes:
     for ax in axes.flat:
         ax.axis("off")
     for ax, example in zip(axes.flat, examples, strict=False):
-        ax.imshow(np.asarray(example["image"], dtype=np.float32).reshape(28, 28), cmap="gray", vmin=0, vmax=1)
+        pixels = np.asarray(example["image"], dtype=np.float32).reshape(IMAGE_HEIGHT, IMAGE_WIDTH)
+        ax.imshow(pixels, cmap="gray", vmin=0, vmax=1)
         ax.set_title(f"true {example['label']} / pred {example['prediction']}\n"
                      f"confidence {example['confidence']:.2f}", fontsize=9)
     fig.suptitle(title)

@@ -21,6 +21,7 @@ from pipeline.layout import EvaluationFiles, Layout
 from pipeline.locks import output_lock
 from pipeline.metrics import accuracy, confusion_matrix_csv, confusion_matrix_from_counts, per_class_metrics
 from pipeline.model_files import check_model_file
+from pipeline.schema import NUM_CLASSES
 from pipeline.scoring import confidence, negative_log_likelihood, score_images, set_arrow_batch_rows
 from pipeline.stages import StageResult
 
@@ -96,7 +97,7 @@ def evaluate_model(spark: SparkSession, cfg: PipelineConfig, test_df: DataFrame,
     scored = score_images(test_df, model_path, cfg.predict.batch_size,
                           cfg.predict.tf_threads).cache()
     try:
-        matrix, test_loss = confusion_and_loss(scored, cfg.data.num_classes)
+        matrix, test_loss = confusion_and_loss(scored, NUM_CLASSES)
         mistakes = most_confident_mistakes(scored, test_df, cfg.evaluate.misclassified_examples)
     finally:
         scored.unpersist()

@@ -20,6 +20,7 @@ from pipeline.config import DataConfig
 from pipeline.errors import PipelineError
 from pipeline.formats import csvtext, idx, npz
 from pipeline.formats.records import PARSED_SCHEMA, checked_numbers, record_batch
+from pipeline.schema import IMAGE_HEIGHT, IMAGE_PIXELS, IMAGE_WIDTH
 
 FORMATS = ("idx", "npz", "csv")
 
@@ -77,7 +78,7 @@ def _present(name: str, names: set[str], either_compression: bool) -> str | None
 
 def scan_sources(spark: SparkSession, fmt: str, sources: list[Source], data: DataConfig) -> list[dict]:
     """One Spark task per file: checksum and headers. Only these small dicts come back to the driver."""
-    fields = data.image_height * data.image_width + 1
+    fields = IMAGE_PIXELS + 1  # the label, then the pixels
     per_task = data.records_per_partition
     jobs = [(fmt, s.path) for s in sources]
     return (spark.sparkContext.parallelize(jobs, len(jobs))
@@ -111,7 +112,7 @@ def _plan_idx(sources: list[Source], scans: list[dict], data: DataConfig) -> tup
         images, labels = sources[i], sources[i + 1]
         image_header = idx.parse_header(images.name, bytes.fromhex(scans[i]["head"]))
         label_header = idx.parse_header(labels.name, bytes.fromhex(scans[i + 1]["head"]))
-        idx.check_images(images.name, image_header, scans[i]["length"], data.image_height, data.image_width)
+        idx.check_images(images.name, image_header, scans[i]["length"], IMAGE_HEIGHT, IMAGE_WIDTH)
         idx.check_labels(labels.name, label_header, scans[i + 1]["length"])
         idx.check_pair(images.name, image_header, labels.name, label_header)
         counts[images.split] = image_header.count
@@ -125,7 +126,7 @@ def _plan_idx(sources: list[Source], scans: list[dict], data: DataConfig) -> tup
 
 def _plan_npz(sources: list[Source], scans: list[dict], data: DataConfig) -> tuple[dict, list[dict]]:
     source, members = sources[0], scans[0]["members"]
-    counts = npz.check(source.name, members, data.image_height, data.image_width)
+    counts = npz.check(source.name, members, IMAGE_HEIGHT, IMAGE_WIDTH)
     tasks = [{"format": "npz", "split": split, "name": f"{source.name}:{split}", "start": start, "count": n,
               "path": source.path, "x": x, "x_info": members[x], "y": y, "y_info": members[y]}
              for split, (x, y) in npz.MEMBERS.items()
@@ -134,7 +135,7 @@ def _plan_npz(sources: list[Source], scans: list[dict], data: DataConfig) -> tup
 
 
 def _plan_csv(sources: list[Source], scans: list[dict], data: DataConfig) -> tuple[dict, list[dict]]:
-    fields = data.image_height * data.image_width + 1
+    fields = IMAGE_PIXELS + 1  # the label, then the pixels
     counts, tasks = {}, []
     for source, scanned in zip(sources, scans, strict=True):
         csvtext.check(source.name, scanned, fields)

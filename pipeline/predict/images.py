@@ -17,8 +17,9 @@ from PIL import Image, UnidentifiedImageError
 from pyspark.sql import DataFrame
 from pyspark.sql.types import ArrayType, FloatType, StringType, StructField, StructType
 
-MNIST_SIZE = 28
-MNIST_BOX = 20
+from pipeline.schema import IMAGE_HEIGHT, IMAGE_PIXELS, IMAGE_WIDTH
+
+MNIST_BOX = 20   # the box MNIST fits each digit into, inside the IMAGE_HEIGHT x IMAGE_WIDTH field
 INK_THRESHOLD = 0.1  # of the peak ink level: fainter pixels are background noise (paper texture, JPEG blocks)
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 IMAGE_FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP")  # the decoders for those names, and no others
@@ -31,13 +32,14 @@ DECODED_SCHEMA = StructType([
 
 
 def to_mnist(image: Image.Image) -> np.ndarray:
-    """784 float32 values in [0, 1], row-major 28x28: the digit in `image` as MNIST presents digits."""
+    """IMAGE_PIXELS float32 values in [0, 1], row-major IMAGE_HEIGHT x IMAGE_WIDTH: the digit in `image` as MNIST
+    presents digits."""
     ink = light_ink_on_dark(greyscale(image))
     rows, cols = np.nonzero(ink)
     if rows.size == 0:
-        return np.zeros(MNIST_SIZE * MNIST_SIZE, dtype=np.float32)  # blank picture: nothing to centre
+        return np.zeros(IMAGE_PIXELS, dtype=np.float32)  # blank picture: nothing to centre
     cropped = ink[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
-    return centre_by_mass(fit_into_box(cropped, MNIST_BOX), MNIST_SIZE).reshape(-1)
+    return centre_by_mass(fit_into_box(cropped, MNIST_BOX), IMAGE_HEIGHT, IMAGE_WIDTH).reshape(-1)
 
 
 def greyscale(image: Image.Image) -> np.ndarray:
@@ -74,18 +76,17 @@ def fit_into_box(ink: np.ndarray, box: int) -> np.ndarray:
     return out / peak if peak > 0 else out  # thin strokes fade when shrunk: restore full ink like MNIST
 
 
-def centre_by_mass(ink: np.ndarray, size: int) -> np.ndarray:
-    """Paste `ink` into a size x size black field so its centre of mass lands on the field's centre."""
+def centre_by_mass(ink: np.ndarray, field_height: int, field_width: int) -> np.ndarray:
+    """Paste `ink` into a black field of the given size so its centre of mass lands on the field's centre."""
     height, width = ink.shape
     total = float(ink.sum())
     centre_y = float((np.arange(height)[:, None] * ink).sum() / total) if total else (height - 1) / 2
     centre_x = float((np.arange(width)[None, :] * ink).sum() / total) if total else (width - 1) / 2
     # MNIST's centres of mass sit at pixel index (14, 14), not the geometric 13.5 (measured on the test set:
     # mean 13.99, 14.01); matching it halves the difference between redrawn and original digits.
-    middle = size / 2
-    top = int(np.clip(np.floor(middle - centre_y + 0.5), 0, size - height))
-    left = int(np.clip(np.floor(middle - centre_x + 0.5), 0, size - width))
-    field = np.zeros((size, size), dtype=np.float32)
+    top = int(np.clip(np.floor(field_height / 2 - centre_y + 0.5), 0, field_height - height))
+    left = int(np.clip(np.floor(field_width / 2 - centre_x + 0.5), 0, field_width - width))
+    field = np.zeros((field_height, field_width), dtype=np.float32)
     field[top:top + height, left:left + width] = ink
     return field
 

@@ -1,4 +1,4 @@
-"""What prediction reads: any input becomes one DataFrame of (id column, image = 784 floats in [0, 1], label?).
+"""What prediction reads: any input becomes one DataFrame of (id column, image = IMAGE_PIXELS floats in [0, 1], label?).
 
 Kinds: the curated test set (default), Parquet of the curated schema, a folder (or file) of ordinary images,
 and the raw formats the ingest stage reads (IDX, npz, CSV), through the same readers (pipeline.formats) followed
@@ -21,8 +21,8 @@ from pipeline.formats import readers, records
 from pipeline.layout import Layout
 from pipeline.predict.image_files import FolderListing, list_folder
 from pipeline.predict.images import IMAGE_EXTENSIONS, decode_image_files
-from pipeline.schema import NORMALISATION, normalise_images
-from pipeline.scoring import IMAGE_SIZE, set_arrow_batch_rows
+from pipeline.schema import IMAGE_PIXELS, IMAGE_SHAPE, NORMALISATION, NUM_CLASSES, normalise_images
+from pipeline.scoring import set_arrow_batch_rows
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ def load_input(spark: SparkSession, cfg: PipelineConfig, layout: Layout, source:
 
 
 def read_curated_parquet(spark: SparkSession, path: str) -> DataFrame:
-    """Parquet of the curated schema, checked: an `image` array of 784 values in [0, 1] in every row."""
+    """Parquet of the curated schema, checked: an `image` array of IMAGE_PIXELS values in [0, 1] in every row."""
     df = spark.read.parquet(path)
     if "image" not in df.columns:
         raise PipelineError(f"{path}: no 'image' column (expected the curated schema: record_id, image, label)")
@@ -98,14 +98,15 @@ def read_curated_parquet(spark: SparkSession, path: str) -> DataFrame:
 
 def check_image_arrays(df: DataFrame, path: str) -> None:
     """One aggregate pass; on a bad row, a second query names the file and record holding it."""
-    bad_shape = F.coalesce(F.size("image"), F.lit(-1)) != IMAGE_SIZE
+    bad_shape = F.coalesce(F.size("image"), F.lit(-1)) != IMAGE_PIXELS
     bad_range = (F.array_min("image") < 0) | (F.array_max("image") > 1)
     counts = df.agg(F.sum(bad_shape.cast("int")).alias("shape"), F.sum(bad_range.cast("int")).alias("range")).first()
     for problem, condition, count in (("shape", bad_shape, counts["shape"]), ("range", bad_range, counts["range"])):
         if count:
             row = (df.filter(condition).select(F.input_file_name().alias("file"), "record_id",
                                                 F.size("image").alias("n")).first())
-            detail = (f"image arrays must hold {IMAGE_SIZE} values (28x28x1), found {row['n']}" if problem == "shape"
+            shape = "x".join(map(str, IMAGE_SHAPE))
+            detail = (f"image arrays must hold {IMAGE_PIXELS} values ({shape}), found {row['n']}" if problem == "shape"
                       else "image values must lie in [0, 1] (the curated, normalised schema)")
             raise PipelineError(f"{row['file']}: {detail} in record {row['record_id']} "
                                 f"({count} bad row{'s' if count > 1 else ''})")
@@ -138,7 +139,7 @@ def read_raw_records(spark: SparkSession, cfg: PipelineConfig, layout: Layout, p
     counts, tasks = readers.plan_tasks(fmt, sources, scans, cfg.data)
     log.info("%s input %s: %s records", fmt, path, ", ".join(f"{s} {n}" for s, n in counts.items()))
     parsed = readers.read_records(spark, tasks).transform(
-        records.with_reject_reason, cfg.data.num_classes, cfg.data.image_height * cfg.data.image_width)
+        records.with_reject_reason, NUM_CLASSES, IMAGE_PIXELS)
     rejected = parsed.filter(F.col("reason").isNotNull())
     first = rejected.select("record_id", "reason").first()
     if first is not None:

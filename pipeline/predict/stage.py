@@ -24,6 +24,7 @@ from pipeline.model_files import check_model_file
 from pipeline.predict.inputs import LoadedInput, load_input, require_readable_images, resolve_input
 from pipeline.predict.model_source import resolve_model
 from pipeline.predict.unreadable import enforce_policy, write_list
+from pipeline.schema import NUM_CLASSES
 from pipeline.scoring import confidence, score_images, set_arrow_batch_rows
 from pipeline.stages import StageResult
 
@@ -52,7 +53,7 @@ def run_prediction(spark: SparkSession, cfg: PipelineConfig, layout: Layout, inp
         predictions.write.parquet(tmp.predictions)
         # Aggregates come from the written Parquet, so the model scores every row exactly once.
         written = spark.read.parquet(tmp.predictions)
-        summary = summarise(written, tmp, labelled, cfg.data.num_classes)
+        summary = summarise(written, tmp, labelled, NUM_CLASSES)
         if notes.get("unreadable_count"):
             write_list(loaded.unreadable, tmp.unreadable_list)
         summary.update(model=model_name, model_path=model_path, input=source.path, input_kind=source.kind,

@@ -30,11 +30,16 @@ def figure(key: str, caption: str) -> str:
     return f"![{caption}]({Layout.report_figure_link(key)})\n\n*{caption}*"
 
 
+def counted(n: int, noun: str) -> str:
+    """'1 epoch', '3 epochs', '60,000 images'."""
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
+
+
 def models_section(out: RunOutputs, cfg: PipelineConfig) -> str:
     parts = ["## 3. Models",
-             "Three CNNs of growing depth, as the original study defined them, trained data-parallel with Horovod "
-             "on Spark (each rank reading its own Petastorm shard of the curated Parquet), Adam with the learning "
-             "rate scaled by the number of workers after a warm-up, categorical cross-entropy."]
+             f"{counted(len(out.histories), 'CNN')} ({', '.join(out.histories)}), trained data-parallel with Horovod "
+             "on Spark (each rank reading its own Petastorm shard of the curated Parquet), Adam, categorical "
+             f"cross-entropy; {learning_rates(out)}."]
     for name, hist in out.histories.items():
         last = hist["epochs"][-1]
         gap = out.metrics[name].get("train_val_gap", {})
@@ -57,6 +62,21 @@ def models_section(out: RunOutputs, cfg: PipelineConfig) -> str:
                   figure(f"{name}_curves", f"{name}: loss and accuracy per epoch, train vs validation")]
     parts += ["### Comparison", comparison_table(out)]
     return "\n\n".join(parts)
+
+
+def learning_rates(out: RunOutputs) -> str:
+    """The learning rate as each model's history records it; models that trained with the same one share a line."""
+    models_by_text: dict[str, list[str]] = {}
+    for name, hist in out.histories.items():
+        text = f"learning rate {hist['learning_rate']:g} for one worker"
+        if hist["num_workers"] > 1:
+            text += f", scaled to {hist['learning_rate_scaled']:g} for {hist['num_workers']} workers"
+            if hist["warmup_epochs"]:
+                text += f" over a warm-up of {counted(hist['warmup_epochs'], 'epoch')}"
+        models_by_text.setdefault(text, []).append(name)
+    if len(models_by_text) == 1:
+        return next(iter(models_by_text))
+    return "; ".join(f"{', '.join(names)}: {text}" for text, names in models_by_text.items())
 
 
 def comparison_table(out: RunOutputs) -> str:
@@ -158,13 +178,19 @@ def limitations_section(out: RunOutputs) -> str:
 
 
 def _late_validation_spread(out: RunOutputs, last: int = 3) -> str:
-    """'model_1 0.9837 to 0.9847, ...': the range of validation accuracy over each model's last epochs."""
+    """'over the last 3 epochs: model_1 0.9837 to 0.9847, ...': the range of validation accuracy over each model's
+    last epochs (its last 2 when it trained only 2)."""
     spans = []
     for name, history in out.histories.items():
         values = [e["val_accuracy"] for e in history.get("epochs", [])[-last:] if e.get("val_accuracy") is not None]
         if values:
-            spans.append(f"{name} {min(values):.4f} to {max(values):.4f}")
-    return f"over the last {last} epochs: " + ", ".join(spans) if spans else "no epochs recorded"
+            spans.append((len(values), f"{name} {min(values):.4f} to {max(values):.4f}"))
+    if not spans:
+        return "no epochs recorded"
+    lengths = {n for n, _ in spans}
+    if len(lengths) == 1:
+        return f"over the last {counted(lengths.pop(), 'epoch')}: " + ", ".join(text for _, text in spans)
+    return ", ".join(f"{text} over its last {counted(n, 'epoch')}" for n, text in spans)
 
 
 def conclusions_section(out: RunOutputs, cfg: PipelineConfig) -> str:
@@ -220,12 +246,22 @@ def data_section(out: RunOutputs) -> str:
         f"Exact duplicate images: {dup['within_train']:,} within train, {dup['within_test']:,} within test, "
         f"{dup['test_in_train']:,} test images also in train.",
         *suspect_images(val),
-        f"Prepared for training: pixels scaled by {cur['normalisation']['scale']:.6f} (1/255) to float32 in [0, 1], "
-        f"shaped {'x'.join(map(str, cur['image_shape']))}; the {raw['counts']['train']:,} valid training images "
-        f"split by a seeded hash of the record id (seed {cur['seed']}), stratified by label; the test images "
-        "untouched. Per-label counts are in the next section.",
+        prepared_text(raw, cur),
         counts,
     ])
+
+
+def prepared_text(raw: dict, cur: dict) -> str:
+    """What prepare did, from the raw and curated manifests: normalisation, shape, split and subset."""
+    scale = cur["normalisation"]["scale"]
+    subset = cur.get("subset_fraction", 1.0)
+    kept = (f" A stratified subset of {pct(subset)} of every split (test included) was kept, with the same seed."
+            if subset < 1 else "")
+    return (f"Prepared for training: pixels scaled by {scale:.6f} (1/{1 / scale:.0f}) to "
+            f"{cur['normalisation']['output_dtype']} in [0, 1], shaped {'x'.join(map(str, cur['image_shape']))}; "
+            f"the {raw['counts']['train']:,} valid training images split into train and validation by a seeded hash "
+            f"of the record id (seed {cur['seed']}), stratified by label; the {raw['counts']['test']:,} test images "
+            f"never mixed into either.{kept} Per-label counts are in the next section.")
 
 
 SUSPECT_IMAGES = {"blank_images": "blank images (every pixel 0)",
@@ -275,7 +311,7 @@ def eda_section(out: RunOutputs) -> str:
         figure("label_distribution", "Label distribution per split"),
         f"### Sample images\n\n{len(sample['records'])} random {sample['split']} images drawn with seed "
         f"{sample['seed']}, each titled with its label.",
-        figure("sample_grid", "Random labelled training images"),
+        figure("sample_grid", f"Random labelled {sample['split']} images"),
         "### Pixel statistics (train split, pixel values in [0, 1])",
         table(["label", "images", "mean", "std", "ink share (non-zero pixels)"], pixel_rows),
         figure("pixel_histogram", "Pixel-intensity histogram"),

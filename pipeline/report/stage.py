@@ -10,7 +10,7 @@ from pipeline.config import PipelineConfig
 from pipeline.layout import Layout
 from pipeline.locks import output_lock
 from pipeline.report import sections
-from pipeline.report.outputs import load_run_outputs
+from pipeline.report.outputs import RunOutputs, load_run_outputs
 from pipeline.report.render import markdown_to_html
 from pipeline.stages import StageResult
 
@@ -20,6 +20,11 @@ log = logging.getLogger(__name__)
 def build_report_markdown(cfg: PipelineConfig, layout: Layout) -> tuple[str, dict[str, str]]:
     """The report's Markdown and the figures it references (key -> source path)."""
     out = load_run_outputs(cfg, layout)
+    return report_markdown(out, cfg, layout), out.figures
+
+
+def report_markdown(out: RunOutputs, cfg: PipelineConfig, layout: Layout) -> str:
+    """The report's Markdown: every section rendered from the loaded run outputs."""
     run_id = layout.run_id
     header = (f"# MNIST classification on Spark: run report\n\nRun `{run_id}`, profile `{cfg.profile}`, "
               f"started {out.run_manifest.get('started', 'n/a')}. Every number below is read from this run's "
@@ -28,7 +33,7 @@ def build_report_markdown(cfg: PipelineConfig, layout: Layout) -> tuple[str, dic
             sections.prediction_section(out, cfg), sections.structure_section(layout),
             sections.libraries_section(out), sections.limitations_section(out),
             sections.conclusions_section(out, cfg), sections.references_section()]
-    return "\n\n".join(body) + "\n", out.figures
+    return "\n\n".join(body) + "\n"
 
 
 def run_report(spark: SparkSession, cfg: PipelineConfig, layout: Layout) -> StageResult:

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 import numpy as np
 from petastorm.workers_pool.thread_pool import ThreadPool
 
-from pipeline.train.models import INPUT_SHAPE, NUM_CLASSES
+from pipeline.schema import IMAGE_SHAPE, NUM_CLASSES
 from pipeline.train.params import TrainParams
 
 COLUMNS = ["image", "label"]
@@ -70,8 +70,8 @@ class ExactEndThreadPool(ThreadPool):
 
 
 def to_model_inputs(images: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Flat float pixels -> (n, 28, 28, 1); class indices -> one-hot rows (categorical cross-entropy)."""
-    x = np.ascontiguousarray(images, dtype=np.float32).reshape((-1, *INPUT_SHAPE))
+    """Flat float pixels -> (n, *IMAGE_SHAPE); class indices -> one-hot rows (categorical cross-entropy)."""
+    x = np.ascontiguousarray(images, dtype=np.float32).reshape((-1, *IMAGE_SHAPE))
     y = np.eye(NUM_CLASSES, dtype=np.float32)[np.asarray(labels, dtype=np.int64)]
     return x, y
 
@@ -100,7 +100,7 @@ class RowCounter:
 
 def _as_dataset(batches, batch_size: int | None):
     import tensorflow as tf
-    signature = (tf.TensorSpec((batch_size, *INPUT_SHAPE), tf.float32),
+    signature = (tf.TensorSpec((batch_size, *IMAGE_SHAPE), tf.float32),
                  tf.TensorSpec((batch_size, NUM_CLASSES), tf.float32))
     return tf.data.Dataset.from_generator(batches, output_signature=signature).prefetch(2)
 

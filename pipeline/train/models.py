@@ -7,8 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-INPUT_SHAPE = (28, 28, 1)
-NUM_CLASSES = 10
+from pipeline.schema import IMAGE_SHAPE, NUM_CLASSES
 
 MODEL_BUILDERS: dict[str, Callable] = {}
 
@@ -21,7 +20,7 @@ def register(name: str) -> Callable:
 
 
 @register("model_1")
-def model_1(input_shape=INPUT_SHAPE, num_classes=NUM_CLASSES):
+def model_1(input_shape=IMAGE_SHAPE, num_classes=NUM_CLASSES):
     """One convolution: the study's baseline (about 97.5% validation accuracy in 5 epochs)."""
     from tensorflow import keras
     from tensorflow.keras import layers
@@ -36,7 +35,7 @@ def model_1(input_shape=INPUT_SHAPE, num_classes=NUM_CLASSES):
 
 
 @register("model_2")
-def model_2(input_shape=INPUT_SHAPE, num_classes=NUM_CLASSES):
+def model_2(input_shape=IMAGE_SHAPE, num_classes=NUM_CLASSES):
     """Two convolutions and dropout (about 98.5% in 10 epochs)."""
     from tensorflow import keras
     from tensorflow.keras import layers
@@ -54,7 +53,7 @@ def model_2(input_shape=INPUT_SHAPE, num_classes=NUM_CLASSES):
 
 
 @register("model_3")
-def model_3(input_shape=INPUT_SHAPE, num_classes=NUM_CLASSES):
+def model_3(input_shape=IMAGE_SHAPE, num_classes=NUM_CLASSES):
     """Two convolutions with batch normalisation and a 256-unit dense layer (about 99.2% in 12 epochs)."""
     from tensorflow import keras
     from tensorflow.keras import layers
@@ -73,7 +72,7 @@ def model_3(input_shape=INPUT_SHAPE, num_classes=NUM_CLASSES):
     ], name="model_3")
 
 
-def build_model(name: str, input_shape=INPUT_SHAPE, num_classes=NUM_CLASSES):
+def build_model(name: str, input_shape=IMAGE_SHAPE, num_classes=NUM_CLASSES):
     """An uncompiled Keras model by registry name."""
     from pipeline.errors import PipelineError
     if name not in MODEL_BUILDERS:

@@ -1,0 +1,64 @@
+"""The validation report ingest writes next to the raw table, declared once: ingest builds it
+(`pipeline.data.validate.build_report`), EDA reads it. Stages do not import each other, so its structure lives
+here, below them; a reader takes the keys as declared instead of guessing at them.
+"""
+from __future__ import annotations
+
+from typing import TypedDict
+
+from pipeline import storage
+from pipeline.errors import PipelineError
+
+
+class DuplicateImages(TypedDict):
+    """Exact duplicate images among the records that passed the record checks."""
+    within_train: int       # extra copies within the train split
+    within_test: int        # extra copies within the test split
+    test_in_train: int      # test records whose image is also a training image
+
+
+class ClassBalance(TypedDict):
+    smallest: dict          # {"label": int, "count": int}
+    largest: dict
+    ratio: float            # smallest / largest count; 1.0 is perfectly balanced
+
+
+class FindingSummary(TypedDict):
+    """Suspect images of one kind (data.blank_images, data.test_images_in_train) and what the policy did."""
+    policy: str             # fail | warn | quarantine | drop
+    count: int
+    by_split: dict[str, int]
+    examples: list[str]     # record ids, the first found first
+
+
+class ValidationReport(TypedDict):
+    """validation_report.json; every per-split mapping is keyed by source split (train, test)."""
+    status: str                          # "passed" or "failed"
+    records: dict[str, int]              # records read
+    valid: dict[str, int]                # passed every check and not dropped: the raw table
+    quarantined: dict[str, int]          # moved to the quarantine table
+    dropped: dict[str, int]              # removed by a drop policy, kept nowhere
+    quarantine_reasons: dict[str, int]   # reason -> records
+    quarantined_fraction: float          # of all records read
+    max_quarantine_fraction: float       # data.max_quarantine_fraction when ingest ran
+    label_counts: dict[str, dict[str, int]]   # split -> label -> valid records
+    class_balance: dict[str, ClassBalance]
+    duplicate_images: DuplicateImages
+    findings: dict[str, FindingSummary]  # policy key in the data config -> what was found
+    error: str | None                    # why ingest stopped; None when it published the raw table
+
+
+KEYS = ValidationReport.__required_keys__
+
+
+def read_validation_report(path: str) -> ValidationReport:
+    """The report at `path`, refused in one line when it is not JSON or lacks a declared key."""
+    try:
+        report = storage.read_json(path)
+    except ValueError:
+        raise PipelineError(f"validation report {path} is not valid JSON: rerun jobs/ingest.py --force") from None
+    missing = sorted(KEYS - set(report)) if isinstance(report, dict) else sorted(KEYS)
+    if missing:
+        raise PipelineError(f"validation report {path} lacks {', '.join(missing)}: it was not written by this "
+                            "version of ingest; rerun jobs/ingest.py --force")
+    return report
