@@ -77,7 +77,9 @@ def result_line(name: str, result, seconds: float) -> str:
     state = "skipped (output complete)" if result.skipped else "done"
     figures = [f"{k}={v}" for k, v in {**result.counts, **result.details}.items()
                if isinstance(v, int | float | str | bool)]
-    return f"stage {name}: {state} in {seconds:.1f}s | {', '.join(figures[:6]) or '-'}"
+    figures += [f"{k} val_accuracy={v['val_accuracy']:.4f}" for k, v in result.details.items()
+                if isinstance(v, dict) and isinstance(v.get("val_accuracy"), float)]  # training: one per model
+    return f"stage {name}: {state} in {seconds:.1f}s | {', '.join(figures[:8]) or '-'}"
 
 
 def configure_logging() -> None:

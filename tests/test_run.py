@@ -111,3 +111,12 @@ def test_every_stage_named_as_the_writer_of_an_output_is_registered():
                     and isinstance(node.args[1], ast.Constant):
                 named.add((Path(source).name, node.args[1].value))
     assert named and {stage for _, stage in named} <= set(STAGE_NAMES), sorted(named)
+
+
+def test_a_stage_result_fits_on_one_log_line():
+    from pipeline.cli import result_line
+    result = StageResult(False, {"model_1": "/runs/x/train/model_1"}, counts={"models": 1, "workers": 2},
+                         details={"model_1": {"val_accuracy": 0.98123, "epochs": 5}})
+    assert result_line("train", result, 61.24) == \
+        "stage train: done in 61.2s | models=1, workers=2, model_1 val_accuracy=0.9812"
+    assert result_line("ingest", StageResult(True, {}), 0.5) == "stage ingest: skipped (output complete) in 0.5s | -"
