@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import sys
@@ -68,18 +69,8 @@ def run_stage_job(name: str, argv: list[str] | None) -> int:
         options = {option.name: getattr(args, option.name) for option in stage.options}
         started = time.monotonic()
         result = stage.run(spark, cfg, layout, force=getattr(args, "force", False), **options)
-        log.info("%s", result_line(name, result, time.monotonic() - started))
+        log.info("%s", dataclasses.replace(result, seconds=time.monotonic() - started).summary_line(name))
     return run_job(stage_parser(name), argv, name, run)
-
-
-def result_line(name: str, result, seconds: float) -> str:
-    """`stage train: done in 61.2s | model_1 val_accuracy=0.9810, ...`: what a stage did, on one log line."""
-    state = "skipped (output complete)" if result.skipped else "done"
-    figures = [f"{k}={v}" for k, v in {**result.counts, **result.details}.items()
-               if isinstance(v, int | float | str | bool)]
-    figures += [f"{k} val_accuracy={v['val_accuracy']:.4f}" for k, v in result.details.items()
-                if isinstance(v, dict) and isinstance(v.get("val_accuracy"), float)]  # training: one per model
-    return f"stage {name}: {state} in {seconds:.1f}s | {', '.join(figures[:8]) or '-'}"
 
 
 def configure_logging() -> None:

@@ -220,7 +220,7 @@ class PipelineConfig:
 
     def to_redacted_dict(self) -> dict[str, Any]:
         """The config to write or log: secret-looking keys and URI passwords replaced by REDACTED."""
-        return _redacted(self.to_dict())
+        return redacted(self.to_dict())
 
     def section_hash(self, *sections: str) -> str:
         """A short stable hash of the named sections: the identity of outputs derived from them."""
@@ -239,18 +239,20 @@ REDACTED = "***redacted***"
 # fs.azure.account.key.<account>, fs.s3a.encryption.key, spark.authenticate.secret, spark.ssl.keyPassword, ...
 _SECRET_KEY = re.compile(r"secret|passw(or)?d|token|credential|private[ ._-]?key|api[ ._-]?key|access[ ._-]?key"
                          r"|account[ ._-]?key|encryption[ ._-]?key", re.IGNORECASE)
-_URI_PASSWORD = re.compile(r"(://[^/@:\s]*:)[^/@\s]+@")  # scheme://user:password@host
+# scheme://user:password@host; a password may hold "/" (AWS secret keys do), so only "@" and blanks end it
+_URI_PASSWORD = re.compile(r"(://[^/@:\s]*:)[^@\s]+@")
 
 
 def looks_secret(key: str) -> bool:
     return _SECRET_KEY.search(key) is not None
 
 
-def _redacted(node: Any) -> Any:
+def redacted(node: Any) -> Any:
+    """`node` (JSON-like) with the values of secret-looking keys and URI passwords replaced by REDACTED."""
     if isinstance(node, dict):
-        return {k: REDACTED if looks_secret(str(k)) else _redacted(v) for k, v in node.items()}
+        return {k: REDACTED if looks_secret(str(k)) else redacted(v) for k, v in node.items()}
     if isinstance(node, list):
-        return [_redacted(item) for item in node]
+        return [redacted(item) for item in node]
     if isinstance(node, str):
         return _URI_PASSWORD.sub(rf"\1{REDACTED}@", node)
     return node

@@ -12,12 +12,12 @@ from typing import Any
 from pyspark.sql import SparkSession
 
 from pipeline import storage
-from pipeline.cli import result_line
-from pipeline.config import PipelineConfig
+from pipeline.config import PipelineConfig, redacted
 from pipeline.errors import GateError, PipelineError
 from pipeline.layout import Layout
 from pipeline.manifest import environment_facts
-from pipeline.stages import STAGE_NAMES, STAGES, StageResult
+from pipeline.result import StageResult
+from pipeline.stages import STAGE_NAMES, STAGES
 
 log = logging.getLogger(__name__)
 
@@ -54,11 +54,11 @@ def run_pipeline(spark: SparkSession, cfg: PipelineConfig, layout: Layout, force
             result = dataclasses.replace(failed, details={**failed.details, "gate_failed": str(exc)})
         result = dataclasses.replace(result, seconds=round(time.monotonic() - started, 1))
         manifest["stages"].append({"stage": stage.name, **result.to_dict()})
-        log.info("%s", result_line(stage.name, result, result.seconds))
-        storage.write_json(layout.run_manifest, manifest)
+        log.info("%s", result.summary_line(stage.name))
+        storage.write_json(layout.run_manifest, redacted(manifest))
     manifest["finished"] = _now()
     manifest["headline"] = _headline(manifest)
-    storage.write_json(layout.run_manifest, manifest)
+    storage.write_json(layout.run_manifest, redacted(manifest))
     log.info("run %s finished: report at %s", manifest["run_id"], layout.report_html)
     if gate_failure is not None:
         raise gate_failure

@@ -3,10 +3,21 @@
 Set as spark.python.daemon.module: the daemon forks every Python worker, so a binding made here holds for the
 Horovod task service that horovod.spark.run starts inside a Spark task.
 """
+import sys
+
 from pyspark.daemon import manager
 
 from pipeline.services import bind_from_environment
 
+
+def _forget_pipeline() -> None:
+    """Drop this package from the daemon's modules once the binding is made, so that the forked workers import it
+    afresh from what the job ships (--py-files), not from wherever the daemon found it."""
+    for name in [n for n in sys.modules if n == "pipeline" or n.startswith("pipeline.")]:
+        del sys.modules[name]
+
+
 if __name__ == "__main__":
     bind_from_environment()
+    _forget_pipeline()
     manager()

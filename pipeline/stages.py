@@ -11,25 +11,13 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from pipeline.errors import PipelineError
 from pipeline.layout import SPLITS, Layout
+from pipeline.result import StageResult
 from pipeline.storage import job_for
-
-
-@dataclass(frozen=True)
-class StageResult:
-    """What every stage returns, and what the run manifest records for it."""
-    skipped: bool                                          # the output was complete: nothing was redone
-    outputs: dict[str, str]                                # what it wrote (or found complete): name -> path
-    counts: dict[str, Any] = field(default_factory=dict)   # rows, images or models, by what they count
-    details: dict[str, Any] = field(default_factory=dict)  # the stage's own figures (accuracy, best model, ...)
-    seconds: float = 0.0                                   # wall time, filled in by the runner
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass(frozen=True)

@@ -52,13 +52,10 @@ KEYS = ValidationReport.__required_keys__
 
 
 def read_validation_report(path: str) -> ValidationReport:
-    """The report at `path`, refused in one line when it is not JSON or lacks a declared key."""
-    try:
-        report = storage.read_json(path)
-    except ValueError:
-        raise PipelineError(f"validation report {path} is not valid JSON: rerun jobs/ingest.py --force") from None
-    missing = sorted(KEYS - set(report)) if isinstance(report, dict) else sorted(KEYS)
+    """The report at `path`, refused in one line when it is missing, damaged or lacks a declared key."""
+    report = storage.read_stage_output(path, "ingest")
+    missing = sorted(KEYS - set(report))
     if missing:
         raise PipelineError(f"validation report {path} lacks {', '.join(missing)}: it was not written by this "
-                            "version of ingest; rerun jobs/ingest.py --force")
+                            f"version of ingest; rerun {storage.job_for('ingest')} --force")
     return report

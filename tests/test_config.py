@@ -257,15 +257,20 @@ def test_section_hash_still_hashes_the_real_secret_values(make_config):
 
 def test_run_manifest_holds_no_secret_value(make_config, monkeypatch):
     from pipeline.layout import Layout
+    from pipeline.result import StageResult
     from pipeline.run import run_pipeline
-    from pipeline.stages import Stage, StageResult
-    monkeypatch.setattr(Stage, "run", lambda self, *args, **kwargs: StageResult(False, {}))
+    from pipeline.stages import Stage
+    # A stage's result naming its input, as predict's does: paths end up outside the config section too.
+    input_uri = "s3a://reader:wJalr/K7MDENG+bPxRfi@bucket/mnist"
+    monkeypatch.setattr(Stage, "run", lambda self, *args, **kwargs: StageResult(False, {"input": input_uri}))
     cfg = make_config(*[f"spark.settings.{k}={v}" for k, v in SECRET_SETTINGS.items()],
-                      "spark.settings.spark.hadoop.fs.s3a.endpoint=http://127.0.0.1:9000")
+                      "spark.settings.spark.hadoop.fs.s3a.endpoint=http://127.0.0.1:9000",
+                      f"paths.input={input_uri}")
     layout = Layout.from_config(cfg)
     run_pipeline(None, cfg, layout)
     written = open(layout.run_manifest).read()
     assert [value for value in SECRET_SETTINGS.values() if value in written] == []
+    assert "wJalr/K7MDENG+bPxRfi" not in written and "s3a://reader:***redacted***@bucket/mnist" in written
     assert "http://127.0.0.1:9000" in written and '"batch_size": 32' in written
 
 

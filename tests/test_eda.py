@@ -237,5 +237,6 @@ def test_a_validation_report_of_another_shape_is_refused(tmp_path):
                                             r"version of ingest; rerun jobs/ingest.py --force$"):
         read_validation_report(path)
     storage.write_text(path, "{not json")
-    with pytest.raises(PipelineError, match=r"validation report .* is not valid JSON: rerun jobs/ingest.py --force"):
+    with pytest.raises(PipelineError, match=r"validation_report.json is damaged \(not a JSON object\): rerun "
+                                            r"jobs/ingest.py$"):
         read_validation_report(path)

@@ -48,7 +48,9 @@ def small_run(models: dict[str, tuple[int, float]], counts: dict[str, int], subs
     labels = {s: {str(c): counts[s] // 10 for c in range(10)} for s in splits}
     raw_counts = {"train": counts["train"] + counts["validation"] + 7, "test": counts["test"] + 3}
     validation = {"status": "passed", "records": raw_counts, "quarantined": {"train": 0, "test": 0},
-                  "quarantined_fraction": 0.0, "max_quarantine_fraction": 0.0, "quarantine_reasons": {}}
+                  "quarantined_fraction": 0.0, "max_quarantine_fraction": 0.0, "quarantine_reasons": {},
+                  "dropped": {"train": 0, "test": 0},
+                  "findings": {"blank_images": {"policy": "quarantine", "count": 0, "examples": []}}}
     eda = {"splits": splits, "counts": counts,
            "label_distribution": {s: {"counts": labels[s], "shares": {c: 0.1 for c in labels[s]},
                                       "largest_label": 0, "smallest_label": 9, "imbalance_ratio": 1.0}

@@ -7,8 +7,9 @@ import pytest
 from pipeline import storage
 from pipeline.errors import GateError, PipelineError
 from pipeline.layout import Layout
+from pipeline.result import StageResult
 from pipeline.run import run_pipeline, stages_to_force
-from pipeline.stages import STAGE_NAMES, STAGES, Stage, StageResult
+from pipeline.stages import STAGE_NAMES, STAGES, Stage
 
 
 def test_from_stage_forces_that_stage_and_later_ones():
@@ -114,9 +115,9 @@ def test_every_stage_named_as_the_writer_of_an_output_is_registered():
 
 
 def test_a_stage_result_fits_on_one_log_line():
-    from pipeline.cli import result_line
     result = StageResult(False, {"model_1": "/runs/x/train/model_1"}, counts={"models": 1, "workers": 2},
-                         details={"model_1": {"val_accuracy": 0.98123, "epochs": 5}})
-    assert result_line("train", result, 61.24) == \
+                         details={"model_1": {"val_accuracy": 0.98123, "epochs": 5}}, seconds=61.24)
+    assert result.summary_line("train") == \
         "stage train: done in 61.2s | models=1, workers=2, model_1 val_accuracy=0.9812"
-    assert result_line("ingest", StageResult(True, {}), 0.5) == "stage ingest: skipped (output complete) in 0.5s | -"
+    assert StageResult(True, {}, seconds=0.5).summary_line("ingest") == \
+        "stage ingest: skipped (output complete) in 0.5s | -"

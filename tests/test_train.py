@@ -337,3 +337,20 @@ def test_a_short_validation_pass_stops_training_and_says_why():
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == \
         "590|True|epoch 3: the ranks' validation passes read 590 rows, the validation split has 600"
+
+
+def test_a_checkpoint_publish_killed_between_its_moves_is_restored_not_lost(make_config, tmp_path):
+    """Rank 0 killed after moving checkpoint/ aside and before moving the new one in: the rerun resumes from the
+    previous checkpoint and removes the unpublished copy."""
+    from pipeline.train.stage import recover_checkpoint, resume_point
+    cfg = make_config()
+    layout = Layout.from_config(cfg, RUN_ID)
+    checkpoint_dir = Path(layout.checkpoint_dir("model_1"))
+    epochs = [{"epoch": 1, "val_accuracy": 0.9}, {"epoch": 2, "val_accuracy": 0.95}]
+    for leftover, epoch in (("old-1a2b3c4d", 2), ("tmp-1a2b3c4d", 3)):
+        folder = checkpoint_dir.with_name(f"checkpoint.{leftover}")
+        folder.mkdir(parents=True)
+        (folder / "state.json").write_text(json.dumps({"epoch": epoch, "fingerprint": "f", "epochs": epochs}))
+    recover_checkpoint(layout, "model_1")
+    assert sorted(p.name for p in checkpoint_dir.parent.iterdir()) == ["checkpoint"]
+    assert resume_point(layout, "model_1", "f") == epochs

@@ -20,8 +20,8 @@ from pipeline.fingerprint import fingerprint_of
 from pipeline.formats import readers
 from pipeline.layout import Layout, ingest_hash
 from pipeline.locks import output_lock
+from pipeline.result import StageResult
 from pipeline.schema import IMAGE_PIXELS, IMAGE_SHAPE, NUM_CLASSES, RAW_SCHEMA
-from pipeline.stages import StageResult
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ from pipeline.errors import PipelineError
 from pipeline.fingerprint import fingerprint_of
 from pipeline.layout import SPLITS, Layout
 from pipeline.locks import output_lock
+from pipeline.result import StageResult
 from pipeline.schema import CURATED_SCHEMA, IMAGE_SHAPE, NORMALISATION, NUM_CLASSES, RAW_SCHEMA, normalise_images
-from pipeline.stages import StageResult
 
 log = logging.getLogger(__name__)
 

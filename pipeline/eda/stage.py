@@ -22,8 +22,8 @@ from pipeline.errors import PipelineError
 from pipeline.fingerprint import fingerprint_of
 from pipeline.layout import SPLITS, EdaFiles, Layout
 from pipeline.locks import output_lock
+from pipeline.result import StageResult
 from pipeline.schema import CURATED_SCHEMA, IMAGE_HEIGHT, IMAGE_WIDTH, NUM_CLASSES
-from pipeline.stages import StageResult
 from pipeline.validation_report import ValidationReport, read_validation_report
 
 log = logging.getLogger(__name__)

@@ -21,9 +21,9 @@ from pipeline.layout import EvaluationFiles, Layout
 from pipeline.locks import output_lock
 from pipeline.metrics import accuracy, confusion_matrix_csv, confusion_matrix_from_counts, per_class_metrics
 from pipeline.model_files import check_model_file
+from pipeline.result import StageResult
 from pipeline.schema import NUM_CLASSES
 from pipeline.scoring import confidence, negative_log_likelihood, score_images, set_arrow_batch_rows
-from pipeline.stages import StageResult
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ def find_trained_models(cfg: PipelineConfig, layout: Layout) -> list[str]:
             log.warning("%s: no model.keras and history.json under %s: not evaluated", name, layout.model_dir(name))
     if not found:
         raise PipelineError(f"no trained model under {layout.training} (looked for "
-                            f"{', '.join(cfg.train.models)}): run jobs/train.py first")
+                            f"{', '.join(cfg.train.models)}): run {storage.job_for('train')} first")
     return found
 
 

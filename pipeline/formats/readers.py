@@ -43,8 +43,6 @@ def list_input(input_dir: str) -> set[str]:
 
 def discover_sources(input_dir: str, data: DataConfig) -> tuple[str, list[Source]]:
     """The input format (configured, or the first whose files are all present) and its source files."""
-    if data.format not in ("auto", *FORMATS):
-        raise PipelineError(f"data.format '{data.format}' is not one of auto, {', '.join(FORMATS)}")
     names = list_input(input_dir)
     wanted = {fmt: _wanted(fmt, data) for fmt in FORMATS}
     found = {fmt: [_present(name, names, fmt == "idx") for *_, name in wanted[fmt]] for fmt in FORMATS}

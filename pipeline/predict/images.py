@@ -8,6 +8,7 @@ the driver. A picture larger than predict.max_image_pixels is refused from its h
 """
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Iterator
 
@@ -106,7 +107,8 @@ def decode_image_file(path: str, max_pixels: int) -> tuple[np.ndarray | None, st
 
 def _open_file(path: str):
     if "://" not in path or path.startswith("file://"):
-        return open(path.removeprefix("file://"), "rb")
+        # The driver resolved links when it listed the folder: a file swapped for a link since then is not followed.
+        return os.fdopen(os.open(path.removeprefix("file://"), os.O_RDONLY | os.O_NOFOLLOW), "rb")
     from pipeline import storage
     fs, p = storage.filesystem(path)
     return fs.open_input_file(p)

@@ -30,7 +30,8 @@ def best_model(layout: Layout) -> tuple[str, str]:
     record = storage.read_stage_output(record_path, "evaluate", otherwise="pass --model <name or path>")
     if not storage.exists(record["model_path"]):
         raise PipelineError(f"best model {record['model']} recorded in {record_path} is missing at "
-                            f"{record['model_path']}: rerun jobs/train.py and jobs/evaluate.py")
+                            f"{record['model_path']}: rerun {storage.job_for('train')} and "
+                            f"{storage.job_for('evaluate')}")
     return record["model"], record["model_path"]
 
 

@@ -16,17 +16,16 @@ from pyspark.sql import DataFrame, SparkSession
 
 from pipeline import storage
 from pipeline.config import PipelineConfig
-from pipeline.errors import PipelineError
 from pipeline.layout import Layout, PredictionFiles
 from pipeline.locks import output_lock
 from pipeline.metrics import accuracy, confusion_matrix_csv, confusion_matrix_from_counts
 from pipeline.model_files import check_model_file
-from pipeline.predict.inputs import LoadedInput, load_input, require_readable_images, resolve_input
+from pipeline.predict.inputs import LoadedInput, PredictionInput, load_input, require_readable_images, resolve_input
 from pipeline.predict.model_source import resolve_model
 from pipeline.predict.unreadable import enforce_policy, write_list
+from pipeline.result import StageResult
 from pipeline.schema import NUM_CLASSES
 from pipeline.scoring import confidence, score_images, set_arrow_batch_rows
-from pipeline.stages import StageResult
 
 log = logging.getLogger(__name__)
 
@@ -40,36 +39,46 @@ def run_prediction(spark: SparkSession, cfg: PipelineConfig, layout: Layout, inp
     out_dir = output_folder(layout, source.name, output)
     out = PredictionFiles(out_dir)
     log.info("scoring %s (%s) with %s (%s)", source.path, source.kind, model_name, model_path)
-    loaded = load_input(spark, cfg, layout, source)
-    notes = {**loaded.notes, **screen_unreadable(loaded, cfg, source.path, out)}
-    labelled = "label" in loaded.images.columns
-    run_id = layout.run_id
-    set_arrow_batch_rows(spark, cfg.predict.batch_size)
-    predictions = with_prediction_columns(
-        score_images(loaded.images, model_path, cfg.predict.batch_size, cfg.predict.tf_threads),
-        source.id_column, labelled, model_name, run_id)
-    with output_lock(out_dir, "predict"), storage.publishing(out_dir) as tmp_dir:
-        tmp = PredictionFiles(tmp_dir)
-        predictions.write.parquet(tmp.predictions)
-        # Aggregates come from the written Parquet, so the model scores every row exactly once.
-        written = spark.read.parquet(tmp.predictions)
-        summary = summarise(written, tmp, labelled, NUM_CLASSES)
-        if notes.get("unreadable_count"):
-            write_list(loaded.unreadable, tmp.unreadable_list)
-        summary.update(model=model_name, model_path=model_path, input=source.path, input_kind=source.kind,
-                       run_id=run_id, output=out_dir, **notes)
-        storage.write_json(tmp.manifest, summary)
-    loaded.release()
-    storage.remove(out.failed_unreadable_list)  # the list of an earlier failed attempt no longer applies
+    # The lock covers the failure list beside the folder too, from the first check to the last write.
+    with output_lock(out_dir, "predict"):
+        loaded = load_input(spark, cfg, layout, source)
+        try:
+            summary = score_and_publish(spark, cfg, layout, loaded, source, (model_name, model_path), out)
+        finally:
+            loaded.release()  # the decoded images cached for the unreadable-file check
+        storage.remove(out.failed_unreadable_list)  # the list of an earlier failed attempt no longer applies
     log.info("%d predictions written to %s", summary["count"], out.predictions)
-    if notes.get("unreadable_count"):
+    if summary.get("unreadable_count"):
         log.warning("%d unreadable image file(s) skipped (predict.skip_unreadable_images), listed in %s",
-                    notes["unreadable_count"], notes["unreadable_list"])
+                    summary["unreadable_count"], summary["unreadable_list"])
     if source.kind == "images":
         print(prediction_table(spark.read.parquet(out.predictions), source.path, cfg.predict.print_rows))
     return StageResult(False, {"predictions": out.predictions, "manifest": out.manifest},
-                       counts={"images": summary["count"], "unreadable": notes.get("unreadable_count", 0)},
+                       counts={"images": summary["count"], "unreadable": summary.get("unreadable_count", 0)},
                        details=summary)
+
+
+def score_and_publish(spark: SparkSession, cfg: PipelineConfig, layout: Layout, loaded: LoadedInput,
+                      source: PredictionInput, model: tuple[str, str], out: PredictionFiles) -> dict:
+    """Screen unreadable files, score, and publish predictions, metrics and manifest; returns the manifest."""
+    model_name, model_path = model
+    notes = {**loaded.notes, **screen_unreadable(loaded, cfg, source.path, out)}
+    labelled = "label" in loaded.images.columns
+    set_arrow_batch_rows(spark, cfg.predict.batch_size)
+    predictions = with_prediction_columns(
+        score_images(loaded.images, model_path, cfg.predict.batch_size, cfg.predict.tf_threads),
+        source.id_column, labelled, model_name, layout.run_id)
+    with storage.publishing(out.root) as tmp_dir:
+        tmp = PredictionFiles(tmp_dir)
+        predictions.write.parquet(tmp.predictions)
+        # Aggregates come from the written Parquet, so the model scores every row exactly once.
+        summary = summarise(spark.read.parquet(tmp.predictions), tmp, labelled, NUM_CLASSES)
+        if notes.get("unreadable_count"):
+            write_list(loaded.unreadable, tmp.unreadable_list)
+        summary.update(model=model_name, model_path=model_path, input=source.path, input_kind=source.kind,
+                       run_id=layout.run_id, output=out.root, **notes)
+        storage.write_json(tmp.manifest, summary)
+    return summary
 
 
 def screen_unreadable(loaded: LoadedInput, cfg: PipelineConfig, input_path: str, out: PredictionFiles) -> dict:
@@ -77,13 +86,9 @@ def screen_unreadable(loaded: LoadedInput, cfg: PipelineConfig, input_path: str,
     no readable one; returns the manifest's notes about them."""
     if loaded.unreadable is None:
         return {}
-    try:
-        count = enforce_policy(loaded.unreadable, input_path, cfg.predict.skip_unreadable_images,
-                               out.failed_unreadable_list)
-        require_readable_images(loaded.images, input_path)
-    except PipelineError:
-        loaded.release()
-        raise
+    count = enforce_policy(loaded.unreadable, input_path, cfg.predict.skip_unreadable_images,
+                           out.failed_unreadable_list)
+    require_readable_images(loaded.images, input_path)
     return {"unreadable_count": count, "unreadable_list": out.unreadable_list if count else None}
 
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pipeline import storage
 from pipeline.config import PipelineConfig
 from pipeline.layout import Layout
+from pipeline.validation_report import read_validation_report
 
 
 @dataclass
@@ -37,7 +38,7 @@ def load_run_outputs(cfg: PipelineConfig, layout: Layout) -> RunOutputs:
     prediction_metrics = layout.prediction_files("test").metrics  # predict's default input: the test split
     return RunOutputs(
         raw_manifest=storage.read_stage_output(layout.raw_manifest, "ingest"),
-        validation=storage.read_stage_output(layout.validation_report, "ingest"),
+        validation=read_validation_report(layout.validation_report),
         curated_manifest=storage.read_stage_output(layout.curated_manifest, "prepare"),
         eda=storage.read_stage_output(eda.summary, "eda"),
         histories={m: storage.read_stage_output(layout.history(m), "train") for m in models},

@@ -271,15 +271,13 @@ POLICY_ACTIONS = {"fail": "ingest stopped", "warn": "kept, logged as a warning",
 
 
 def suspect_images(validation: dict) -> list[str]:
-    """Ingest's suspect-image findings and what their data.* policy did with them (none in older reports)."""
-    findings = validation.get("findings")
-    if not findings:
-        return []
+    """Ingest's suspect-image findings and what their data.* policy did with them."""
+    findings = validation["findings"]
     rows = [[SUSPECT_IMAGES.get(key, key), f"`data.{key}: {found['policy']}`", found["count"],
              POLICY_ACTIONS.get(found["policy"], found["policy"]) if found["count"] else "-",
              ", ".join(f"`{record}`" for record in found["examples"]) or "-"]
             for key, found in findings.items()]
-    dropped = sum((validation.get("dropped") or {}).values())
+    dropped = sum(validation["dropped"].values())
     return ["Suspect images pass the record checks but should not reach training; when an image is in both splits "
             "the training copy is the one handled, the test split stays the untouched benchmark."
             + (f" {dropped:,} records were dropped." if dropped else ""),

@@ -12,7 +12,7 @@ from pipeline.locks import output_lock
 from pipeline.report import sections
 from pipeline.report.outputs import RunOutputs, load_run_outputs
 from pipeline.report.render import markdown_to_html
-from pipeline.stages import StageResult
+from pipeline.result import StageResult
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +43,10 @@ def run_report(spark: SparkSession, cfg: PipelineConfig, layout: Layout) -> Stag
         md_text, figures = build_report_markdown(cfg, layout)
         for key, source in figures.items():
             storage.write_bytes(layout.report_figure(key), storage.read_bytes(source))
+        # Both rendered before either is written: a failed rendering leaves the previous pair, not a mixed one.
+        html_text = markdown_to_html(md_text, "MNIST on Spark: run report", layout.run_root)
         storage.write_text(layout.report_md, md_text)
-        storage.write_text(layout.report_html,
-                           markdown_to_html(md_text, "MNIST on Spark: run report", layout.run_root))
+        storage.write_text(layout.report_html, html_text)
     log.info("report written: %s and %s (%d figures)", layout.report_md, layout.report_html, len(figures))
     return StageResult(False, {"report_md": layout.report_md, "report_html": layout.report_html},
                        counts={"figures": len(figures)})

@@ -64,10 +64,11 @@ class AverageMovingStatistics(keras.callbacks.Callback):
 class EpochRecorder(keras.callbacks.Callback):
     """Rank 0 only: after each epoch, checkpoint, append to history.json and log one progress line."""
 
-    def __init__(self, params: TrainParams, base_history: dict):
+    def __init__(self, params: TrainParams, base_history: dict, validation: ExactValidation):
         super().__init__()
         self.train_params = params  # not `params`: Keras sets that attribute on every callback
         self.history = base_history
+        self.validation = validation
         self.started = 0.0
 
     def on_epoch_begin(self, epoch, logs=None):
@@ -75,7 +76,7 @@ class EpochRecorder(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         p = self.train_params
-        if logs.get("val_rows") != p.validation_rows:
+        if self.validation.failure:
             return  # ExactValidation stops training: an epoch with wrong validation metrics is not recorded
         record = history.epoch_record(epoch + 1, logs, time.perf_counter() - self.started)
         self.history = history.with_epoch(self.history, record)

@@ -16,7 +16,7 @@ from pipeline.config import PipelineConfig
 from pipeline.errors import PipelineError
 from pipeline.layout import Layout
 from pipeline.locks import output_lock
-from pipeline.stages import StageResult
+from pipeline.result import StageResult
 from pipeline.train import checkpoint, history
 from pipeline.train.params import TrainParams, build_params, training_fingerprint
 
@@ -95,6 +95,7 @@ def train_model(spark: SparkSession, cfg: PipelineConfig, layout: Layout, name: 
         elif previous and previous.get("complete") and previous.get("fingerprint") == fingerprint:
             log.info("%s already trained for this config (%s): skipping (use --force to retrain)", name, model_dir)
             return model_summary(previous, skipped=True)
+        recover_checkpoint(layout, name)
         epochs_done = resume_point(layout, name, fingerprint)
         params = build_params(cfg, layout, name, manifest["counts"], num_workers, len(epochs_done), fingerprint)
         storage.write_json(params.history_path, history.skeleton(params, describe(name), epochs_done, previous))
@@ -106,6 +107,13 @@ def train_model(spark: SparkSession, cfg: PipelineConfig, layout: Layout, name: 
                  final["epochs_planned"], final["epochs"][-1]["val_accuracy"], seconds, num_workers,
                  "" if final["complete"] else " (stopped early: rerun to resume)")
         return model_summary(final, skipped=False)
+
+
+def recover_checkpoint(layout: Layout, name: str) -> None:
+    """Rank 0 publishes a checkpoint every epoch from its Horovod worker, outside this process's lock, so nothing
+    there cleans up after a publish killed midway: do it here, under the lock, before choosing where to resume
+    (a kill between the publish's two moves leaves only checkpoint.old-*: it is restored, not lost)."""
+    storage.remove_leftovers(layout.checkpoint_dir(name))
 
 
 def resume_point(layout: Layout, name: str, fingerprint: str) -> list[dict]:

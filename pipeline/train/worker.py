@@ -69,14 +69,14 @@ def worker_callbacks(params, counter) -> list:
 
     from pipeline.train import history
     from pipeline.train.callbacks import AverageMovingStatistics, EpochRecorder, ExactValidation
-    callbacks = [hvd.callbacks.BroadcastGlobalVariablesCallback(0), AverageMovingStatistics(),
-                 ExactValidation(counter, params.validation_rows),
+    validation = ExactValidation(counter, params.validation_rows)
+    callbacks = [hvd.callbacks.BroadcastGlobalVariablesCallback(0), AverageMovingStatistics(), validation,
                  hvd.callbacks.MetricAverageCallback(),
                  hvd.callbacks.LearningRateWarmupCallback(
                      initial_lr=params.learning_rate * hvd.size(), warmup_epochs=params.warmup_epochs,
                      steps_per_epoch=params.steps_per_epoch, verbose=0)]
     if hvd.rank() == 0:
-        callbacks.append(EpochRecorder(params, history.read(params.history_path)))
+        callbacks.append(EpochRecorder(params, history.read(params.history_path), validation))
     return callbacks
 
 
