@@ -5,8 +5,8 @@ from pathlib import Path
 from setuptools import find_packages, setup
 
 RUNTIME = ["tensorflow-cpu", "pyspark", "petastorm", "horovod", "numpy", "pyarrow", "pandas",
-           "matplotlib", "pillow", "pyyaml", "psutil", "markdown"]
-DEV = ["pytest", "pytest-timeout", "ruff"]
+           "matplotlib", "pillow", "pyyaml", "psutil", "markdown", "mlflow"]
+DEV = ["pytest", "pytest-timeout", "ruff", "venv-pack"]
 
 
 def canonical(name: str) -> str:
