@@ -116,6 +116,8 @@ class PathsConfig:
     input: str = "data/mnist"          # raw files: local dir or any Hadoop-FS URI (hdfs://, s3a://, file://)
     data: str = "output/data"          # shared data stages (raw, quarantine, curated, EDA), keyed by config hash
     runs: str = "output/runs"          # one folder per run: models, evaluation, predictions, report
+    landing: str = "data/landing"      # scheduled batches arrive here, one ds=YYYY-MM-DD folder per day
+    batches: str = "output/batches"    # scheduled batches' outputs: tables partitioned by ds, reports per day
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from pipeline.fingerprint import fingerprint_of
 SPLITS = ("train", "validation", "test")
 MANIFEST = "manifest.json"
 MODEL_FILE = "model.keras"
+LABELS_FILE = "labels.csv"
 
 
 def model_file_in(model_dir: str) -> str:
@@ -138,18 +139,94 @@ class PredictionFiles:
 
 
 @dataclass(frozen=True)
+class BatchFiles:
+    """One day of scheduled batches (ds = YYYY-MM-DD). Tables are partitioned by day, one `ds=<date>` folder each,
+    so a rerun or a backfill replaces exactly that day's folders and never touches another day's.
+
+    landing/ds=<date>/             what arrived: image files (or one IDX/CSV/npz file), labels.csv maybe later
+    <batches>/images/ds=<date>/       the day's records that passed the checks, normalised (curated schema)
+    <batches>/quarantine/ds=<date>/   the day's records that failed them, with the reason
+    <batches>/predictions/ds=<date>/  one row per image: source file, model version, prediction, probabilities
+    <batches>/reports/ds=<date>/      validation report, scoring summary, drift statistics, the batch report
+    """
+    landing_root: str
+    root: str
+    ds: str
+
+    @property
+    def partition(self) -> str:
+        return f"ds={self.ds}"
+
+    @property
+    def landing(self) -> str:
+        return f"{self.landing_root}/{self.partition}"
+
+    @property
+    def labels(self) -> str:
+        """file,label rows for the day's images; may arrive days after the images."""
+        return f"{self.landing}/{LABELS_FILE}"
+
+    def table(self, name: str) -> str:
+        """A table partitioned by day: images, quarantine, predictions."""
+        return f"{self.root}/{name}"
+
+    @property
+    def images(self) -> str:
+        return f"{self.table('images')}/{self.partition}"
+
+    @property
+    def quarantine(self) -> str:
+        return f"{self.table('quarantine')}/{self.partition}"
+
+    @property
+    def predictions(self) -> str:
+        return f"{self.table('predictions')}/{self.partition}"
+
+    @property
+    def reports(self) -> str:
+        return f"{self.root}/reports/{self.partition}"
+
+    @property
+    def validation_report(self) -> str:
+        return f"{self.reports}/validation_report.json"
+
+    @property
+    def scoring(self) -> str:
+        """The scoring summary: model name and version, counts per class, confidence."""
+        return f"{self.reports}/scoring.json"
+
+    @property
+    def drift(self) -> str:
+        return f"{self.reports}/drift.json"
+
+    @property
+    def report_md(self) -> str:
+        return f"{self.reports}/report.md"
+
+    @property
+    def report_html(self) -> str:
+        return f"{self.reports}/report.html"
+
+    def report_figure(self, key: str) -> str:
+        return f"{self.reports}/figures/{key}.png"
+
+
+@dataclass(frozen=True)
 class Layout:
     input_dir: str
     raw_root: str        # <data>/<ingest hash>: raw/, quarantine/, validation_report.json, manifest.json
     curated_root: str    # <raw_root>/curated-<prepare hash>: train/, validation/, test/, manifest.json, eda/
     run_root: str        # <runs>/<run id>
+    landing_root: str = ""   # <landing>: scheduled batches arrive here
+    batches_root: str = ""   # <batches>: scheduled batches' outputs
 
     @classmethod
     def from_config(cls, cfg: PipelineConfig, run_id: str | None = None) -> Layout:
         raw_root = f"{cfg.resolve(cfg.paths.data).rstrip('/')}/ingest-{ingest_hash(cfg)}"
         curated_root = f"{raw_root}/curated-{cfg.section_hash('data', 'prepare')}"
         run_root = f"{cfg.resolve(cfg.paths.runs).rstrip('/')}/{run_id or default_run_id(cfg)}"
-        return cls(cfg.resolve(cfg.paths.input), raw_root, curated_root, run_root)
+        return cls(cfg.resolve(cfg.paths.input), raw_root, curated_root, run_root,
+                   cfg.resolve(cfg.paths.landing).rstrip("/"), cfg.resolve(cfg.paths.batches).rstrip("/"))
 
     @property
     def raw(self) -> str:
@@ -250,6 +327,9 @@ class Layout:
     @property
     def run_manifest(self) -> str:
         return f"{self.run_root}/{MANIFEST}"
+
+    def batch_files(self, ds: str) -> BatchFiles:
+        return BatchFiles(self.landing_root, self.batches_root, ds)
 
 
 def ingest_hash(cfg: PipelineConfig) -> str:
