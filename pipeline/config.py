@@ -118,6 +118,7 @@ class PathsConfig:
     runs: str = "output/runs"          # one folder per run: models, evaluation, predictions, report
     landing: str = "data/landing"      # scheduled batches arrive here, one ds=YYYY-MM-DD folder per day
     batches: str = "output/batches"    # scheduled batches' outputs: tables partitioned by ds, reports per day
+    mlflow: str = "output/mlflow"      # the local MLflow store (SQLite, artifacts) and the registry's model cache
 
 
 @dataclass(frozen=True)
@@ -184,7 +185,7 @@ class EvaluateConfig:
 
 @dataclass(frozen=True)
 class PredictConfig:
-    model: str = "best"                # "best" (from evaluation) or a model name
+    model: str = "best"                # "best" (from evaluation), a model name, or models:/<name>@<alias>
     batch_size: int = between(1, 65536, default=1024)
     skip_unreadable_images: bool = False
     tf_threads: int = between(1, 1024, default=1)          # TF threads per Python worker; one worker per core
@@ -204,6 +205,22 @@ class ReportConfig:
 
 
 @dataclass(frozen=True)
+class TrackingConfig:
+    """MLflow experiment tracking and the model registry (pipeline/tracking/). Off: nothing imports or writes MLflow."""
+    enabled: bool = True
+    # "": MLFLOW_TRACKING_URI when set, else a SQLite store under paths.mlflow (nothing to start).
+    uri: str = ""
+    # Where a new experiment keeps its artifacts. "": <paths.mlflow>/artifacts for the local store, the server's
+    # choice for a tracking server.
+    artifact_location: str = ""
+    experiment: str = "mnist-spark-pipeline"
+    registered_model: str = "mnist-digit-classifier"
+    # The challenger replaces the champion only when its test accuracy (on the same test set) is higher by at least
+    # this much, and at least evaluate.target_accuracy.
+    promotion_margin: float = fraction(0.001)
+
+
+@dataclass(frozen=True)
 class PipelineConfig:
     profile: str = "full"
     spark: SparkConfig = field(default_factory=SparkConfig)
@@ -215,6 +232,7 @@ class PipelineConfig:
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     predict: PredictConfig = field(default_factory=PredictConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """Every value as configured, secrets included: for hashing, never for writing or logging."""

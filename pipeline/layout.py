@@ -101,6 +101,11 @@ class EvaluationFiles:
         return f"{self.root}/best_model.json"
 
     @property
+    def promotion(self) -> str:
+        """The registry's decision (tracking on): challenger and champion, both scored on this test set, the rule."""
+        return f"{self.root}/promotion.json"
+
+    @property
     def manifest(self) -> str:
         return f"{self.root}/{MANIFEST}"
 
@@ -219,6 +224,7 @@ class Layout:
     run_root: str        # <runs>/<run id>
     landing_root: str = ""   # <landing>: scheduled batches arrive here
     batches_root: str = ""   # <batches>: scheduled batches' outputs
+    mlflow_root: str = ""    # <mlflow>: the local MLflow store and the registry's model cache
 
     @classmethod
     def from_config(cls, cfg: PipelineConfig, run_id: str | None = None) -> Layout:
@@ -226,7 +232,8 @@ class Layout:
         curated_root = f"{raw_root}/curated-{cfg.section_hash('data', 'prepare')}"
         run_root = f"{cfg.resolve(cfg.paths.runs).rstrip('/')}/{run_id or default_run_id(cfg)}"
         return cls(cfg.resolve(cfg.paths.input), raw_root, curated_root, run_root,
-                   cfg.resolve(cfg.paths.landing).rstrip("/"), cfg.resolve(cfg.paths.batches).rstrip("/"))
+                   cfg.resolve(cfg.paths.landing).rstrip("/"), cfg.resolve(cfg.paths.batches).rstrip("/"),
+                   cfg.resolve(cfg.paths.mlflow).rstrip("/"))
 
     @property
     def raw(self) -> str:
@@ -284,6 +291,15 @@ class Layout:
     def curves(self, model_name: str) -> str:
         return f"{self.model_dir(model_name)}/curves.png"
 
+    def tensorboard_dir(self, model_name: str) -> str:
+        """TensorBoard event files rank 0 writes while training: `tensorboard --logdir <runs>` finds them all."""
+        return f"{self.model_dir(model_name)}/tensorboard"
+
+    @property
+    def tracking_record(self) -> str:
+        """Which MLflow runs and registered versions hold this run's models (tracking on): the link between jobs."""
+        return f"{self.run_root}/tracking.json"
+
     @property
     def evaluation(self) -> str:
         return f"{self.run_root}/evaluate"
@@ -330,6 +346,21 @@ class Layout:
 
     def batch_files(self, ds: str) -> BatchFiles:
         return BatchFiles(self.landing_root, self.batches_root, ds)
+
+    @property
+    def mlflow_db(self) -> str:
+        """The local tracking store (SQLite), used when neither tracking.uri nor MLFLOW_TRACKING_URI names one."""
+        return f"{self.mlflow_root}/mlflow.db"
+
+    @property
+    def mlflow_artifacts(self) -> str:
+        """The local store's artifact folder, set explicitly (MLflow would otherwise write ./mlruns wherever a job
+        runs)."""
+        return f"{self.mlflow_root}/artifacts"
+
+    def registry_cache(self, registered_model: str, version: str) -> str:
+        """A registered version's files, downloaded once and checked like any model file before scoring."""
+        return f"{self.mlflow_root}/cache/{registered_model}/{version}"
 
 
 def ingest_hash(cfg: PipelineConfig) -> str:

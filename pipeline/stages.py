@@ -83,7 +83,8 @@ STAGES: tuple[Stage, ...] = (
           "pipeline.predict.stage:run_prediction", lambda lay: "--input (default: the curated test set)",
           lambda lay: lay.prediction_dir("<input name>"),
           options=(StageOption("input_path", "file or folder to score (default: the curated test set)", flag="--input"),
-                   StageOption("model", "model name of this run, a .keras file, or best (default: predict.model)"),
+                   StageOption("model", "model name of this run, a .keras file, best (default: predict.model), "
+                               "or a registered version: models:/<name>@champion, @challenger, /<version>"),
                    StageOption("output", "output folder (default: <run>/predict/<input name>)")),
           skips_complete=False),
     Stage("report", "writes report.md and a self-contained report.html from the run's outputs",

@@ -9,6 +9,9 @@ from pipeline.config import PipelineConfig, load_config
 from pipeline.spark import build_spark_session
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Tests use MLflow stores under their own temp dirs (paths.mlflow), never one named by the environment.
+for _mlflow_env in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+    os.environ.pop(_mlflow_env, None)
 
 
 @pytest.fixture(scope="session")
@@ -30,7 +33,8 @@ def spark(tmp_path_factory):
 def make_config(tmp_path):
     """A config whose outputs go under this test's tmp_path; extra `section.key=value` overrides allowed."""
     def _make(*overrides: str, profile: str = "full", input_dir: str | None = None) -> PipelineConfig:
-        base = [f"paths.data={tmp_path / 'data'}", f"paths.runs={tmp_path / 'runs'}", "spark.master=local[2]"]
+        base = [f"paths.data={tmp_path / 'data'}", f"paths.runs={tmp_path / 'runs'}",
+                f"paths.mlflow={tmp_path / 'mlflow'}", "spark.master=local[2]"]
         if input_dir is not None:
             base.append(f"paths.input={input_dir}")
         return load_config(None, profile, [*base, *overrides])

@@ -1,6 +1,6 @@
 """One stage contract, checked on the source: no stage package imports another, and no shared module imports a
-stage. What two stages share lives below them (pipeline/*.py and pipeline/formats/); only the main job runs the
-stages, so only it imports them.
+stage. What two stages share lives below them (pipeline/*.py, pipeline/formats/, pipeline/tracking/); only the main
+job runs the stages, so only it imports them.
 
 Every import counts: at the top of a module or inside a function, absolute or relative, `import a.b` or
 `from a import b`."""
@@ -13,7 +13,7 @@ from pathlib import Path
 from pipeline.config import REPO_ROOT
 
 STAGE_PACKAGES = ("data", "eda", "train", "evaluate", "predict", "report")
-SHARED_PACKAGES = ("formats",)
+SHARED_PACKAGES = ("formats", "tracking")
 MAIN_JOB = "pipeline.run"
 # Above the stages: the main job, the registry naming every stage, and the command line built from it. Nothing
 # below them imports them, except the report, whose structure table documents the registry itself.

@@ -34,7 +34,7 @@ pytestmark = pytest.mark.slow
 PYTHON = str(REPO_ROOT / ".venv" / "bin" / "python")
 SPARK_SUBMIT = str(REPO_ROOT / ".venv" / "bin" / "spark-submit")
 CLUSTER_SCRIPT = str(REPO_ROOT / "scripts" / "cluster.py")
-REPORT_SECTIONS = 9
+REPORT_SECTIONS = 10
 QUICK = load_config(REPO_ROOT / "conf" / "cluster-local.yaml", "quick")
 RESUME_EPOCHS = 3
 
@@ -131,7 +131,8 @@ class Cluster:
     def pipeline_args(self, out: Path) -> list[str]:
         """The quick profile on this cluster, every output under `out`."""
         return ["--conf", "conf/cluster-local.yaml", "--profile", "quick", "--set", f"spark.master={self.master_url}",
-                "--set", f"paths.data={out / 'data'}", "--set", f"paths.runs={out / 'runs'}"]
+                "--set", f"paths.data={out / 'data'}", "--set", f"paths.runs={out / 'runs'}",
+                "--set", f"paths.mlflow={out / 'mlflow'}"]
 
     def events(self, log_name: str) -> Path:
         path = self.root / "events" / Path(log_name).stem

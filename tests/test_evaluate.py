@@ -52,7 +52,7 @@ def evaluated_run(spark, small_mnist_model, small_curated_test_set, tmp_path_fac
     from pipeline.config import load_config
     root = tmp_path_factory.mktemp("evaluate")
     cfg = load_config(None, "full", [f"paths.data={root / 'data'}", f"paths.runs={root / 'runs'}",
-                                     "evaluate.target_accuracy=0.5",
+                                     "tracking.enabled=false", "evaluate.target_accuracy=0.5",
                                      "evaluate.misclassified_examples=10", "predict.batch_size=128"])
     layout = Layout.from_config(cfg, "run")
     shutil.copytree(small_curated_test_set, layout.curated("test"))

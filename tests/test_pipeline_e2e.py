@@ -11,8 +11,8 @@ from pipeline.stages import STAGE_NAMES as STAGES
 pytestmark = pytest.mark.slow
 
 REPORT_SECTIONS = ["1. Data collection", "2. Exploratory data analysis", "3. Models", "4. Prediction",
-                   "5. Pipeline structure", "6. Libraries and versions", "7. Known limitations and future work",
-                   "8. Conclusions", "9. References and acknowledgements"]
+                   "5. Tracking and registry", "6. Pipeline structure", "7. Libraries and versions",
+                   "8. Known limitations and future work", "9. Conclusions", "10. References and acknowledgements"]
 
 
 @pytest.fixture(scope="module")

@@ -76,7 +76,7 @@ def curated_subset(spark, tmp_path_factory) -> Path:
 
 def layout_over(cfg, curated_root: Path) -> Layout:
     layout = Layout.from_config(cfg, RUN_ID)
-    return Layout(layout.input_dir, layout.raw_root, str(curated_root), layout.run_root)
+    return dataclasses.replace(layout, curated_root=str(curated_root))
 
 
 class StageLog(logging.Handler):
@@ -95,8 +95,8 @@ def interrupted_then_resumed(spark, curated_subset, tmp_path_factory):
     """model_1 for 2 epochs on 2 workers: stopped after epoch 1, rerun (resumes), rerun again (skips)."""
     from pipeline.config import load_config
     runs = tmp_path_factory.mktemp("runs")
-    base = [f"paths.runs={runs}", "spark.master=local[2]", "train.models={model_1: {epochs: 2}}",
-            "train.num_workers=2"]
+    base = [f"paths.runs={runs}", f"paths.mlflow={runs / 'mlflow'}", "spark.master=local[2]",
+            "train.models={model_1: {epochs: 2}}", "train.num_workers=2"]
     stopped_cfg = load_config(None, "full", [*base, "train.stop_after_epochs=1"])
     cfg = load_config(None, "full", base)
     handler, logger = StageLog(), logging.getLogger("pipeline.train.stage")
@@ -260,7 +260,8 @@ def model_3_on_two_ranks(spark, curated_subset, tmp_path_factory):
     """model_3 (batch normalisation) for one epoch on 2 ranks, with every listening socket sampled meanwhile."""
     from pipeline.config import load_config
     cfg = load_config(None, "full", [f"paths.runs={tmp_path_factory.mktemp('runs')}", "spark.master=local[2]",
-                                     "train.models={model_3: {epochs: 1}}", "train.num_workers=2"])
+                                     "train.models={model_3: {epochs: 1}}", "train.num_workers=2",
+                                     "tracking.enabled=false"])
     before = {(address, port) for _, address, port in listening_sockets()}
     watch = ListeningSockets()
     watch.start()
@@ -354,3 +355,32 @@ def test_a_checkpoint_publish_killed_between_its_moves_is_restored_not_lost(make
     recover_checkpoint(layout, "model_1")
     assert sorted(p.name for p in checkpoint_dir.parent.iterdir()) == ["checkpoint"]
     assert resume_point(layout, "model_1", "f") == epochs
+
+
+def test_the_model_is_logged_once_from_the_driver_not_per_rank(interrupted_then_resumed):
+    """Three invocations on two ranks (stopped, resumed, skipped): one MLflow run and one registered version."""
+    from mlflow import MlflowClient
+
+    from pipeline.config import load_config
+    from pipeline.tracking.runs import TAG_KIND, TAG_MODEL
+    from pipeline.tracking.store import connect
+    layout = interrupted_then_resumed["layout"]
+    cfg = load_config(None, "full", [f"paths.mlflow={Path(layout.run_root).parent / 'mlflow'}"])
+    store = connect(cfg)
+    client: MlflowClient = store.client
+    runs = client.search_runs([store.experiment_id], f"tags.`{TAG_KIND}` = 'training'")
+    assert [(r.data.tags[TAG_MODEL], r.info.status) for r in runs] == [("model_1", "FINISHED")]
+    epochs = interrupted_then_resumed["final"]["epochs"]
+    steps = [(m.step, m.value) for m in client.get_metric_history(runs[0].info.run_id, "val_accuracy")]
+    assert steps == [(e["epoch"], pytest.approx(e["val_accuracy"])) for e in epochs]  # one point per epoch
+    versions = client.search_model_versions(f"name = '{cfg.tracking.registered_model}'")
+    assert [(str(v.version), v.run_id, v.tags["model"]) for v in versions] == [("1", runs[0].info.run_id, "model_1")]
+    summaries = interrupted_then_resumed["summaries"]
+    assert summaries[1]["model_1"]["registered_version"] == summaries[2]["model_1"]["registered_version"] == "1"
+    assert "registered_version" not in summaries[0]["model_1"]  # stopped after epoch 1: not a trained model yet
+
+
+def test_rank_0_writes_tensorboard_logs(interrupted_then_resumed):
+    logs = Path(interrupted_then_resumed["layout"].tensorboard_dir("model_1"))
+    events = sorted(p.parent.name for p in logs.rglob("events.out.tfevents.*"))
+    assert set(events) == {"train", "validation"} and len(events) == 4  # one file per split per invocation

@@ -36,7 +36,8 @@ def run_evaluation(spark: SparkSession, cfg: PipelineConfig, layout: Layout, for
         fingerprint = evaluation_fingerprint(cfg, layout, models)
         if not force and storage.is_complete(manifest_path, fingerprint):
             log.info("evaluation already complete for these models and test set (%s): skipped", layout.evaluation)
-            return gated(storage.read_json(manifest_path)["summary"], cfg, layout, skipped=True)
+            summary = with_registry(spark, cfg, layout, storage.read_json(manifest_path)["summary"], fingerprint)
+            return gated(summary, cfg, layout, skipped=True)
         for name in models:  # one line on the driver, instead of a traceback from every Spark task
             check_model_file(layout.model_file(name))
         test_df = read_test_set(spark, layout)
@@ -45,9 +46,27 @@ def run_evaluation(spark: SparkSession, cfg: PipelineConfig, layout: Layout, for
             results = [evaluate_model(spark, cfg, test_df, name, layout, out) for name in models]
             summary = write_comparison(results, layout, out)
             storage.write_json(out.manifest, {"fingerprint": fingerprint, "summary": summary})
-    log.info("evaluation written to %s; best model %s (test accuracy %.4f)", layout.evaluation,
-             summary["best_model"], summary["best_test_accuracy"])
+        log.info("evaluation written to %s; best model %s (test accuracy %.4f)", layout.evaluation,
+                 summary["best_model"], summary["best_test_accuracy"])
+        summary = with_registry(spark, cfg, layout, summary, fingerprint)
     return gated(summary, cfg, layout, skipped=False)
+
+
+def with_registry(spark: SparkSession, cfg: PipelineConfig, layout: Layout, summary: dict, fingerprint: str) -> dict:
+    """Tracking on: the summary with the registry's promotion decision (test metrics logged, challenger set, the
+    champion compared on this test set); tracking off: the summary as it is, and MLflow is never imported."""
+    if not cfg.tracking.enabled:
+        return summary
+    from pipeline.evaluate.promotion import record_in_registry
+
+    def score_accuracy(model_file: str) -> float:
+        set_arrow_batch_rows(spark, cfg.predict.batch_size)
+        scored = score_images(read_test_set(spark, layout), model_file, cfg.predict.batch_size, cfg.predict.tf_threads)
+        return accuracy(confusion_and_loss(scored, NUM_CLASSES)[0])
+
+    decision = record_in_registry(cfg, layout, summary, fingerprint, score_accuracy)
+    keys = ("promoted", "challenger_version", "champion_version", "champion_accuracy", "reason")
+    return {**summary, "promotion": {key: decision.get(key) for key in keys}}
 
 
 def find_trained_models(cfg: PipelineConfig, layout: Layout) -> list[str]:

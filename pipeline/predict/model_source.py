@@ -1,17 +1,38 @@
-"""Which saved model to score with: 'best' (recorded by evaluation), a model name of this run, or a path.
+"""Which saved model to score with: 'best' (recorded by evaluation), a model name of this run, a path, or a
+registered version (models:/<name>@<alias>, models:/<name>/<version>), resolved once on the driver.
 
 Only .keras files are accepted (see pipeline.model_files): HDF5 files and SavedModel folders are refused by name.
 """
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 from pipeline import storage
+from pipeline.config import PipelineConfig
 from pipeline.errors import PipelineError
 from pipeline.layout import MODEL_FILE, Layout, model_file_in
 from pipeline.model_files import KERAS_SUFFIX, LEGACY_SUFFIXES, legacy_format_refusal
 
 MODEL_SUFFIXES = (KERAS_SUFFIX, *LEGACY_SUFFIXES)  # legacy ones are recognised as paths, to be refused by name
+REGISTRY_PREFIX = "models:/"
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    name: str                  # the `model` column of the predictions
+    path: str                  # the .keras file every worker loads
+    version: str | None = None  # the registered version (the `model_version` column); None off the registry
+
+
+def choose_model(cfg: PipelineConfig, layout: Layout, model: str) -> ModelChoice:
+    """The model to score with. A registry URI is resolved here, once: an alias moved while the job runs does not
+    change the version it scores with."""
+    if model.startswith(REGISTRY_PREFIX):
+        from pipeline.tracking.registry import resolve_model_uri
+        registered = resolve_model_uri(cfg, model)
+        return ModelChoice(registered.name, registered.model_file, registered.version)
+    return ModelChoice(*resolve_model(layout, model))
 
 
 def resolve_model(layout: Layout, model: str) -> tuple[str, str]:

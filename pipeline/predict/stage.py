@@ -1,7 +1,8 @@
 """Prediction stage: score any supported input with a saved model, distributed over Spark, and write Parquet.
 
 Outputs under <output or layout.predictions/<input name>>/: predictions.parquet (id, prediction, confidence,
-probabilities, model, run_id, and label when the input has labels), metrics.json and confusion_matrix.csv when
+probabilities, model, run_id, model_version (the registered version, null for a model not from the registry), and
+label when the input has labels), metrics.json and confusion_matrix.csv when
 labelled, manifest.json (what was scored with what), and for image files unreadable.csv listing every file that
 could not be scored (only when skipping them is allowed; otherwise the job fails and the list is written beside
 the output folder, see unreadable.py). An image folder's predictions are also printed.
@@ -13,6 +14,7 @@ import os
 
 import pyspark.sql.functions as F
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql.types import StringType
 
 from pipeline import storage
 from pipeline.config import PipelineConfig
@@ -21,7 +23,7 @@ from pipeline.locks import output_lock
 from pipeline.metrics import accuracy, confusion_matrix_csv, confusion_matrix_from_counts
 from pipeline.model_files import check_model_file
 from pipeline.predict.inputs import LoadedInput, PredictionInput, load_input, require_readable_images, resolve_input
-from pipeline.predict.model_source import resolve_model
+from pipeline.predict.model_source import ModelChoice, choose_model
 from pipeline.predict.unreadable import enforce_policy, write_list
 from pipeline.result import StageResult
 from pipeline.schema import NUM_CLASSES
@@ -33,17 +35,19 @@ log = logging.getLogger(__name__)
 def run_prediction(spark: SparkSession, cfg: PipelineConfig, layout: Layout, input_path: str | None = None,
                    model: str | None = None, output: str | None = None) -> StageResult:
     """Score `input_path` (default: the curated test set) with `model` (default: predict.model, 'best')."""
-    model_name, model_path = resolve_model(layout, model or cfg.predict.model)
+    chosen = choose_model(cfg, layout, model or cfg.predict.model)
+    model_name, model_path = chosen.name, chosen.path
     check_model_file(model_path)  # one line on the driver, instead of a traceback from every Spark task
     source = resolve_input(layout, input_path)
     out_dir = output_folder(layout, source.name, output)
     out = PredictionFiles(out_dir)
-    log.info("scoring %s (%s) with %s (%s)", source.path, source.kind, model_name, model_path)
+    log.info("scoring %s (%s) with %s%s (%s)", source.path, source.kind, model_name,
+             f" version {chosen.version}" if chosen.version else "", model_path)
     # The lock covers the failure list beside the folder too, from the first check to the last write.
     with output_lock(out_dir, "predict"):
         loaded = load_input(spark, cfg, layout, source)
         try:
-            summary = score_and_publish(spark, cfg, layout, loaded, source, (model_name, model_path), out)
+            summary = score_and_publish(spark, cfg, layout, loaded, source, chosen, out)
         finally:
             loaded.release()  # the decoded images cached for the unreadable-file check
         storage.remove(out.failed_unreadable_list)  # the list of an earlier failed attempt no longer applies
@@ -59,15 +63,14 @@ def run_prediction(spark: SparkSession, cfg: PipelineConfig, layout: Layout, inp
 
 
 def score_and_publish(spark: SparkSession, cfg: PipelineConfig, layout: Layout, loaded: LoadedInput,
-                      source: PredictionInput, model: tuple[str, str], out: PredictionFiles) -> dict:
+                      source: PredictionInput, model: ModelChoice, out: PredictionFiles) -> dict:
     """Screen unreadable files, score, and publish predictions, metrics and manifest; returns the manifest."""
-    model_name, model_path = model
     notes = {**loaded.notes, **screen_unreadable(loaded, cfg, source.path, out)}
     labelled = "label" in loaded.images.columns
     set_arrow_batch_rows(spark, cfg.predict.batch_size)
     predictions = with_prediction_columns(
-        score_images(loaded.images, model_path, cfg.predict.batch_size, cfg.predict.tf_threads),
-        source.id_column, labelled, model_name, layout.run_id)
+        score_images(loaded.images, model.path, cfg.predict.batch_size, cfg.predict.tf_threads),
+        source.id_column, labelled, model, layout.run_id)
     with storage.publishing(out.root) as tmp_dir:
         tmp = PredictionFiles(tmp_dir)
         predictions.write.parquet(tmp.predictions)
@@ -75,8 +78,8 @@ def score_and_publish(spark: SparkSession, cfg: PipelineConfig, layout: Layout, 
         summary = summarise(spark.read.parquet(tmp.predictions), tmp, labelled, NUM_CLASSES)
         if notes.get("unreadable_count"):
             write_list(loaded.unreadable, tmp.unreadable_list)
-        summary.update(model=model_name, model_path=model_path, input=source.path, input_kind=source.kind,
-                       run_id=layout.run_id, output=out.root, **notes)
+        summary.update(model=model.name, model_path=model.path, model_version=model.version, input=source.path,
+                       input_kind=source.kind, run_id=layout.run_id, output=out.root, **notes)
         storage.write_json(tmp.manifest, summary)
     return summary
 
@@ -98,12 +101,14 @@ def output_folder(layout: Layout, input_name: str, output: str | None) -> str:
     return output if "://" in output else os.path.abspath(output)
 
 
-def with_prediction_columns(scored: DataFrame, id_column: str, labelled: bool, model_name: str,
+def with_prediction_columns(scored: DataFrame, id_column: str, labelled: bool, model: ModelChoice,
                             run_id: str) -> DataFrame:
-    """The output contract's columns, in order: id, [label], prediction, confidence, probabilities, model, run."""
+    """The output contract's columns, in order: id, [label], prediction, confidence, probabilities, model, run,
+    model version (a string, null when the model is not from the registry: the same schema either way)."""
     return scored.select(id_column, *(["label"] if labelled else []), "prediction",
                          confidence().alias("confidence"), "probabilities",
-                         F.lit(model_name).alias("model"), F.lit(run_id).alias("run_id"))
+                         F.lit(model.name).alias("model"), F.lit(run_id).alias("run_id"),
+                         F.lit(model.version).cast(StringType()).alias("model_version"))
 
 
 def summarise(predictions: DataFrame, out: PredictionFiles, labelled: bool, num_classes: int) -> dict:

@@ -22,6 +22,8 @@ class RunOutputs:
     predictions: dict
     run_manifest: dict
     figures: dict[str, str] = field(default_factory=dict)   # figure key -> path
+    tracking: dict = field(default_factory=dict)            # tracking.json: MLflow runs and registered versions
+    promotion: dict = field(default_factory=dict)           # the registry's decision (evaluation folder)
 
 
 def load_run_outputs(cfg: PipelineConfig, layout: Layout) -> RunOutputs:
@@ -48,4 +50,12 @@ def load_run_outputs(cfg: PipelineConfig, layout: Layout) -> RunOutputs:
         predictions=storage.read_stage_output(prediction_metrics, "predict"),
         run_manifest=storage.read_json(layout.run_manifest) if storage.exists(layout.run_manifest) else {},
         figures={key: path for key, (path, _) in drawn.items()},
+        tracking=_optional(layout.tracking_record) if cfg.tracking.enabled else {},
+        promotion=_optional(evaluation.promotion) if cfg.tracking.enabled else {},
     )
+
+
+def _optional(path: str) -> dict:
+    """A record written only with tracking on: empty when missing."""
+    value = storage.read_json_if_valid(path)
+    return value if isinstance(value, dict) else {}

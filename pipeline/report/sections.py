@@ -117,6 +117,49 @@ def prediction_section(out: RunOutputs, cfg: PipelineConfig) -> str:
     ])
 
 
+def tracking_section(out: RunOutputs, cfg: PipelineConfig) -> str:
+    """MLflow runs, registered versions and the promotion decision, from tracking.json and promotion.json."""
+    tensorboard = ("Rank 0 wrote TensorBoard logs for every model under `train/<model>/tensorboard/` in the run "
+                   "folder: `make tensorboard` (or `tensorboard --logdir <run folder>/train`) shows the curves.")
+    if not cfg.tracking.enabled:
+        return "\n\n".join(["## 5. Tracking and registry",
+                             "Tracking was off (`tracking.enabled: false`): nothing was logged to MLflow and no model "
+                             "was registered; every figure of this report comes from the run folder alone.",
+                             tensorboard])
+    record, decision = out.tracking, out.promotion
+    models = record.get("models", {})
+    rows = [[name, f"`{entry.get('run_id', '-')}`", entry.get("version", "-"), entry.get("test_accuracy", "-")]
+            for name, entry in models.items()]
+    name = record.get("registered_model", cfg.tracking.registered_model)
+    parts = ["## 5. Tracking and registry",
+             f"Every model's training is one MLflow run (parameters, per-epoch metrics, history, curves, test metrics "
+             f"and figures, the model with its input signature), nested under this pipeline run's MLflow run "
+             f"`{record.get('pipeline_run_id', '-')}` (experiment `{cfg.tracking.experiment}`, store "
+             f"`{record.get('tracking_uri', '-')}`), which also holds this report. Each model is a version of the "
+             f"registered model `{name}`.",
+             table(["model", "MLflow run", "registered version", "test accuracy"], rows)]
+    if decision:
+        parts += [promotion_text(decision), table(
+            ["", "version", "test accuracy"],
+            [["challenger (this run's best)", decision["challenger_version"], decision["challenger_accuracy"]],
+             ["champion before this run", decision.get("champion_version") or "none",
+              "-" if decision.get("champion_accuracy") is None else decision["champion_accuracy"]]])]
+    parts += [f"The rule: the challenger becomes `champion` when its test accuracy is at least the target "
+              f"({pct(cfg.evaluate.target_accuracy)}) and beats the champion's, on the same test set, by at least "
+              f"`tracking.promotion_margin` ({cfg.tracking.promotion_margin:g}); the first model to meet the target is "
+              f"promoted. Score with the champion: `python jobs/predict.py --model models:/{name}@champion` (every "
+              "prediction row records the version in `model_version`).", tensorboard]
+    return "\n\n".join(parts)
+
+
+def promotion_text(decision: dict) -> str:
+    outcome = "**promoted to champion**" if decision["promoted"] else "**not promoted**: the champion stays"
+    scored = (f" (the champion was scored on this run's {decision['test_count']:,} test images)"
+              if decision.get("champion_scored_on_this_test_set") and decision.get("test_count") else "")
+    return (f"Promotion decision: the challenger, {decision.get('challenger_model', 'the best model')} (version "
+            f"{decision['challenger_version']}), was {outcome}: {decision['reason']}{scored}.")
+
+
 def _test_count(out: RunOutputs) -> int:
     return int(out.curated_manifest["counts"]["test"])
 
@@ -125,7 +168,7 @@ def structure_section(layout: Layout) -> str:
     rows = [[stage.name, f"`{stage.job}`", stage.summary, f"`{stage.reads(layout)}`", f"`{stage.writes(layout)}`"]
             for stage in STAGES]
     return "\n\n".join([
-        "## 5. Pipeline structure",
+        "## 6. Pipeline structure",
         "Each stage is registered once in `pipeline/stages.py` and runs as a thin `spark-submit`-able job in `jobs/`. "
         "`make run` runs them all in order through `jobs/run_pipeline.py`; a stage whose output is already complete "
         "for the same inputs and config is skipped (`--force` redoes everything, `--from STAGE` redoes from a stage).",
@@ -139,7 +182,7 @@ def libraries_section(out: RunOutputs) -> str:
     versions = out.run_manifest.get("versions", {})
     machine = out.run_manifest.get("machine", {})
     return "\n\n".join([
-        "## 6. Libraries and versions",
+        "## 7. Libraries and versions",
         "Read from the environment the run executed in:",
         table(["package", "version"], [[k, v] for k, v in versions.items()]),
         f"Machine: {machine.get('cores')} cores, {machine.get('memory_gib')} GiB, {machine.get('platform')}; "
@@ -150,7 +193,7 @@ def libraries_section(out: RunOutputs) -> str:
 def limitations_section(out: RunOutputs) -> str:
     workers = {h["num_workers"] for h in out.histories.values()}
     return "\n\n".join([
-        "## 7. Known limitations and future work",
+        "## 8. Known limitations and future work",
         "Known limitations:",
         "\n".join([
             f"- Training ran with {', '.join(map(str, sorted(workers)))} Horovod worker(s) in one Spark application; "
@@ -204,7 +247,7 @@ def conclusions_section(out: RunOutputs, cfg: PipelineConfig) -> str:
                      "yes" if out.metrics[name]["test_accuracy"] >= target else "no"])
     met = sum(1 for m in out.metrics.values() if m["test_accuracy"] >= target)
     return "\n\n".join([
-        "## 8. Conclusions",
+        "## 9. Conclusions",
         table(["model", "validation accuracy", "original study", "difference", "test accuracy",
                f"test >= {pct(target)}"], rows),
         f"{met} of {len(out.metrics)} models reach the {pct(target)} business target on unseen data; the best, "
@@ -214,7 +257,7 @@ def conclusions_section(out: RunOutputs, cfg: PipelineConfig) -> str:
 
 def references_section() -> str:
     return "\n\n".join([
-        "## 9. References and acknowledgements",
+        "## 10. References and acknowledgements",
         "\n".join([
             "- Y. LeCun, C. Cortes and C. J. C. Burges, *The MNIST database of handwritten digits* "
             "(CC BY-SA 3.0); the copy bundled in `data/mnist/` is the original IDX files.",

@@ -30,8 +30,8 @@ def report_markdown(out: RunOutputs, cfg: PipelineConfig, layout: Layout) -> str
               f"started {out.run_manifest.get('started', 'n/a')}. Every number below is read from this run's "
               "outputs.")
     body = [header, sections.data_section(out), sections.eda_section(out), sections.models_section(out, cfg),
-            sections.prediction_section(out, cfg), sections.structure_section(layout),
-            sections.libraries_section(out), sections.limitations_section(out),
+            sections.prediction_section(out, cfg), sections.tracking_section(out, cfg),
+            sections.structure_section(layout), sections.libraries_section(out), sections.limitations_section(out),
             sections.conclusions_section(out, cfg), sections.references_section()]
     return "\n\n".join(body) + "\n"
 
@@ -48,5 +48,9 @@ def run_report(spark: SparkSession, cfg: PipelineConfig, layout: Layout) -> Stag
         storage.write_text(layout.report_md, md_text)
         storage.write_text(layout.report_html, html_text)
     log.info("report written: %s and %s (%d figures)", layout.report_md, layout.report_html, len(figures))
+    details = {}
+    if cfg.tracking.enabled:
+        from pipeline.tracking.runs import log_report
+        details["mlflow_run_id"] = log_report(cfg, layout)
     return StageResult(False, {"report_md": layout.report_md, "report_html": layout.report_html},
-                       counts={"figures": len(figures)})
+                       counts={"figures": len(figures)}, details=details)

@@ -22,6 +22,7 @@ class TrainParams:
     model_path: str              # paths from the Layout, as plain strings
     history_path: str
     checkpoint_dir: str
+    tensorboard_dir: str
     train_url: str
     validation_url: str
     train_rows: int
@@ -69,7 +70,7 @@ def build_params(cfg: PipelineConfig, layout: Layout, model: str, counts: dict[s
     end_epoch = min(epochs, initial_epoch + t.stop_after_epochs) if t.stop_after_epochs > 0 else epochs
     return TrainParams(
         model=model, run_id=layout.run_id, model_path=layout.model_file(model), history_path=layout.history(model),
-        checkpoint_dir=layout.checkpoint_dir(model),
+        checkpoint_dir=layout.checkpoint_dir(model), tensorboard_dir=layout.tensorboard_dir(model),
         train_url=dataset_url(layout.curated("train")), validation_url=dataset_url(layout.curated("validation")),
         train_rows=int(counts["train"]), validation_rows=int(counts["validation"]), num_workers=num_workers,
         epochs=epochs, initial_epoch=initial_epoch, end_epoch=end_epoch, batch_size=t.batch_size,

@@ -33,9 +33,21 @@ def run_training(spark: SparkSession, cfg: PipelineConfig, layout: Layout, force
     for split in ("train", "validation"):
         check_row_groups(layout.curated(split), num_workers)
     per_model = {name: train_model(spark, cfg, layout, name, manifest, num_workers, force) for name in names}
+    if cfg.tracking.enabled:
+        track_models(cfg, layout, per_model)
     return StageResult(all(s["skipped"] for s in per_model.values()),
                        {name: layout.model_dir(name) for name in names},
                        counts={"models": len(names), "workers": num_workers}, details=per_model)
+
+
+def track_models(cfg: PipelineConfig, layout: Layout, per_model: dict[str, dict]) -> None:
+    """Log every complete model to MLflow from the driver, once (a skipped model already logged is found again):
+    the ranks never log. Its run and registered version join the model's summary."""
+    from pipeline.tracking.runs import log_training
+    for name, summary in per_model.items():
+        if summary["complete"]:
+            entry = log_training(cfg, layout, name)
+            summary.update(mlflow_run_id=entry["run_id"], registered_version=entry["version"])
 
 
 def selected_models(cfg: PipelineConfig, model: str) -> list[str]:

@@ -64,7 +64,7 @@ def compiled_model(params, size: int):
 def worker_callbacks(params, counter) -> list:
     """Order matters: weights broadcast from rank 0, moving statistics averaged before validation, validation
     checked and weighted before the metric average, then the warm-up; only rank 0 records (checkpoint, history,
-    log), last, so that it records what every rank agrees on."""
+    log, TensorBoard), last, so that it records what every rank agrees on."""
     import horovod.tensorflow.keras as hvd
 
     from pipeline.train import history
@@ -76,8 +76,17 @@ def worker_callbacks(params, counter) -> list:
                      initial_lr=params.learning_rate * hvd.size(), warmup_epochs=params.warmup_epochs,
                      steps_per_epoch=params.steps_per_epoch, verbose=0)]
     if hvd.rank() == 0:
-        callbacks.append(EpochRecorder(params, history.read(params.history_path), validation))
+        callbacks += [EpochRecorder(params, history.read(params.history_path), validation),
+                      tensorboard_callback(params.tensorboard_dir)]
     return callbacks
+
+
+def tensorboard_callback(log_dir: str):
+    """Rank 0's TensorBoard logs: the averaged metrics of every epoch (step = epoch, so a resumed run continues its
+    curves); no graph and no profiler, which would cost time on every run for what history.json already says."""
+    from tensorflow import keras
+    return keras.callbacks.TensorBoard(log_dir=log_dir, histogram_freq=0, write_graph=False, write_images=False,
+                                       update_freq="epoch", profile_batch=0)
 
 
 def save_final_model(model, params, size: int) -> None:

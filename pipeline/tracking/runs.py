@@ -1,0 +1,212 @@
+"""What the stages log: one MLflow run per pipeline run, one nested run per trained model, logged from the driver
+after training (the Horovod ranks never log), test metrics added by evaluation, the report uploaded by the report.
+
+Every call is idempotent: a model's run is found again by its tags (pipeline run id, model name, sha256 of its
+model.keras), so rerunning a job that skips a complete stage logs nothing twice, and retraining a model (new bytes)
+logs a new run and version.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from pipeline import storage
+from pipeline.config import PipelineConfig
+from pipeline.layout import EvaluationFiles, Layout
+from pipeline.tracking import record
+from pipeline.tracking.store import Store, connect, store_errors
+
+log = logging.getLogger(__name__)
+
+TAG_PIPELINE_RUN = "pipeline.run_id"     # the run folder's name
+TAG_KIND = "pipeline.kind"               # KIND_PIPELINE or KIND_TRAINING
+TAG_MODEL = "pipeline.model"
+TAG_MODEL_SHA = "pipeline.model_sha256"
+KIND_PIPELINE, KIND_TRAINING = "pipeline", "training"
+PARENT_TAG = "mlflow.parentRunId"        # what nests a run under another in MLflow's UI
+EPOCH_METRICS = {"loss": "loss", "accuracy": "accuracy", "val_loss": "val_loss", "val_accuracy": "val_accuracy",
+                 "seconds": "epoch_seconds"}  # history.json key -> MLflow metric, logged with step = epoch
+TEST_METRICS = ("test_accuracy", "test_loss")
+INPUT_EXAMPLE_ROWS = 2
+
+
+def pipeline_run(store: Store, cfg: PipelineConfig, layout: Layout) -> str:
+    """The MLflow run standing for this pipeline run (created on first use), under which every model's run nests."""
+    found = _search(store, {TAG_KIND: KIND_PIPELINE, TAG_PIPELINE_RUN: layout.run_id})
+    if found:
+        return found[0].info.run_id
+    from pipeline.manifest import git_commit
+    run = store.client.create_run(store.experiment_id, run_name=layout.run_id, tags={
+        TAG_KIND: KIND_PIPELINE, TAG_PIPELINE_RUN: layout.run_id, "pipeline.profile": cfg.profile,
+        "pipeline.run_folder": layout.run_root, "mlflow.source.git.commit": git_commit()})
+    store.client.set_terminated(run.info.run_id, "FINISHED")  # it spans several jobs: nothing stays RUNNING
+    return run.info.run_id
+
+
+def log_training(cfg: PipelineConfig, layout: Layout, model: str, store: Store | None = None) -> dict:
+    """The trained `model`'s MLflow run and registered version, logged if not yet: {"run_id", "version", ...}."""
+    store = store or connect(cfg)
+    with store_errors(store.uri, f"logging the training of {model}"):
+        parent = pipeline_run(store, cfg, layout)
+        sha = _sha256(layout.model_file(model))
+        entry = _logged(store, cfg, layout.run_id, model, sha)
+        if entry is None:
+            entry = _log_new_training(store, cfg, layout, model, sha, parent)
+            log.info("%s logged to MLflow: run %s, registered as %s version %s", model, entry["run_id"],
+                     cfg.tracking.registered_model, entry["version"])
+        else:
+            log.info("%s already logged to MLflow (run %s, version %s)", model, entry["run_id"], entry["version"])
+    record.update(layout, "train", tracking_uri=store.shown_uri, experiment_id=store.experiment_id,
+                  pipeline_run_id=parent, registered_model=cfg.tracking.registered_model, models={model: entry})
+    return entry
+
+
+def _logged(store: Store, cfg: PipelineConfig, run_id: str, model: str, sha: str) -> dict | None:
+    """The finished run already holding these exact model bytes, with its registered version; else None."""
+    for run in _search(store, {TAG_KIND: KIND_TRAINING, TAG_PIPELINE_RUN: run_id, TAG_MODEL: model,
+                               TAG_MODEL_SHA: sha}):
+        if run.info.status != "FINISHED":
+            continue  # an attempt killed midway: left as it is (FAILED or RUNNING), never reused
+        versions = store.client.search_model_versions(f"name = '{cfg.tracking.registered_model}' and "
+                                                      f"run_id = '{run.info.run_id}'")
+        if versions:
+            return _entry(run.info.run_id, versions[0].version, sha)
+    return None
+
+
+def _entry(run_id: str, version: str, sha: str) -> dict:
+    return {"run_id": run_id, "version": str(version), "model_sha256": sha}
+
+
+def _log_new_training(store: Store, cfg: PipelineConfig, layout: Layout, model: str, sha: str, parent: str) -> dict:
+    from pipeline.tracking.model_log import log_keras_model
+    history = storage.read_stage_output(layout.history(model), "train")
+    run = store.client.create_run(store.experiment_id, run_name=f"{layout.run_id}/{model}", tags={
+        PARENT_TAG: parent, TAG_KIND: KIND_TRAINING, TAG_PIPELINE_RUN: layout.run_id, TAG_MODEL: model,
+        TAG_MODEL_SHA: sha})
+    run_id = run.info.run_id
+    try:
+        store.client.log_batch(run_id, metrics=epoch_metrics(history),
+                               params=[_param(k, v) for k, v in training_params(cfg, layout, history).items()])
+        for path in (layout.history(model), layout.curves(model)):
+            with _local(path) as local:
+                store.client.log_artifact(run_id, local, "training")
+        version_tags = {"run_id": run_id, "model": model, "data_fingerprint": str(_curated_fingerprint(layout)),
+                        "model_sha256": sha, "pipeline_run": layout.run_id}
+        with _local(layout.model_file(model)) as local:
+            version = log_keras_model(store.client, run_id, local, input_example(layout),
+                                      cfg.tracking.registered_model, version_tags)
+        store.client.set_terminated(run_id, "FINISHED")
+    except BaseException:
+        store.client.set_terminated(run_id, "FAILED")
+        raise
+    return _entry(run_id, version.version, sha)
+
+
+def epoch_metrics(history: dict) -> list:
+    """Every epoch's loss, accuracy, validation loss and accuracy and seconds, as metrics with step = epoch."""
+    from mlflow.entities import Metric
+    now = int(time.time() * 1000)
+    return [Metric(metric, float(epoch[key]), now, int(epoch["epoch"]))
+            for epoch in history.get("epochs", []) for key, metric in EPOCH_METRICS.items() if key in epoch]
+
+
+def training_params(cfg: PipelineConfig, layout: Layout, history: dict) -> dict:
+    """What made the model: config as training used it, data fingerprint, git commit and library versions."""
+    from pipeline.manifest import git_commit
+    from pipeline.versions import package_versions
+    params = {key: history.get(key) for key in (
+        "model", "epochs_planned", "epochs_completed", "batch_size_per_worker", "num_workers", "learning_rate",
+        "learning_rate_scaled", "warmup_epochs", "steps_per_epoch", "train_rows", "validation_rows", "params",
+        "resumed_from_epoch")}
+    params |= {"seed": cfg.train.seed, "training_fingerprint": history.get("fingerprint"),
+               "data_fingerprint": _curated_fingerprint(layout), "git_commit": git_commit(),
+               **{f"version.{name}": version for name, version in package_versions().items()}}
+    return params
+
+
+def _param(key: str, value):
+    from mlflow.entities import Param
+    return Param(key, "" if value is None else str(value)[:6000])
+
+
+def _curated_fingerprint(layout: Layout) -> str | None:
+    manifest = storage.read_json_if_valid(layout.curated_manifest)
+    return manifest.get("fingerprint") if isinstance(manifest, dict) else None
+
+
+def input_example(layout: Layout):
+    """A few validation images (never test ones) shaped as the model takes them."""
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    from pipeline.schema import IMAGE_SHAPE
+    fs, root = storage.filesystem(layout.curated("validation"))
+    dataset = pq.ParquetDataset(root, filesystem=fs, use_legacy_dataset=False)
+    images = dataset.fragments[0].head(INPUT_EXAMPLE_ROWS, columns=["image"]).column("image").to_pylist()
+    return np.asarray(images, dtype=np.float32).reshape(-1, *IMAGE_SHAPE)
+
+
+def log_evaluation(cfg: PipelineConfig, layout: Layout, summary: dict, files: EvaluationFiles) -> dict[str, dict]:
+    """Test metrics and evaluation figures added to every evaluated model's run, test accuracy tagged on its
+    version (the training is logged first if it was not). Returns model -> {"run_id", "version", ...}."""
+    store = connect(cfg)
+    entries = {}
+    for model, figures in summary["models"].items():
+        entry = log_training(cfg, layout, model, store)
+        with store_errors(store.uri, f"logging the evaluation of {model}"):
+            logged = store.client.get_run(entry["run_id"]).data.metrics
+            metrics = {k: float(figures[k]) for k in TEST_METRICS if logged.get(k) != float(figures[k])}
+            for key, value in metrics.items():
+                store.client.log_metric(entry["run_id"], key, value)
+            for path in (files.metrics(model), files.confusion_matrix_csv(model), files.confusion_matrix_png(model),
+                         files.misclassified_png(model)):
+                with _local(path) as local:
+                    store.client.log_artifact(entry["run_id"], local, "evaluation")
+            store.client.set_model_version_tag(cfg.tracking.registered_model, entry["version"], "test_accuracy",
+                                               f"{figures['test_accuracy']:.6f}")
+        entries[model] = {**entry, "test_accuracy": figures["test_accuracy"]}
+    record.update(layout, "evaluate", models=entries)
+    return entries
+
+
+def log_report(cfg: PipelineConfig, layout: Layout) -> str:
+    """report.html uploaded to the pipeline run's artifacts; returns that run's id."""
+    store = connect(cfg)
+    with store_errors(store.uri, "uploading the report"):
+        parent = pipeline_run(store, cfg, layout)
+        with _local(layout.report_html) as local:
+            store.client.log_artifact(parent, local)
+    record.update(layout, "report", pipeline_run_id=parent, report_artifact=os.path.basename(layout.report_html))
+    return parent
+
+
+def _search(store: Store, tags: dict[str, str]) -> list:
+    condition = " and ".join(f"tags.`{key}` = '{value}'" for key, value in tags.items())
+    return store.client.search_runs([store.experiment_id], condition, order_by=["attributes.start_time DESC"])
+
+
+def _sha256(path: str) -> str:
+    return hashlib.sha256(storage.read_bytes(path)).hexdigest()
+
+
+@contextmanager
+def _local(path: str) -> Iterator[str]:
+    """`path` as a local file with the same name (MLflow uploads local files): a copy when it is a URI."""
+    if "://" not in path or path.startswith("file://"):
+        yield path.removeprefix("file://")
+        return
+    folder = tempfile.mkdtemp(prefix="mlflow-upload-")
+    try:
+        local = os.path.join(folder, os.path.basename(path))
+        with open(local, "wb") as out:
+            out.write(storage.read_bytes(path))
+        yield local
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

@@ -1,0 +1,102 @@
+"""Which MLflow store a job talks to, and the one experiment the pipeline logs into.
+
+The store is tracking.uri, else MLFLOW_TRACKING_URI, else a SQLite file under paths.mlflow (nothing to start). For
+a store that is not a tracking server, new experiments get an explicit artifact folder: without one MLflow writes
+./mlruns in whatever directory a job runs in.
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from pipeline.config import PipelineConfig, redacted
+from pipeline.errors import PipelineError
+from pipeline.layout import Layout
+
+TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
+SERVER_SCHEMES = ("http://", "https://", "databricks")
+
+
+@dataclass(frozen=True)
+class Store:
+    client: Any           # mlflow.MlflowClient bound to `uri` for tracking and registry alike
+    uri: str
+    experiment_id: str
+
+    @property
+    def shown_uri(self) -> str:
+        """The URI as logs and records show it: a password in it redacted."""
+        return redacted(self.uri)
+
+
+def tracking_uri(cfg: PipelineConfig, layout: Layout) -> str:
+    """tracking.uri, else MLFLOW_TRACKING_URI, else the local SQLite store."""
+    configured = cfg.tracking.uri or os.environ.get(TRACKING_URI_ENV, "")
+    if configured:
+        return configured
+    if "://" in layout.mlflow_root:
+        raise PipelineError(f"paths.mlflow '{layout.mlflow_root}' is not a local folder, which the default SQLite "
+                            "tracking store needs: set tracking.uri to a tracking server")
+    return f"sqlite:///{layout.mlflow_db}"
+
+
+def is_server(uri: str) -> bool:
+    return uri.startswith(SERVER_SCHEMES)
+
+
+def artifact_location(cfg: PipelineConfig, layout: Layout, uri: str) -> str | None:
+    """tracking.artifact_location; else the local artifact folder, unless a server chooses."""
+    if cfg.tracking.artifact_location:
+        return cfg.tracking.artifact_location
+    if is_server(uri):
+        return None
+    folder = layout.mlflow_artifacts
+    return folder if "://" in folder else f"file://{folder}"
+
+
+def connect(cfg: PipelineConfig) -> Store:
+    """The store and the pipeline's experiment (created on first use). MLflow's process-wide URIs are set too:
+    model logging and artifact downloads go through them."""
+    import mlflow
+    layout = Layout.from_config(cfg)  # the store's paths come from config alone, whichever run is logging
+    uri = tracking_uri(cfg, layout)
+    if uri == f"sqlite:///{layout.mlflow_db}":
+        os.makedirs(layout.mlflow_root, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+    with store_errors(uri, "opening"):
+        experiment_id = _experiment_id(client, cfg.tracking.experiment, artifact_location(cfg, layout, uri))
+    return Store(client, uri, experiment_id)
+
+
+def _experiment_id(client, name: str, location: str | None) -> str:
+    from mlflow.exceptions import MlflowException
+    found = client.get_experiment_by_name(name)
+    if found is None:
+        try:
+            return client.create_experiment(name, artifact_location=location)
+        except MlflowException:  # another job created it in the meantime
+            found = client.get_experiment_by_name(name)
+            if found is None:
+                raise
+    if found.lifecycle_stage == "deleted":
+        raise PipelineError(f"MLflow experiment '{name}' (tracking.experiment) is deleted: restore it "
+                            "(mlflow experiments restore) or choose another name")
+    return found.experiment_id
+
+
+@contextmanager
+def store_errors(uri: str, doing: str) -> Iterator[None]:
+    """MLflow's and the network's errors as one PipelineError line naming the store."""
+    from mlflow.exceptions import MlflowException
+    try:
+        yield
+    except PipelineError:
+        raise
+    except (MlflowException, OSError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+        raise PipelineError(f"MLflow tracking store {redacted(uri)}: {doing} failed: {first}") from exc

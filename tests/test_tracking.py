@@ -1,0 +1,230 @@
+"""The tracking layer: the promotion rule, the registry on small real Keras models in a store under tmp_path,
+predicting by alias, the config switch, and the MLflow UI launcher."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from pipeline.config import REPO_ROOT
+from pipeline.errors import PipelineError
+from pipeline.layout import Layout
+from pipeline.tracking.registry import promotion_rule
+
+TARGET, MARGIN = 0.90, 0.002
+
+
+@pytest.mark.parametrize(("challenger", "champion", "promoted", "reason"), [
+    (0.95, None, True, "challenger test accuracy 0.9500 meets the target 0.9000 and there is no champion yet"),
+    (0.89, None, False, "challenger test accuracy 0.8900 is below the target 0.9000"),
+    (0.89, 0.85, False, "challenger test accuracy 0.8900 is below the target 0.9000"),
+    (0.953, 0.950, True, "challenger test accuracy 0.9530 beats the champion's 0.9500 (+0.0030; margin 0.0020)"),
+    (0.952, 0.950, True, "challenger test accuracy 0.9520 beats the champion's 0.9500 (+0.0020; margin 0.0020)"),
+    (0.951, 0.950, False, "challenger test accuracy 0.9510 does not beat the champion's 0.9500 (+0.0010; "
+                          "margin 0.0020)"),
+    (0.940, 0.950, False, "challenger test accuracy 0.9400 does not beat the champion's 0.9500 (-0.0100; "
+                          "margin 0.0020)"),
+])
+def test_the_promotion_rule(challenger, champion, promoted, reason):
+    assert promotion_rule(challenger, champion, TARGET, MARGIN) == (promoted, reason)
+
+
+def test_a_zero_margin_still_needs_a_higher_accuracy():
+    assert promotion_rule(0.95, 0.95, TARGET, 0.0)[0] is False
+    assert promotion_rule(0.9501, 0.95, TARGET, 0.0)[0] is True
+
+
+def test_tracking_config_is_checked(make_config):
+    cfg = make_config()
+    assert (cfg.tracking.enabled, cfg.tracking.registered_model, cfg.tracking.uri) == \
+        (True, "mnist-digit-classifier", "")
+    with pytest.raises(PipelineError, match=r"config key 'tracking.promotion_margin' must be between 0 and 1, got 2"):
+        make_config("tracking.promotion_margin=2")
+    with pytest.raises(PipelineError, match="unknown config key 'tracking.nosuch'"):
+        make_config("tracking.nosuch=1")
+
+
+def test_the_store_defaults_to_sqlite_under_paths_mlflow(make_config, tmp_path, monkeypatch):
+    from pipeline.tracking.store import artifact_location, tracking_uri
+    cfg = make_config()
+    layout = Layout.from_config(cfg)
+    assert tracking_uri(cfg, layout) == f"sqlite:///{tmp_path}/mlflow/mlflow.db"
+    assert artifact_location(cfg, layout, tracking_uri(cfg, layout)) == f"file://{tmp_path}/mlflow/artifacts"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5999")
+    assert tracking_uri(cfg, layout) == "http://127.0.0.1:5999"
+    assert artifact_location(cfg, layout, "http://127.0.0.1:5999") is None  # the server chooses
+    configured = make_config("tracking.uri=sqlite:////elsewhere/m.db")
+    assert tracking_uri(configured, Layout.from_config(configured)) == "sqlite:////elsewhere/m.db"
+    remote = make_config("paths.mlflow=hdfs:///mlflow")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    with pytest.raises(PipelineError, match="paths.mlflow 'hdfs:///mlflow' is not a local folder.*set tracking.uri"):
+        tracking_uri(remote, Layout.from_config(remote))
+
+
+def register(cfg, model_file: str, model: str, accuracy: float) -> str:
+    """One model logged and registered the way training does it; returns its version."""
+    from pipeline.tracking.model_log import log_keras_model
+    from pipeline.tracking.store import connect
+    store = connect(cfg)
+    run = store.client.create_run(store.experiment_id, tags={"pipeline.model": model})
+    example = np.zeros((2, 28, 28, 1), np.float32)
+    version = log_keras_model(store.client, run.info.run_id, model_file, example, cfg.tracking.registered_model,
+                              {"model": model, "test_accuracy": str(accuracy)})
+    store.client.set_terminated(run.info.run_id, "FINISHED")
+    return str(version.version)
+
+
+@pytest.fixture(scope="module")
+def registry(small_mnist_model, tmp_path_factory):
+    """Three versions (trained, untrained, trained again) in a store under a temp dir; promotions in order."""
+    from pipeline.config import load_config
+    from pipeline.tracking import registry as reg
+    root = tmp_path_factory.mktemp("registry")
+    cfg = load_config(None, "full", [f"paths.mlflow={root / 'mlflow'}", f"paths.runs={root / 'runs'}",
+                                     f"tracking.promotion_margin={MARGIN}"])
+    versions = [register(cfg, small_mnist_model[kind], name, accuracy) for kind, name, accuracy in
+                (("trained", "model_1", 0.95), ("untrained", "model_2", 0.94), ("trained", "model_3", 0.97))]
+    before = reg.champion(cfg)
+    decisions = []
+    for version, accuracy in zip(versions, (0.95, 0.94, 0.97), strict=True):
+        reg.set_challenger(cfg, version)
+        current = reg.champion(cfg)
+        challenger = reg.resolve_model_uri(cfg, f"models:/{cfg.tracking.registered_model}@challenger")
+        champion_accuracy = None if current is None else {"1": 0.95, "2": 0.94, "3": 0.97}[current.version]
+        decisions.append(reg.promote(cfg, challenger, accuracy, champion_accuracy))
+    return cfg, versions, before, decisions
+
+
+def test_first_model_is_promoted_a_worse_one_is_not_a_better_one_is(registry):
+    cfg, versions, before, decisions = registry
+    assert versions == ["1", "2", "3"] and before is None
+    assert [(d.promoted, d.challenger_version, d.champion_version) for d in decisions] == \
+        [(True, "1", None), (False, "2", "1"), (True, "3", "1")]
+    assert decisions[1].reason == ("challenger test accuracy 0.9400 does not beat the champion's 0.9500 (-0.0100; "
+                                   "margin 0.0020)")
+    assert decisions[2].to_dict()["champion_accuracy"] == 0.95 and decisions[2].target == 0.90
+
+
+def test_decisions_are_recorded_and_the_replaced_champion_says_so(registry):
+    from pipeline.tracking.store import connect
+    cfg, _, _, _ = registry
+    client, name = connect(cfg).client, cfg.tracking.registered_model
+    assert str(client.get_model_version_by_alias(name, "champion").version) == "3"
+    assert str(client.get_model_version_by_alias(name, "challenger").version) == "3"
+    tags = {v: client.get_model_version(name, v).tags for v in ("1", "2", "3")}
+    assert [tags[v]["promotion"] for v in ("1", "2", "3")] == ["promoted", "kept", "promoted"]
+    assert tags["1"]["replaced_by"].startswith("version 3 at ") and "replaced_by" not in tags["2"]
+    run = client.get_run(client.get_model_version(name, "2").run_id)
+    assert run.data.tags["promotion"] == "kept"
+
+
+def test_resolve_gives_a_fixed_version_and_a_checked_local_model_keras(registry, small_mnist_model):
+    from pipeline.tracking.registry import resolve_model_uri
+    cfg, _, _, _ = registry
+    name = cfg.tracking.registered_model
+    by_alias = resolve_model_uri(cfg, f"models:/{name}@champion")
+    by_number = resolve_model_uri(cfg, f"models:/{name}/2")
+    assert (by_alias.version, by_number.version) == ("3", "2")
+    assert by_alias.model_file == f"{Layout.from_config(cfg).registry_cache(name, '3')}/model.keras"
+    assert Path(by_alias.model_file).read_bytes() == Path(small_mnist_model["trained"]).read_bytes()
+    assert Path(by_number.model_file).read_bytes() == Path(small_mnist_model["untrained"]).read_bytes()
+
+
+def test_the_logged_version_holds_our_keras_file_and_no_savedmodel_or_hdf5(registry):
+    import mlflow
+    cfg, _, _, _ = registry
+    root = Path(mlflow.artifacts.download_artifacts(f"models:/{cfg.tracking.registered_model}/1"))
+    files = {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()}
+    assert "data/model.keras" in files and "MLmodel" in files and "input_example.json" in files
+    assert not [f for f in files if f.endswith((".h5", ".pb", ".cloudpickle"))], files
+    mlmodel = yaml.safe_load((root / "MLmodel").read_text())
+    assert mlmodel["artifact_path"].startswith(f"file://{cfg.paths.mlflow}/artifacts/")  # never ./mlruns
+    assert mlmodel["flavors"]["tensorflow"]["save_format"] == "keras"
+    assert [spec["tensor-spec"]["shape"] for spec in json.loads(mlmodel["signature"]["inputs"])] == [[-1, 28, 28, 1]]
+
+
+@pytest.mark.parametrize(("uri", "message"), [
+    ("models:/mnist-digit-classifier@nosuch", "registered model 'mnist-digit-classifier' has no alias 'nosuch' "
+                                              r"\(aliases: challenger, champion\) in MLflow store sqlite:///"),
+    ("models:/mnist-digit-classifier/9", "registered model 'mnist-digit-classifier' has no version 9"),
+    ("models:/other@champion", "no registered model 'other' in MLflow store"),
+    ("models:/mnist-digit-classifier", "model 'models:/mnist-digit-classifier' is not a registry URI: "
+                                       "models:/<name>@<alias> or models:/<name>/<version>"),
+])
+def test_a_missing_alias_version_or_model_is_one_line(registry, uri, message):
+    from pipeline.tracking.registry import resolve_model_uri
+    cfg, _, _, _ = registry
+    with pytest.raises(PipelineError, match=message):
+        resolve_model_uri(cfg, uri)
+
+
+def test_registry_uris_need_tracking_on(make_config):
+    from pipeline.tracking.registry import resolve_model_uri
+    with pytest.raises(PipelineError, match=r"registry models need tracking.enabled \(it is false\)"):
+        resolve_model_uri(make_config("tracking.enabled=false"), "models:/m@champion")
+
+
+def test_predict_by_alias_scores_with_that_version_and_writes_it_in_every_row(spark, registry,
+                                                                              small_curated_test_set, tmp_path):
+    import dataclasses
+
+    from pipeline.predict.stage import run_prediction
+    cfg, _, _, _ = registry
+    cfg = dataclasses.replace(cfg, paths=dataclasses.replace(cfg.paths, runs=str(tmp_path / "runs")))
+    out = tmp_path / "scored"
+    summary = run_prediction(spark, cfg, Layout.from_config(cfg, "run"), input_path=small_curated_test_set,
+                             model=f"models:/{cfg.tracking.registered_model}@champion", output=str(out)).details
+    assert (summary["model"], summary["model_version"], summary["count"]) == ("mnist-digit-classifier", "3", 1000)
+    predictions = spark.read.parquet(str(out / "predictions.parquet"))
+    assert predictions.groupBy("model_version").count().collect() == [("3", 1000)]
+    assert summary["accuracy"] > 0.8  # version 3 is the trained model
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_the_ui_serves_the_local_store_on_loopback(registry):
+    """What `make mlflow-ui` runs: the REST API answers on 127.0.0.1 and lists the pipeline's experiment."""
+    cfg, _, _, _ = registry
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    server = subprocess.Popen([sys.executable, "-m", "pipeline.tracking.ui", "--port", str(port),
+                               "--set", f"paths.mlflow={cfg.paths.mlflow}"], env=env, start_new_session=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        url = f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/search?max_results=10"
+        body = wait_for_json(url, server)
+        assert cfg.tracking.experiment in [e["name"] for e in body["experiments"]]
+        listening = {c.laddr.ip for c in __import__("psutil").net_connections("tcp")
+                     if c.status == "LISTEN" and c.laddr.port == port}
+        assert listening == {"127.0.0.1"}
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+
+
+def wait_for_json(url: str, server: subprocess.Popen, timeout: float = 90) -> dict:
+    """The JSON at `url` once the server answers; fails at once if the server exits first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            pytest.fail(f"the MLflow server exited with {server.returncode}: {server.stdout.read().decode()[-2000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                return json.loads(response.read())
+        except OSError:
+            time.sleep(0.5)  # polling a port that is not open yet: no event to wait on
+    pytest.fail(f"no answer from {url} within {timeout} s")
