@@ -16,7 +16,7 @@ HOROVOD_FLAGS := HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITH_GLOO=1 HOROVOD_WITHOUT_M
                  HOROVOD_WITHOUT_PYTORCH=1 HOROVOD_WITHOUT_MXNET=1
 
 .PHONY: setup run test test-fast lint bench dist clean check-prereqs cluster-up cluster-down cluster-status \
-        cluster-check cluster-run test-cluster constraints
+        cluster-check cluster-run test-cluster constraints mlflow-ui tensorboard
 
 setup: $(STAMP)
 
@@ -56,6 +56,17 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check pipeline jobs tests benchmarks scripts
+
+# The MLflow UI over the local tracking store (paths.mlflow of CONF), on 127.0.0.1 only: http://127.0.0.1:$(PORT)
+PORT ?= 5000
+mlflow-ui: $(STAMP)
+	$(PY) -m pipeline.tracking.ui --conf $(CONF) --port $(PORT)
+
+# TensorBoard over every run's training logs (<runs>/<run id>/train/<model>/tensorboard), on 127.0.0.1 only.
+TB_PORT ?= 6006
+TB_LOGDIR ?= output/runs
+tensorboard: $(STAMP)
+	$(VENV)/bin/tensorboard --logdir $(TB_LOGDIR) --host 127.0.0.1 --port $(TB_PORT)
 
 bench: $(STAMP)
 	$(PY) benchmarks/run.py --mode $(BENCH)

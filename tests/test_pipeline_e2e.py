@@ -1,5 +1,8 @@
-"""The main job end to end: the quick profile on the bundled MNIST, then a rerun that skips completed stages."""
+"""The main job end to end: the quick profile on the bundled MNIST, then a rerun that skips completed stages; with
+tracking on, what MLflow holds after both, a smaller run whose best model is worse than the champion, and a run with
+tracking off."""
 import re
+import sys
 
 import pytest
 
@@ -20,11 +23,47 @@ def quick_run(spark, tmp_path_factory):
     from pipeline.config import load_config
     root = tmp_path_factory.mktemp("e2e")
     cfg = load_config(None, "quick", [f"paths.data={root / 'data'}", f"paths.runs={root / 'runs'}",
-                                      "spark.master=local[2]", "train.num_workers=2"])
+                                      f"paths.mlflow={root / 'mlflow'}", "spark.master=local[2]",
+                                      "train.num_workers=2"])
     layout = Layout.from_config(cfg)
     first = run_pipeline(spark, cfg, layout)
     second = run_pipeline(spark, cfg, layout)
     return cfg, layout, first, second
+
+
+# One model for one epoch (about a minute): its best is worse than the quick run's, on the same data.
+SMALL_RUN = ["train.models={model_1: {epochs: 1}}", "evaluate.target_accuracy=0.5"]
+
+
+@pytest.fixture(scope="module")
+def worse_run(spark, quick_run):
+    """After the quick run, in the same store: a run whose best model is worse than the champion."""
+    import dataclasses
+
+    from pipeline.config import load_config
+    cfg, _, _, _ = quick_run
+    small = load_config(None, "quick", [f"paths.data={cfg.paths.data}", f"paths.runs={cfg.paths.runs}",
+                                        f"paths.mlflow={cfg.paths.mlflow}", "spark.master=local[2]",
+                                        "train.num_workers=2", *SMALL_RUN])
+    assert dataclasses.replace(small, train=cfg.train, evaluate=cfg.evaluate) == cfg
+    layout = Layout.from_config(small)
+    return small, layout, run_pipeline(spark, small, layout)
+
+
+@pytest.fixture(scope="module")
+def untracked_run(spark, quick_run):
+    """The same small run with tracking off, where importing MLflow would fail."""
+    from pipeline.config import load_config
+    cfg, layout, _, _ = quick_run
+    root = layout.run_root.rsplit("/", 2)[0]
+    off = load_config(None, "quick", [f"paths.data={cfg.paths.data}", f"paths.runs={root}/runs-off",
+                                      f"paths.mlflow={root}/mlflow-off", "spark.master=local[2]",
+                                      "train.num_workers=2", "tracking.enabled=false", *SMALL_RUN])
+    layout = Layout.from_config(off)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(sys.modules, "mlflow", None)  # `import mlflow` raises ImportError from here on
+        manifest = run_pipeline(spark, off, layout)
+    return off, layout, manifest
 
 
 def test_manifest_lists_every_stage_with_durations(quick_run):
@@ -60,3 +99,93 @@ def test_rerun_skips_completed_stages(quick_run):
     assert {"ingest", "prepare", "eda", "train", "evaluate"} <= skipped
     assert second["headline"]["target_met"] is first["headline"]["target_met"] is True
     assert second["headline"]["best_test_accuracy"] == first["headline"]["best_test_accuracy"]
+
+
+def mlflow_store(cfg):
+    from pipeline.tracking.store import connect
+    return connect(cfg)
+
+
+def training_runs(store) -> list:
+    from pipeline.tracking.runs import TAG_KIND
+    return store.client.search_runs([store.experiment_id], f"tags.`{TAG_KIND}` = 'training'")
+
+
+def test_one_mlflow_run_per_model_with_every_epoch_even_after_the_rerun(quick_run):
+    from pipeline.tracking.runs import PARENT_TAG, TAG_KIND, TAG_MODEL
+    cfg, layout, _, _ = quick_run
+    store = mlflow_store(cfg)
+    runs = training_runs(store)
+    assert sorted(r.data.tags[TAG_MODEL] for r in runs) == ["model_1", "model_2", "model_3"]
+    parents = store.client.search_runs([store.experiment_id], f"tags.`{TAG_KIND}` = 'pipeline'")
+    assert [p.info.run_name for p in parents] == [layout.run_id]
+    for run in runs:
+        model = run.data.tags[TAG_MODEL]
+        assert run.data.tags[PARENT_TAG] == parents[0].info.run_id and run.info.status == "FINISHED"
+        for metric in ("loss", "accuracy", "val_loss", "val_accuracy", "epoch_seconds"):
+            points = store.client.get_metric_history(run.info.run_id, metric)
+            assert [p.step for p in points] == list(range(1, cfg.train.models[model].epochs + 1)), (model, metric)
+        assert run.data.params["data_fingerprint"] == storage.read_json(layout.curated_manifest)["fingerprint"]
+        assert {"test_accuracy", "test_loss"} <= set(run.data.metrics)
+        artifacts = {a.path for a in store.client.list_artifacts(run.info.run_id, "evaluation")}
+        assert "evaluation/confusion_matrix.png" in artifacts and "evaluation/misclassified.png" in artifacts
+    assert [a.path for a in store.client.list_artifacts(parents[0].info.run_id)] == ["report.html"]
+
+
+def test_three_versions_the_best_is_challenger_and_the_first_champion(quick_run):
+    cfg, layout, first, _ = quick_run
+    client, name = mlflow_store(cfg).client, cfg.tracking.registered_model
+    versions = {v.tags["model"]: str(v.version) for v in client.search_model_versions(f"name = '{name}'")}
+    assert sorted(versions) == ["model_1", "model_2", "model_3"]
+    best = first["headline"]["best_model"]
+    assert str(client.get_model_version_by_alias(name, "challenger").version) == versions[best]
+    assert str(client.get_model_version_by_alias(name, "champion").version) == versions[best]
+    decision = storage.read_json(layout.evaluation_files.promotion)
+    assert (decision["promoted"], decision["champion_version"], decision["challenger_version"]) == \
+        (True, None, versions[best])
+    assert decision["challenger_accuracy"] == first["headline"]["best_test_accuracy"]
+    record = storage.read_json(layout.tracking_record)
+    assert {m: e["version"] for m, e in record["models"].items()} == versions
+    report = storage.read_text(layout.report_md)
+    assert f"was **promoted to champion**: {decision['reason']}" in report
+    assert f"models:/{name}@champion" in report
+
+
+def test_a_worse_run_scores_the_champion_on_its_test_set_and_keeps_it(quick_run, worse_run):
+    cfg, _, first, _ = quick_run
+    small, layout, _ = worse_run
+    client, name = mlflow_store(cfg).client, cfg.tracking.registered_model
+    decision = storage.read_json(layout.evaluation_files.promotion)
+    champion = str(client.get_model_version_by_alias(name, "champion").version)
+    assert decision["promoted"] is False and decision["champion_version"] == champion
+    assert decision["champion_scored_on_this_test_set"] is True  # another run's model: scored here, same scorer
+    assert decision["champion_accuracy"] == first["headline"]["best_test_accuracy"]  # same test set, same figure
+    assert decision["challenger_accuracy"] < decision["champion_accuracy"]
+    assert str(client.get_model_version_by_alias(name, "challenger").version) == decision["challenger_version"]
+    assert client.get_model_version(name, decision["challenger_version"]).tags["promotion"] == "kept"
+    assert len(training_runs(mlflow_store(cfg))) == 4
+
+
+def test_predict_by_alias_after_the_runs(spark, quick_run, worse_run, tmp_path):
+    from pipeline.predict.stage import run_prediction
+    cfg, layout, _, _ = quick_run
+    name = cfg.tracking.registered_model
+    champion = str(mlflow_store(cfg).client.get_model_version_by_alias(name, "champion").version)
+    summary = run_prediction(spark, cfg, layout, model=f"models:/{name}@champion", output=str(tmp_path / "p")).details
+    rows = spark.read.parquet(str(tmp_path / "p" / "predictions.parquet")).groupBy("model_version").count().collect()
+    assert summary["model_version"] == champion and [r["model_version"] for r in rows] == [champion]
+
+
+def test_tracking_off_runs_as_before_and_writes_no_store(untracked_run):
+    cfg, layout, manifest = untracked_run
+    assert [s["stage"] for s in manifest["stages"]] == list(STAGES)
+    assert not storage.exists(cfg.resolve(cfg.paths.mlflow))
+    assert not storage.exists(layout.tracking_record) and not storage.exists(layout.evaluation_files.promotion)
+    assert "Tracking was off" in storage.read_text(layout.report_md)
+
+
+def test_rank_0_wrote_tensorboard_logs_for_every_model(quick_run):
+    from pathlib import Path
+    _, layout, _, _ = quick_run
+    for model in ("model_1", "model_2", "model_3"):
+        assert list(Path(layout.tensorboard_dir(model)).glob("validation/events.out.tfevents.*")), model

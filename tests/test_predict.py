@@ -103,7 +103,9 @@ def test_parquet_predictions_equal_the_models_own_predict(spark, make_config, sm
     out = PredictionFiles(str(tmp_path / "out"))
     predictions = spark.read.parquet(out.predictions)
     assert predictions.columns == ["record_id", "label", "prediction", "confidence", "probabilities", "model",
-                                   "run_id"]
+                                   "run_id", "model_version"]
+    assert predictions.schema["model_version"].dataType.simpleString() == "string"
+    assert predictions.filter("model_version is not null").count() == 0  # not a registry model
     reference = small_mnist_model["probabilities"]
     expected = spark.createDataFrame([(f"t10k:{i}", int(p.argmax()), p.tolist()) for i, p in enumerate(reference)],
                                      "record_id string, prediction int, probabilities array<float>")
