@@ -4,7 +4,7 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-PACKAGES = ["pyspark", "tensorflow-cpu", "petastorm", "horovod", "numpy", "pyarrow", "pandas"]
+PACKAGES = ["pyspark", "tensorflow-cpu", "petastorm", "horovod", "numpy", "pyarrow", "pandas", "mlflow"]
 
 
 def package_versions() -> dict[str, str]:

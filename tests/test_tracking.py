@@ -196,6 +196,25 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def test_a_version_without_our_keras_file_is_refused(registry, small_mnist_model):
+    """A version logged by hand in MLflow's default format (a SavedModel folder, which can run code) never loads."""
+    import mlflow
+
+    from pipeline.model_files import load_keras_model
+    from pipeline.tracking.registry import resolve_model_uri
+    from pipeline.tracking.store import connect
+    cfg, _, _, _ = registry
+    store = connect(cfg)
+    run = store.client.create_run(store.experiment_id)
+    with mlflow.start_run(run_id=run.info.run_id):
+        mlflow.tensorflow.log_model(load_keras_model(small_mnist_model["trained"]), name="model",
+                                    registered_model_name="handmade", pip_requirements=[])
+    with pytest.raises(PipelineError, match="registered model 'handmade' version 1 holds no data/model.keras: only "
+                                            "versions logged by this pipeline"):
+        resolve_model_uri(cfg, "models:/handmade/1")
+
+
+@pytest.mark.slow
 def test_the_ui_serves_the_local_store_on_loopback(registry):
     """What `make mlflow-ui` runs: the REST API answers on 127.0.0.1 and lists the pipeline's experiment."""
     cfg, _, _, _ = registry
