@@ -61,9 +61,10 @@ bench: $(STAMP)
 	$(PY) benchmarks/run.py --mode $(BENCH)
 
 # The artefacts shipped to a real cluster: the package for --py-files, and the config folder for a driver that
-# runs on the cluster (deploy mode cluster: --archives dist/conf.zip#conf). In client mode the driver reads conf/
-# from the directory spark-submit runs in.
-dist: $(STAMP)
+# runs on the cluster (deploy mode cluster: --archives dist/conf.zip#conf, then --conf conf/cluster.yaml). Profiles
+# are read beside the --conf file, relative paths resolve against paths.root (README "Configuration"), so the job
+# runs from any directory. Only zip is needed, not the venv.
+dist:
 	@mkdir -p dist && rm -f dist/pipeline.zip dist/conf.zip
 	zip -qr dist/pipeline.zip pipeline -x '*__pycache__*' '*.pyc'
 	cd conf && zip -qr ../dist/conf.zip . -i '*.yaml'
