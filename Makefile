@@ -15,7 +15,7 @@ QUIET_PIP := 2>&1 | { grep -v "^WARNING: Location 'file:///opt" || true; }
 HOROVOD_FLAGS := HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITH_GLOO=1 HOROVOD_WITHOUT_MPI=1 \
                  HOROVOD_WITHOUT_PYTORCH=1 HOROVOD_WITHOUT_MXNET=1
 
-.PHONY: setup run test test-fast lint bench dist clean check-prereqs cluster-up cluster-down cluster-status \
+.PHONY: setup run test test-fast lint bench dist pack clean check-prereqs cluster-up cluster-down cluster-status \
         cluster-check cluster-run test-cluster constraints
 
 setup: $(STAMP)
@@ -69,6 +69,13 @@ dist:
 	zip -qr dist/pipeline.zip pipeline -x '*__pycache__*' '*.pyc'
 	cd conf && zip -qr ../dist/conf.zip . -i '*.yaml'
 	@echo "built dist/pipeline.zip and dist/conf.zip"
+
+# The training environment for YARN or Kubernetes executors, packed by venv-pack into one archive (scripts/pack_env.py
+# says what it leaves out: the editable install of this checkout, which ships as dist/pipeline.zip, and build-only
+# files). Nodes need Python 3.11 where it is here, or at PACK_PYTHON_PREFIX (its prefix, e.g. /usr).
+PACK := dist/pipeline-env.tar.gz
+pack: $(STAMP) dist
+	$(PY) scripts/pack_env.py --venv $(abspath $(VENV)) --output $(PACK) $(if $(PACK_PYTHON_PREFIX),--python-prefix $(PACK_PYTHON_PREFIX))
 
 # A Spark standalone cluster on this machine: a master and two 1-core workers on 127.0.0.1, state in cluster/.
 # Ports: CLUSTER_MASTER_PORT (7077), CLUSTER_MASTER_UI_PORT (8080), CLUSTER_WORKER_UI_PORT (8081, 8082).
