@@ -239,3 +239,21 @@ def test_a_missing_empty_or_corrupt_raw_day_is_named(spark, small_mnist_model, t
                                             rf"expected 785$"):
         run_batch_scoring(spark, cfg, layout, "2026-01-01", model=model)
     assert not any(storage.exists(folder) for folder in (missing.images, missing.predictions, missing.reports))
+
+
+@pytest.mark.slow
+def test_a_model_failing_on_the_workers_is_one_line_and_publishes_nothing(spark, two_scored_days, tmp_path,
+                                                                            monkeypatch):
+    """A model file that changed after the driver's check: the workers refuse it, the day keeps what it had."""
+    cfg, layout = two_scored_days
+    files = layout.batch_files(DAY)
+    published = _folder_bytes(files.predictions)
+    bogus = tmp_path / "swapped.keras"
+    bogus.write_bytes(b"not a zip")
+    monkeypatch.setattr("pipeline.batch.score.check_model_file", lambda path: None)
+    with pytest.raises(PipelineError, match=rf"^scoring with swapped version file:[0-9a-f]{{12}} \({bogus}\) failed: "
+                                            rf"ValueError: model {bogus} refused: not a valid \.keras file \(not a "
+                                            rf"readable zip archive\)$"):
+        run_batch_scoring(spark, cfg, layout, DAY, model=str(bogus))
+    assert _folder_bytes(files.predictions) == published
+    assert sorted(os.listdir(files.table("predictions"))) == [f"ds={OTHER_DAY}", f"ds={DAY}"]

@@ -11,11 +11,14 @@ error) publishes nothing: what an earlier successful run published for that day 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 
 import pyspark.sql.functions as F
+from py4j.protocol import Py4JJavaError
 from pyspark import StorageLevel
+from pyspark.errors import PySparkException
 from pyspark.sql import DataFrame, SparkSession
 
 from pipeline import storage
@@ -34,6 +37,7 @@ from pipeline.scoring import confidence, score_images, set_arrow_batch_rows
 log = logging.getLogger(__name__)
 
 STAGE = "score_batch"
+_PYTHON_ERROR = re.compile(r"^\w*(?:Error|Exception): .*$", re.MULTILINE)
 
 
 def run_batch_scoring(spark: SparkSession, cfg: PipelineConfig, layout: Layout, ds: str,
@@ -93,17 +97,32 @@ def publish_day(spark: SparkSession, cfg: PipelineConfig, files: BatchFiles, che
             for folder in (files.reports, files.images, files.quarantine, files.predictions))
         checks.valid_images(checked).write.mode("error").option("maxRecordsPerFile", rows).parquet(images)
         checks.quarantined_records(checked).write.mode("error").option("maxRecordsPerFile", rows).parquet(quarantine)
-        set_arrow_batch_rows(spark, cfg.predict.batch_size)
-        # Scored from the written images, so the predictions are of exactly the rows published, decoded once.
-        scored = score_images(spark.read.parquet(images), scorer.model_file, cfg.predict.batch_size,
-                              cfg.predict.tf_threads)
-        with_batch_prediction_columns(scored, scorer).write.mode("error").option(
-            "maxRecordsPerFile", rows).parquet(predictions)
+        score_to(spark, cfg, images, scorer, predictions)
         summary = scoring_summary(spark.read.parquet(predictions), files, scorer, report)
         out = BatchReportFiles(reports)
         storage.write_json(out.validation_report, report)
         storage.write_json(out.scoring, summary)
     return summary
+
+
+def score_to(spark: SparkSession, cfg: PipelineConfig, images: str, scorer: ScoringModel, out: str) -> None:
+    """Score the images written at `images` (so the predictions are of exactly the rows published, decoded
+    once) into Parquet at `out`; a failure on the workers (a model that will not load, ...) becomes one line."""
+    set_arrow_batch_rows(spark, cfg.predict.batch_size)
+    scored = score_images(spark.read.parquet(images), scorer.model_file, cfg.predict.batch_size,
+                          cfg.predict.tf_threads)
+    try:
+        with_batch_prediction_columns(scored, scorer).write.mode("error").option(
+            "maxRecordsPerFile", cfg.data.row_group_rows).parquet(out)
+    except (Py4JJavaError, PySparkException) as exc:
+        raise PipelineError(f"scoring with {scorer.name} version {scorer.version} ({scorer.model_file}) failed: "
+                            f"{worker_error(str(exc))}") from exc
+
+
+def worker_error(text: str) -> str:
+    """The last Python error line ('ValueError: ...') in a Spark failure's text, else its first line."""
+    found = _PYTHON_ERROR.findall(text)
+    return found[-1].strip() if found else (text.strip().splitlines() or ["unknown error"])[0]
 
 
 def with_batch_prediction_columns(scored: DataFrame, scorer: ScoringModel) -> DataFrame:
