@@ -4,6 +4,7 @@ corrupt days that publish nothing."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import importlib
 import os
@@ -257,3 +258,28 @@ def test_a_model_failing_on_the_workers_is_one_line_and_publishes_nothing(spark,
         run_batch_scoring(spark, cfg, layout, DAY, model=str(bogus))
     assert _folder_bytes(files.predictions) == published
     assert sorted(os.listdir(files.table("predictions"))) == [f"ds={OTHER_DAY}", f"ds={DAY}"]
+
+
+@pytest.mark.slow
+def test_a_day_landed_as_one_csv_file_is_read_like_ingest_reads_it(spark, small_mnist_model, two_scored_days):
+    cfg, layout = two_scored_days
+    files = layout.batch_files("2026-11-20")
+    os.makedirs(files.landing)
+    images = (np.asarray(small_mnist_model["images"][:20]) * 255).round().astype(int)
+    header = ",".join(["label", *(f"pixel{i}" for i in range(IMAGE_PIXELS))])
+    rows = [",".join(map(str, [label, *image])) for label, image in zip(small_mnist_model["labels"][:20], images,
+                                                                          strict=True)]
+    rows[3] = "3," + ",".join(["300"] * IMAGE_PIXELS)       # a pixel out of range: quarantined, like ingest does
+    Path(files.landing, "arrivals.csv").write_text("\n".join([header, *rows]) + "\n")
+    with pytest.raises(PipelineError, match=r"1 of 20 records failed record checks .*; the first: arrivals\.csv:3: "
+                                            r"pixel value out of range \(not an integer 0-255\)$"):
+        run_batch_scoring(spark, cfg, layout, files.ds, model=small_mnist_model["trained"])
+    tolerant = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, max_quarantine_fraction=0.1))
+    run_batch_scoring(spark, tolerant, layout, files.ds, model=small_mnist_model["trained"])
+    predictions = spark.read.parquet(files.predictions)
+    assert sorted(r["record_id"] for r in predictions.collect()) == sorted(
+        f"arrivals.csv:{i}" for i in range(20) if i != 3)
+    assert {r["source_file"] for r in predictions.collect()} == {"arrivals.csv"}
+    assert [(r["record_id"], r["reason"]) for r in spark.read.parquet(files.quarantine).collect()] == [
+        ("arrivals.csv:3", "pixel value out of range (not an integer 0-255)")]
+    assert storage.read_json(files.validation_report)["input_kind"] == "csv"
