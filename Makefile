@@ -78,7 +78,7 @@ test: $(STAMP) $(AIRFLOW_STAMP)
 	$(PY) -m pytest tests $(ARGS)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check pipeline jobs tests benchmarks scripts
+	$(VENV)/bin/ruff check pipeline jobs tests benchmarks scripts dags
 
 bench: $(STAMP)
 	$(PY) benchmarks/run.py --mode $(BENCH)
