@@ -20,7 +20,7 @@ QUIET_PIP := 2>&1 | { grep -v "^WARNING: Location 'file:///opt" || true; }
 HOROVOD_FLAGS := HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITH_GLOO=1 HOROVOD_WITHOUT_MPI=1 \
                  HOROVOD_WITHOUT_PYTORCH=1 HOROVOD_WITHOUT_MXNET=1
 
-.PHONY: setup airflow-setup airflow-constraints run test test-fast lint bench dist clean check-prereqs cluster-up cluster-down cluster-status \
+.PHONY: setup airflow-setup airflow-constraints schedule-demo run test test-fast lint bench dist clean check-prereqs cluster-up cluster-down cluster-status \
         cluster-check cluster-run test-cluster constraints
 
 setup: $(STAMP)
@@ -73,6 +73,10 @@ airflow-constraints: $(AIRFLOW_STAMP)
 
 run: $(STAMP)
 	$(PY) jobs/run_pipeline.py --conf $(CONF) --profile $(PROFILE) $(ARGS)
+
+# Three days of arrivals through the daily DAG, then the retraining DAG (airflow dags test: no scheduler).
+schedule-demo: $(STAMP) $(AIRFLOW_STAMP) dist
+	$(PY) scripts/schedule_demo.py $(ARGS)
 
 test: $(STAMP) $(AIRFLOW_STAMP)
 	$(PY) -m pytest tests $(ARGS)
