@@ -11,7 +11,7 @@ import argparse
 import os
 import sys
 
-from pipeline.config import REPO_ROOT, load_config
+from pipeline.config import DEFAULT_CONF, load_config
 from pipeline.errors import PipelineError
 from pipeline.layout import Layout
 
@@ -20,7 +20,7 @@ LOOPBACK = "127.0.0.1"
 
 def args_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--conf", default=str(REPO_ROOT / "conf" / "local.yaml"), help="config YAML")
+    parser.add_argument("--conf", default=str(DEFAULT_CONF), help="config YAML (default: conf/local.yaml)")
     parser.add_argument("--profile", default=None, help="config profile")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
     parser.add_argument("--port", type=int, default=5000, help="port on 127.0.0.1 (default 5000)")
