@@ -204,6 +204,18 @@ class ReportConfig:
 
 
 @dataclass(frozen=True)
+class RetrainConfig:
+    """Retraining on labelled batches (jobs/retrain.py): which models to train again and how the challenger is
+    judged beyond the test set."""
+    models: str = "all"                                   # "all" or comma-separated names from train.models
+    epochs: int = between(0, 10_000, default=0)          # 0: each model's train.models epochs
+    newest_days: int = between(1, 366, default=1)        # the newest labelled days scored beside the test set
+    # Keep the newest labelled days out of the challenger's training data, so that its accuracy on them is not
+    # a training-set figure; they join the training data at the next retraining.
+    hold_out_newest: bool = False
+
+
+@dataclass(frozen=True)
 class PipelineConfig:
     profile: str = "full"
     spark: SparkConfig = field(default_factory=SparkConfig)
@@ -215,6 +227,7 @@ class PipelineConfig:
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     predict: PredictConfig = field(default_factory=PredictConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
+    retrain: RetrainConfig = field(default_factory=RetrainConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """Every value as configured, secrets included: for hashing, never for writing or logging."""

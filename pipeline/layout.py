@@ -9,6 +9,7 @@ published one.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -139,6 +140,30 @@ class PredictionFiles:
 
 
 @dataclass(frozen=True)
+class RetrainingFiles:
+    """One retraining's data and decision (ds = the date it ran for), beside the batch tables:
+
+    <batches>/retrain/ds=<date>/train/          the training set: the original train split plus labelled batches
+    <batches>/retrain/ds=<date>/manifest.json   its fingerprint and counts (the curated manifest's shape), last
+    <batches>/retrain/ds=<date>/decision.json   challenger and champion on both sets, promoted or not
+    """
+    root: str
+
+    @property
+    def train(self) -> str:
+        return f"{self.root}/train"
+
+    @property
+    def manifest(self) -> str:
+        return f"{self.root}/{MANIFEST}"
+
+    @property
+    def decision(self) -> str:
+        """What the retraining DAG branches on."""
+        return f"{self.root}/decision.json"
+
+
+@dataclass(frozen=True)
 class BatchFiles:
     """One day of scheduled batches (ds = YYYY-MM-DD). Tables are partitioned by day, one `ds=<date>` folder each,
     so a rerun or a backfill replaces exactly that day's folders and never touches another day's.
@@ -148,6 +173,7 @@ class BatchFiles:
     <batches>/quarantine/ds=<date>/   the day's records that failed them, with the reason
     <batches>/predictions/ds=<date>/  one row per image: source file, model version, prediction, probabilities
     <batches>/reports/ds=<date>/      validation report, scoring summary, drift statistics, the batch report
+    <batches>/retrain/ds=<date>/      a retraining run for the day: its training set and decision (RetrainingFiles)
     """
     landing_root: str
     root: str
@@ -210,6 +236,10 @@ class BatchFiles:
     def report_figure(self, key: str) -> str:
         return f"{self.reports}/figures/{key}.png"
 
+    @property
+    def retraining(self) -> RetrainingFiles:
+        return RetrainingFiles(f"{self.root}/retrain/{self.partition}")
+
 
 @dataclass(frozen=True)
 class Layout:
@@ -219,6 +249,7 @@ class Layout:
     run_root: str        # <runs>/<run id>
     landing_root: str = ""   # <landing>: scheduled batches arrive here
     batches_root: str = ""   # <batches>: scheduled batches' outputs
+    retraining_root: str = ""  # set by retraining_on(ds): the train split and its manifest come from there
 
     @classmethod
     def from_config(cls, cfg: PipelineConfig, run_id: str | None = None) -> Layout:
@@ -244,11 +275,30 @@ class Layout:
     def raw_manifest(self) -> str:
         return f"{self.raw_root}/{MANIFEST}"
 
+    def retraining_on(self, ds: str) -> Layout:
+        """This layout training on the retraining data set of day `ds`: its train split and manifest replace the
+        prepared ones; validation and test stay the prepared, untouched splits."""
+        return dataclasses.replace(self, retraining_root=self.batch_files(ds).retraining.root)
+
     def curated(self, split: str) -> str:
-        return f"{self.curated_root}/{split}"
+        """The split training and evaluation read: prepare's, except the train split of a retraining layout."""
+        if split == "train" and self.retraining_root:
+            return RetrainingFiles(self.retraining_root).train
+        return self.prepared(split)
 
     @property
     def curated_manifest(self) -> str:
+        """The manifest of the splits curated() names (for a retraining layout, the retraining data's)."""
+        if self.retraining_root:
+            return RetrainingFiles(self.retraining_root).manifest
+        return self.prepared_manifest
+
+    def prepared(self, split: str) -> str:
+        """The prepare stage's split, whatever this layout trains on: retraining starts from the original."""
+        return f"{self.curated_root}/{split}"
+
+    @property
+    def prepared_manifest(self) -> str:
         return f"{self.curated_root}/{MANIFEST}"
 
     @property
@@ -335,6 +385,11 @@ class Layout:
 def ingest_hash(cfg: PipelineConfig) -> str:
     from dataclasses import asdict
     return fingerprint_of({"input": cfg.resolve(cfg.paths.input), "data": asdict(cfg.data)})
+
+
+def retraining_run_id(cfg: PipelineConfig, ds: str) -> str:
+    """One run folder per retraining date and config, apart from the normal runs': a retried task resumes there."""
+    return f"retrain-{ds}-{cfg.profile}-{cfg.section_hash('data', 'prepare', 'train', 'retrain')}"
 
 
 def default_run_id(cfg: PipelineConfig) -> str:
