@@ -255,9 +255,11 @@ def test_the_retraining_config_trains_the_chosen_models_for_the_chosen_epochs(ba
         "model_3": 2, "model_1": 2}
     assert {n: m.epochs for n, m in retraining_config(batch_config()).train.models.items()} == {
         "model_1": 5, "model_2": 10, "model_3": 12}
-    with pytest.raises(PipelineError, match="retrain.models: unknown model 'model_9' \\(configured in train.models: "
+    with pytest.raises(PipelineError, match="--models: unknown model 'model_9' \\(configured in train.models: "
                                             "model_1, model_2, model_3\\)"):
         retraining_config(cfg, "model_1,model_9")
+    with pytest.raises(PipelineError, match="retrain.models: unknown model ' , '"):
+        retraining_config(batch_config("retrain.models=' , '"))
 
 
 def test_the_job_refuses_a_ds_that_is_not_a_date(capsys):

@@ -16,11 +16,13 @@ from pipeline.scoring import confusion_and_loss, score_images, set_arrow_batch_r
 
 
 def labelled_accuracy(spark: SparkSession, cfg: PipelineConfig, rows: DataFrame, model_file: str) -> dict:
-    """Accuracy, loss and row count of the model at `model_file` on labelled `rows` (image, label columns)."""
+    """Accuracy, loss and row count of the model at `model_file` on labelled `rows` (image, label columns);
+    no figures (None) for no rows, rather than an accuracy of 0."""
     set_arrow_batch_rows(spark, cfg.predict.batch_size)
     scored = score_images(rows.select("image", "label"), model_file, cfg.predict.batch_size, cfg.predict.tf_threads)
     matrix, loss = confusion_and_loss(scored, NUM_CLASSES)
-    return {"accuracy": accuracy(matrix), "loss": loss, "rows": int(matrix.sum())}
+    total = int(matrix.sum())
+    return {"accuracy": accuracy(matrix) if total else None, "loss": loss if total else None, "rows": total}
 
 
 def decision_record(ds: str, run_id: str, promotion: dict[str, Any], challenger_model: str,

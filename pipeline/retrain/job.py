@@ -40,7 +40,8 @@ def retraining_config(cfg: PipelineConfig, models: str | None = None) -> Pipelin
     names = list(cfg.train.models) if wanted == "all" else [n.strip() for n in wanted.split(",") if n.strip()]
     unknown = [n for n in names if n not in cfg.train.models]
     if unknown or not names:
-        raise PipelineError(f"retrain.models: unknown model '{unknown[0] if unknown else wanted}' (configured in "
+        source = "--models" if models else "retrain.models"
+        raise PipelineError(f"{source}: unknown model '{unknown[0] if unknown else wanted}' (configured in "
                             f"train.models: {', '.join(cfg.train.models)})")
     epochs = cfg.retrain.epochs
     trained = {n: ModelConfig(epochs=epochs or cfg.train.models[n].epochs) for n in names}
@@ -115,8 +116,8 @@ def score_newest(spark: SparkSession, cfg: PipelineConfig, layout: Layout, days:
         held = None if champion is None else labelled_accuracy(spark, cfg, rows, champion.model_file)
     finally:
         rows.unpersist()
-    log.info("newest batches %s (%d rows): challenger %.4f, champion %s", ", ".join(newest_days),
-             challenger["rows"], challenger["accuracy"], "-" if held is None else f"{held['accuracy']:.4f}")
+    log.info("newest batches %s (%d rows): challenger %s, champion %s", ", ".join(newest_days), challenger["rows"],
+             challenger["accuracy"], "-" if held is None else held["accuracy"])
     return {"days": newest_days, "rows": challenger["rows"], "in_training_data": not cfg.retrain.hold_out_newest,
             "challenger": challenger, "champion": held}
 
