@@ -10,12 +10,17 @@ CONSTRAINTS := constraints.txt
 PROFILE ?= full
 CONF ?= conf/local.yaml
 BENCH ?= full
+# The scheduler's own environment (Airflow 3.3 needs NumPy 2 and protobuf 7; see constraints-airflow.txt).
+AIRFLOW_VENV := .venv-airflow
+AIRFLOW_STAMP := $(AIRFLOW_VENV)/.setup-done
+AIRFLOW_CONSTRAINTS := constraints-airflow.txt
+AIRFLOW_PACKAGES := apache-airflow apache-airflow-providers-apache-spark
 # This machine's pip config names local package mirrors that may not exist; their warnings are noise.
 QUIET_PIP := 2>&1 | { grep -v "^WARNING: Location 'file:///opt" || true; }
 HOROVOD_FLAGS := HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITH_GLOO=1 HOROVOD_WITHOUT_MPI=1 \
                  HOROVOD_WITHOUT_PYTORCH=1 HOROVOD_WITHOUT_MXNET=1
 
-.PHONY: setup run test test-fast lint bench dist clean check-prereqs cluster-up cluster-down cluster-status \
+.PHONY: setup airflow-setup airflow-constraints schedule-demo run test test-fast lint bench dist clean check-prereqs cluster-up cluster-down cluster-status \
         cluster-check cluster-run test-cluster constraints
 
 setup: $(STAMP)
@@ -48,14 +53,36 @@ constraints: $(STAMP)
 	@touch $(STAMP)  # the venv is exactly what the file now says: no reinstall on the next make
 	@echo "wrote $(CONSTRAINTS): $$(grep -c '==' $(CONSTRAINTS)) pinned distributions"
 
+# Airflow and its Spark provider, in their own venv from their own pins (about 45 s from the package index).
+airflow-setup: $(AIRFLOW_STAMP)
+
+$(AIRFLOW_STAMP): $(AIRFLOW_CONSTRAINTS) | check-prereqs
+	@echo ">> Setting up $(AIRFLOW_VENV): Airflow, for the scheduled batches"
+	@test -x $(AIRFLOW_VENV)/bin/python || $(PYTHON) -m venv $(AIRFLOW_VENV)
+	$(AIRFLOW_VENV)/bin/python -m pip install -q -c $(AIRFLOW_CONSTRAINTS) pip setuptools $(QUIET_PIP)
+	$(AIRFLOW_VENV)/bin/python -m pip install -q -c $(AIRFLOW_CONSTRAINTS) $(AIRFLOW_PACKAGES) $(QUIET_PIP)
+	@touch $(AIRFLOW_STAMP)
+
+# Rewrite constraints-airflow.txt from what .venv-airflow holds (header kept), as `constraints` does for .venv.
+airflow-constraints: $(AIRFLOW_STAMP)
+	@{ sed '/^[^#]/,$$d' $(AIRFLOW_CONSTRAINTS); $(AIRFLOW_VENV)/bin/python -m pip freeze --all; } \
+	  > $(AIRFLOW_CONSTRAINTS).tmp
+	@mv $(AIRFLOW_CONSTRAINTS).tmp $(AIRFLOW_CONSTRAINTS)
+	@touch $(AIRFLOW_STAMP)
+	@echo "wrote $(AIRFLOW_CONSTRAINTS): $$(grep -c '==' $(AIRFLOW_CONSTRAINTS)) pinned distributions"
+
 run: $(STAMP)
 	$(PY) jobs/run_pipeline.py --conf $(CONF) --profile $(PROFILE) $(ARGS)
 
-test: $(STAMP)
+# Three days of arrivals through the daily DAG, then the retraining DAG (airflow dags test: no scheduler).
+schedule-demo: $(STAMP) $(AIRFLOW_STAMP) dist
+	$(PY) scripts/schedule_demo.py $(ARGS)
+
+test: $(STAMP) $(AIRFLOW_STAMP)
 	$(PY) -m pytest tests $(ARGS)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check pipeline jobs tests benchmarks scripts
+	$(VENV)/bin/ruff check pipeline jobs tests benchmarks scripts dags
 
 bench: $(STAMP)
 	$(PY) benchmarks/run.py --mode $(BENCH)
@@ -101,4 +128,4 @@ clean:
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
 distclean: clean
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(AIRFLOW_VENV)

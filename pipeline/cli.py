@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from pipeline.config import PipelineConfig, known_profiles, load_config
 from pipeline.errors import PipelineError
-from pipeline.layout import Layout
+from pipeline.layout import Layout, checked_ds
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -22,9 +22,10 @@ log = logging.getLogger("pipeline")
 # TensorFlow's C++ start-up notes (CPU instruction sets) would otherwise be the loudest lines of every job.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-def job_parser(description: str, per_run: bool = True, skips_complete: bool = True) -> argparse.ArgumentParser:
+def job_parser(description: str, per_run: bool = True, skips_complete: bool = True,
+               per_date: bool = False) -> argparse.ArgumentParser:
     """The arguments every job takes; --run-id only for jobs that write into a run folder, --force only for jobs
-    that skip a complete output."""
+    that skip a complete output, --ds (required) for the scheduled batches' jobs, which work on one day."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--conf", default=None, help="config YAML (default: conf/local.yaml)")
     parser.add_argument("--profile", default=None,
@@ -38,6 +39,9 @@ def job_parser(description: str, per_run: bool = True, skips_complete: bool = Tr
         parser.add_argument("--run-id", default=None, help="run folder name (default: profile + config hash)")
     if skips_complete:
         parser.add_argument("--force", action="store_true", help="redo even if the output is complete")
+    if per_date:
+        parser.add_argument("--ds", required=True, metavar="YYYY-MM-DD",
+                            help="the day to work on: its landing folder ds=YYYY-MM-DD and its partitions")
     return parser
 
 
@@ -45,7 +49,8 @@ def stage_parser(name: str) -> argparse.ArgumentParser:
     """The parser of one stage's job, from its registry entry: the common arguments and the stage's options."""
     from pipeline.stages import stage_named
     stage = stage_named(name)
-    parser = job_parser(f"The {stage.name} stage: {stage.summary}.", stage.per_run, stage.skips_complete)
+    parser = job_parser(f"The {stage.name} stage: {stage.summary}.", stage.per_run, stage.skips_complete,
+                        stage.per_date)
     for option in stage.options:
         parser.add_argument(option.cli_flag, dest=option.name, default=option.default, help=option.help)
     return parser
@@ -68,7 +73,8 @@ def run_stage_job(name: str, argv: list[str] | None) -> int:
         layout = Layout.from_config(cfg, getattr(args, "run_id", None))
         options = {option.name: getattr(args, option.name) for option in stage.options}
         started = time.monotonic()
-        result = stage.run(spark, cfg, layout, force=getattr(args, "force", False), **options)
+        result = stage.run(spark, cfg, layout, force=getattr(args, "force", False), ds=getattr(args, "ds", None),
+                           **options)
         log.info("%s", dataclasses.replace(result, seconds=time.monotonic() - started).summary_line(name))
     return run_job(stage_parser(name), argv, name, run)
 
@@ -97,6 +103,8 @@ def run_job(parser: argparse.ArgumentParser, argv: list[str] | None, job_name: s
     configure_logging()
     spark = None
     try:
+        if getattr(args, "ds", None) is not None:
+            checked_ds(args.ds)  # before the session starts: a mistyped date costs no Spark start-up
         cfg = load_config(args.conf or REPO_ROOT / "conf" / "local.yaml", args.profile, args.overrides)
         spark = build_spark_session(cfg.spark, job_name)
         work(spark, cfg, args)

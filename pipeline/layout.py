@@ -10,10 +10,13 @@ published one.
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass
+from datetime import date
 from typing import ClassVar
 
 from pipeline.config import PipelineConfig
+from pipeline.errors import PipelineError
 from pipeline.fingerprint import fingerprint_of
 
 SPLITS = ("train", "validation", "test")
@@ -139,6 +142,22 @@ class PredictionFiles:
         return f"{self.root.rstrip('/')}.unreadable.csv"
 
 
+_DS = re.compile(r"\d{4}-\d{2}-\d{2}")
+PARTITION_GLOB = "ds=????-??-??"  # exactly the published day folders: not their .tmp-*/.old-* siblings, nor locks
+
+
+def checked_ds(ds: str) -> str:
+    """`ds` when it is a real date written YYYY-MM-DD; otherwise one line saying so. Every day's paths go through
+    here, so a malformed date can never name a folder (ds=../x, ds=2026-2-3 beside ds=2026-02-03)."""
+    if not isinstance(ds, str) or not _DS.fullmatch(ds):
+        raise PipelineError(f"--ds {ds}: expected a date written YYYY-MM-DD, e.g. 2026-11-24")
+    try:
+        date.fromisoformat(ds)
+    except ValueError as exc:
+        raise PipelineError(f"--ds {ds}: not a real date ({exc})") from None
+    return ds
+
+
 @dataclass(frozen=True)
 class RetrainingFiles:
     """One retraining's data and decision (ds = the date it ran for), beside the batch tables:
@@ -179,6 +198,9 @@ class BatchFiles:
     root: str
     ds: str
 
+    def __post_init__(self) -> None:
+        checked_ds(self.ds)
+
     @property
     def partition(self) -> str:
         return f"ds={self.ds}"
@@ -195,6 +217,12 @@ class BatchFiles:
     def table(self, name: str) -> str:
         """A table partitioned by day: images, quarantine, predictions."""
         return f"{self.root}/{name}"
+
+    def published(self, name: str) -> str:
+        """What to read for every day of table `name`: the day folders alone, as a glob (read it with
+        option basePath=table(name) to get the ds column). The table's root also holds each day's lock file and,
+        while a day is being rewritten, its temporary sibling: Spark would read those as partitions."""
+        return f"{self.table(name)}/{PARTITION_GLOB}"
 
     @property
     def images(self) -> str:
@@ -213,32 +241,74 @@ class BatchFiles:
         return f"{self.root}/reports/{self.partition}"
 
     @property
+    def report_files(self) -> BatchReportFiles:
+        return BatchReportFiles(self.reports)
+
+    @property
     def validation_report(self) -> str:
-        return f"{self.reports}/validation_report.json"
+        return self.report_files.validation_report
 
     @property
     def scoring(self) -> str:
-        """The scoring summary: model name and version, counts per class, confidence."""
-        return f"{self.reports}/scoring.json"
+        return self.report_files.scoring
 
     @property
     def drift(self) -> str:
-        return f"{self.reports}/drift.json"
+        return self.report_files.drift
 
     @property
     def report_md(self) -> str:
-        return f"{self.reports}/report.md"
+        return self.report_files.report_md
 
     @property
     def report_html(self) -> str:
-        return f"{self.reports}/report.html"
+        return self.report_files.report_html
 
     def report_figure(self, key: str) -> str:
-        return f"{self.reports}/figures/{key}.png"
+        return self.report_files.figure(key)
 
     @property
     def retraining(self) -> RetrainingFiles:
         return RetrainingFiles(f"{self.root}/retrain/{self.partition}")
+
+    @property
+    def retrain_decision(self) -> str:
+        """decision.json of the day's retraining (what the retraining DAG branches on)."""
+        return self.retraining.decision
+
+
+@dataclass(frozen=True)
+class BatchReportFiles:
+    """One day's reports folder (or the temporary folder scoring builds it in, then publishes in one move).
+    Scoring publishes the folder whole, holding its two files: rescoring a day drops the drift statistics and
+    report of the earlier scoring, which described other predictions. Later tasks of the day add their files
+    one at a time (storage.write_json / write_text, atomic per file), under the folder's lock."""
+    root: str
+
+    @property
+    def validation_report(self) -> str:
+        """The day's record checks: BatchValidationReport (pipeline.validation_report)."""
+        return f"{self.root}/validation_report.json"
+
+    @property
+    def scoring(self) -> str:
+        """The scoring summary: model name and version, counts per class, confidence."""
+        return f"{self.root}/scoring.json"
+
+    @property
+    def drift(self) -> str:
+        return f"{self.root}/drift.json"
+
+    @property
+    def report_md(self) -> str:
+        return f"{self.root}/report.md"
+
+    @property
+    def report_html(self) -> str:
+        return f"{self.root}/report.html"
+
+    def figure(self, key: str) -> str:
+        return f"{self.root}/figures/{key}.png"
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,10 @@ pipeline-structure table all read this registry instead of restating it.
 
 Every stage function has the same shape, `run(spark, cfg, layout, force=False, **options) -> StageResult`, where
 `options` are exactly the stage's declared `StageOption`s (and `force` is left out for the stages that redo their
-work every time). Functions are named by import path and imported when
-the stage runs, so `--help` and config errors never pay for TensorFlow's import.
+work every time). The scheduled batches' stages (DAILY_STAGES) work on one day: their functions also take
+`ds="YYYY-MM-DD"` and their jobs take --ds instead of --run-id; the main job does not run them. Functions are
+named by import path and imported when the stage runs, so `--help` and config errors never pay for TensorFlow's
+import.
 """
 from __future__ import annotations
 
@@ -43,16 +45,24 @@ class Stage:
     options: tuple[StageOption, ...] = ()
     per_run: bool = True                  # writes into the run folder (so its job takes --run-id)
     skips_complete: bool = True           # skips when its output is complete (so its job takes --force)
+    per_date: bool = False                # works on one day of the scheduled batches (so its job takes --ds)
 
     @property
     def job(self) -> str:
         return job_for(self.name)
 
-    def run(self, spark, cfg, layout: Layout, force: bool = False, **options: Any) -> StageResult:
+    def run(self, spark, cfg, layout: Layout, force: bool = False, ds: str | None = None,
+            **options: Any) -> StageResult:
         module, function = self.function.split(":")
         unknown = set(options) - {option.name for option in self.options}
         if unknown:
             raise PipelineError(f"stage '{self.name}' has no option '{sorted(unknown)[0]}'")
+        if self.per_date:
+            if ds is None:
+                raise PipelineError(f"stage '{self.name}' runs for one day: pass --ds YYYY-MM-DD")
+            options = {**options, "ds": ds}
+        elif ds is not None:
+            raise PipelineError(f"stage '{self.name}' is not a per-day stage: it takes no --ds")
         run = getattr(importlib.import_module(module), function)
         if self.skips_complete:
             return run(spark, cfg, layout, force=force, **options)
@@ -93,9 +103,21 @@ STAGES: tuple[Stage, ...] = (
 
 STAGE_NAMES: tuple[str, ...] = tuple(stage.name for stage in STAGES)
 
+# The scheduled batches: one day (ds) at a time, in this order, from the landing folder to the day's report.
+DAILY_STAGES: tuple[Stage, ...] = (
+    Stage("score_batch", "checks one day's arrivals like ingest (quarantine, validation report) and scores them with "
+          "the registry's champion, replacing that day's images, quarantine and predictions partitions",
+          "pipeline.batch.score:run_batch_scoring", lambda lay: f"{lay.landing_root}/ds=<date>",
+          lambda lay: f"{lay.batches_root}/{{images,quarantine,predictions,reports}}/ds=<date>",
+          options=(StageOption("model", "models:/<name>@<alias> or models:/<name>/<version>, or a .keras file "
+                               "(default: the registry's champion)"),),
+          per_run=False, skips_complete=False, per_date=True),
+)
+
 
 def stage_named(name: str) -> Stage:
-    for stage in STAGES:
+    for stage in (*STAGES, *DAILY_STAGES):
         if stage.name == name:
             return stage
-    raise PipelineError(f"unknown stage '{name}' (stages: {', '.join(STAGE_NAMES)})")
+    known = ", ".join(stage.name for stage in (*STAGES, *DAILY_STAGES))
+    raise PipelineError(f"unknown stage '{name}' (stages: {known})")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from pipeline.config import REPO_ROOT
 
-STAGE_PACKAGES = ("data", "eda", "train", "evaluate", "predict", "report")
+STAGE_PACKAGES = ("data", "eda", "train", "evaluate", "predict", "report", "batch")
 SHARED_PACKAGES = ("formats", "retrain")  # retrain: its job module is a top module (below)
 MAIN_JOB = "pipeline.run"
 # Above the stages: the main job, the retraining job (it runs train and evaluate), the registry naming every

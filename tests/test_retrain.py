@@ -235,6 +235,7 @@ def test_a_retraining_layout_trains_on_its_own_split_and_keeps_validation_and_te
     assert (layout.curated("train"), layout.curated_manifest) == (f"{root}/train", f"{root}/manifest.json")
     assert RetrainingFiles(layout.retraining_root).decision == f"{root}/decision.json"
     assert layout.batch_files("2026-11-24").retraining == RetrainingFiles(root)
+    assert layout.batch_files("2026-11-24").retrain_decision == f"{root}/decision.json"
     assert (layout.curated("validation"), layout.curated("test")) == (base.curated("validation"), base.curated("test"))
     assert (layout.prepared("train"), layout.prepared_manifest) == (base.curated("train"), base.curated_manifest)
     assert layout.run_root == f"{tmp_path}/runs/{layout.run_id}"
@@ -262,11 +263,10 @@ def test_the_retraining_config_trains_the_chosen_models_for_the_chosen_epochs(ba
         retraining_config(batch_config("retrain.models=' , '"))
 
 
-def test_the_job_refuses_a_ds_that_is_not_a_date(capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        _main(["--ds", "2026-02-30"])
-    assert exit_info.value.code == 2
-    assert "argument --ds: '2026-02-30' is not a date YYYY-MM-DD" in capsys.readouterr().err
+def test_the_job_refuses_a_ds_that_is_not_a_date_before_starting_spark(capsys):
+    assert _main(["--ds", "2026-02-30"]) == 1
+    assert "ERROR [retrain]: --ds 2026-02-30: not a real date (day is out of range for month)" in \
+        capsys.readouterr().err
 
 
 # --- the decision and the registry seam ------------------------------------------------------------------------

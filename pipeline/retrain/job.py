@@ -13,7 +13,6 @@ import argparse
 import dataclasses
 import logging
 import sys
-from datetime import date
 
 from pyspark.sql import SparkSession
 
@@ -129,20 +128,8 @@ def published(files: RetrainingFiles, record: dict, skipped: bool) -> StageResul
     return StageResult(skipped, {"decision": files.decision}, details=record)
 
 
-def ds_date(text: str) -> str:
-    """--ds: a calendar date written YYYY-MM-DD (the partition folders' form)."""
-    try:
-        if date.fromisoformat(text).isoformat() == text:
-            return text
-    except ValueError:
-        pass
-    raise argparse.ArgumentTypeError(f"'{text}' is not a date YYYY-MM-DD")
-
-
 def args_parser() -> argparse.ArgumentParser:
-    parser = job_parser(__doc__.split("\n\n")[0], per_run=False)
-    parser.add_argument("--ds", required=True, type=ds_date, help="the day retraining runs for (YYYY-MM-DD): "
-                        "labelled batches up to and including it join the training data")
+    parser = job_parser(__doc__.split("\n\n")[0], per_run=False, per_date=True)  # --ds: batches up to that day
     parser.add_argument("--models", default=None, help="models to retrain: all or comma-separated names of "
                                                        "train.models (default: retrain.models)")
     return parser
