@@ -20,7 +20,7 @@ QUIET_PIP := 2>&1 | { grep -v "^WARNING: Location 'file:///opt" || true; }
 HOROVOD_FLAGS := HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITH_GLOO=1 HOROVOD_WITHOUT_MPI=1 \
                  HOROVOD_WITHOUT_PYTORCH=1 HOROVOD_WITHOUT_MXNET=1
 
-.PHONY: setup airflow-setup airflow-constraints schedule-demo run test test-fast lint bench dist clean check-prereqs cluster-up cluster-down cluster-status \
+.PHONY: setup airflow-setup airflow-constraints schedule-demo run test test-fast lint bench dist pack clean check-prereqs cluster-up cluster-down cluster-status \
         cluster-check cluster-run test-cluster constraints
 
 setup: $(STAMP)
@@ -88,13 +88,21 @@ bench: $(STAMP)
 	$(PY) benchmarks/run.py --mode $(BENCH)
 
 # The artefacts shipped to a real cluster: the package for --py-files, and the config folder for a driver that
-# runs on the cluster (deploy mode cluster: --archives dist/conf.zip#conf). In client mode the driver reads conf/
-# from the directory spark-submit runs in.
-dist: $(STAMP)
+# runs on the cluster (deploy mode cluster: --archives dist/conf.zip#conf, then --conf conf/cluster.yaml). Profiles
+# are read beside the --conf file, relative paths resolve against paths.root (README "Configuration"), so the job
+# runs from any directory. Only zip is needed, not the venv.
+dist:
 	@mkdir -p dist && rm -f dist/pipeline.zip dist/conf.zip
 	zip -qr dist/pipeline.zip pipeline -x '*__pycache__*' '*.pyc'
 	cd conf && zip -qr ../dist/conf.zip . -i '*.yaml'
 	@echo "built dist/pipeline.zip and dist/conf.zip"
+
+# The training environment for YARN or Kubernetes executors, packed by venv-pack into one archive (scripts/pack_env.py
+# says what it leaves out: the editable install of this checkout, which ships as dist/pipeline.zip, and build-only
+# files). Nodes need Python 3.11 where it is here, or at PACK_PYTHON_PREFIX (its prefix, e.g. /usr).
+PACK := dist/pipeline-env.tar.gz
+pack: $(STAMP) dist
+	$(PY) scripts/pack_env.py --venv $(abspath $(VENV)) --output $(PACK) $(if $(PACK_PYTHON_PREFIX),--python-prefix $(PACK_PYTHON_PREFIX))
 
 # A Spark standalone cluster on this machine: a master and two 1-core workers on 127.0.0.1, state in cluster/.
 # Ports: CLUSTER_MASTER_PORT (7077), CLUSTER_MASTER_UI_PORT (8080), CLUSTER_WORKER_UI_PORT (8081, 8082).

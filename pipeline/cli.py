@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from pipeline.config import PipelineConfig, known_profiles, load_config
+from pipeline.config import DEFAULT_CONF, PipelineConfig, known_profiles, load_config, profiles_dir
 from pipeline.errors import PipelineError
 from pipeline.layout import Layout, checked_ds
 
@@ -27,10 +27,12 @@ def job_parser(description: str, per_run: bool = True, skips_complete: bool = Tr
     """The arguments every job takes; --run-id only for jobs that write into a run folder, --force only for jobs
     that skip a complete output, --ds (required) for the scheduled batches' jobs, which work on one day."""
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--conf", default=None, help="config YAML (default: conf/local.yaml)")
+    parser.add_argument("--conf", default=None, help=f"config YAML (default: {DEFAULT_CONF}); relative paths in it "
+                        "resolve against paths.root, by default the folder above the file's folder")
     parser.add_argument("--profile", default=None,
-                        help=f"config profile, a name from conf/profiles: {', '.join(known_profiles())} "
-                             "(default: the config file's profile, else full)")
+                        help="config profile: a name from the profiles/ folder beside the config file, e.g. "
+                             f"{', '.join(known_profiles(profiles_dir(None)))} (default: the config file's "
+                             "profile, else full)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override one config value (repeatable), e.g. --set train.batch_size=64; after "
                              "spark.settings. the rest is one Spark option, dots and all: "
@@ -79,6 +81,14 @@ def run_stage_job(name: str, argv: list[str] | None) -> int:
     return run_job(stage_parser(name), argv, name, run)
 
 
+def default_conf() -> str:
+    """The checkout's conf/local.yaml, for a job given no --conf; outside a checkout there is none to guess."""
+    if not DEFAULT_CONF.is_file():
+        raise PipelineError(f"no --conf given and {DEFAULT_CONF} does not exist (the pipeline package is not in a "
+                            "checkout): pass --conf FILE")
+    return str(DEFAULT_CONF)
+
+
 def configure_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S", stream=sys.stderr)
@@ -96,7 +106,6 @@ def _drop_py4j_retry_notes(record: logging.LogRecord) -> bool:
 def run_job(parser: argparse.ArgumentParser, argv: list[str] | None, job_name: str,
             work: Callable[[SparkSession, PipelineConfig, argparse.Namespace], object]) -> int:
     """Parse `argv`, load config, build the session, run `stage`; a PipelineError becomes one line and exit 1."""
-    from pipeline.config import REPO_ROOT
     from pipeline.spark import build_spark_session
 
     args = parser.parse_args(argv)
@@ -105,7 +114,7 @@ def run_job(parser: argparse.ArgumentParser, argv: list[str] | None, job_name: s
     try:
         if getattr(args, "ds", None) is not None:
             checked_ds(args.ds)  # before the session starts: a mistyped date costs no Spark start-up
-        cfg = load_config(args.conf or REPO_ROOT / "conf" / "local.yaml", args.profile, args.overrides)
+        cfg = load_config(args.conf or default_conf(), args.profile, args.overrides)
         spark = build_spark_session(cfg.spark, job_name)
         work(spark, cfg, args)
         return 0
