@@ -220,7 +220,7 @@ class RetrainConfig:
     newest_days: int = between(1, 366, default=1)        # the newest labelled days scored beside the test set
     # Keep the newest labelled days out of the challenger's training data, so that its accuracy on them is not
     # a training-set figure; they join the training data at the next retraining.
-    hold_out_newest: bool = False
+    hold_out_newest: bool = True
 
 
 @dataclass(frozen=True)

@@ -131,8 +131,8 @@ def test_labelled_days_up_to_ds_count_and_the_others_are_reported(spark, batch_c
 
 def test_the_newest_days_are_trained_on_or_held_out_by_config(batch_config):
     days = BatchDays(["2026-11-20", "2026-11-21", "2026-11-23"])
-    trained = batch_config("retrain.newest_days=2").retrain
-    held_out = batch_config("retrain.newest_days=2", "retrain.hold_out_newest=true").retrain
+    held_out = batch_config("retrain.newest_days=2").retrain   # the default
+    trained = batch_config("retrain.newest_days=2", "retrain.hold_out_newest=false").retrain
     assert days.newest(trained) == ["2026-11-21", "2026-11-23"]
     assert days.for_training(trained) == ["2026-11-20", "2026-11-21", "2026-11-23"]
     assert days.for_training(held_out) == ["2026-11-20"]
@@ -143,7 +143,7 @@ def test_the_newest_days_are_trained_on_or_held_out_by_config(batch_config):
 @pytest.fixture
 def prepared(spark, batch_config):
     """A retraining layout over a prepared train split of 6 rows (2 rows per Parquet file) and its manifest."""
-    cfg = batch_config("data.row_group_rows=2")
+    cfg = batch_config("data.row_group_rows=2", "retrain.hold_out_newest=false")  # every labelled day trains
     layout = retraining_layout(retraining_config(cfg), "2026-11-24")
     rows = [(f"train:{i}", image(i / 10), i % 10) for i in range(6)]
     spark.createDataFrame(rows, CURATED_SCHEMA).coalesce(1).write.option("maxRecordsPerFile", 2) \

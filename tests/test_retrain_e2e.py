@@ -121,12 +121,13 @@ def test_the_decision_file_holds_both_models_on_both_sets(retrained):
     decision = storage.read_json(RetrainingFiles(retrained["layout"].retraining_root).decision)
     assert decision == retrained["first"].details == retrained["registry"].recorded[0]
     assert (decision["ds"], decision["run_id"], decision["trained"]) == (DS, retrained["layout"].run_id, True)
-    assert decision["newest_batches"] == {"days": ["2026-11-23"], "rows": 100, "in_training_data": True}
-    assert decision["training_data"]["origins"] == {"mnist": 600, "2026-11-20": 200, "2026-11-23": 100}
+    # The newest labelled day is held out of training (retrain.hold_out_newest), so both figures on it are fair.
+    assert decision["newest_batches"] == {"days": ["2026-11-23"], "rows": 100, "in_training_data": False}
+    assert decision["training_data"]["origins"] == {"mnist": 600, "2026-11-20": 200}
     assert decision["training_data"]["skipped_days"] == [{"ds": DS, "reason": "no labels.csv yet"}]
     challenger, champion = decision["challenger"], decision["champion"]
     assert (challenger["model"], challenger["version"], champion["version"]) == ("model_1", "2", "1")
-    # One epoch on 900 images against an untrained network: the challenger wins on both sets and is promoted.
+    # One epoch on 800 images against an untrained network: the challenger wins on both sets and is promoted.
     assert challenger["test_accuracy"] > 0.5 and champion["test_accuracy"] < 0.3, decision
     assert challenger["newest_batches_accuracy"] > 0.5 and champion["newest_batches_accuracy"] < 0.3, decision
     assert decision["promoted"] is True and decision["reason"] == "meets the target and beats the champion"
@@ -136,7 +137,7 @@ def test_the_challenger_trained_on_the_retraining_set_for_the_retrain_epochs(ret
     layout = retrained["layout"]
     history = storage.read_json(layout.history("model_1"))
     assert (history["epochs_planned"], history["complete"], history["run_id"]) == (1, True, layout.run_id)
-    assert (history["train_rows"], history["validation_rows"]) == (900, 200)
+    assert (history["train_rows"], history["validation_rows"]) == (800, 200)
     assert layout.run_id.startswith(f"retrain-{DS}-full-")
 
 
@@ -145,4 +146,4 @@ def test_the_same_ds_again_is_skipped_without_a_second_decision(retrained, spark
     assert retrained["second"].skipped and retrained["second"].details == retrained["first"].details
     assert retrained["registry"].decisions == 1 and len(retrained["registry"].recorded) == 1
     assert Path(RetrainingFiles(layout.retraining_root).decision).read_bytes() == retrained["decision_bytes"]
-    assert spark.read.parquet(layout.curated("train")).count() == 900
+    assert spark.read.parquet(layout.curated("train")).count() == 800
