@@ -10,9 +10,11 @@ published one.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date
 from typing import ClassVar
 
 from pipeline.config import PipelineConfig
+from pipeline.errors import PipelineError
 from pipeline.fingerprint import fingerprint_of
 
 SPLITS = ("train", "validation", "test")
@@ -152,6 +154,7 @@ class BatchFiles:
     landing_root: str
     root: str
     ds: str
+    FIGURES: ClassVar[str] = "figures"
 
     @property
     def partition(self) -> str:
@@ -207,8 +210,22 @@ class BatchFiles:
     def report_html(self) -> str:
         return f"{self.reports}/report.html"
 
+    @property
+    def report_figures(self) -> str:
+        """The batch report's figures folder, published as one."""
+        return f"{self.reports}/{self.FIGURES}"
+
+    @staticmethod
+    def figure_name(key: str) -> str:
+        return f"{key}.png"
+
+    @classmethod
+    def report_figure_link(cls, key: str) -> str:
+        """A figure as the batch report links it, relative to the report."""
+        return f"{cls.FIGURES}/{cls.figure_name(key)}"
+
     def report_figure(self, key: str) -> str:
-        return f"{self.reports}/figures/{key}.png"
+        return f"{self.reports}/{self.report_figure_link(key)}"
 
 
 @dataclass(frozen=True)
@@ -254,6 +271,12 @@ class Layout:
     @property
     def eda(self) -> str:
         return f"{self.curated_root}/eda"
+
+    @property
+    def drift_baseline(self) -> str:
+        """The training split's statistics every day's drift check compares with: computed once per curated data
+        (and ink threshold) by the same code that measures a batch."""
+        return f"{self.curated_root}/drift_baseline.json"
 
     @property
     def eda_files(self) -> EdaFiles:
@@ -329,6 +352,13 @@ class Layout:
         return f"{self.run_root}/{MANIFEST}"
 
     def batch_files(self, ds: str) -> BatchFiles:
+        """One day's paths; `ds` must be a real date written YYYY-MM-DD, so that it can never name another path."""
+        try:
+            valid = date.fromisoformat(ds).isoformat() == ds
+        except (TypeError, ValueError):
+            valid = False
+        if not valid:
+            raise PipelineError(f"ds must be a date written YYYY-MM-DD, got {ds!r}")
         return BatchFiles(self.landing_root, self.batches_root, ds)
 
 

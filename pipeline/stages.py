@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline.errors import PipelineError
-from pipeline.layout import SPLITS, Layout
+from pipeline.layout import SPLITS, BatchFiles, Layout
 from pipeline.result import StageResult
 from pipeline.storage import job_for
 
@@ -93,9 +93,34 @@ STAGES: tuple[Stage, ...] = (
 
 STAGE_NAMES: tuple[str, ...] = tuple(stage.name for stage in STAGES)
 
+# Per-day stages of the scheduled batches: each job takes --ds (the day, YYYY-MM-DD) and works on that day's
+# partitions only. The scheduler runs them, not the main job: they are not part of STAGES.
+DAY_OPTION = StageOption("ds", "the day to work on, YYYY-MM-DD (required)")
+
+
+def _any_day(layout: Layout) -> BatchFiles:
+    """A day's paths with `<ds>` for the date: for the docs, never for a real read or write."""
+    return BatchFiles(layout.landing_root, layout.batches_root, "<ds>")
+
+
+BATCH_STAGES: tuple[Stage, ...] = (
+    Stage("check_drift", "compares a day's images and predictions with the training data (pixel statistics, ink, "
+          "mean image, predicted classes, low confidence), writes drift.json, fails or warns if one moved",
+          "pipeline.batch.drift:run_drift_check",
+          lambda lay: f"{_any_day(lay).images}, {_any_day(lay).predictions}, {lay.drift_baseline}",
+          lambda lay: _any_day(lay).drift, options=(DAY_OPTION,), per_run=False, skips_complete=False),
+    Stage("batch_report", "writes a day's report.md and self-contained report.html: model version, counts, drift "
+          "verdict, class distribution, confidence, drift statistics, least confident images",
+          "pipeline.batch.batch_report:run_batch_report",
+          lambda lay: f"{_any_day(lay).scoring}, {_any_day(lay).predictions}, {_any_day(lay).drift}",
+          lambda lay: f"{_any_day(lay).report_md}, {_any_day(lay).report_html}",
+          options=(DAY_OPTION,), per_run=False, skips_complete=False),
+)
+
 
 def stage_named(name: str) -> Stage:
-    for stage in STAGES:
+    for stage in (*STAGES, *BATCH_STAGES):
         if stage.name == name:
             return stage
-    raise PipelineError(f"unknown stage '{name}' (stages: {', '.join(STAGE_NAMES)})")
+    known = [stage.name for stage in (*STAGES, *BATCH_STAGES)]
+    raise PipelineError(f"unknown stage '{name}' (stages: {', '.join(known)})")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from pipeline.config import REPO_ROOT
 
-STAGE_PACKAGES = ("data", "eda", "train", "evaluate", "predict", "report")
+STAGE_PACKAGES = ("data", "eda", "train", "evaluate", "predict", "report", "batch")
 SHARED_PACKAGES = ("formats",)
 MAIN_JOB = "pipeline.run"
 # Above the stages: the main job, the registry naming every stage, and the command line built from it. Nothing

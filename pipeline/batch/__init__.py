@@ -1,0 +1,1 @@
+"""Scheduled batches: one day of arrivals scored, checked for drift and reported."""
