@@ -218,7 +218,7 @@ class DriftConfig:
     # Largest allowed distances, on top of what sampling alone gives a batch of that many images (see drift.py).
     max_mean_image_distance: float = fraction(0.07)          # RMS over pixels: batch mean image vs training's
     max_class_distance: float = fraction(0.08)               # total variation: predicted classes vs training labels
-    max_low_confidence_share: float = fraction(0.35)         # ceiling on the share of unsure predictions
+    max_low_confidence_share: float = fraction(0.40)         # ceiling on the share of unsure predictions
     low_confidence_examples: int = between(0, 100, default=20)  # panels of the batch report's unsure-images grid
 
 

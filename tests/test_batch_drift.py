@@ -22,7 +22,7 @@ from drift_batches import (
 from pipeline import storage
 from pipeline.batch import drift
 from pipeline.batch.drift import ImageStatistics, Statistic
-from pipeline.config import REPO_ROOT, DriftConfig
+from pipeline.config import REPO_ROOT, DriftConfig, load_config
 from pipeline.errors import GateError, PipelineError
 from pipeline.layout import Layout
 
@@ -90,7 +90,7 @@ def test_compare_gives_every_statistic_its_baseline_value_and_threshold():
     batch = ImageStatistics(images=100, pixel_mean=0.20, pixel_std=0.30, ink_share=0.14, pixel_variance=0.05,
                             mean_image=[0.1, 0.2, 0.3, 0.6])
     predicted = {k: 10 for k in range(10)}
-    stats = {s.name: s for s in drift.compare(BASELINE, batch, predicted, unsure=40, cfg=DriftConfig())}
+    stats = {s.name: s for s in drift.compare(BASELINE, batch, predicted, unsure=45, cfg=DriftConfig())}
     assert list(stats) == ["pixel_mean", "pixel_std", "ink_share", "mean_image_distance", "class_distance",
                            "low_confidence_share"]
     assert (stats["pixel_mean"].change, stats["pixel_mean"].moved) == (pytest.approx(0.07), True)   # > 0.05
@@ -102,18 +102,20 @@ def test_compare_gives_every_statistic_its_baseline_value_and_threshold():
     assert stats["mean_image_distance"].moved is True
     assert (stats["class_distance"].value, stats["class_distance"].moved) == (0.0, False)
     assert stats["low_confidence_share"].baseline is None
-    assert (stats["low_confidence_share"].value, stats["low_confidence_share"].moved) == (0.4, True)  # > 0.35
+    assert (stats["low_confidence_share"].value, stats["low_confidence_share"].moved) == (0.45, True)  # > 0.40
 
 
 def test_verdict_names_the_statistic_that_moved_most_then_the_others():
     statistics = [Statistic("pixel_mean", 0.13, 0.20, 0.05), Statistic("ink_share", 0.13, 0.33, 0.06),
-                  Statistic("pixel_std", 0.31, 0.30, 0.08), Statistic("low_confidence_share", None, 0.5, 0.35)]
+                  Statistic("pixel_std", 0.31, 0.30, 0.08),
+                  Statistic("low_confidence_share", None, 0.5, 0.35, kind="ceiling")]
     assert drift.verdict(DAY, statistics) == (
         "drift on 2026-11-24: ink_share moved by +0.200 (0.130 in training, 0.330 in the batch; allowed ±0.060); "
         "also moved: low_confidence_share, pixel_mean")
     assert drift.verdict(DAY, statistics[2:3]) is None
-    assert Statistic("low_confidence_share", None, 0.5, 0.35).describe() == (
-        "low_confidence_share is 0.500, above its ceiling 0.350")
+    assert statistics[3].describe() == "low_confidence_share is 0.500, above its ceiling 0.350"
+    assert Statistic("class_distance", 0.0, 0.469, 0.149, 0.069, "distance").describe() == (
+        "class_distance is 0.469, more than the 0.149 allowed (0.080 + 0.069 for sampling)")
 
 
 def test_ds_must_be_a_date(training_layout):
@@ -214,14 +216,14 @@ def test_real_model_flags_non_digits_and_passes_scanned_digits(spark, training_l
 
 
 @pytest.mark.slow
-def test_the_jobs_fail_in_one_line_then_the_report_still_runs(spark, non_digits, make_config, tmp_path):
+def test_the_jobs_fail_in_one_line_then_the_report_still_runs(spark, non_digits, tmp_path):
     """check_drift then batch_report as a scheduler runs them, each its own process."""
-    cfg = make_config(f"paths.batches={tmp_path / 'batches'}")
-    layout = Layout.from_config(cfg)
+    settings = [f"paths.data={tmp_path / 'data'}", f"paths.runs={tmp_path / 'runs'}",
+                f"paths.batches={tmp_path / 'batches'}", "spark.master=local[1]"]
+    layout = Layout.from_config(load_config(REPO_ROOT / "conf" / "local.yaml", None, settings))  # as the jobs do
     write_curated_train(spark, layout, 500)
     write_day(spark, layout.batch_files(DAY), non_digits, stand_in_predictions(np.arange(BATCH_IMAGES) % 10, 0.97))
-    overrides = ["--set", f"paths.data={tmp_path / 'data'}", "--set", f"paths.runs={tmp_path / 'runs'}",
-                 "--set", f"paths.batches={tmp_path / 'batches'}", "--set", "spark.master=local[1]"]
+    overrides = [arg for setting in settings for arg in ("--set", setting)]
     run = {"capture_output": True, "text": True, "timeout": 300, "cwd": REPO_ROOT,
            "env": {**os.environ, "PYTHONPATH": str(REPO_ROOT)}}
     drift_job = subprocess.run([sys.executable, "jobs/check_drift.py", "--ds", DAY, *overrides], **run)

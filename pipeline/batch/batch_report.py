@@ -108,8 +108,8 @@ def report_markdown(day: DayOutputs, cfg: PipelineConfig, figures: Sequence[str]
     sections = [
         f"# Batch report: {day.ds}",
         f"Model `{scoring.get('model_name', 'n/a')}` version `{scoring.get('model_version', 'n/a')}` scored "
-        f"{day.scored:,} images of {day.ds} ({_count(scoring, 'images')} images passed the checks, "
-        f"{_count(scoring, 'quarantined')} quarantined).\n\nDrift verdict: {verdict_text(day)}",
+        f"{day.scored:,} images of {day.ds}; {_count(scoring, 'quarantined')} quarantined by the checks.\n\n"
+        f"Drift verdict: {verdict_text(day)}",
         "## Predicted classes\n\n" + figure("class_distribution", "predicted classes"),
         f"## Confidence\n\nPredictions below drift.low_confidence = {cfg.drift.low_confidence:g}: "
         f"{day.low_confidence:,} of {day.scored:,}.\n\n" + figure("confidence", "confidence histogram"),
@@ -134,8 +134,10 @@ def drift_table(statistics: Sequence[Mapping]) -> str:
             "|---|---|---|---|---|---|---|"]
     for s in statistics:
         baseline = "-" if s["baseline"] is None else f"{s['baseline']:.4f}"
-        change = "-" if s["baseline"] is None else f"{s['change']:+.4f}"
-        allowed = f"≤ {s['threshold']:.4f}" if s["baseline"] is None else f"±{s['threshold']:.4f}"
+        change = "-" if s["kind"] == "ceiling" else f"{s['change']:+.4f}"
+        allowed = {"change": f"±{s['threshold']:.4f}", "ceiling": f"≤ {s['threshold']:.4f}",
+                   "distance": f"≤ {s['threshold']:.4f} ({s['threshold'] - s['allowance']:.3f} + "
+                               f"{s['allowance']:.3f} sampling)"}[s["kind"]]
         rows.append(f"| {s['name']} | {s['meaning']} | {baseline} | {s['value']:.4f} | {change} | {allowed} | "
                     f"{'**yes**' if s['moved'] else 'no'} |")
     return "\n".join(rows)

@@ -71,6 +71,7 @@ class Statistic:
     value: float
     threshold: float             # largest allowed |change|, or the ceiling; allowance included
     allowance: float = 0.0       # the part of the threshold that is sampling noise for this batch size
+    kind: str = "change"         # change (from a training value) | distance (from training) | ceiling
 
     @property
     def change(self) -> float:
@@ -88,8 +89,11 @@ class Statistic:
         return math.inf if self.change else 0.0
 
     def describe(self) -> str:
-        if self.baseline is None:
+        if self.kind == "ceiling":
             return f"{self.name} is {self.value:.3f}, above its ceiling {self.threshold:.3f}"
+        if self.kind == "distance":
+            return (f"{self.name} is {self.value:.3f}, more than the {self.threshold:.3f} allowed "
+                    f"({self.threshold - self.allowance:.3f} + {self.allowance:.3f} for sampling)")
         return (f"{self.name} moved by {self.change:+.3f} ({self.baseline:.3f} in training, {self.value:.3f} in "
                 f"the batch; allowed ±{self.threshold:.3f})")
 
@@ -163,10 +167,10 @@ def compare(baseline: Mapping, batch: ImageStatistics, predicted: Mapping[int, i
         Statistic("pixel_std", baseline["pixel_std"], batch.pixel_std, cfg.max_pixel_std_change),
         Statistic("ink_share", baseline["ink_share"], batch.ink_share, cfg.max_ink_share_change),
         Statistic("mean_image_distance", 0.0, rms_distance(batch.mean_image, baseline["mean_image"]),
-                  cfg.max_mean_image_distance + image_allowance, image_allowance),
+                  cfg.max_mean_image_distance + image_allowance, image_allowance, "distance"),
         Statistic("class_distance", 0.0, total_variation(shares(predicted), training_shares),
-                  cfg.max_class_distance + class_allowance, class_allowance),
-        Statistic("low_confidence_share", None, unsure / batch.images, cfg.max_low_confidence_share),
+                  cfg.max_class_distance + class_allowance, class_allowance, "distance"),
+        Statistic("low_confidence_share", None, unsure / batch.images, cfg.max_low_confidence_share, kind="ceiling"),
     ]
 
 

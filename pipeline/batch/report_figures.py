@@ -23,14 +23,15 @@ def class_distribution_chart(counts: Mapping[int, int], training_shares: Mapping
     total = sum(values)
     bars = ax.bar(classes, values, color="tab:blue", width=0.75, label="predicted", zorder=2)
     ax.bar_label(bars, labels=[f"{v:,}" for v in values], padding=2, fontsize=8)
-    if training_shares:
-        ax.scatter(classes, [training_shares.get(k, 0.0) * total for k in classes], marker="_", s=600,
-                   color="tab:red", linewidths=2.5, label="training share x images", zorder=3)
-    ax.set_ylim(0, max(values + [1]) * 1.15)
+    expected = [training_shares.get(k, 0.0) * total for k in classes] if training_shares else []
+    if expected:
+        ax.scatter(classes, expected, marker="_", s=600, color="tab:red", linewidths=2.5,
+                   label="training label share x images", zorder=3)
+    ax.set_ylim(0, max(values + expected + [1]) * 1.3)   # headroom for the legend above the bars
     ax.set_xticks(classes)
     ax.set_xlabel("predicted digit")
     ax.set_ylabel("images")
-    ax.legend(loc="upper right", fontsize=8)
+    ax.legend(loc="upper center", ncol=2, fontsize=8)
     ax.set_title(f"Predicted classes ({total:,} images)", fontsize=13)
     return fig
 
