@@ -184,6 +184,21 @@ def test_a_day_not_scored_yet_is_one_line(spark, training_layout, make_config, t
         drift.run_drift_check(spark, make_config(), layout, ds=DAY)
 
 
+def test_images_and_predictions_that_disagree_are_one_line(spark, training_layout, make_config, tmp_path):
+    layout = day_layout(training_layout, tmp_path)
+    batch = layout.batch_files(DAY)
+    images, labels = mnist_like_batch(12, seed=1)
+    write_day(spark, batch, images, stand_in_predictions(labels, 0.97))
+    storage.remove(batch.predictions)
+    write_day(spark, dataclasses.replace(batch, root=str(tmp_path / "other")), images[:10],
+              stand_in_predictions(labels[:10], 0.97))
+    storage.filesystem(batch.predictions)[0].move(f"{tmp_path}/other/predictions/ds={DAY}", batch.predictions)
+    with pytest.raises(PipelineError, match=r"^the images and predictions of 2026-11-24 disagree \(12 images, 10 "
+                                            r"predictions\): rerun jobs/score_batch.py --ds 2026-11-24$"):
+        drift.run_drift_check(spark, make_config(), layout, ds=DAY)
+    assert not storage.exists(batch.drift)
+
+
 @pytest.mark.slow
 def test_real_model_flags_non_digits_and_passes_scanned_digits(spark, training_layout, scanned_digits, non_digits,
                                                                small_mnist_model, make_config, tmp_path):

@@ -103,3 +103,14 @@ def test_a_failed_rendering_publishes_nothing_and_keeps_the_previous_report(spar
     with pytest.raises(PipelineError, match="^figure failed$"):
         batch_report.run_batch_report(spark, make_config(), day, ds=DAY)
     assert {name: storage.read_bytes(f"{batch.reports}/{name}") for name in report_files(day)} == before
+
+
+def test_a_drift_check_older_than_the_scoring_is_called_stale(spark, day, make_config):
+    batch = day.batch_files(DAY)
+    with pytest.raises(GateError):
+        run_drift_check(spark, make_config(), day, ds=DAY)
+    storage.write_json(batch.scoring, {**storage.read_json(batch.scoring), "model_version": "8"})  # rescored
+    batch_report.run_batch_report(spark, make_config(), day, ds=DAY)
+    md = storage.read_text(batch.report_md)
+    assert ("Drift verdict: **stale**: the drift check saw model version 7 and 40 images, not this scoring; rerun "
+            "`jobs/check_drift.py --ds 2026-11-25`. It said: drift on 2026-11-25: ") in md

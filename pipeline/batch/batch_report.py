@@ -79,9 +79,14 @@ def load_day(spark: SparkSession, cfg: PipelineConfig, batch: BatchFiles) -> Day
 
 
 def verdict_text(day: DayOutputs) -> str:
+    rerun = f"`{storage.job_for(DRIFT_JOB)} --ds {day.ds}`"
     if day.drift is None:
-        return (f"**not checked**: no drift check for this day yet (run `{storage.job_for(DRIFT_JOB)} --ds "
-                f"{day.ds}`)")
+        return f"**not checked**: no drift check for this day yet (run {rerun})"
+    checked = (day.drift.get("model_version"), day.drift.get("images"))
+    if checked != (day.scoring.get("model_version"), day.scored):
+        # The day was scored again (a rerun, a backfill, a new champion) after its drift check.
+        return (f"**stale**: the drift check saw model version {checked[0]} and {checked[1]} images, not this "
+                f"scoring; rerun {rerun}. It said: {day.drift['verdict']}")
     if day.drift["flagged"]:
         return f"**DRIFT** (drift.on_drift = {day.drift['on_drift']}): {day.drift['verdict']}"
     return "**no drift**: every statistic within its threshold"

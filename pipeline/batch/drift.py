@@ -223,8 +223,12 @@ def measure_day(spark: SparkSession, cfg: PipelineConfig, batch: BatchFiles) -> 
         statistics = image_statistics(images, cfg.drift.ink_threshold)
     except PipelineError:
         raise PipelineError(f"{batch.images} holds no images: nothing to check for drift on {batch.ds}") from None
-    return statistics, class_counts(predictions, "prediction"), low_confidence_count(predictions,
-                                                                                      cfg.drift.low_confidence)
+    predicted = class_counts(predictions, "prediction")
+    if sum(predicted.values()) != statistics.images:
+        raise PipelineError(f"the images and predictions of {batch.ds} disagree ({statistics.images} images, "
+                            f"{sum(predicted.values())} predictions): rerun {storage.job_for(SCORING_JOB)} --ds "
+                            f"{batch.ds}")
+    return statistics, predicted, low_confidence_count(predictions, cfg.drift.low_confidence)
 
 
 def drift_record(batch: BatchFiles, scoring: Mapping, baseline: Mapping, statistics: Sequence[Statistic],
