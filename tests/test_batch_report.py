@@ -109,8 +109,9 @@ def test_a_drift_check_older_than_the_scoring_is_called_stale(spark, day, make_c
     batch = day.batch_files(DAY)
     with pytest.raises(GateError):
         run_drift_check(spark, make_config(), day, ds=DAY)
-    storage.write_json(batch.scoring, {**storage.read_json(batch.scoring), "model_version": "8"})  # rescored
+    # left by a check of an earlier scoring of the day, by version 6
+    storage.write_json(batch.drift, {**storage.read_json(batch.drift), "model_version": "6"})
     batch_report.run_batch_report(spark, make_config(), day, ds=DAY)
     md = storage.read_text(batch.report_md)
-    assert ("Drift verdict: **stale**: the drift check saw model version 7 and 40 images, not this scoring; rerun "
+    assert ("Drift verdict: **stale**: the drift check saw model version 6 and 40 images, not this scoring; rerun "
             "`jobs/check_drift.py --ds 2026-11-25`. It said: drift on 2026-11-25: ") in md

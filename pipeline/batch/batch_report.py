@@ -20,7 +20,14 @@ from pyspark.sql import DataFrame, SparkSession
 
 from pipeline import storage
 from pipeline.batch import report_figures
-from pipeline.batch.drift import SCORING_JOB, class_counts, low_confidence_count, read_batch_table, require_ds
+from pipeline.batch.drift import (
+    SCORING_JOB,
+    class_counts,
+    low_confidence_count,
+    read_batch_table,
+    require_ds,
+    scoring_model,
+)
 from pipeline.config import PipelineConfig
 from pipeline.layout import BatchFiles, Layout
 from pipeline.locks import output_lock
@@ -44,6 +51,8 @@ class DayOutputs:
     confidence_counts: list[int]       # CONFIDENCE_BINS equal bins over [0, 1]
     low_confidence: int                # predictions below drift.low_confidence
     least_confident: list[dict]        # record_id, source_file, prediction, confidence, image
+    model_name: str                    # what scored the day, as its prediction rows record it
+    model_version: str
 
     @property
     def scored(self) -> int:
@@ -75,7 +84,8 @@ def load_day(spark: SparkSession, cfg: PipelineConfig, batch: BatchFiles) -> Day
     return DayOutputs(batch.ds, scoring, drift, class_counts(predictions, "prediction"),
                       confidence_counts(predictions, CONFIDENCE_BINS),
                       low_confidence_count(predictions, cfg.drift.low_confidence),
-                      least_confident(predictions, images, cfg.drift.low_confidence_examples))
+                      least_confident(predictions, images, cfg.drift.low_confidence_examples),
+                      *scoring_model(predictions))
 
 
 def verdict_text(day: DayOutputs) -> str:
@@ -83,7 +93,7 @@ def verdict_text(day: DayOutputs) -> str:
     if day.drift is None:
         return f"**not checked**: no drift check for this day yet (run {rerun})"
     checked = (day.drift.get("model_version"), day.drift.get("images"))
-    if checked != (day.scoring.get("model_version"), day.scored):
+    if checked != (day.model_version, day.scored):
         # The day was scored again (a rerun, a backfill, a new champion) after its drift check.
         return (f"**stale**: the drift check saw model version {checked[0]} and {checked[1]} images, not this "
                 f"scoring; rerun {rerun}. It said: {day.drift['verdict']}")
@@ -112,7 +122,7 @@ def report_markdown(day: DayOutputs, cfg: PipelineConfig, figures: Sequence[str]
     scoring = day.scoring
     sections = [
         f"# Batch report: {day.ds}",
-        f"Model `{scoring.get('model_name', 'n/a')}` version `{scoring.get('model_version', 'n/a')}` scored "
+        f"Model `{day.model_name}` version `{day.model_version}` scored "
         f"{day.scored:,} images of {day.ds}; {_count(scoring, 'quarantined')} quarantined by the checks.\n\n"
         f"Drift verdict: {verdict_text(day)}",
         "## Predicted classes\n\n" + figure("class_distribution", "predicted classes"),
@@ -156,7 +166,7 @@ def _count(record: Mapping, key: str) -> str:
 def run_batch_report(spark: SparkSession, cfg: PipelineConfig, layout: Layout, ds: str | None = None) -> StageResult:
     """Render the day's report in memory, then publish figures, report.md and report.html."""
     batch = layout.batch_files(require_ds(ds))
-    with output_lock(batch.report_md, "batch_report"):
+    with output_lock(batch.reports, "batch_report"):   # the day's reports folder, as scoring and drift lock it
         day = load_day(spark, cfg, batch)
         pngs = render_figures(day, cfg)
         md_text = report_markdown(day, cfg, list(pngs))

@@ -215,8 +215,24 @@ def read_batch_table(spark: SparkSession, path: str, columns: Sequence[str]) -> 
     return df.select(*columns)
 
 
-def measure_day(spark: SparkSession, cfg: PipelineConfig, batch: BatchFiles) -> tuple[ImageStatistics, dict, int]:
-    """The day's image statistics, predicted-class counts and number of unsure predictions."""
+@dataclass(frozen=True)
+class DayMeasures:
+    images: ImageStatistics
+    predicted: dict[int, int]     # predictions per class
+    unsure: int                   # predictions below drift.low_confidence
+    model_name: str               # what scored the day, as every prediction row records it
+    model_version: str
+
+
+def scoring_model(predictions: DataFrame) -> tuple[str, str]:
+    """The model name and version that scored the day, read from the rows themselves (one of each, unless the
+    day was scored in pieces: then all of them, comma-separated)."""
+    rows = predictions.select("model_name", "model_version").distinct().collect()
+    return (", ".join(sorted({r["model_name"] for r in rows})), ", ".join(sorted({r["model_version"] for r in rows})))
+
+
+def measure_day(spark: SparkSession, cfg: PipelineConfig, batch: BatchFiles) -> DayMeasures:
+    """The day's image statistics, predicted-class counts, unsure predictions and scoring model."""
     images = read_batch_table(spark, batch.images, BATCH_IMAGES_SCHEMA.fieldNames())
     predictions = read_batch_table(spark, batch.predictions, BATCH_PREDICTIONS_SCHEMA.fieldNames())
     try:
@@ -228,18 +244,19 @@ def measure_day(spark: SparkSession, cfg: PipelineConfig, batch: BatchFiles) -> 
         raise PipelineError(f"the images and predictions of {batch.ds} disagree ({statistics.images} images, "
                             f"{sum(predicted.values())} predictions): rerun {storage.job_for(SCORING_JOB)} --ds "
                             f"{batch.ds}")
-    return statistics, predicted, low_confidence_count(predictions, cfg.drift.low_confidence)
+    return DayMeasures(statistics, predicted, low_confidence_count(predictions, cfg.drift.low_confidence),
+                       *scoring_model(predictions))
 
 
-def drift_record(batch: BatchFiles, scoring: Mapping, baseline: Mapping, statistics: Sequence[Statistic],
-                 predicted: Mapping[int, int], cfg: DriftConfig, images: int) -> dict:
+def drift_record(batch: BatchFiles, day: DayMeasures, baseline: Mapping, statistics: Sequence[Statistic],
+                 cfg: DriftConfig) -> dict:
     """drift.json: the verdict, every statistic with its baseline, value, threshold and whether it moved."""
     line = verdict(batch.ds, statistics)
-    return {"ds": batch.ds, "model_name": scoring.get("model_name"), "model_version": scoring.get("model_version"),
-            "images": images, "flagged": line is not None, "verdict": line or f"no drift on {batch.ds}",
+    return {"ds": batch.ds, "model_name": day.model_name, "model_version": day.model_version,
+            "images": day.images.images, "flagged": line is not None, "verdict": line or f"no drift on {batch.ds}",
             "on_drift": cfg.on_drift, "statistics": [s.to_dict() for s in statistics],
             "class_shares": {"training": baseline["class_shares"],
-                             "batch": {str(k): v for k, v in shares(predicted).items()}},
+                             "batch": {str(k): v for k, v in shares(day.predicted).items()}},
             "baseline": {"source": baseline["source"], "images": baseline["images"],
                          "ink_threshold": baseline["ink_threshold"]},
             "low_confidence": cfg.low_confidence}
@@ -248,14 +265,15 @@ def drift_record(batch: BatchFiles, scoring: Mapping, baseline: Mapping, statist
 def run_drift_check(spark: SparkSession, cfg: PipelineConfig, layout: Layout, ds: str | None = None) -> StageResult:
     """Measure day `ds`, write its drift.json, then fail (or warn) in one line if a statistic moved."""
     batch = layout.batch_files(require_ds(ds))
-    scoring = storage.read_stage_output(batch.scoring, SCORING_JOB)
+    storage.require_stage_output(batch.scoring, SCORING_JOB)   # written last by scoring: the day is complete
     baseline = baseline_record(spark, cfg, layout)
-    with output_lock(batch.drift, "check_drift"):
-        day, predicted, unsure = measure_day(spark, cfg, batch)
-        statistics = compare(baseline, day, predicted, unsure, cfg.drift)
-        record = drift_record(batch, scoring, baseline, statistics, predicted, cfg.drift, day.images)
+    # The day's reports folder is one output: scoring republishes it whole, later tasks add their files to it.
+    with output_lock(batch.reports, "check_drift"):
+        day = measure_day(spark, cfg, batch)
+        statistics = compare(baseline, day.images, day.predicted, day.unsure, cfg.drift)
+        record = drift_record(batch, day, baseline, statistics, cfg.drift)
         storage.write_json(batch.drift, record)
-    result = StageResult(False, {"drift": batch.drift}, counts={"images": day.images},
+    result = StageResult(False, {"drift": batch.drift}, counts={"images": day.images.images},
                          details={"ds": batch.ds, "flagged": record["flagged"],
                                   "moved": [s.name for s in statistics if s.moved]})
     if record["flagged"] and cfg.drift.on_drift == "fail":
