@@ -10,12 +10,17 @@ CONSTRAINTS := constraints.txt
 PROFILE ?= full
 CONF ?= conf/local.yaml
 BENCH ?= full
+# The scheduler's own environment (Airflow 3.3 needs NumPy 2 and protobuf 7; see constraints-airflow.txt).
+AIRFLOW_VENV := .venv-airflow
+AIRFLOW_STAMP := $(AIRFLOW_VENV)/.setup-done
+AIRFLOW_CONSTRAINTS := constraints-airflow.txt
+AIRFLOW_PACKAGES := apache-airflow apache-airflow-providers-apache-spark
 # This machine's pip config names local package mirrors that may not exist; their warnings are noise.
 QUIET_PIP := 2>&1 | { grep -v "^WARNING: Location 'file:///opt" || true; }
 HOROVOD_FLAGS := HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITH_GLOO=1 HOROVOD_WITHOUT_MPI=1 \
                  HOROVOD_WITHOUT_PYTORCH=1 HOROVOD_WITHOUT_MXNET=1
 
-.PHONY: setup run test test-fast lint bench dist clean check-prereqs cluster-up cluster-down cluster-status \
+.PHONY: setup airflow-setup airflow-constraints schedule-demo run test test-fast lint bench dist pack clean check-prereqs cluster-up cluster-down cluster-status \
         cluster-check cluster-run test-cluster constraints
 
 setup: $(STAMP)
@@ -48,26 +53,56 @@ constraints: $(STAMP)
 	@touch $(STAMP)  # the venv is exactly what the file now says: no reinstall on the next make
 	@echo "wrote $(CONSTRAINTS): $$(grep -c '==' $(CONSTRAINTS)) pinned distributions"
 
+# Airflow and its Spark provider, in their own venv from their own pins (about 45 s from the package index).
+airflow-setup: $(AIRFLOW_STAMP)
+
+$(AIRFLOW_STAMP): $(AIRFLOW_CONSTRAINTS) | check-prereqs
+	@echo ">> Setting up $(AIRFLOW_VENV): Airflow, for the scheduled batches"
+	@test -x $(AIRFLOW_VENV)/bin/python || $(PYTHON) -m venv $(AIRFLOW_VENV)
+	$(AIRFLOW_VENV)/bin/python -m pip install -q -c $(AIRFLOW_CONSTRAINTS) pip setuptools $(QUIET_PIP)
+	$(AIRFLOW_VENV)/bin/python -m pip install -q -c $(AIRFLOW_CONSTRAINTS) $(AIRFLOW_PACKAGES) $(QUIET_PIP)
+	@touch $(AIRFLOW_STAMP)
+
+# Rewrite constraints-airflow.txt from what .venv-airflow holds (header kept), as `constraints` does for .venv.
+airflow-constraints: $(AIRFLOW_STAMP)
+	@{ sed '/^[^#]/,$$d' $(AIRFLOW_CONSTRAINTS); $(AIRFLOW_VENV)/bin/python -m pip freeze --all; } \
+	  > $(AIRFLOW_CONSTRAINTS).tmp
+	@mv $(AIRFLOW_CONSTRAINTS).tmp $(AIRFLOW_CONSTRAINTS)
+	@touch $(AIRFLOW_STAMP)
+	@echo "wrote $(AIRFLOW_CONSTRAINTS): $$(grep -c '==' $(AIRFLOW_CONSTRAINTS)) pinned distributions"
+
 run: $(STAMP)
 	$(PY) jobs/run_pipeline.py --conf $(CONF) --profile $(PROFILE) $(ARGS)
 
-test: $(STAMP)
+# Three days of arrivals through the daily DAG, then the retraining DAG (airflow dags test: no scheduler).
+schedule-demo: $(STAMP) $(AIRFLOW_STAMP) dist
+	$(PY) scripts/schedule_demo.py $(ARGS)
+
+test: $(STAMP) $(AIRFLOW_STAMP)
 	$(PY) -m pytest tests $(ARGS)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check pipeline jobs tests benchmarks scripts
+	$(VENV)/bin/ruff check pipeline jobs tests benchmarks scripts dags
 
 bench: $(STAMP)
 	$(PY) benchmarks/run.py --mode $(BENCH)
 
 # The artefacts shipped to a real cluster: the package for --py-files, and the config folder for a driver that
-# runs on the cluster (deploy mode cluster: --archives dist/conf.zip#conf). In client mode the driver reads conf/
-# from the directory spark-submit runs in.
-dist: $(STAMP)
+# runs on the cluster (deploy mode cluster: --archives dist/conf.zip#conf, then --conf conf/cluster.yaml). Profiles
+# are read beside the --conf file, relative paths resolve against paths.root (README "Configuration"), so the job
+# runs from any directory. Only zip is needed, not the venv.
+dist:
 	@mkdir -p dist && rm -f dist/pipeline.zip dist/conf.zip
 	zip -qr dist/pipeline.zip pipeline -x '*__pycache__*' '*.pyc'
 	cd conf && zip -qr ../dist/conf.zip . -i '*.yaml'
 	@echo "built dist/pipeline.zip and dist/conf.zip"
+
+# The training environment for YARN or Kubernetes executors, packed by venv-pack into one archive (scripts/pack_env.py
+# says what it leaves out: the editable install of this checkout, which ships as dist/pipeline.zip, and build-only
+# files). Nodes need Python 3.11 where it is here, or at PACK_PYTHON_PREFIX (its prefix, e.g. /usr).
+PACK := dist/pipeline-env.tar.gz
+pack: $(STAMP) dist
+	$(PY) scripts/pack_env.py --venv $(abspath $(VENV)) --output $(PACK) $(if $(PACK_PYTHON_PREFIX),--python-prefix $(PACK_PYTHON_PREFIX))
 
 # A Spark standalone cluster on this machine: a master and two 1-core workers on 127.0.0.1, state in cluster/.
 # Ports: CLUSTER_MASTER_PORT (7077), CLUSTER_MASTER_UI_PORT (8080), CLUSTER_WORKER_UI_PORT (8081, 8082).
@@ -101,4 +136,4 @@ clean:
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
 distclean: clean
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(AIRFLOW_VENV)

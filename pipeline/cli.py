@@ -10,9 +10,9 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from pipeline.config import PipelineConfig, known_profiles, load_config
+from pipeline.config import DEFAULT_CONF, PipelineConfig, known_profiles, load_config, profiles_dir
 from pipeline.errors import PipelineError
-from pipeline.layout import Layout
+from pipeline.layout import Layout, checked_ds
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -22,14 +22,17 @@ log = logging.getLogger("pipeline")
 # TensorFlow's C++ start-up notes (CPU instruction sets) would otherwise be the loudest lines of every job.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-def job_parser(description: str, per_run: bool = True, skips_complete: bool = True) -> argparse.ArgumentParser:
+def job_parser(description: str, per_run: bool = True, skips_complete: bool = True,
+               per_date: bool = False) -> argparse.ArgumentParser:
     """The arguments every job takes; --run-id only for jobs that write into a run folder, --force only for jobs
-    that skip a complete output."""
+    that skip a complete output, --ds (required) for the scheduled batches' jobs, which work on one day."""
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--conf", default=None, help="config YAML (default: conf/local.yaml)")
+    parser.add_argument("--conf", default=None, help=f"config YAML (default: {DEFAULT_CONF}); relative paths in it "
+                        "resolve against paths.root, by default the folder above the file's folder")
     parser.add_argument("--profile", default=None,
-                        help=f"config profile, a name from conf/profiles: {', '.join(known_profiles())} "
-                             "(default: the config file's profile, else full)")
+                        help="config profile: a name from the profiles/ folder beside the config file, e.g. "
+                             f"{', '.join(known_profiles(profiles_dir(None)))} (default: the config file's "
+                             "profile, else full)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override one config value (repeatable), e.g. --set train.batch_size=64; after "
                              "spark.settings. the rest is one Spark option, dots and all: "
@@ -38,6 +41,9 @@ def job_parser(description: str, per_run: bool = True, skips_complete: bool = Tr
         parser.add_argument("--run-id", default=None, help="run folder name (default: profile + config hash)")
     if skips_complete:
         parser.add_argument("--force", action="store_true", help="redo even if the output is complete")
+    if per_date:
+        parser.add_argument("--ds", required=True, metavar="YYYY-MM-DD",
+                            help="the day to work on: its landing folder ds=YYYY-MM-DD and its partitions")
     return parser
 
 
@@ -45,7 +51,8 @@ def stage_parser(name: str) -> argparse.ArgumentParser:
     """The parser of one stage's job, from its registry entry: the common arguments and the stage's options."""
     from pipeline.stages import stage_named
     stage = stage_named(name)
-    parser = job_parser(f"The {stage.name} stage: {stage.summary}.", stage.per_run, stage.skips_complete)
+    parser = job_parser(f"The {stage.name} stage: {stage.summary}.", stage.per_run, stage.skips_complete,
+                        stage.per_date)
     for option in stage.options:
         parser.add_argument(option.cli_flag, dest=option.name, default=option.default, help=option.help)
     return parser
@@ -68,9 +75,18 @@ def run_stage_job(name: str, argv: list[str] | None) -> int:
         layout = Layout.from_config(cfg, getattr(args, "run_id", None))
         options = {option.name: getattr(args, option.name) for option in stage.options}
         started = time.monotonic()
-        result = stage.run(spark, cfg, layout, force=getattr(args, "force", False), **options)
+        result = stage.run(spark, cfg, layout, force=getattr(args, "force", False), ds=getattr(args, "ds", None),
+                           **options)
         log.info("%s", dataclasses.replace(result, seconds=time.monotonic() - started).summary_line(name))
     return run_job(stage_parser(name), argv, name, run)
+
+
+def default_conf() -> str:
+    """The checkout's conf/local.yaml, for a job given no --conf; outside a checkout there is none to guess."""
+    if not DEFAULT_CONF.is_file():
+        raise PipelineError(f"no --conf given and {DEFAULT_CONF} does not exist (the pipeline package is not in a "
+                            "checkout): pass --conf FILE")
+    return str(DEFAULT_CONF)
 
 
 def configure_logging() -> None:
@@ -90,14 +106,15 @@ def _drop_py4j_retry_notes(record: logging.LogRecord) -> bool:
 def run_job(parser: argparse.ArgumentParser, argv: list[str] | None, job_name: str,
             work: Callable[[SparkSession, PipelineConfig, argparse.Namespace], object]) -> int:
     """Parse `argv`, load config, build the session, run `stage`; a PipelineError becomes one line and exit 1."""
-    from pipeline.config import REPO_ROOT
     from pipeline.spark import build_spark_session
 
     args = parser.parse_args(argv)
     configure_logging()
     spark = None
     try:
-        cfg = load_config(args.conf or REPO_ROOT / "conf" / "local.yaml", args.profile, args.overrides)
+        if getattr(args, "ds", None) is not None:
+            checked_ds(args.ds)  # before the session starts: a mistyped date costs no Spark start-up
+        cfg = load_config(args.conf or default_conf(), args.profile, args.overrides)
         spark = build_spark_session(cfg.spark, job_name)
         work(spark, cfg, args)
         return 0

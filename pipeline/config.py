@@ -5,6 +5,7 @@ Validated once, here at the edge; stages receive these frozen objects (or plain 
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import types
 import typing
@@ -18,15 +19,18 @@ from pipeline.errors import PipelineError
 from pipeline.fingerprint import fingerprint_of
 
 
-def _repo_root() -> Path:
-    """The checkout holding conf/ and data/. Imported from dist/pipeline.zip (spark-submit --py-files) the
-    package sits inside a file: the checkout is then the directory the job was submitted from."""
-    root = Path(__file__).resolve().parent.parent
-    return root if root.is_dir() else Path.cwd()
+def _checkout() -> Path:
+    """The checkout holding conf/ and data/, found from where the package is, never from the working directory:
+    the folder above pipeline/, or, imported from dist/pipeline.zip (spark-submit --py-files), the folder above
+    dist/. Outside a checkout (a zip elsewhere, a site-packages install) it holds no conf/: pass --conf."""
+    above_package = Path(__file__).resolve().parent.parent   # the checkout, or the zip the package sits in
+    return above_package.parent.parent if above_package.is_file() else above_package
 
 
-REPO_ROOT = _repo_root()
-PROFILES_DIR = REPO_ROOT / "conf" / "profiles"
+REPO_ROOT = _checkout()
+DEFAULT_CONF = REPO_ROOT / "conf" / "local.yaml"
+PROFILES_FOLDER = "profiles"    # beside the config file: conf/local.yaml -> conf/profiles/<name>.yaml
+DEFAULT_PROFILE = "full"        # the config file as it is: its overlay may be absent
 
 SEED_MAX = 2**31 - 1  # numpy seeds stop at 2**32 - 1; training adds the worker's rank to its seed
 
@@ -114,6 +118,10 @@ class SparkConfig:
 
 @dataclass(frozen=True)
 class PathsConfig:
+    # The base of every relative path of this section (--set ones included): a folder or a URI. Empty: the folder
+    # above the config file's folder (conf/local.yaml -> the checkout), or the checkout when no file is given.
+    # A relative root is taken from that same folder. load_config replaces it with the base it resolved.
+    root: str = ""
     input: str = "data/mnist"          # raw files: local dir or any Hadoop-FS URI (hdfs://, s3a://, file://)
     data: str = "output/data"          # shared data stages (raw, quarantine, curated, EDA), keyed by config hash
     runs: str = "output/runs"          # one folder per run: models, evaluation, predictions, report
@@ -250,10 +258,26 @@ class PipelineConfig:
         return fingerprint_of(payload)
 
     def resolve(self, path: str) -> str:
-        """A configured path made absolute against the repo root, unless it is a URI or already absolute."""
-        if "://" in path or Path(path).is_absolute():
-            return path
-        return str(REPO_ROOT / path)
+        """A configured path joined to `paths.root`, unless it is a URI or already absolute."""
+        return joined_to(self.paths.root or str(REPO_ROOT), path)
+
+
+def is_uri(path: str) -> bool:
+    return "://" in path
+
+
+def joined_to(base: str, path: str) -> str:
+    """`path` under `base` (a folder or a URI) when it is relative; a URI or an absolute path as it is."""
+    if is_uri(path) or Path(path).is_absolute():
+        return path
+    return f"{base.rstrip('/')}/{path}" if is_uri(base) else str(Path(base) / path)
+
+
+def default_paths_root(conf_file: str | Path | None) -> str:
+    """The folder above the config file's folder (conf/local.yaml -> the checkout); the checkout without a file."""
+    if conf_file is None:
+        return str(REPO_ROOT)
+    return os.path.dirname(os.path.dirname(os.path.abspath(conf_file)))
 
 
 REDACTED = "***redacted***"
@@ -282,19 +306,34 @@ def redacted(node: Any) -> Any:
 
 def load_config(conf_file: str | Path | None = None, profile: str | None = None,
                 overrides: list[str] | tuple[str, ...] = ()) -> PipelineConfig:
-    """Load `conf_file`, overlay `conf/profiles/<profile>.yaml`, then apply `section.key=value` overrides."""
+    """Load `conf_file`, overlay `profiles/<profile>.yaml` beside it (the checkout's conf/profiles without a file),
+    then apply `section.key=value` overrides; `paths.root` comes back as the base it resolves to."""
     raw: dict[str, Any] = {}
     if conf_file is not None:
         raw = _read_yaml(Path(conf_file))
-    profile = profile or raw.get("profile") or "full"
-    raw = _deep_merge(raw, _read_yaml(profile_file(profile)))
+    profiles = profiles_dir(conf_file)
+    profile = profile or raw.get("profile") or DEFAULT_PROFILE
+    overlay = profile_file(profile, profiles)
+    if overlay is not None:
+        raw = _deep_merge(raw, _read_yaml(overlay))
     raw["profile"] = profile
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise PipelineError(f"--set expects section.key=value, got '{item}'")
         _set_dotted(raw, key.strip(), _parse_value(key.strip(), value))
-    return _build(PipelineConfig, raw, "")
+    cfg = _build(PipelineConfig, raw, "")
+    root = _paths_root(cfg.paths.root, conf_file)
+    return dataclasses.replace(cfg, paths=dataclasses.replace(cfg.paths, root=root))
+
+
+def _paths_root(configured: str, conf_file: str | Path | None) -> str:
+    """The base of relative paths: `paths.root` as configured, taken from the default base when relative."""
+    default = default_paths_root(conf_file)
+    if not configured:
+        return default
+    root = joined_to(default, configured)
+    return root if is_uri(root) else os.path.normpath(root)
 
 
 def _parse_value(key: str, text: str) -> Any:
@@ -308,16 +347,26 @@ def _parse_value(key: str, text: str) -> Any:
 _PROFILE_NAME = re.compile(r"[A-Za-z0-9_-]+")
 
 
-def known_profiles() -> list[str]:
-    """The names `--profile` accepts: conf/profiles/<name>.yaml with a plain name."""
-    return sorted(p.stem for p in PROFILES_DIR.glob("*.yaml") if _PROFILE_NAME.fullmatch(p.stem))
+def profiles_dir(conf_file: str | Path | None) -> Path:
+    """profiles/ beside the config file (conf/local.yaml -> conf/profiles), the checkout's without a file."""
+    conf_dir = Path(os.path.abspath(conf_file)).parent if conf_file is not None else DEFAULT_CONF.parent
+    return conf_dir / PROFILES_FOLDER
 
 
-def profile_file(profile: Any) -> Path:
-    """The profile's file in conf/profiles: a plain name only, so that no path can lead outside that folder."""
-    if profile not in known_profiles():
-        raise PipelineError(f"unknown profile '{profile}' (known: {', '.join(known_profiles())})")
-    return PROFILES_DIR / f"{profile}.yaml"
+def known_profiles(profiles: Path) -> list[str]:
+    """The names `--profile` accepts: <profiles>/<name>.yaml with a plain name."""
+    return sorted(p.stem for p in profiles.glob("*.yaml") if _PROFILE_NAME.fullmatch(p.stem))
+
+
+def profile_file(profile: Any, profiles: Path) -> Path | None:
+    """The profile's file in `profiles`: a plain name only, so that no path can lead outside that folder. None for
+    the default profile when it has no file: the config file as it is."""
+    known = known_profiles(profiles)
+    if profile not in known:
+        if profile == DEFAULT_PROFILE:
+            return None
+        raise PipelineError(f"unknown profile '{profile}' (known in {profiles}: {', '.join(known) or 'none'})")
+    return profiles / f"{profile}.yaml"
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

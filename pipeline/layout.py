@@ -9,6 +9,7 @@ published one.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import date
 from typing import ClassVar
@@ -140,6 +141,22 @@ class PredictionFiles:
         return f"{self.root.rstrip('/')}.unreadable.csv"
 
 
+_DS = re.compile(r"\d{4}-\d{2}-\d{2}")
+PARTITION_GLOB = "ds=????-??-??"  # exactly the published day folders: not their .tmp-*/.old-* siblings, nor locks
+
+
+def checked_ds(ds: str) -> str:
+    """`ds` when it is a real date written YYYY-MM-DD; otherwise one line saying so. Every day's paths go through
+    here, so a malformed date can never name a folder (ds=../x, ds=2026-2-3 beside ds=2026-02-03)."""
+    if not isinstance(ds, str) or not _DS.fullmatch(ds):
+        raise PipelineError(f"--ds {ds}: expected a date written YYYY-MM-DD, e.g. 2026-11-24")
+    try:
+        date.fromisoformat(ds)
+    except ValueError as exc:
+        raise PipelineError(f"--ds {ds}: not a real date ({exc})") from None
+    return ds
+
+
 @dataclass(frozen=True)
 class BatchFiles:
     """One day of scheduled batches (ds = YYYY-MM-DD). Tables are partitioned by day, one `ds=<date>` folder each,
@@ -154,7 +171,9 @@ class BatchFiles:
     landing_root: str
     root: str
     ds: str
-    FIGURES: ClassVar[str] = "figures"
+
+    def __post_init__(self) -> None:
+        checked_ds(self.ds)
 
     @property
     def partition(self) -> str:
@@ -173,6 +192,12 @@ class BatchFiles:
         """A table partitioned by day: images, quarantine, predictions."""
         return f"{self.root}/{name}"
 
+    def published(self, name: str) -> str:
+        """What to read for every day of table `name`: the day folders alone, as a glob (read it with
+        option basePath=table(name) to get the ds column). The table's root also holds each day's lock file and,
+        while a day is being rewritten, its temporary sibling: Spark would read those as partitions."""
+        return f"{self.table(name)}/{PARTITION_GLOB}"
+
     @property
     def images(self) -> str:
         return f"{self.table('images')}/{self.partition}"
@@ -190,42 +215,84 @@ class BatchFiles:
         return f"{self.root}/reports/{self.partition}"
 
     @property
+    def report_files(self) -> BatchReportFiles:
+        return BatchReportFiles(self.reports)
+
+    @property
     def validation_report(self) -> str:
-        return f"{self.reports}/validation_report.json"
+        return self.report_files.validation_report
+
+    @property
+    def scoring(self) -> str:
+        return self.report_files.scoring
+
+    @property
+    def drift(self) -> str:
+        return self.report_files.drift
+
+    @property
+    def report_md(self) -> str:
+        return self.report_files.report_md
+
+    @property
+    def report_html(self) -> str:
+        return self.report_files.report_html
+
+    @property
+    def report_figures(self) -> str:
+        return self.report_files.figures
+
+    def report_figure(self, key: str) -> str:
+        return self.report_files.figure(key)
+
+
+@dataclass(frozen=True)
+class BatchReportFiles:
+    """One day's reports folder (or the temporary folder scoring builds it in, then publishes in one move).
+    Scoring publishes the folder whole, holding its two files: rescoring a day drops the drift statistics and
+    report of the earlier scoring, which described other predictions. Later tasks of the day add their files
+    one at a time (storage.write_json / write_text, atomic per file), under the folder's lock."""
+    root: str
+    FIGURES: ClassVar[str] = "figures"
+
+    @property
+    def validation_report(self) -> str:
+        """The day's record checks: BatchValidationReport (pipeline.validation_report)."""
+        return f"{self.root}/validation_report.json"
 
     @property
     def scoring(self) -> str:
         """The scoring summary: model name and version, counts per class, confidence."""
-        return f"{self.reports}/scoring.json"
+        return f"{self.root}/scoring.json"
 
     @property
     def drift(self) -> str:
-        return f"{self.reports}/drift.json"
+        return f"{self.root}/drift.json"
 
     @property
     def report_md(self) -> str:
-        return f"{self.reports}/report.md"
+        return f"{self.root}/report.md"
 
     @property
     def report_html(self) -> str:
-        return f"{self.reports}/report.html"
+        return f"{self.root}/report.html"
 
     @property
-    def report_figures(self) -> str:
+    def figures(self) -> str:
         """The batch report's figures folder, published as one."""
-        return f"{self.reports}/{self.FIGURES}"
+        return f"{self.root}/{self.FIGURES}"
 
     @staticmethod
     def figure_name(key: str) -> str:
         return f"{key}.png"
 
     @classmethod
-    def report_figure_link(cls, key: str) -> str:
+    def figure_link(cls, key: str) -> str:
         """A figure as the batch report links it, relative to the report."""
         return f"{cls.FIGURES}/{cls.figure_name(key)}"
 
-    def report_figure(self, key: str) -> str:
-        return f"{self.reports}/{self.report_figure_link(key)}"
+    def figure(self, key: str) -> str:
+        return f"{self.root}/{self.figure_link(key)}"
 
 
 @dataclass(frozen=True)
@@ -352,13 +419,6 @@ class Layout:
         return f"{self.run_root}/{MANIFEST}"
 
     def batch_files(self, ds: str) -> BatchFiles:
-        """One day's paths; `ds` must be a real date written YYYY-MM-DD, so that it can never name another path."""
-        try:
-            valid = date.fromisoformat(ds).isoformat() == ds
-        except (TypeError, ValueError):
-            valid = False
-        if not valid:
-            raise PipelineError(f"ds must be a date written YYYY-MM-DD, got {ds!r}")
         return BatchFiles(self.landing_root, self.batches_root, ds)
 
 

@@ -20,10 +20,14 @@ Quarantine table (records that failed record checks, written by ingest):
 
 Batch tables (scheduled scoring, one ds=YYYY-MM-DD partition folder per day; see layout.BatchFiles):
   images        record_id (the image file's path relative to the day's landing folder, or "<file>:<index>" for
-                records of an IDX/CSV/npz file), source_file (that file), image (curated: IMAGE_PIXELS floats)
+                records of an IDX/CSV/npz file), source_file (that file, relative to the landing folder), image
+                (curated: IMAGE_PIXELS floats)
+  quarantine    record_id, source_file, reason: the day's records that failed the record checks (unreadable or
+                refused files, malformed records, blank images under data.blank_images=quarantine)
   predictions   record_id, source_file, prediction, confidence (the top probability), probabilities,
                 model_name (the registered model), model_version (the registry version that scored the day)
-The ds column is the partition folder's, added when the table's root is read.
+The ds column is the partition folder's: read the day folders through BatchFiles.published(table), with option
+basePath=BatchFiles.table(table), to get it.
 
 Raw images become curated ones by NORMALISATION, implemented once here (normalise_images): prepare applies it to
 the raw table, predict to raw-format input.
@@ -78,6 +82,12 @@ BATCH_IMAGES_SCHEMA = StructType([
     StructField("record_id", StringType(), nullable=False),
     StructField("source_file", StringType(), nullable=False),
     StructField("image", ArrayType(FloatType(), containsNull=False), nullable=False),
+])
+
+BATCH_QUARANTINE_SCHEMA = StructType([
+    StructField("record_id", StringType(), nullable=False),
+    StructField("source_file", StringType(), nullable=False),
+    StructField("reason", StringType(), nullable=False),
 ])
 
 BATCH_PREDICTIONS_SCHEMA = StructType([

@@ -4,8 +4,10 @@ pipeline-structure table all read this registry instead of restating it.
 
 Every stage function has the same shape, `run(spark, cfg, layout, force=False, **options) -> StageResult`, where
 `options` are exactly the stage's declared `StageOption`s (and `force` is left out for the stages that redo their
-work every time). Functions are named by import path and imported when
-the stage runs, so `--help` and config errors never pay for TensorFlow's import.
+work every time). The scheduled batches' stages (DAILY_STAGES) work on one day: their functions also take
+`ds="YYYY-MM-DD"` and their jobs take --ds instead of --run-id; the main job does not run them. Functions are
+named by import path and imported when the stage runs, so `--help` and config errors never pay for TensorFlow's
+import.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline.errors import PipelineError
-from pipeline.layout import SPLITS, BatchFiles, Layout
+from pipeline.layout import SPLITS, BatchReportFiles, Layout
 from pipeline.result import StageResult
 from pipeline.storage import job_for
 
@@ -43,16 +45,24 @@ class Stage:
     options: tuple[StageOption, ...] = ()
     per_run: bool = True                  # writes into the run folder (so its job takes --run-id)
     skips_complete: bool = True           # skips when its output is complete (so its job takes --force)
+    per_date: bool = False                # works on one day of the scheduled batches (so its job takes --ds)
 
     @property
     def job(self) -> str:
         return job_for(self.name)
 
-    def run(self, spark, cfg, layout: Layout, force: bool = False, **options: Any) -> StageResult:
+    def run(self, spark, cfg, layout: Layout, force: bool = False, ds: str | None = None,
+            **options: Any) -> StageResult:
         module, function = self.function.split(":")
         unknown = set(options) - {option.name for option in self.options}
         if unknown:
             raise PipelineError(f"stage '{self.name}' has no option '{sorted(unknown)[0]}'")
+        if self.per_date:
+            if ds is None:
+                raise PipelineError(f"stage '{self.name}' runs for one day: pass --ds YYYY-MM-DD")
+            options = {**options, "ds": ds}
+        elif ds is not None:
+            raise PipelineError(f"stage '{self.name}' is not a per-day stage: it takes no --ds")
         run = getattr(importlib.import_module(module), function)
         if self.skips_complete:
             return run(spark, cfg, layout, force=force, **options)
@@ -93,34 +103,39 @@ STAGES: tuple[Stage, ...] = (
 
 STAGE_NAMES: tuple[str, ...] = tuple(stage.name for stage in STAGES)
 
-# Per-day stages of the scheduled batches: each job takes --ds (the day, YYYY-MM-DD) and works on that day's
-# partitions only. The scheduler runs them, not the main job: they are not part of STAGES.
-DAY_OPTION = StageOption("ds", "the day to work on, YYYY-MM-DD (required)")
+
+def _reports_of_any_day(layout: Layout) -> BatchReportFiles:
+    """A day's reports folder with <date> for the day: for the docs only (BatchFiles refuses what is not a date)."""
+    return BatchReportFiles(f"{layout.batches_root}/reports/ds=<date>")
 
 
-def _any_day(layout: Layout) -> BatchFiles:
-    """A day's paths with `<ds>` for the date: for the docs, never for a real read or write."""
-    return BatchFiles(layout.landing_root, layout.batches_root, "<ds>")
-
-
-BATCH_STAGES: tuple[Stage, ...] = (
+# The scheduled batches: one day (ds) at a time, in this order, from the landing folder to the day's report.
+# check_drift writes drift.json before it fails, so a scheduler runs batch_report after it whatever its outcome.
+DAILY_STAGES: tuple[Stage, ...] = (
+    Stage("score_batch", "checks one day's arrivals like ingest (quarantine, validation report) and scores them with "
+          "the registry's champion, replacing that day's images, quarantine and predictions partitions",
+          "pipeline.batch.score:run_batch_scoring", lambda lay: f"{lay.landing_root}/ds=<date>",
+          lambda lay: f"{lay.batches_root}/{{images,quarantine,predictions,reports}}/ds=<date>",
+          options=(StageOption("model", "models:/<name>@<alias> or models:/<name>/<version>, or a .keras file "
+                               "(default: the registry's champion)"),),
+          per_run=False, skips_complete=False, per_date=True),
     Stage("check_drift", "compares a day's images and predictions with the training data (pixel statistics, ink, "
           "mean image, predicted classes, low confidence), writes drift.json, fails or warns if one moved",
           "pipeline.batch.drift:run_drift_check",
-          lambda lay: f"{_any_day(lay).images}, {_any_day(lay).predictions}, {lay.drift_baseline}",
-          lambda lay: _any_day(lay).drift, options=(DAY_OPTION,), per_run=False, skips_complete=False),
+          lambda lay: f"{lay.batches_root}/{{images,predictions}}/ds=<date>, {lay.drift_baseline}",
+          lambda lay: _reports_of_any_day(lay).drift, per_run=False, skips_complete=False, per_date=True),
     Stage("batch_report", "writes a day's report.md and self-contained report.html: model version, counts, drift "
           "verdict, class distribution, confidence, drift statistics, least confident images",
           "pipeline.batch.batch_report:run_batch_report",
-          lambda lay: f"{_any_day(lay).scoring}, {_any_day(lay).predictions}, {_any_day(lay).drift}",
-          lambda lay: f"{_any_day(lay).report_md}, {_any_day(lay).report_html}",
-          options=(DAY_OPTION,), per_run=False, skips_complete=False),
+          lambda lay: f"{lay.batches_root}/predictions/ds=<date>, {_reports_of_any_day(lay).drift}",
+          lambda lay: f"{_reports_of_any_day(lay).report_md}, {_reports_of_any_day(lay).report_html}",
+          per_run=False, skips_complete=False, per_date=True),
 )
 
 
 def stage_named(name: str) -> Stage:
-    for stage in (*STAGES, *BATCH_STAGES):
+    for stage in (*STAGES, *DAILY_STAGES):
         if stage.name == name:
             return stage
-    known = [stage.name for stage in (*STAGES, *BATCH_STAGES)]
-    raise PipelineError(f"unknown stage '{name}' (stages: {', '.join(known)})")
+    known = ", ".join(stage.name for stage in (*STAGES, *DAILY_STAGES))
+    raise PipelineError(f"unknown stage '{name}' (stages: {known})")

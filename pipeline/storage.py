@@ -36,6 +36,11 @@ def exists(path: str) -> bool:
     return fs.get_file_info(p).type != pafs.FileType.NotFound
 
 
+def is_dir(path: str) -> bool:
+    fs, p = filesystem(path)
+    return fs.get_file_info(p).type == pafs.FileType.Directory
+
+
 def makedirs(path: str) -> None:
     fs, p = filesystem(path)
     fs.create_dir(p, recursive=True)

@@ -1,5 +1,5 @@
 """The validation report ingest writes next to the raw table, declared once: ingest builds it
-(`pipeline.data.validate.build_report`), EDA reads it. Stages do not import each other, so its structure lives
+(`pipeline.record_checks.build_report`), EDA reads it. Stages do not import each other, so its structure lives
 here, below them; a reader takes the keys as declared instead of guessing at them.
 """
 from __future__ import annotations
@@ -49,6 +49,24 @@ class ValidationReport(TypedDict):
 
 
 KEYS = ValidationReport.__required_keys__
+
+
+class BatchValidationReport(TypedDict):
+    """validation_report.json of one scheduled day (layout.BatchFiles.validation_report), written by score_batch
+    (pipeline.batch) with the same record checks and data.* policies as ingest; a day has no splits."""
+    ds: str
+    landing: str                         # the day's landing folder
+    input_kind: str                      # images (PNG/JPEG files) | idx | npz | csv
+    status: str                          # "passed" or "failed"
+    records: int                         # files or records that arrived
+    valid: int                           # passed every check and not dropped: the day's images partition
+    quarantined: int                     # the day's quarantine partition
+    dropped: int                         # removed by a drop policy, kept nowhere
+    quarantine_reasons: dict[str, int]   # reason -> records
+    quarantined_fraction: float          # of all records that arrived
+    max_quarantine_fraction: float       # data.max_quarantine_fraction when the day was scored
+    findings: dict[str, FindingSummary]  # blank_images: what data.blank_images found and did (by_split: {"batch"})
+    error: str | None                    # why the day was refused; None when it was published
 
 
 def read_validation_report(path: str) -> ValidationReport:

@@ -2,7 +2,8 @@
 
     spark-submit --master spark://127.0.0.1:7077 --py-files dist/pipeline.zip scripts/cluster_check.py [--ranks 2]
 
-Prints one JSON line: the executors that ran tasks, where `pipeline` was imported from on them (the shipped zip),
+Prints one JSON line: the executors that ran tasks, where `pipeline` was imported from on them (the shipped zip)
+and the environment their Python runs in (a shipped --archives environment, or the venv),
 and for every Horovod rank its allreduce result, host, pid and executor (read from its working directory, which
 a standalone worker names <work-dir>/<app-id>/<executor-id>). Exit code 1 when the ranks did not land on
 distinct executors or the allreduce is wrong.
@@ -25,7 +26,8 @@ def where_am_i() -> dict:
 
 def _task_facts(_rows) -> list[dict]:
     import pipeline
-    return [{**where_am_i(), "pipeline_from": os.path.dirname(os.path.dirname(pipeline.__file__))}]
+    return [{**where_am_i(), "pipeline_from": os.path.dirname(os.path.dirname(pipeline.__file__)),
+             "python": sys.prefix}]
 
 
 def _allreduce_rank() -> dict:
@@ -44,7 +46,8 @@ def run_checks(spark, ranks: int) -> dict:
     expected_sum = ranks * (ranks + 1) / 2
     executors = {(r["worker_dir"], r["executor"]) for r in results}
     return {"range_count": count, "task_executors": sorted({f"{t['worker_dir']}#{t['executor']}" for t in tasks}),
-            "pipeline_from": sorted({t["pipeline_from"] for t in tasks}), "ranks": results,
+            "pipeline_from": sorted({t["pipeline_from"] for t in tasks}),
+            "python": sorted({t["python"] for t in tasks}), "ranks": results,
             "distinct_rank_executors": len(executors),
             "ok": count == 100_000 and len(executors) == ranks and all(r["sum"] == expected_sum for r in results)}
 

@@ -26,6 +26,16 @@ def spark(tmp_path_factory):
         session.stop()
 
 
+@pytest.fixture(scope="session")
+def dist():
+    """`make dist` run once: dist/pipeline.zip (returned) and dist/conf.zip beside it, as a cluster gets them."""
+    import subprocess
+
+    from pipeline.config import REPO_ROOT
+    subprocess.run(["make", "-s", "dist"], cwd=REPO_ROOT, check=True, capture_output=True, timeout=120)
+    return REPO_ROOT / "dist" / "pipeline.zip"
+
+
 @pytest.fixture
 def make_config(tmp_path):
     """A config whose outputs go under this test's tmp_path; extra `section.key=value` overrides allowed."""

@@ -2,7 +2,7 @@
 
 MNIST-like: MNIST test digits drawn as a scanner gives them (dark ink on white paper, larger, lightly rotated,
 scaled and shifted, with paper noise, saved as PNG) and brought back with the same conversion prediction applies to
-image files (pipeline.predict.images.to_mnist). Non-digits: uniform noise, blobs, near-blank pages and random
+image files (pipeline.formats.images.to_mnist). Non-digits: uniform noise, blobs, near-blank pages and random
 strokes (letter-like), through the same conversion.
 """
 from __future__ import annotations
@@ -14,7 +14,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from pipeline.config import REPO_ROOT
 from pipeline.formats.idx import read_array
-from pipeline.predict.images import to_mnist
+from pipeline.formats.images import to_mnist
 
 PAGE = 112                # the scanned field, pixels a side
 NON_DIGIT_KINDS = ("noise", "blob", "blank_page", "strokes")

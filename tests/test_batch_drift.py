@@ -118,14 +118,6 @@ def test_verdict_names_the_statistic_that_moved_most_then_the_others():
         "class_distance is 0.469, more than the 0.149 allowed (0.080 + 0.069 for sampling)")
 
 
-def test_ds_must_be_a_date(training_layout):
-    for ds in ("2026-13-01", "20261124", "../x", "2026-11-24/../../etc"):
-        with pytest.raises(PipelineError, match=f"^ds must be a date written YYYY-MM-DD, got '{ds}'$"):
-            training_layout.batch_files(ds)
-    with pytest.raises(PipelineError, match="^--ds is required: the day to work on, YYYY-MM-DD$"):
-        drift.require_ds(None)
-
-
 # --- a day as daily scoring leaves it -----------------------------------------------------------------------------
 
 def test_baseline_is_measured_once_from_the_training_split(spark, training_layout, make_config):

@@ -4,9 +4,9 @@ import json
 import re
 import subprocess
 
-from pipeline.config import REPO_ROOT
+import pytest
 
-VENV_PYTHON = str(REPO_ROOT / ".venv" / "bin" / "python")
+from pipeline.config import REPO_ROOT
 
 
 def _make(*args, env=None):
@@ -37,10 +37,10 @@ def canonical(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def constraint_pins() -> dict[str, str]:
-    """{canonical name: version} of every `name==version` line of constraints.txt."""
+def constraint_pins(constraints: str = "constraints.txt") -> dict[str, str]:
+    """{canonical name: version} of every `name==version` line of a constraints file."""
     pins = {}
-    for line in (REPO_ROOT / "constraints.txt").read_text().splitlines():
+    for line in (REPO_ROOT / constraints).read_text().splitlines():
         line = line.split("#", 1)[0].strip()
         if line:
             name, version = line.split("==")
@@ -48,18 +48,29 @@ def constraint_pins() -> dict[str, str]:
     return pins
 
 
-def test_venv_has_no_broken_requirements():
-    proc = subprocess.run([VENV_PYTHON, "-m", "pip", "check"], capture_output=True, text=True, timeout=120)
+# The project's venv and the scheduler's, each with its own pins (they cannot share NumPy or protobuf).
+VENVS = pytest.mark.parametrize("venv, constraints", [(".venv", "constraints.txt"),
+                                                      (".venv-airflow", "constraints-airflow.txt")])
+
+
+def venv_python(venv: str) -> str:
+    return str(REPO_ROOT / venv / "bin" / "python")
+
+
+@VENVS
+def test_venv_has_no_broken_requirements(venv, constraints):
+    proc = subprocess.run([venv_python(venv), "-m", "pip", "check"], capture_output=True, text=True, timeout=120)
     assert (proc.returncode, proc.stdout.strip()) == (0, "No broken requirements found."), proc.stdout
 
 
-def test_every_installed_distribution_is_pinned_at_its_installed_version():
+@VENVS
+def test_every_installed_distribution_is_pinned_at_its_installed_version(venv, constraints):
     """A package installed by hand, or an upgrade that moved a transitive one, shows here: run `make constraints`
-    if the change is meant to stay."""
-    listed = subprocess.run([VENV_PYTHON, "-m", "pip", "list", "--format=json", "--exclude-editable"],
+    (or `make airflow-constraints`) if the change is meant to stay."""
+    listed = subprocess.run([venv_python(venv), "-m", "pip", "list", "--format=json", "--exclude-editable"],
                             capture_output=True, text=True, check=True, timeout=120).stdout
     installed = {canonical(d["name"]): d["version"] for d in json.loads(listed)}
-    assert installed == constraint_pins()
+    assert installed == constraint_pins(constraints)
 
 
 def test_constraints_pin_the_protobuf_that_tensorflow_2_15_needs():

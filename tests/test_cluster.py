@@ -153,12 +153,6 @@ def running_cluster(root: Path):
 
 
 @pytest.fixture(scope="module")
-def dist():
-    subprocess.run(["make", "-s", "dist"], cwd=REPO_ROOT, check=True, capture_output=True, timeout=120)
-    return REPO_ROOT / "dist" / "pipeline.zip"
-
-
-@pytest.fixture(scope="module")
 def cluster(tmp_path_factory, dist):
     """The module's shared cluster: its tests may kill an executor, never a worker or a daemon."""
     with running_cluster(tmp_path_factory.mktemp("cluster")) as cluster:

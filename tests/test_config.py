@@ -7,7 +7,7 @@ import typing
 
 import pytest
 
-from pipeline.config import REPO_ROOT, PipelineConfig, load_config
+from pipeline.config import REPO_ROOT, PipelineConfig, load_config, profiles_dir
 from pipeline.errors import PipelineError
 
 LOCAL = REPO_ROOT / "conf" / "local.yaml"
@@ -173,27 +173,31 @@ def test_conf_that_is_not_text_is_one_line(tmp_path):
         load_config(conf)
 
 
+KNOWN_PROFILES = re.escape(f"(known in {REPO_ROOT / 'conf' / 'profiles'}: full, quick)")
+
+
 def test_unknown_profile_lists_the_known_ones():
-    with pytest.raises(PipelineError, match="unknown profile 'huge'.*full, quick"):
+    with pytest.raises(PipelineError, match=f"^unknown profile 'huge' {KNOWN_PROFILES}$"):
         load_config(LOCAL, profile="huge")
 
 
 @pytest.mark.parametrize("profile", ["../profiles/quick", "quick.yaml", "/etc/hostname", "..", "quick/", "QUICK "])
 def test_profile_is_a_plain_name_from_the_profiles_folder(profile):
-    with pytest.raises(PipelineError, match=f"^unknown profile '{re.escape(profile)}' \\(known: full, quick\\)$"):
+    with pytest.raises(PipelineError, match=f"^unknown profile '{re.escape(profile)}' {KNOWN_PROFILES}$"):
         load_config(LOCAL, profile=profile)
 
 
 def test_profile_outside_the_profiles_folder_is_not_loaded(tmp_path):
-    from pipeline.config import PROFILES_DIR
+    profiles = profiles_dir(LOCAL)
     (tmp_path / "evil.yaml").write_text("train: {batch_size: 7}\n")
-    relative = "../" * len(PROFILES_DIR.parts[1:]) + str(tmp_path / "evil").lstrip("/")  # up to /, then down
-    assert (PROFILES_DIR / f"{relative}.yaml").resolve() == tmp_path / "evil.yaml"
-    with pytest.raises(PipelineError, match="^unknown profile '.*evil' \\(known: full, quick\\)$"):
+    relative = "../" * len(profiles.parts[1:]) + str(tmp_path / "evil").lstrip("/")  # up to /, then down
+    assert (profiles / f"{relative}.yaml").resolve() == tmp_path / "evil.yaml"
+    with pytest.raises(PipelineError, match=f"^unknown profile '.*evil' {KNOWN_PROFILES}$"):
         load_config(LOCAL, profile=relative)
-    conf = tmp_path / "conf.yaml"
+    conf = tmp_path / "conf.yaml"   # its profiles folder would be tmp_path/profiles: the name is refused all the same
     conf.write_text(f"profile: {relative}\n")
-    with pytest.raises(PipelineError, match="^unknown profile '.*evil' \\(known: full, quick\\)$"):
+    refused = f"^unknown profile '.*evil' \\(known in {re.escape(str(tmp_path))}/profiles: none\\)$"
+    with pytest.raises(PipelineError, match=refused):
         load_config(conf)
 
 
@@ -279,7 +283,8 @@ def test_run_manifest_holds_no_secret_value(make_config, monkeypatch):
     ("train", ["--set", "train.batch_size=true"], "config key 'train.batch_size' must be int, got True"),
     ("prepare", ["--set", "prepare.subset_fraction=0"],
      "config key 'prepare.subset_fraction' must be in (0, 1], got 0.0"),
-    ("predict", ["--profile", "../profiles/quick"], "unknown profile '../profiles/quick' (known: full, quick)"),
+    ("predict", ["--profile", "../profiles/quick"], "unknown profile '../profiles/quick' "
+     f"(known in {REPO_ROOT / 'conf' / 'profiles'}: full, quick)"),
     ("run_pipeline", ["--conf", str(REPO_ROOT / "conf")], f"config file {REPO_ROOT / 'conf'} is not a file"),
 ])
 def test_job_config_error_is_exit_1_and_one_error_line(job, argv, message, capsys):

@@ -13,11 +13,11 @@ from pyspark.testing import assertDataFrameEqual
 
 from pipeline import storage
 from pipeline.data.ingest import run_ingest
-from pipeline.data.validate import image_copies, with_policies, with_record_checks
 from pipeline.errors import PipelineError
 from pipeline.formats.idx import read_array
 from pipeline.formats.records import with_reject_reason
 from pipeline.layout import Layout
+from pipeline.record_checks import image_copies, with_policies, with_record_checks
 from pipeline.report.sections import suspect_images
 from pipeline.schema import QUARANTINE_SCHEMA, RAW_SCHEMA
 from pipeline.validation_report import KEYS, read_validation_report

@@ -162,7 +162,7 @@ def png_size(path: str) -> tuple[int, int]:
 
 def ingest_report(cfg):
     """A validation report as ingest's own writer builds it: 4 of 150 train records quarantined, 3 duplicates."""
-    from pipeline.data.validate import build_report
+    from pipeline.record_checks import build_report
     flags = {"blank": False, "in_test": False, "dropped": False}
     counts = [{"source_split": "train", "label": 1, "reason": None, "count": 146, "first": (0, "tr:0"), **flags},
               {"source_split": "train", "label": 2, "reason": "label outside 0-9", "count": 4, "first": (3, "tr:3"),

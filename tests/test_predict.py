@@ -14,8 +14,8 @@ from PIL import Image
 from pyspark.testing import assertDataFrameEqual
 
 from pipeline.errors import PipelineError
+from pipeline.formats.images import to_mnist
 from pipeline.layout import Layout, PredictionFiles
-from pipeline.predict.images import to_mnist
 from pipeline.predict.stage import run_prediction
 from pipeline.schema import CURATED_SCHEMA
 

@@ -9,7 +9,7 @@ from pipeline.errors import GateError, PipelineError
 from pipeline.layout import Layout
 from pipeline.result import StageResult
 from pipeline.run import run_pipeline, stages_to_force
-from pipeline.stages import BATCH_STAGES, STAGE_NAMES, STAGES, Stage
+from pipeline.stages import STAGE_NAMES, STAGES, Stage
 
 
 def test_from_stage_forces_that_stage_and_later_ones():
@@ -69,7 +69,7 @@ def test_failed_gate_still_reports_then_fails(make_config, stand_in_stages):
     assert evaluate["outputs"] == {"out": "/tmp/evaluate"}
 
 
-@pytest.mark.parametrize("stage", (*STAGES, *BATCH_STAGES), ids=lambda stage: stage.name)
+@pytest.mark.parametrize("stage", STAGES, ids=STAGE_NAMES)
 def test_every_registered_stage_has_a_job_taking_exactly_its_options(stage):
     """The job's parser comes from the registry: --run-id only where the stage writes into the run folder,
     --force only where it skips a complete output, and the stage's own options."""

@@ -1,1 +1,1 @@
-"""Scheduled batches: one day of arrivals scored, checked for drift and reported."""
+"""Scheduled batches, one day at a time: landing, scoring, drift check and batch report."""

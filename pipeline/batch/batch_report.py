@@ -25,11 +25,10 @@ from pipeline.batch.drift import (
     class_counts,
     low_confidence_count,
     read_batch_table,
-    require_ds,
     scoring_model,
 )
 from pipeline.config import PipelineConfig
-from pipeline.layout import BatchFiles, Layout
+from pipeline.layout import BatchFiles, BatchReportFiles, Layout
 from pipeline.locks import output_lock
 from pipeline.rendering import markdown_to_html, to_png
 from pipeline.result import StageResult
@@ -117,7 +116,7 @@ def render_figures(day: DayOutputs, cfg: PipelineConfig) -> dict[str, bytes]:
 def report_markdown(day: DayOutputs, cfg: PipelineConfig, figures: Sequence[str]) -> str:
     """The report's Markdown; it links each figure in `figures` where BatchFiles puts it."""
     def figure(key: str, alt: str) -> str:
-        return f"![{alt}]({BatchFiles.report_figure_link(key)})" if key in figures else "(no figure)"
+        return f"![{alt}]({BatchReportFiles.figure_link(key)})" if key in figures else "(no figure)"
 
     scoring = day.scoring
     sections = [
@@ -163,18 +162,18 @@ def _count(record: Mapping, key: str) -> str:
     return f"{value:,}" if isinstance(value, int) else "n/a"
 
 
-def run_batch_report(spark: SparkSession, cfg: PipelineConfig, layout: Layout, ds: str | None = None) -> StageResult:
+def run_batch_report(spark: SparkSession, cfg: PipelineConfig, layout: Layout, ds: str) -> StageResult:
     """Render the day's report in memory, then publish figures, report.md and report.html."""
-    batch = layout.batch_files(require_ds(ds))
+    batch = layout.batch_files(ds)
     with output_lock(batch.reports, "batch_report"):   # the day's reports folder, as scoring and drift lock it
         day = load_day(spark, cfg, batch)
         pngs = render_figures(day, cfg)
         md_text = report_markdown(day, cfg, list(pngs))
         html_text = markdown_to_html(md_text, f"Batch report {day.ds}",
-                                     images={BatchFiles.report_figure_link(k): png for k, png in pngs.items()})
+                                     images={BatchReportFiles.figure_link(k): png for k, png in pngs.items()})
         with storage.publishing(batch.report_figures) as tmp:
             for key, png in pngs.items():
-                storage.write_bytes(f"{tmp}/{BatchFiles.figure_name(key)}", png)
+                storage.write_bytes(f"{tmp}/{BatchReportFiles.figure_name(key)}", png)
         storage.write_text(batch.report_md, md_text)
         storage.write_text(batch.report_html, html_text)
     log.info("batch report for %s written: %s and %s", day.ds, batch.report_md, batch.report_html)

@@ -262,9 +262,9 @@ def drift_record(batch: BatchFiles, day: DayMeasures, baseline: Mapping, statist
             "low_confidence": cfg.low_confidence}
 
 
-def run_drift_check(spark: SparkSession, cfg: PipelineConfig, layout: Layout, ds: str | None = None) -> StageResult:
+def run_drift_check(spark: SparkSession, cfg: PipelineConfig, layout: Layout, ds: str) -> StageResult:
     """Measure day `ds`, write its drift.json, then fail (or warn) in one line if a statistic moved."""
-    batch = layout.batch_files(require_ds(ds))
+    batch = layout.batch_files(ds)
     storage.require_stage_output(batch.scoring, SCORING_JOB)   # written last by scoring: the day is complete
     baseline = baseline_record(spark, cfg, layout)
     # The day's reports folder is one output: scoring republishes it whole, later tasks add their files to it.
@@ -284,9 +284,3 @@ def run_drift_check(spark: SparkSession, cfg: PipelineConfig, layout: Layout, ds
         log.info("%s: every statistic within its threshold (%s)", record["verdict"], batch.drift)
     return result
 
-
-def require_ds(ds: str | None) -> str:
-    """The day a per-date job works on; Layout.batch_files checks that it is a date."""
-    if not ds:
-        raise PipelineError("--ds is required: the day to work on, YYYY-MM-DD")
-    return ds

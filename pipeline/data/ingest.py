@@ -12,9 +12,9 @@ import time
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 
-from pipeline import storage
+from pipeline import record_checks, storage
 from pipeline.config import PipelineConfig
-from pipeline.data import source_checks, validate
+from pipeline.data import source_checks
 from pipeline.errors import PipelineError
 from pipeline.fingerprint import fingerprint_of
 from pipeline.formats import readers
@@ -55,7 +55,7 @@ def _ingest_locked(spark: SparkSession, cfg: PipelineConfig, layout: Layout, for
     log.info("ingest: %s input %s, %s records in %d parse tasks", fmt, layout.input_dir,
              ", ".join(f"{s} {n}" for s, n in counts.items()), len(tasks))
     parsed = (readers.read_records(spark, tasks)
-              .transform(validate.with_record_checks, NUM_CLASSES, IMAGE_PIXELS)
+              .transform(record_checks.with_record_checks, NUM_CLASSES, IMAGE_PIXELS)
               .persist(StorageLevel.MEMORY_AND_DISK))
     try:
         report = _validate_and_publish(parsed, cfg, layout, source_checks.split_files(fmt, sources))
@@ -82,23 +82,23 @@ def ingest_fingerprint(cfg: PipelineConfig, checksums: dict[str, str]) -> str:
 
 def _validate_and_publish(parsed: DataFrame, cfg: PipelineConfig, layout: Layout, files: dict[str, str]) -> dict:
     """Count, report, write the quarantine; then either fail (naming why) or publish the raw table."""
-    copies = validate.image_copies(parsed).persist(StorageLevel.MEMORY_AND_DISK)   # one small row per image
+    copies = record_checks.image_copies(parsed).persist(StorageLevel.MEMORY_AND_DISK)   # one small row per image
     try:
-        checked = parsed.transform(validate.with_policies, copies, cfg.data.blank_images,
+        checked = parsed.transform(record_checks.with_policies, copies, cfg.data.blank_images,
                                    cfg.data.test_images_in_train)
-        report = validate.build_report(validate.record_counts(checked), validate.duplicate_counts(copies),
-                                       cfg.data, files)
-        for line in validate.summary_lines(report):
+        report = record_checks.build_report(record_checks.record_counts(checked),
+                                            record_checks.duplicate_counts(copies), cfg.data, files)
+        for line in record_checks.summary_lines(report):
             log.info(line)
-        for line in validate.warning_lines(report):
+        for line in record_checks.warning_lines(report):
             log.warning(line)
         # The quarantine and the report are written even when ingest fails: they are what a user inspects.
-        storage.write_parquet(validate.quarantined_records(checked), layout.quarantine, cfg.data.row_group_rows)
+        storage.write_parquet(record_checks.quarantined_records(checked), layout.quarantine, cfg.data.row_group_rows)
         storage.write_json(layout.validation_report, report)
         if report["error"]:
             storage.remove(layout.raw)
             raise PipelineError(f"{report['error']}; see {layout.validation_report}")
-        storage.write_parquet(validate.valid_records(checked), layout.raw, cfg.data.row_group_rows)
+        storage.write_parquet(record_checks.valid_records(checked), layout.raw, cfg.data.row_group_rows)
     finally:
         copies.unpersist()
     return report

@@ -1,2 +1,3 @@
-"""The raw MNIST formats (IDX, Keras npz, CSV) read into parsed records on the executors: shared by ingest, which
-turns them into the raw table, and predict, which scores them."""
+"""What the pipeline reads, decoded on the executors: the raw MNIST formats (IDX, Keras npz, CSV) as parsed records,
+shared by ingest, predict and the scheduled batches; and ordinary image files (PNG/JPEG) listed safely and brought
+to the MNIST convention, shared by predict and the scheduled batches."""

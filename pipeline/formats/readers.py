@@ -57,6 +57,23 @@ def discover_sources(input_dir: str, data: DataConfig) -> tuple[str, list[Source
                  for (split, role, _), actual in zip(wanted[fmt], found[fmt], strict=True)]
 
 
+def sources_at(path: str, data: DataConfig) -> tuple[str, list[Source]]:
+    """A folder laid out like the ingest input (every configured file), or one file: an IDX images file with its
+    labels file beside it, a Keras mnist.npz, or an MNIST CSV (label first)."""
+    if storage.is_dir(path):
+        return discover_sources(path, data)
+    folder, name = path.rsplit("/", 1)
+    if name.endswith(".npz"):
+        return "npz", [Source("both", "npz", name, path)]
+    if name.endswith(".csv"):
+        return "csv", [Source("test", "csv", name, path)]
+    labels = name.replace("images", "labels").replace("idx3", "idx1")
+    if labels == name or not storage.exists(f"{folder}/{labels}"):
+        raise PipelineError(f"{path}: not a Parquet, image, .npz or .csv file, and no IDX labels file "
+                            f"{labels} beside it (IDX images are read with their labels)")
+    return "idx", [Source("test", "images", name, path), Source("test", "labels", labels, f"{folder}/{labels}")]
+
+
 def _wanted(fmt: str, data: DataConfig) -> list[tuple[str, str, str]]:
     if fmt == "idx":
         return [("train", "images", data.train_images), ("train", "labels", data.train_labels),

@@ -11,16 +11,15 @@ import os
 from dataclasses import dataclass
 
 import pyspark.sql.functions as F
-from pyarrow import fs as pafs
 from pyspark.sql import DataFrame, SparkSession
 
 from pipeline import storage
-from pipeline.config import DataConfig, PipelineConfig
+from pipeline.config import PipelineConfig
 from pipeline.errors import PipelineError
 from pipeline.formats import readers, records
+from pipeline.formats.image_files import FolderListing, list_folder
+from pipeline.formats.images import IMAGE_EXTENSIONS, decode_image_files
 from pipeline.layout import Layout
-from pipeline.predict.image_files import FolderListing, list_folder
-from pipeline.predict.images import IMAGE_EXTENSIONS, decode_image_files
 from pipeline.schema import IMAGE_PIXELS, IMAGE_SHAPE, NORMALISATION, NUM_CLASSES, normalise_images
 from pipeline.scoring import set_arrow_batch_rows
 
@@ -44,17 +43,12 @@ def resolve_input(layout: Layout, input_path: str | None) -> PredictionInput:
     if not storage.exists(path):
         raise PipelineError(f"input {input_path} does not exist")
     name = os.path.basename(path).split(".")[0] or "input"
-    files = [path] if not _is_dir(path) else _list_files(path)
+    files = [path] if not storage.is_dir(path) else _list_files(path)
     if any(f.lower().endswith(".parquet") for f in files):
         return PredictionInput("parquet", path, name, "record_id")
     if any(f.lower().endswith(IMAGE_EXTENSIONS) for f in files):
         return PredictionInput("images", path, name, "path")
     return PredictionInput("raw", path, name, "record_id")
-
-
-def _is_dir(path: str) -> bool:
-    fs, p = storage.filesystem(path)
-    return fs.get_file_info(p).type == pafs.FileType.Directory
 
 
 def _list_files(folder: str) -> list[str]:
@@ -114,7 +108,7 @@ def check_image_arrays(df: DataFrame, path: str) -> None:
 
 def read_image_folder(spark: SparkSession, cfg: PipelineConfig, path: str) -> LoadedInput:
     """Image files decoded on the executors: the readable ones, and every other one with its reason."""
-    listing = list_folder(path, IMAGE_EXTENSIONS) if _is_dir(path) else FolderListing(files=[(path, path)])
+    listing = list_folder(path, IMAGE_EXTENSIONS) if storage.is_dir(path) else FolderListing(files=[(path, path)])
     for link, same in listing.duplicates:
         log.info("%s is a link to %s: that file is scored once, under its own name", link, same)
     files = spark.createDataFrame(listing.files, "path string, source string")
@@ -134,7 +128,7 @@ def require_readable_images(images: DataFrame, path: str) -> None:
 def read_raw_records(spark: SparkSession, cfg: PipelineConfig, layout: Layout, path: str) -> DataFrame:
     """IDX, npz or CSV through the shared readers and record checks, then schema.normalise_images."""
     check_normalisation(layout)
-    fmt, sources = raw_sources(path, cfg.data)
+    fmt, sources = readers.sources_at(path, cfg.data)
     scans = readers.scan_sources(spark, fmt, sources, cfg.data)
     counts, tasks = readers.plan_tasks(fmt, sources, scans, cfg.data)
     log.info("%s input %s: %s records", fmt, path, ", ".join(f"{s} {n}" for s, n in counts.items()))
@@ -147,24 +141,6 @@ def read_raw_records(spark: SparkSession, cfg: PipelineConfig, layout: Layout, p
                             f"{first['record_id']}: {first['reason']}")
     # No record was rejected; the data stage's suspect-image policies are for training data, not for scoring.
     return parsed.select("record_id", "image", "label").transform(normalise_images)
-
-
-def raw_sources(path: str, data: DataConfig) -> tuple[str, list[readers.Source]]:
-    """A folder laid out like the ingest input (every configured file), or one file: an IDX images file with its
-    labels file beside it, a Keras mnist.npz, or an MNIST CSV (label first)."""
-    if _is_dir(path):
-        return readers.discover_sources(path, data)
-    folder, name = path.rsplit("/", 1)
-    if name.endswith(".npz"):
-        return "npz", [readers.Source("both", "npz", name, path)]
-    if name.endswith(".csv"):
-        return "csv", [readers.Source("test", "csv", name, path)]
-    labels = name.replace("images", "labels").replace("idx3", "idx1")
-    if labels == name or not storage.exists(f"{folder}/{labels}"):
-        raise PipelineError(f"{path}: not a Parquet, image, .npz or .csv file, and no IDX labels file "
-                            f"{labels} beside it (IDX images are read with their labels)")
-    return "idx", [readers.Source("test", "images", name, path), readers.Source("test", "labels", labels,
-                                                                                f"{folder}/{labels}")]
 
 
 def check_normalisation(layout: Layout) -> None:

@@ -1,5 +1,6 @@
-"""Ingest's record checks: why a parsed record cannot be used (the quarantine reason, from formats.records),
-suspect images handled by their data.* policy, and the counts for the report.
+"""The record checks of ingest, shared with the scheduled batches (pipeline.batch): why a parsed record cannot be
+used (the quarantine reason, from formats.records), suspect images handled by their data.* policy, and the counts
+for the report.
 
 Structural problems (a file that is not what it claims) stop ingest earlier, in `formats.readers.plan_tasks`;
 here every record is judged on its own, and only aggregates come back to the driver. Images are compared by a 32-byte
@@ -166,12 +167,18 @@ def failure(report: dict, files: dict[str, str]) -> str | None:
         if valid == 0:
             return (f"{files[split]}: no usable {split} records: all {report['records'][split]} were quarantined "
                     f"({report['quarantined'][split]}) or dropped ({report['dropped'][split]})")
-    if report["quarantined_fraction"] > report["max_quarantine_fraction"]:
-        top = ", ".join(f"{r}: {n}" for r, n in sorted(report["quarantine_reasons"].items(), key=lambda x: -x[1])[:3])
-        return (f"{sum(report['quarantined'].values())} of {sum(report['records'].values())} records failed record "
-                f"checks ({report['quarantined_fraction']:.4%} > data.max_quarantine_fraction "
-                f"{report['max_quarantine_fraction']}): {top}")
-    return None
+    return quarantine_failure(sum(report["quarantined"].values()), sum(report["records"].values()),
+                              report["quarantine_reasons"], report["max_quarantine_fraction"])
+
+
+def quarantine_failure(quarantined: int, records: int, reasons: dict[str, int], max_fraction: float) -> str | None:
+    """Why too many records were quarantined (data.max_quarantine_fraction), naming the top reasons; else None."""
+    fraction = quarantined / records if records else 0.0
+    if fraction <= max_fraction:
+        return None
+    top = ", ".join(f"{r}: {n}" for r, n in sorted(reasons.items(), key=lambda x: -x[1])[:3])
+    return (f"{quarantined} of {records} records failed record checks ({fraction:.4%} > "
+            f"data.max_quarantine_fraction {max_fraction}): {top}")
 def class_balance(counts: dict[str, int]) -> ClassBalance:
     """Smallest and largest class and their ratio (1.0 is perfectly balanced)."""
     low = min(counts, key=lambda k: (counts[k], int(k)))

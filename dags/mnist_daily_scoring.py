@@ -1,0 +1,29 @@
+"""Daily scoring: the images that arrived on a day are checked, scored with the registry's champion, checked
+for drift against the training data, and described in a batch report.
+
+Schedule: at midnight UTC, for the day that has just ended (CronDataIntervalTimetable; `@daily` in Airflow 3 is
+a CronTriggerTimetable, whose run at midnight of the 25th would process the 25th, a day that has not happened).
+Every task replaces its own day's outputs in one move, so retries, reruns and backfills never duplicate rows or
+touch another day.
+"""
+from __future__ import annotations
+
+import pendulum
+from airflow.sdk import DAG
+from airflow.timetables.interval import CronDataIntervalTimetable
+from mnist_jobs import DEFAULT_ARGS, spark_job
+
+with DAG(
+    dag_id="mnist_daily_scoring",
+    description="Score the day's arrivals with the champion, check drift, write the batch report",
+    schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
+    start_date=pendulum.datetime(2026, 11, 1, tz="UTC"),
+    catchup=False,            # backfill a range on purpose: airflow backfill create --dag-id ... --from-date ...
+    max_active_runs=1,        # one Spark job at a time on a local machine; raise it on a cluster
+    default_args=DEFAULT_ARGS,
+    tags=["mnist", "batch"],
+) as dag:
+    score = spark_job("score", "score_batch.py")
+    drift = spark_job("check_drift", "check_drift.py")
+    report = spark_job("batch_report", "batch_report.py")
+    score >> drift >> report

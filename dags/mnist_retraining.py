@@ -1,0 +1,25 @@
+"""Weekly retraining: the labelled batches join the training data, a challenger is trained and evaluated with the
+champion on the untouched test set and the newest labelled batches, and the registry's rule decides whether it
+replaces the champion. The run branches on that decision, so the outcome is visible in the grid.
+
+Schedule: Mondays at 02:00 UTC, for the week that has ended (its data interval); trigger it by hand for an
+on-demand retraining (`airflow dags trigger mnist_retraining`).
+"""
+from __future__ import annotations
+
+import pendulum
+from airflow.sdk import DAG
+from airflow.timetables.interval import CronDataIntervalTimetable
+from mnist_jobs import DEFAULT_ARGS, spark_job
+
+with DAG(
+    dag_id="mnist_retraining",
+    description="Retrain on the labelled batches and promote the challenger only when it is better",
+    schedule=CronDataIntervalTimetable("0 2 * * 1", timezone="UTC"),
+    start_date=pendulum.datetime(2026, 11, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    default_args=DEFAULT_ARGS,
+    tags=["mnist", "training"],
+) as dag:
+    retrain = spark_job("retrain", "retrain.py")

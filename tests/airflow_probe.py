@@ -1,0 +1,65 @@
+"""Run by the Airflow venv's Python (tests/test_dags.py): loads dags/ the way Airflow's DAG processor does and
+prints, as JSON, what the tests check: import errors, each DAG's timetable and tasks, and the batch date its
+templates give a scheduled run and a manual run. Airflow is not importable from the project's venv."""
+import json
+import sys
+
+import pendulum
+from airflow.dag_processing.dagbag import DagBag
+from airflow.sdk import DAG
+from airflow.sdk.execution_time import macros
+from airflow.serialization.encoders import coerce_to_core_timetable
+from airflow.timetables.base import DataInterval, TimeRestriction
+
+dags_folder, out_file = sys.argv[1], sys.argv[2]
+scheduled_at, manual_at = pendulum.parse(sys.argv[3]), pendulum.parse(sys.argv[4])
+sys.path.append(dags_folder)  # as Airflow's bundle does, so the DAGs import their helper module
+bag = DagBag(dags_folder)
+
+
+def batch_date(dag, task, interval: DataInterval) -> str:
+    args = task.application_args
+    template = args[args.index("--ds") + 1]
+    return dag.get_template_env().from_string(template).render(
+        data_interval_start=interval.start, data_interval_end=interval.end, macros=macros)
+
+
+def scheduled_run(timetable, start_date):
+    """The first run the scheduler would start at or after `scheduled_at` (catching up from the start date)."""
+    restriction = TimeRestriction(earliest=start_date, latest=None, catchup=True)
+    info = timetable.next_dagrun_info(last_automated_data_interval=None, restriction=restriction)
+    while info.run_after < scheduled_at:
+        info = timetable.next_dagrun_info(last_automated_data_interval=info.data_interval, restriction=restriction)
+    return info
+
+
+def describe(dag) -> dict:
+    timetable = dag.timetable
+    scheduled = scheduled_run(timetable, dag.start_date)
+    manual = timetable.infer_manual_data_interval(run_after=manual_at)
+    spark_tasks = [t for t in dag.tasks if getattr(t, "application_args", None)]
+    return {
+        "timetable": type(timetable).__name__,
+        "tasks": {t.task_id: sorted(t.upstream_task_ids) for t in dag.tasks},
+        "scheduled": {"run_after": scheduled.run_after.isoformat(),
+                      "batch_dates": sorted({batch_date(dag, t, scheduled.data_interval) for t in spark_tasks})},
+        "manual": {"batch_dates": sorted({batch_date(dag, t, manual) for t in spark_tasks})},
+        "commands": {t.task_id: [t._spark_binary, t.application, *t.application_args] for t in spark_tasks},
+    }
+
+
+def daily_trigger_contrast() -> dict:
+    """What `schedule="@daily"` would give the run at `scheduled_at`: Airflow 3 makes it a CronTriggerTimetable,
+    whose interval is empty and whose date is the run's own day."""
+    dag = DAG("contrast", schedule="@daily", start_date=pendulum.datetime(2026, 11, 1, tz="UTC"))
+    timetable = coerce_to_core_timetable(dag.timetable)  # what the scheduler runs
+    run = scheduled_run(timetable, dag.start_date)
+    return {"timetable": type(timetable).__name__, "interval": [run.data_interval.start.isoformat(),
+                                                                      run.data_interval.end.isoformat()]}
+
+
+# Written to a file: Airflow logs to stdout.
+with open(out_file, "w") as out:
+    json.dump({"import_errors": {k: v.splitlines()[-1] for k, v in bag.import_errors.items()},
+              "daily_trigger_contrast": daily_trigger_contrast(),
+              "dags": {dag_id: describe(dag) for dag_id, dag in bag.dags.items()}}, out)
