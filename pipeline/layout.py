@@ -264,6 +264,10 @@ class BatchFiles:
     def report_html(self) -> str:
         return self.report_files.report_html
 
+    @property
+    def report_figures(self) -> str:
+        return self.report_files.figures
+
     def report_figure(self, key: str) -> str:
         return self.report_files.figure(key)
 
@@ -284,6 +288,7 @@ class BatchReportFiles:
     report of the earlier scoring, which described other predictions. Later tasks of the day add their files
     one at a time (storage.write_json / write_text, atomic per file), under the folder's lock."""
     root: str
+    FIGURES: ClassVar[str] = "figures"
 
     @property
     def validation_report(self) -> str:
@@ -307,8 +312,22 @@ class BatchReportFiles:
     def report_html(self) -> str:
         return f"{self.root}/report.html"
 
+    @property
+    def figures(self) -> str:
+        """The batch report's figures folder, published as one."""
+        return f"{self.root}/{self.FIGURES}"
+
+    @staticmethod
+    def figure_name(key: str) -> str:
+        return f"{key}.png"
+
+    @classmethod
+    def figure_link(cls, key: str) -> str:
+        """A figure as the batch report links it, relative to the report."""
+        return f"{cls.FIGURES}/{cls.figure_name(key)}"
+
     def figure(self, key: str) -> str:
-        return f"{self.root}/figures/{key}.png"
+        return f"{self.root}/{self.figure_link(key)}"
 
 
 @dataclass(frozen=True)
@@ -374,6 +393,12 @@ class Layout:
     @property
     def eda(self) -> str:
         return f"{self.curated_root}/eda"
+
+    @property
+    def drift_baseline(self) -> str:
+        """The training split's statistics every day's drift check compares with: computed once per curated data
+        (and ink threshold) by the same code that measures a batch."""
+        return f"{self.curated_root}/drift_baseline.json"
 
     @property
     def eda_files(self) -> EdaFiles:
