@@ -24,6 +24,7 @@ from pathlib import Path
 
 import yaml
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
+from airflow.providers.standard.operators.python import BranchExternalPythonOperator
 
 PROJECT = Path(os.environ.get("MNIST_PROJECT", Path(__file__).resolve().parent.parent))
 CONF = Path(os.environ.get("MNIST_CONF", PROJECT / "conf" / "local.yaml"))
@@ -79,4 +80,28 @@ def spark_job(task_id: str, job: str, *args: str, **operator_kwargs) -> SparkSub
         # Local mode: the driver's JVM binds to loopback only, and the workers run the project's Python.
         env_vars={"PYSPARK_PYTHON": PYTHON, **({"SPARK_LOCAL_IP": "127.0.0.1"} if local else {})},
         **operator_kwargs,
+    )
+
+
+def read_decision(conf: str, profile: str, ds: str, promoted: str, kept: str) -> str:
+    """Runs in the project's Python: the retraining decision of day `ds`, logged, and the branch it selects."""
+    from pipeline import storage
+    from pipeline.config import load_config
+    from pipeline.layout import Layout
+
+    decision = storage.read_json(Layout.from_config(load_config(conf, profile or None)).batch_files(ds)
+                                 .retrain_decision)
+    print(f"retraining {ds}: {'promoted' if decision['promoted'] else 'kept the champion'}: {decision['reason']}")
+    return promoted if decision["promoted"] else kept
+
+
+def decision_branch(task_id: str, promoted: str, kept: str) -> BranchExternalPythonOperator:
+    """A branch on the retraining's decision.json, read by the project's own Python (it knows the layout), so
+    the grid shows which way the run went."""
+    return BranchExternalPythonOperator(
+        task_id=task_id,
+        python=PYTHON,
+        python_callable=read_decision,
+        op_kwargs={"conf": str(CONF), "profile": PROFILE, "ds": BATCH_DATE, "promoted": promoted, "kept": kept},
+        expect_airflow=False,
     )

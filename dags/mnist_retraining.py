@@ -8,9 +8,10 @@ on-demand retraining (`airflow dags trigger mnist_retraining`).
 from __future__ import annotations
 
 import pendulum
+from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.sdk import DAG
 from airflow.timetables.interval import CronDataIntervalTimetable
-from mnist_jobs import DEFAULT_ARGS, spark_job
+from mnist_jobs import DEFAULT_ARGS, decision_branch, spark_job
 
 with DAG(
     dag_id="mnist_retraining",
@@ -23,3 +24,5 @@ with DAG(
     tags=["mnist", "training"],
 ) as dag:
     retrain = spark_job("retrain", "retrain.py")
+    decide = decision_branch("decide", promoted="champion_replaced", kept="champion_kept")
+    retrain >> decide >> [EmptyOperator(task_id="champion_replaced"), EmptyOperator(task_id="champion_kept")]

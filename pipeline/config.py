@@ -99,6 +99,7 @@ def one_of(*options: str, default: str, ignore_case: bool = False) -> Any:
 
 SPARK_LOG_LEVELS = ("ALL", "DEBUG", "ERROR", "FATAL", "INFO", "OFF", "TRACE", "WARN")  # SparkContext.setLogLevel
 SUSPECT_RECORD_POLICIES = ("fail", "warn", "quarantine", "drop")
+DRIFT_ACTIONS = ("fail", "warn")
 
 
 @dataclass(frozen=True)
@@ -229,6 +230,36 @@ class TrackingConfig:
 
 
 @dataclass(frozen=True)
+class RetrainConfig:
+    """Retraining on labelled batches (jobs/retrain.py): which models to train again and how the challenger is
+    judged beyond the test set."""
+    models: str = "all"                                   # "all" or comma-separated names from train.models
+    epochs: int = between(0, 10_000, default=0)          # 0: each model's train.models epochs
+    newest_days: int = between(1, 366, default=1)        # the newest labelled days scored beside the test set
+    # Keep the newest labelled days out of the challenger's training data, so that its accuracy on them is not
+    # a training-set figure; they join the training data at the next retraining.
+    hold_out_newest: bool = True
+
+
+@dataclass(frozen=True)
+class DriftConfig:
+    """How far a scheduled day's batch may stray from the training data before it is flagged (no labels needed).
+    The defaults are calibrated in README "Drift check": scanned MNIST-like digits pass, non-digit images do not."""
+    on_drift: str = one_of(*DRIFT_ACTIONS, default="fail")   # a flagged batch fails its job, or only warns
+    ink_threshold: float = fraction(0.5, zero=False)         # a pixel at or above this level is ink
+    low_confidence: float = fraction(0.8, zero=False)        # a prediction whose top probability is below is unsure
+    # Largest allowed |batch - training| of the pixel statistics (pixels in [0, 1]).
+    max_pixel_mean_change: float = fraction(0.05)
+    max_pixel_std_change: float = fraction(0.08)
+    max_ink_share_change: float = fraction(0.06)
+    # Largest allowed distances, on top of what sampling alone gives a batch of that many images (see drift.py).
+    max_mean_image_distance: float = fraction(0.07)          # RMS over pixels: batch mean image vs training's
+    max_class_distance: float = fraction(0.08)               # total variation: predicted classes vs training labels
+    max_low_confidence_share: float = fraction(0.40)         # ceiling on the share of unsure predictions
+    low_confidence_examples: int = between(0, 100, default=20)  # panels of the batch report's unsure-images grid
+
+
+@dataclass(frozen=True)
 class PipelineConfig:
     profile: str = "full"
     spark: SparkConfig = field(default_factory=SparkConfig)
@@ -240,6 +271,8 @@ class PipelineConfig:
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     predict: PredictConfig = field(default_factory=PredictConfig)
     report: ReportConfig = field(default_factory=ReportConfig)
+    retrain: RetrainConfig = field(default_factory=RetrainConfig)
+    drift: DriftConfig = field(default_factory=DriftConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     def to_dict(self) -> dict[str, Any]:

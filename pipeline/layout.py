@@ -9,6 +9,7 @@ published one.
 """
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 from datetime import date
@@ -163,6 +164,30 @@ def checked_ds(ds: str) -> str:
 
 
 @dataclass(frozen=True)
+class RetrainingFiles:
+    """One retraining's data and decision (ds = the date it ran for), beside the batch tables:
+
+    <batches>/retrain/ds=<date>/train/          the training set: the original train split plus labelled batches
+    <batches>/retrain/ds=<date>/manifest.json   its fingerprint and counts (the curated manifest's shape), last
+    <batches>/retrain/ds=<date>/decision.json   challenger and champion on both sets, promoted or not
+    """
+    root: str
+
+    @property
+    def train(self) -> str:
+        return f"{self.root}/train"
+
+    @property
+    def manifest(self) -> str:
+        return f"{self.root}/{MANIFEST}"
+
+    @property
+    def decision(self) -> str:
+        """What the retraining DAG branches on."""
+        return f"{self.root}/decision.json"
+
+
+@dataclass(frozen=True)
 class BatchFiles:
     """One day of scheduled batches (ds = YYYY-MM-DD). Tables are partitioned by day, one `ds=<date>` folder each,
     so a rerun or a backfill replaces exactly that day's folders and never touches another day's.
@@ -172,6 +197,7 @@ class BatchFiles:
     <batches>/quarantine/ds=<date>/   the day's records that failed them, with the reason
     <batches>/predictions/ds=<date>/  one row per image: source file, model version, prediction, probabilities
     <batches>/reports/ds=<date>/      validation report, scoring summary, drift statistics, the batch report
+    <batches>/retrain/ds=<date>/      a retraining run for the day: its training set and decision (RetrainingFiles)
     """
     landing_root: str
     root: str
@@ -243,8 +269,21 @@ class BatchFiles:
     def report_html(self) -> str:
         return self.report_files.report_html
 
+    @property
+    def report_figures(self) -> str:
+        return self.report_files.figures
+
     def report_figure(self, key: str) -> str:
         return self.report_files.figure(key)
+
+    @property
+    def retraining(self) -> RetrainingFiles:
+        return RetrainingFiles(f"{self.root}/retrain/{self.partition}")
+
+    @property
+    def retrain_decision(self) -> str:
+        """decision.json of the day's retraining (what the retraining DAG branches on)."""
+        return self.retraining.decision
 
 
 @dataclass(frozen=True)
@@ -254,6 +293,7 @@ class BatchReportFiles:
     report of the earlier scoring, which described other predictions. Later tasks of the day add their files
     one at a time (storage.write_json / write_text, atomic per file), under the folder's lock."""
     root: str
+    FIGURES: ClassVar[str] = "figures"
 
     @property
     def validation_report(self) -> str:
@@ -277,8 +317,22 @@ class BatchReportFiles:
     def report_html(self) -> str:
         return f"{self.root}/report.html"
 
+    @property
+    def figures(self) -> str:
+        """The batch report's figures folder, published as one."""
+        return f"{self.root}/{self.FIGURES}"
+
+    @staticmethod
+    def figure_name(key: str) -> str:
+        return f"{key}.png"
+
+    @classmethod
+    def figure_link(cls, key: str) -> str:
+        """A figure as the batch report links it, relative to the report."""
+        return f"{cls.FIGURES}/{cls.figure_name(key)}"
+
     def figure(self, key: str) -> str:
-        return f"{self.root}/figures/{key}.png"
+        return f"{self.root}/{self.figure_link(key)}"
 
 
 @dataclass(frozen=True)
@@ -289,6 +343,7 @@ class Layout:
     run_root: str        # <runs>/<run id>
     landing_root: str = ""   # <landing>: scheduled batches arrive here
     batches_root: str = ""   # <batches>: scheduled batches' outputs
+    retraining_root: str = ""  # set by retraining_on(ds): the train split and its manifest come from there
     mlflow_root: str = ""    # <mlflow>: the local MLflow store and the registry's model cache
 
     @classmethod
@@ -298,7 +353,7 @@ class Layout:
         run_root = f"{cfg.resolve(cfg.paths.runs).rstrip('/')}/{run_id or default_run_id(cfg)}"
         return cls(cfg.resolve(cfg.paths.input), raw_root, curated_root, run_root,
                    cfg.resolve(cfg.paths.landing).rstrip("/"), cfg.resolve(cfg.paths.batches).rstrip("/"),
-                   cfg.resolve(cfg.paths.mlflow).rstrip("/"))
+                   mlflow_root=cfg.resolve(cfg.paths.mlflow).rstrip("/"))
 
     @property
     def raw(self) -> str:
@@ -316,16 +371,41 @@ class Layout:
     def raw_manifest(self) -> str:
         return f"{self.raw_root}/{MANIFEST}"
 
+    def retraining_on(self, ds: str) -> Layout:
+        """This layout training on the retraining data set of day `ds`: its train split and manifest replace the
+        prepared ones; validation and test stay the prepared, untouched splits."""
+        return dataclasses.replace(self, retraining_root=self.batch_files(ds).retraining.root)
+
     def curated(self, split: str) -> str:
-        return f"{self.curated_root}/{split}"
+        """The split training and evaluation read: prepare's, except the train split of a retraining layout."""
+        if split == "train" and self.retraining_root:
+            return RetrainingFiles(self.retraining_root).train
+        return self.prepared(split)
 
     @property
     def curated_manifest(self) -> str:
+        """The manifest of the splits curated() names (for a retraining layout, the retraining data's)."""
+        if self.retraining_root:
+            return RetrainingFiles(self.retraining_root).manifest
+        return self.prepared_manifest
+
+    def prepared(self, split: str) -> str:
+        """The prepare stage's split, whatever this layout trains on: retraining starts from the original."""
+        return f"{self.curated_root}/{split}"
+
+    @property
+    def prepared_manifest(self) -> str:
         return f"{self.curated_root}/{MANIFEST}"
 
     @property
     def eda(self) -> str:
         return f"{self.curated_root}/eda"
+
+    @property
+    def drift_baseline(self) -> str:
+        """The training split's statistics every day's drift check compares with: computed once per curated data
+        (and ink threshold) by the same code that measures a batch."""
+        return f"{self.curated_root}/drift_baseline.json"
 
     @property
     def eda_files(self) -> EdaFiles:
@@ -431,6 +511,11 @@ class Layout:
 def ingest_hash(cfg: PipelineConfig) -> str:
     from dataclasses import asdict
     return fingerprint_of({"input": cfg.resolve(cfg.paths.input), "data": asdict(cfg.data)})
+
+
+def retraining_run_id(cfg: PipelineConfig, ds: str) -> str:
+    """One run folder per retraining date and config, apart from the normal runs': a retried task resumes there."""
+    return f"retrain-{ds}-{cfg.profile}-{cfg.section_hash('data', 'prepare', 'train', 'retrain')}"
 
 
 def default_run_id(cfg: PipelineConfig) -> str:

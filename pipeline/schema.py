@@ -29,6 +29,11 @@ Batch tables (scheduled scoring, one ds=YYYY-MM-DD partition folder per day; see
 The ds column is the partition folder's: read the day folders through BatchFiles.published(table), with option
 basePath=BatchFiles.table(table), to get it.
 
+Retraining training set (written by jobs/retrain.py, read by Petastorm like a curated train split, which reads
+only image and label):
+  record_id, image, label (curated), origin  string  ORIGIN_MNIST for the original training images, else the
+                                                     date (ds) of the labelled batch the image came with
+
 Raw images become curated ones by NORMALISATION, implemented once here (normalise_images): prepare applies it to
 the raw table, predict to raw-format input.
 """
@@ -99,6 +104,9 @@ BATCH_PREDICTIONS_SCHEMA = StructType([
     StructField("model_name", StringType(), nullable=False),
     StructField("model_version", StringType(), nullable=False),
 ])
+
+ORIGIN_MNIST = "mnist"
+TRAINING_SET_SCHEMA = StructType([*CURATED_SCHEMA.fields, StructField("origin", StringType(), nullable=False)])
 
 # Exactly what normalise_images does to pixels; prepare records it in the curated manifest, predict checks it.
 NORMALISATION = {"input_dtype": "uint8", "output_dtype": "float32", "scale": 1.0 / 255.0, "offset": 0.0,

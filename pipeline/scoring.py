@@ -18,6 +18,7 @@ import pyspark.sql.functions as F
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql.types import ArrayType, FloatType, IntegerType, StructField, StructType
 
+from pipeline.metrics import confusion_matrix_from_counts
 from pipeline.model_files import load_keras_model
 from pipeline.schema import IMAGE_PIXELS, IMAGE_SHAPE
 
@@ -120,3 +121,14 @@ def negative_log_likelihood() -> Column:
     """-log p(true label): its mean over a data set is the categorical cross-entropy (test loss)."""
     p_true = F.element_at("probabilities", F.col("label") + 1)
     return -F.log(F.greatest(p_true, F.lit(LOSS_EPSILON)))
+
+
+def confusion_and_loss(scored: DataFrame, num_classes: int) -> tuple[np.ndarray, float]:
+    """The confusion matrix and the mean cross-entropy of scored labelled rows, from one Spark aggregation by
+    (label, prediction)."""
+    cells = (scored.groupBy("label", "prediction")
+             .agg(F.count(F.lit(1)).alias("n"), F.sum(negative_log_likelihood()).alias("nll"))
+             .collect())
+    matrix = confusion_matrix_from_counts(((r["label"], r["prediction"], r["n"]) for r in cells), num_classes)
+    total = int(matrix.sum())
+    return matrix, (float(sum(r["nll"] for r in cells)) / total if total else float("nan"))

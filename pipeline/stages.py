@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline.errors import PipelineError
-from pipeline.layout import SPLITS, Layout
+from pipeline.layout import SPLITS, BatchReportFiles, Layout
 from pipeline.result import StageResult
 from pipeline.storage import job_for
 
@@ -104,7 +104,14 @@ STAGES: tuple[Stage, ...] = (
 
 STAGE_NAMES: tuple[str, ...] = tuple(stage.name for stage in STAGES)
 
+
+def _reports_of_any_day(layout: Layout) -> BatchReportFiles:
+    """A day's reports folder with <date> for the day: for the docs only (BatchFiles refuses what is not a date)."""
+    return BatchReportFiles(f"{layout.batches_root}/reports/ds=<date>")
+
+
 # The scheduled batches: one day (ds) at a time, in this order, from the landing folder to the day's report.
+# check_drift writes drift.json before it fails, so a scheduler runs batch_report after it whatever its outcome.
 DAILY_STAGES: tuple[Stage, ...] = (
     Stage("score_batch", "checks one day's arrivals like ingest (quarantine, validation report) and scores them with "
           "the registry's champion, replacing that day's images, quarantine and predictions partitions",
@@ -112,6 +119,17 @@ DAILY_STAGES: tuple[Stage, ...] = (
           lambda lay: f"{lay.batches_root}/{{images,quarantine,predictions,reports}}/ds=<date>",
           options=(StageOption("model", "models:/<name>@<alias> or models:/<name>/<version>, or a .keras file "
                                "(default: the registry's champion)"),),
+          per_run=False, skips_complete=False, per_date=True),
+    Stage("check_drift", "compares a day's images and predictions with the training data (pixel statistics, ink, "
+          "mean image, predicted classes, low confidence), writes drift.json, fails or warns if one moved",
+          "pipeline.batch.drift:run_drift_check",
+          lambda lay: f"{lay.batches_root}/{{images,predictions}}/ds=<date>, {lay.drift_baseline}",
+          lambda lay: _reports_of_any_day(lay).drift, per_run=False, skips_complete=False, per_date=True),
+    Stage("batch_report", "writes a day's report.md and self-contained report.html: model version, counts, drift "
+          "verdict, class distribution, confidence, drift statistics, least confident images",
+          "pipeline.batch.batch_report:run_batch_report",
+          lambda lay: f"{lay.batches_root}/predictions/ds=<date>, {_reports_of_any_day(lay).drift}",
+          lambda lay: f"{_reports_of_any_day(lay).report_md}, {_reports_of_any_day(lay).report_html}",
           per_run=False, skips_complete=False, per_date=True),
 )
 

@@ -41,6 +41,7 @@ def describe(dag) -> dict:
     return {
         "timetable": type(timetable).__name__,
         "tasks": {t.task_id: sorted(t.upstream_task_ids) for t in dag.tasks},
+        "trigger_rules": {t.task_id: str(t.trigger_rule.value) for t in dag.tasks},
         "scheduled": {"run_after": scheduled.run_after.isoformat(),
                       "batch_dates": sorted({batch_date(dag, t, scheduled.data_interval) for t in spark_tasks})},
         "manual": {"batch_dates": sorted({batch_date(dag, t, manual) for t in spark_tasks})},

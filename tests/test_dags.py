@@ -40,7 +40,16 @@ def test_dags_import_without_errors(dag_facts):
 
 def test_daily_dag_scores_then_checks_drift_then_reports(dag_facts):
     assert dag_facts["dags"][DAILY]["tasks"] == {"score": [], "check_drift": ["score"],
-                                                 "batch_report": ["check_drift"]}
+                                                 "batch_report": ["check_drift", "score"]}
+
+
+def test_the_batch_report_runs_after_a_failed_drift_check_but_not_without_predictions(dag_facts):
+    assert dag_facts["dags"][DAILY]["trigger_rules"]["batch_report"] == "all_done_min_one_success"
+
+
+def test_retraining_branches_on_its_decision(dag_facts):
+    assert dag_facts["dags"][RETRAINING]["tasks"] == {"retrain": [], "decide": ["retrain"],
+                                                      "champion_replaced": ["decide"], "champion_kept": ["decide"]}
 
 
 def test_both_dags_use_data_interval_timetables(dag_facts):

@@ -13,8 +13,9 @@ import pytest
 from pyspark.sql.types import ArrayType, FloatType, IntegerType, StringType, StructField, StructType
 
 from pipeline.errors import GateError, PipelineError
-from pipeline.evaluate.stage import confusion_and_loss, run_evaluation, train_val_gap
+from pipeline.evaluate.stage import run_evaluation, train_val_gap
 from pipeline.layout import Layout
+from pipeline.scoring import confusion_and_loss
 
 
 def test_train_val_gap_is_taken_at_the_last_epoch():

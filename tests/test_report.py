@@ -4,7 +4,7 @@ import io
 
 from PIL import Image
 
-from pipeline.report.render import markdown_to_html
+from pipeline.rendering import markdown_to_html
 from pipeline.report.sections import table
 
 

@@ -1,1 +1,1 @@
-"""Scheduled batches: one day of arriving images at a time, from its landing folder to its scored partitions."""
+"""Scheduled batches, one day at a time: landing, scoring, drift check and batch report."""

@@ -2,25 +2,15 @@
 
 Built on `matplotlib.figure.Figure` (the object API, never pyplot): no global figure state and no GUI backend,
 so rendering is headless wherever the job runs. Each function returns the Figure, so tests can read its titles;
-`to_png` renders it.
+`pipeline.rendering.to_png` renders it.
 """
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
-
-DPI = 100
-
-
-def to_png(fig: Figure, dpi: int = DPI) -> bytes:
-    """The figure as PNG bytes (Agg renderer)."""
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight", pad_inches=0.2, facecolor="white")
-    return buffer.getvalue()
 
 
 def sample_title(label: int) -> str:

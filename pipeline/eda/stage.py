@@ -22,6 +22,7 @@ from pipeline.errors import PipelineError
 from pipeline.fingerprint import fingerprint_of
 from pipeline.layout import SPLITS, EdaFiles, Layout
 from pipeline.locks import output_lock
+from pipeline.rendering import to_png
 from pipeline.result import StageResult
 from pipeline.schema import CURATED_SCHEMA, IMAGE_HEIGHT, IMAGE_WIDTH, NUM_CLASSES
 from pipeline.validation_report import ValidationReport, read_validation_report
@@ -247,9 +248,9 @@ def render_figures(results: dict, summary: dict, cfg: PipelineConfig) -> dict[st
                    if r["split"] == SAMPLE_SPLIT and r["label"] != aggregates.ALL}
     shares = {split: [r["share"] for r in results["histogram"] if r["split"] == split] for split in counts}
     return {
-        "sample_grid": figures.to_png(figures.sample_grid(results["samples"], IMAGE_HEIGHT, IMAGE_WIDTH, cfg.eda.seed)),
-        "label_distribution": figures.to_png(figures.label_distribution_chart(counts, NUM_CLASSES)),
-        "mean_images": figures.to_png(figures.mean_images_grid(train_means, counts.get(SAMPLE_SPLIT, {}),
+        "sample_grid": to_png(figures.sample_grid(results["samples"], IMAGE_HEIGHT, IMAGE_WIDTH, cfg.eda.seed)),
+        "label_distribution": to_png(figures.label_distribution_chart(counts, NUM_CLASSES)),
+        "mean_images": to_png(figures.mean_images_grid(train_means, counts.get(SAMPLE_SPLIT, {}),
                                                                IMAGE_HEIGHT, IMAGE_WIDTH)),
-        "pixel_histogram": figures.to_png(figures.pixel_histogram_chart(shares, cfg.eda.histogram_bins)),
+        "pixel_histogram": to_png(figures.pixel_histogram_chart(shares, cfg.eda.histogram_bins)),
     }

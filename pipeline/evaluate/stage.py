@@ -19,11 +19,11 @@ from pipeline.evaluate import figures
 from pipeline.fingerprint import fingerprint_of
 from pipeline.layout import EvaluationFiles, Layout
 from pipeline.locks import output_lock
-from pipeline.metrics import accuracy, confusion_matrix_csv, confusion_matrix_from_counts, per_class_metrics
+from pipeline.metrics import accuracy, confusion_matrix_csv, per_class_metrics
 from pipeline.model_files import check_model_file
 from pipeline.result import StageResult
 from pipeline.schema import NUM_CLASSES
-from pipeline.scoring import confidence, negative_log_likelihood, score_images, set_arrow_batch_rows
+from pipeline.scoring import confidence, confusion_and_loss, score_images, set_arrow_batch_rows
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +65,8 @@ def with_registry(spark: SparkSession, cfg: PipelineConfig, layout: Layout, summ
         return accuracy(confusion_and_loss(scored, NUM_CLASSES)[0])
 
     decision = record_in_registry(cfg, layout, summary, fingerprint, score_accuracy)
-    keys = ("promoted", "challenger_version", "champion_version", "champion_accuracy", "reason")
-    return {**summary, "promotion": {key: decision.get(key) for key in keys}}
+    # The whole decision (PromotionDecision.to_dict() and how it was reached): retraining reads it from here.
+    return {**summary, "promotion": {k: v for k, v in decision.items() if k != "evaluation_fingerprint"}}
 
 
 def find_trained_models(cfg: PipelineConfig, layout: Layout) -> list[str]:
@@ -131,16 +131,6 @@ def evaluate_model(spark: SparkSession, cfg: PipelineConfig, test_df: DataFrame,
         mistakes, f"{name}: most confident mistakes ({int(matrix.sum() - matrix.trace())} in all)"))
     log.info("%s: test accuracy %.4f, test loss %.4f", name, metrics["test_accuracy"], test_loss)
     return {"metrics": metrics, "history": history, "model_path": model_path}
-
-
-def confusion_and_loss(scored: DataFrame, num_classes: int):
-    """The confusion matrix and the mean cross-entropy, from one Spark aggregation by (label, prediction)."""
-    cells = (scored.groupBy("label", "prediction")
-             .agg(F.count(F.lit(1)).alias("n"), F.sum(negative_log_likelihood()).alias("nll"))
-             .collect())
-    matrix = confusion_matrix_from_counts(((r["label"], r["prediction"], r["n"]) for r in cells), num_classes)
-    total = int(matrix.sum())
-    return matrix, (float(sum(r["nll"] for r in cells)) / total if total else float("nan"))
 
 
 def most_confident_mistakes(scored: DataFrame, test_df: DataFrame, limit: int) -> list[dict]:

@@ -9,9 +9,9 @@ from pipeline import storage
 from pipeline.config import PipelineConfig
 from pipeline.layout import Layout
 from pipeline.locks import output_lock
+from pipeline.rendering import markdown_to_html
 from pipeline.report import sections
 from pipeline.report.outputs import RunOutputs, load_run_outputs
-from pipeline.report.render import markdown_to_html
 from pipeline.result import StageResult
 
 log = logging.getLogger(__name__)

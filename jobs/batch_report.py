@@ -1,0 +1,8 @@
+"""The batch_report stage as a job (python or spark-submit) for one day, --ds YYYY-MM-DD; pipeline/stages.py says
+what it does, reads and writes."""
+from pipeline.cli import stage_job
+
+args_parser, _main, main = stage_job("batch_report")
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,145 @@
+"""Retraining for day ds (jobs/retrain.py): labelled batches up to ds join the training data, a challenger is
+trained and evaluated by the train and evaluate stages, it and the champion are scored on the newest labelled
+batches, and the registry's promotion decision is written to decision.json.
+
+Like the main job, this one runs stages, so it sits above them (tests/test_architecture.py). Every step is
+idempotent: the training set is rebuilt only when its inputs changed, training resumes from its checkpoints in a
+run folder stable per ds and config, evaluation skips when complete, and a finished ds is skipped altogether
+(--force redoes it).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+
+from pyspark.sql import SparkSession
+
+from pipeline import storage
+from pipeline.cli import job_parser, run_job
+from pipeline.config import ModelConfig, PipelineConfig
+from pipeline.errors import GateError, PipelineError
+from pipeline.layout import Layout, RetrainingFiles, retraining_run_id
+from pipeline.locks import output_lock
+from pipeline.result import StageResult
+from pipeline.retrain.decision import decision_record, labelled_accuracy, untrained_record
+from pipeline.retrain.promotion import ModelRegistry, ModelVersion, Registry
+from pipeline.retrain.training_set import BatchDays, assemble_training_set, find_batch_days, labelled_batches
+from pipeline.stages import stage_named
+
+log = logging.getLogger(__name__)
+
+JOB = "retrain"
+
+
+def retraining_config(cfg: PipelineConfig, models: str | None = None) -> PipelineConfig:
+    """`cfg` training only the retrained models (`models`, else retrain.models), with retrain.epochs if set."""
+    wanted = models or cfg.retrain.models
+    names = list(cfg.train.models) if wanted == "all" else [n.strip() for n in wanted.split(",") if n.strip()]
+    unknown = [n for n in names if n not in cfg.train.models]
+    if unknown or not names:
+        source = "--models" if models else "retrain.models"
+        raise PipelineError(f"{source}: unknown model '{unknown[0] if unknown else wanted}' (configured in "
+                            f"train.models: {', '.join(cfg.train.models)})")
+    epochs = cfg.retrain.epochs
+    trained = {n: ModelConfig(epochs=epochs or cfg.train.models[n].epochs) for n in names}
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, models=trained),
+                               retrain=dataclasses.replace(cfg.retrain, models=",".join(names)))
+
+
+def retraining_layout(cfg: PipelineConfig, ds: str) -> Layout:
+    """The layout of the retraining of `ds` (cfg: a retraining_config): its own run folder, the retraining data's
+    train split, the prepared validation and test splits."""
+    return Layout.from_config(cfg, retraining_run_id(cfg, ds)).retraining_on(ds)
+
+
+def run_retraining(spark: SparkSession, cfg: PipelineConfig, ds: str, force: bool = False,
+                   models: str | None = None, registry: Registry | None = None) -> StageResult:
+    """Retrain for day `ds`; the result's details are the decision written to decision.json."""
+    rcfg = retraining_config(cfg, models)
+    layout = retraining_layout(rcfg, ds)
+    files = RetrainingFiles(layout.retraining_root)
+    with output_lock(files.root, JOB):
+        days = find_batch_days(layout, ds)
+        if not days.labelled:
+            record = untrained_record(ds, layout.run_id, f"no labelled batch up to {ds}: nothing new to train on",
+                                      {"skipped_days": days.skipped})
+            return published(files, record, skipped=False)
+        manifest, _ = assemble_training_set(spark, rcfg, layout, ds, days, force)
+        training_data = {key: manifest[key] for key in ("fingerprint", "origins", "labelled_days", "skipped_days")}
+        previous = storage.read_json_if_valid(files.decision)
+        if not force and finished(previous, layout.run_id, training_data["fingerprint"]):
+            log.info("retraining for %s already decided (%s): skipped (use --force to redo)", ds, files.decision)
+            return StageResult(True, {"decision": files.decision}, details=previous)
+        storage.remove(files.decision)  # a workflow never branches on the decision of other data
+        record = challenge(spark, rcfg, layout, ds, days, training_data, force, registry or ModelRegistry())
+        return published(files, record, skipped=False)
+
+
+def finished(previous: dict | None, run_id: str, fingerprint: str) -> bool:
+    return (isinstance(previous, dict) and previous.get("trained") is True and previous.get("run_id") == run_id
+            and (previous.get("training_data") or {}).get("fingerprint") == fingerprint)
+
+
+def challenge(spark: SparkSession, cfg: PipelineConfig, layout: Layout, ds: str, days: BatchDays,
+              training_data: dict, force: bool, registry: Registry) -> dict:
+    """Train and evaluate the challenger, score both models on the newest batches, take the registry's decision."""
+    champion = registry.champion(cfg)  # before evaluation, which may promote the challenger
+    stage_named("train").run(spark, cfg, layout, force=force)
+    evaluation = evaluated(spark, cfg, layout, force)
+    challenger_model = evaluation.details["best_model"]
+    newest = score_newest(spark, cfg, layout, days, champion, layout.model_file(challenger_model))
+    promotion = registry.decision(cfg, evaluation)
+    record = decision_record(ds, layout.run_id, promotion, challenger_model, champion, newest, training_data)
+    registry.record(cfg, record)
+    return record
+
+
+def evaluated(spark: SparkSession, cfg: PipelineConfig, layout: Layout, force: bool) -> StageResult:
+    """The evaluate stage's result; a challenger under the target is not a failure here, only not promotable."""
+    try:
+        return stage_named("evaluate").run(spark, cfg, layout, force=force)
+    except GateError as gate:
+        log.info("%s", gate)
+        return gate.result
+
+
+def score_newest(spark: SparkSession, cfg: PipelineConfig, layout: Layout, days: BatchDays,
+                 champion: ModelVersion | None, challenger_file: str) -> dict:
+    """The challenger's and the champion's figures on the newest labelled batches."""
+    newest_days = days.newest(cfg.retrain)
+    rows = labelled_batches(spark, layout, newest_days).cache()
+    try:
+        challenger = labelled_accuracy(spark, cfg, rows, challenger_file)
+        held = None if champion is None else labelled_accuracy(spark, cfg, rows, champion.model_file)
+    finally:
+        rows.unpersist()
+    log.info("newest batches %s (%d rows): challenger %s, champion %s", ", ".join(newest_days), challenger["rows"],
+             challenger["accuracy"], "-" if held is None else held["accuracy"])
+    return {"days": newest_days, "rows": challenger["rows"], "in_training_data": not cfg.retrain.hold_out_newest,
+            "challenger": challenger, "champion": held}
+
+
+def published(files: RetrainingFiles, record: dict, skipped: bool) -> StageResult:
+    storage.write_json(files.decision, record)
+    log.info("retraining for %s: %s (%s)", record["ds"], "promoted" if record["promoted"] else "kept the champion",
+             record["reason"])
+    return StageResult(skipped, {"decision": files.decision}, details=record)
+
+
+def args_parser() -> argparse.ArgumentParser:
+    parser = job_parser(__doc__.split("\n\n")[0], per_run=False, per_date=True)  # --ds: batches up to that day
+    parser.add_argument("--models", default=None, help="models to retrain: all or comma-separated names of "
+                                                       "train.models (default: retrain.models)")
+    return parser
+
+
+def _main(argv: list[str] | None = None) -> int:
+    def work(spark: SparkSession, cfg: PipelineConfig, args: argparse.Namespace) -> None:
+        run_retraining(spark, cfg, args.ds, force=args.force, models=args.models)
+    return run_job(args_parser(), argv, JOB, work)
+
+
+def main() -> None:
+    sys.exit(_main())
