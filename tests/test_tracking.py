@@ -71,6 +71,17 @@ def test_the_store_defaults_to_sqlite_under_paths_mlflow(make_config, tmp_path, 
         tracking_uri(remote, Layout.from_config(remote))
 
 
+def test_connecting_leaves_the_environment_as_it_was(make_config, tmp_path, monkeypatch):
+    """MLflow exports the URI it is given; a second config in the same process must still find its own store."""
+    from pipeline.tracking.store import connect
+    first, second = make_config(), make_config(f"paths.mlflow={tmp_path / 'other'}")
+    assert connect(first).uri == f"sqlite:///{tmp_path}/mlflow/mlflow.db"
+    assert "MLFLOW_TRACKING_URI" not in os.environ
+    assert connect(second).uri == f"sqlite:///{tmp_path}/other/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/env.db")
+    assert connect(first).uri == f"sqlite:///{tmp_path}/env.db" == os.environ["MLFLOW_TRACKING_URI"]
+
+
 def register(cfg, model_file: str, model: str, accuracy: float) -> str:
     """One model logged and registered the way training does it; returns its version."""
     from pipeline.tracking.model_log import log_keras_model

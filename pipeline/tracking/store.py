@@ -17,6 +17,7 @@ from pipeline.errors import PipelineError
 from pipeline.layout import Layout
 
 TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
+REGISTRY_URI_ENV = "MLFLOW_REGISTRY_URI"
 SERVER_SCHEMES = ("http://", "https://", "databricks")
 
 
@@ -65,12 +66,26 @@ def connect(cfg: PipelineConfig) -> Store:
     uri = tracking_uri(cfg, layout)
     if uri == f"sqlite:///{layout.mlflow_db}":
         os.makedirs(layout.mlflow_root, exist_ok=True)
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
+    _set_process_uris(uri)
     client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
     with store_errors(uri, "opening"):
         experiment_id = _experiment_id(client, cfg.tracking.experiment, artifact_location(cfg, layout, uri))
     return Store(client, uri, experiment_id)
+
+
+def _set_process_uris(uri: str) -> None:
+    """MLflow's process-wide URIs. Setting them also exports MLFLOW_TRACKING_URI (for subprocesses); the user's value,
+    or its absence, is put back, so that the next config in this process (a test, a notebook) finds its own store
+    rather than the last one used."""
+    import mlflow
+    saved = {name: os.environ.get(name) for name in (TRACKING_URI_ENV, REGISTRY_URI_ENV)}
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 def _experiment_id(client, name: str, location: str | None) -> str:
