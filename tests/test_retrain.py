@@ -304,12 +304,9 @@ def test_a_promotion_decision_missing_a_figure_is_refused():
     assert checked_decision({**PROMOTION, "extra": 1}) == PROMOTION
 
 
-def test_without_the_registry_module_retraining_says_what_it_needs(make_config):
-    import importlib.util
-    if importlib.util.find_spec("pipeline.tracking") is not None:
-        pytest.skip("the registry is part of this build")
-    with pytest.raises(PipelineError, match="retraining needs the model registry \\(pipeline.tracking.registry"):
-        ModelRegistry().champion(make_config())
+def test_with_tracking_off_retraining_says_the_champion_needs_the_registry(make_config):
+    with pytest.raises(PipelineError, match="the champion lives in the model registry, and tracking.enabled is false"):
+        ModelRegistry().champion(make_config("tracking.enabled=false"))
 
 
 def test_an_evaluation_without_a_promotion_decision_is_refused(make_config):

@@ -258,3 +258,21 @@ def wait_for_json(url: str, server: subprocess.Popen, timeout: float = 90) -> di
         except OSError:
             time.sleep(0.5)  # polling a port that is not open yet: no event to wait on
     pytest.fail(f"no answer from {url} within {timeout} s")
+
+
+def test_a_retraining_decision_is_logged_once_to_its_run(make_config, tmp_path):
+    from pipeline.tracking.runs import log_retraining
+    from pipeline.tracking.store import connect
+    cfg = make_config(f"paths.mlflow={tmp_path / 'mlflow'}")
+    decision = {"ds": "2026-11-24", "run_id": "retrain-2026-11-24-x", "promoted": False, "reason": "kept",
+                "challenger": {"test_accuracy": 0.97, "newest_batches_accuracy": 0.91},
+                "champion": {"test_accuracy": 0.98, "newest_batches_accuracy": 0.93}}
+    run_id = log_retraining(cfg, decision)
+    assert log_retraining(cfg, decision) == run_id  # a retried task logs into the same run, nothing twice
+    client = connect(cfg).client
+    run = client.get_run(run_id)
+    assert run.data.metrics == {"challenger_test_accuracy": 0.97, "challenger_newest_batches_accuracy": 0.91,
+                                "champion_test_accuracy": 0.98, "champion_newest_batches_accuracy": 0.93}
+    assert len(client.get_metric_history(run_id, "champion_newest_batches_accuracy")) == 1
+    assert run.data.tags["pipeline.retraining.promoted"] == "false"
+    assert [a.path for a in client.list_artifacts(run_id, "retraining")] == ["retraining/decision.json"]

@@ -47,7 +47,7 @@ class ModelRegistry:
     `challenger`, scores the champion on the same test set and promotes by the rule: retraining reads that."""
 
     def champion(self, cfg: PipelineConfig) -> ModelVersion | None:
-        return _registry().champion(cfg)
+        return _registry().champion(cfg)  # one line when tracking (hence the registry) is off
 
     def decision(self, cfg: PipelineConfig, evaluation: StageResult) -> dict[str, Any]:
         # Integration point: where the registry's evaluate stage leaves PromotionDecision.to_dict() in its result
@@ -59,17 +59,14 @@ class ModelRegistry:
         return checked_decision(promotion)
 
     def record(self, cfg: PipelineConfig, decision: dict[str, Any]) -> None:
-        # Integration point: promote() already logs the promotion itself to MLflow; the retraining's figures on
-        # the newest batches go to the same run once tracking offers a call to log into it.
-        log.info("retraining decision for %s: %s", decision["ds"], decision["reason"])
+        # promote() has logged the promotion itself; this adds both models' figures on the newest batches.
+        from pipeline.tracking.runs import log_retraining
+        run_id = log_retraining(cfg, decision)
+        log.info("retraining decision for %s (MLflow run %s): %s", decision["ds"], run_id, decision["reason"])
 
 
 def _registry():
-    try:
-        from pipeline.tracking import registry
-    except ModuleNotFoundError as exc:
-        raise PipelineError("retraining needs the model registry (pipeline.tracking.registry, issue #14), which "
-                            "this build lacks") from exc
+    from pipeline.tracking import registry
     return registry
 
 

@@ -62,6 +62,9 @@ def resolve_model_uri(cfg: PipelineConfig, uri: str) -> RegisteredVersion:
 
 def champion(cfg: PipelineConfig) -> RegisteredVersion | None:
     """The version in service, or None when there is none yet (no registered model, or no champion alias)."""
+    if not cfg.tracking.enabled:
+        raise PipelineError("the champion lives in the model registry, and tracking.enabled is false: turn tracking "
+                            "on, or name a model file")
     store = connect(cfg)
     with store_errors(store.uri, "reading the champion"):
         found = _alias_version(store, cfg.tracking.registered_model, CHAMPION)

@@ -187,6 +187,27 @@ def log_report(cfg: PipelineConfig, layout: Layout) -> str:
     return parent
 
 
+def log_retraining(cfg: PipelineConfig, decision: dict) -> str:
+    """A retraining's decision (both models on the test set and on the newest labelled batches, promoted or kept)
+    logged to its pipeline run: metrics, a tag and decision.json. Returns that run's id."""
+    store = connect(cfg)
+    with store_errors(store.uri, "logging the retraining decision"):
+        found = _search(store, {TAG_KIND: KIND_PIPELINE, TAG_PIPELINE_RUN: decision["run_id"]})
+        if not found:  # nothing was trained (no labelled batch): the decision still gets a run of its own
+            found = [store.client.create_run(store.experiment_id, run_name=decision["run_id"], tags={
+                TAG_KIND: KIND_PIPELINE, TAG_PIPELINE_RUN: decision["run_id"]})]
+        run_id = found[0].info.run_id
+        logged = store.client.get_run(run_id).data.metrics
+        for side in ("challenger", "champion"):
+            for figure in ("test_accuracy", "newest_batches_accuracy"):
+                value = (decision.get(side) or {}).get(figure)
+                if value is not None and logged.get(f"{side}_{figure}") != float(value):
+                    store.client.log_metric(run_id, f"{side}_{figure}", float(value))
+        store.client.set_tag(run_id, "pipeline.retraining.promoted", str(bool(decision["promoted"])).lower())
+        store.client.log_dict(run_id, decision, "retraining/decision.json")
+    return run_id
+
+
 def _search(store: Store, tags: dict[str, str]) -> list:
     condition = " and ".join(f"tags.`{key}` = '{value}'" for key, value in tags.items())
     return store.client.search_runs([store.experiment_id], condition, order_by=["attributes.start_time DESC"])
