@@ -13,6 +13,7 @@ Settings, from the environment of the scheduler and its workers (all optional):
   MNIST_PYTHON        Python of the Spark driver and local workers (default: <checkout>/.venv/bin/python)
   MNIST_PACKAGE       the zipped package for --py-files (default: <checkout>/dist/pipeline.zip, `make dist`)
   MNIST_PROFILE       the config profile the jobs use (default: theirs, full)
+  MNIST_RETRIES       retries of a failed task (default 2; the drift check is never retried: its verdict stays)
   MNIST_SPARK_CONN    an Airflow connection to use for the master instead of the config file's spark.master
 """
 from __future__ import annotations
@@ -43,7 +44,7 @@ BATCH_DATE = "{{ macros.ds_add(data_interval_end | ds, -1) }}"
 DEFAULT_ARGS = {
     "owner": "mnist",
     # Every job is idempotent (a day's partitions are replaced in one move), so retrying is safe.
-    "retries": 2,
+    "retries": int(os.environ.get("MNIST_RETRIES", "2")),
     "retry_delay": timedelta(minutes=5),
 }
 

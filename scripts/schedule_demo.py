@@ -3,8 +3,9 @@
 retraining decision are.
 
 The days are fixed (Friday 2026-11-20 to Sunday 2026-11-22, labels arriving for the first two), so the weekly
-retraining run of Monday 2026-11-23 02:00 covers them. A champion must exist for scoring: when the registry has
-none, the quick profile's pipeline runs first and its best model becomes the champion.
+retraining run of Monday 2026-11-23 02:00 covers them. The profile's pipeline runs first (it skips what is done):
+the drift check measures against its training data, and when the registry has no champion yet its best model
+becomes the first one.
 """
 from __future__ import annotations
 
@@ -18,12 +19,14 @@ from pathlib import Path
 CHECKOUT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(CHECKOUT))
 
+from pipeline import storage  # noqa: E402
 from pipeline.config import load_config  # noqa: E402
-from pipeline.layout import Layout  # noqa: E402
+from pipeline.layout import BatchFiles, Layout  # noqa: E402
 
 DAYS = ("2026-11-20", "2026-11-21", "2026-11-22")
 LABELLED_DAYS = DAYS[:2]
 RETRAINING_RUN = "2026-11-23T02:00:00+00:00"   # the Monday run whose week ends on the last day
+RETRAINING_DS = DAYS[-1]                        # the batch date that run processes: the week's last day
 AIRFLOW = CHECKOUT / ".venv-airflow" / "bin" / "airflow"
 PYTHON = CHECKOUT / ".venv" / "bin" / "python"
 
@@ -35,7 +38,8 @@ def main() -> int:
     env = airflow_env(args)
     step("Airflow metadata database (SQLite)")
     run([str(AIRFLOW), "db", "migrate"], env=env, quiet=True)
-    ensure_champion(args)
+    step(f"the {args.profile} pipeline (its training data is the drift baseline; its best model the first champion)")
+    run([str(PYTHON), "jobs/run_pipeline.py", "--conf", args.conf, "--profile", args.profile])
     for ds in DAYS:
         step(f"landing {ds}" + (" with labels" if ds in LABELLED_DAYS else ""))
         run([str(PYTHON), "scripts/simulate_arrivals.py", "--conf", args.conf, "--profile", args.profile,
@@ -44,14 +48,24 @@ def main() -> int:
         run_after = (dt.date.fromisoformat(ds) + dt.timedelta(days=1)).isoformat()
         step(f"daily DAG for {ds} (airflow dags test mnist_daily_scoring {run_after})")
         run([str(AIRFLOW), "dags", "test", "mnist_daily_scoring", run_after], env=env, quiet=True)
+        print(day_summary(layout.batch_files(ds)))
     step(f"retraining DAG (airflow dags test mnist_retraining {RETRAINING_RUN})")
     run([str(AIRFLOW), "dags", "test", "mnist_retraining", RETRAINING_RUN], env=env, quiet=True)
+    decision_file = layout.batch_files(RETRAINING_DS).retrain_decision
+    decision = storage.read_json(decision_file)
+    print(f"   {'promoted' if decision['promoted'] else 'kept the champion'}: {decision['reason']}")
     print("\nDone. Batch reports:")
     for ds in DAYS:
         print(f"  {layout.batch_files(ds).report_html}")
-    print(f"Retraining decision: {layout.batch_files(DAYS[-1]).retrain_decision}")
-    print(f"Airflow logs: {env['AIRFLOW_HOME']}/logs")
+    print(f"Retraining decision: {decision_file}")
+    print(f"Airflow logs: {env['AIRFLOW_HOME']}/logs (metadata: {env['AIRFLOW_HOME']}/airflow.db)")
     return 0
+
+
+def day_summary(files: BatchFiles) -> str:
+    scoring, drift = storage.read_json(files.scoring), storage.read_json(files.drift)
+    return (f"   {scoring['count']} images scored by {scoring['model']['name']} version {scoring['model']['version']}, "
+            f"{scoring['quarantined']} quarantined; {drift['verdict']}")
 
 
 def parse_args() -> argparse.Namespace:
@@ -66,16 +80,6 @@ def airflow_env(args: argparse.Namespace) -> dict[str, str]:
     return {**os.environ, "AIRFLOW_HOME": str(CHECKOUT / "output" / "airflow"),
             "AIRFLOW__CORE__DAGS_FOLDER": str(CHECKOUT / "dags"), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "MNIST_CONF": str(Path(args.conf).resolve()), "MNIST_PROFILE": args.profile}
-
-
-def ensure_champion(args: argparse.Namespace) -> None:
-    from pipeline.tracking.registry import champion
-    found = champion(load_config(args.conf, args.profile))
-    if found is not None:
-        print(f"champion: {found.name} version {found.version}")
-        return
-    step(f"no champion in the registry yet: running the {args.profile} pipeline to train one")
-    run([str(PYTHON), "jobs/run_pipeline.py", "--conf", args.conf, "--profile", args.profile])
 
 
 def step(text: str) -> None:

@@ -39,12 +39,16 @@ def test_dags_import_without_errors(dag_facts):
 
 
 def test_daily_dag_scores_then_checks_drift_then_reports(dag_facts):
-    assert dag_facts["dags"][DAILY]["tasks"] == {"score": [], "check_drift": ["score"],
-                                                 "batch_report": ["check_drift", "score"]}
+    assert dag_facts["dags"][DAILY]["tasks"] == {
+        "score": [], "check_drift": ["score"], "batch_report": ["check_drift", "score"],
+        "fail_run_if_a_task_failed": ["batch_report", "check_drift", "score"]}
 
 
 def test_the_batch_report_runs_after_a_failed_drift_check_but_not_without_predictions(dag_facts):
-    assert dag_facts["dags"][DAILY]["trigger_rules"]["batch_report"] == "all_done_min_one_success"
+    rules = dag_facts["dags"][DAILY]["trigger_rules"]
+    assert rules["batch_report"] == "all_done_min_one_success"
+    # ... and since the report is then a last task that succeeded, a watcher fails the run.
+    assert rules["fail_run_if_a_task_failed"] == "one_failed"
 
 
 def test_retraining_branches_on_its_decision(dag_facts):

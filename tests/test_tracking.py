@@ -12,9 +12,9 @@ import time
 import urllib.request
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
+from registry_versions import register
 
 from pipeline.config import REPO_ROOT
 from pipeline.errors import PipelineError
@@ -80,19 +80,6 @@ def test_connecting_leaves_the_environment_as_it_was(make_config, tmp_path, monk
     assert connect(second).uri == f"sqlite:///{tmp_path}/other/mlflow.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/env.db")
     assert connect(first).uri == f"sqlite:///{tmp_path}/env.db" == os.environ["MLFLOW_TRACKING_URI"]
-
-
-def register(cfg, model_file: str, model: str, accuracy: float) -> str:
-    """One model logged and registered the way training does it; returns its version."""
-    from pipeline.tracking.model_log import log_keras_model
-    from pipeline.tracking.store import connect
-    store = connect(cfg)
-    run = store.client.create_run(store.experiment_id, tags={"pipeline.model": model})
-    example = np.zeros((2, 28, 28, 1), np.float32)
-    version = log_keras_model(store.client, run.info.run_id, model_file, example, cfg.tracking.registered_model,
-                              {"model": model, "test_accuracy": str(accuracy)})
-    store.client.set_terminated(run.info.run_id, "FINISHED")
-    return str(version.version)
 
 
 @pytest.fixture(scope="module")

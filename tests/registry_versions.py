@@ -1,0 +1,29 @@
+"""Registering a saved model in a test's MLflow store the way training does, without training it there."""
+from __future__ import annotations
+
+import numpy as np
+
+
+def register(cfg, model_file: str, model: str, accuracy: float) -> str:
+    """One model logged and registered the way training does it; returns its version."""
+    from pipeline.tracking.model_log import log_keras_model
+    from pipeline.tracking.store import connect
+    store = connect(cfg)
+    run = store.client.create_run(store.experiment_id, tags={"pipeline.model": model})
+    example = np.zeros((2, 28, 28, 1), np.float32)
+    version = log_keras_model(store.client, run.info.run_id, model_file, example, cfg.tracking.registered_model,
+                              {"model": model, "test_accuracy": str(accuracy)})
+    store.client.set_terminated(run.info.run_id, "FINISHED")
+    return str(version.version)
+
+
+def make_champion(cfg, model_file: str, model: str, accuracy: float) -> str:
+    """`model_file` registered and promoted to champion (the first version ever is, when it meets the target)."""
+    from pipeline.tracking import registry
+    version = register(cfg, model_file, model, accuracy)
+    registry.set_challenger(cfg, version)
+    challenger = registry.resolve_model_uri(cfg, f"models:/{cfg.tracking.registered_model}@challenger")
+    current = registry.champion(cfg)
+    decision = registry.promote(cfg, challenger, accuracy, None if current is None else 0.0)
+    assert decision.promoted, decision
+    return version

@@ -1,0 +1,183 @@
+"""The DAGs run end to end with `airflow dags test` (SQLite metadata, no scheduler), local Spark, small batches,
+exactly as `make schedule-demo` and a scheduler run them: every task a spark-submit of the project's jobs from
+Airflow's own venv and working directory.
+
+One module-scoped story, in order: a champion is registered; a day is scored, checked and reported; the same day
+again gives the same partition and leaves another day alone; a corrupt day fails in one line and publishes
+nothing; a day of non-digit images is flagged as drift (and still gets its report); retraining on the labelled
+day promotes a better challenger, and the next day is scored with it.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from pyspark.testing import assertDataFrameEqual
+from registry_versions import make_champion
+
+from pipeline import storage
+from pipeline.config import REPO_ROOT, load_config
+from pipeline.layout import Layout
+
+pytestmark = pytest.mark.slow
+
+AIRFLOW = REPO_ROOT / ".venv-airflow" / "bin" / "airflow"
+GOOD_DAY, OTHER_DAY, CORRUPT_DAY, NOISE_DAY, NEXT_DAY = (
+    "2026-11-20", "2026-11-21", "2026-11-22", "2026-11-23", "2026-11-24")
+IMAGES_PER_DAY = 40
+# The weekly run of Monday 2026-11-23 02:00 covers the week up to Sunday the 22nd, the labelled good day included.
+RETRAINING_RUN, RETRAINING_DS = "2026-11-23T02:00:00+00:00", "2026-11-22"
+
+
+def day_after(ds: str) -> str:
+    """The date to give `airflow dags test` so that the daily run processes `ds` (the day that ended)."""
+    import datetime as dt
+    return (dt.date.fromisoformat(ds) + dt.timedelta(days=1)).isoformat()
+
+
+class Scheduled:
+    """A project config under a temp dir, an Airflow home beside it, and the commands a scheduler would run."""
+
+    def __init__(self, root: Path, package: Path):
+        self.root = root
+        self.conf = root / "conf" / "scheduled.yaml"
+        self.conf.parent.mkdir(parents=True)
+        self.conf.write_text(yaml.safe_dump({
+            "spark": {"master": "local[2]", "log_level": "ERROR", "ui_enabled": False, "shuffle_partitions": 4,
+                      "driver_memory": "2g"},
+            "paths": {"root": str(root), "input": str(REPO_ROOT / "data" / "mnist"), "data": "data",
+                      "runs": "runs", "landing": "landing", "batches": "batches", "mlflow": "mlflow"},
+            "prepare": {"subset_fraction": 0.05},
+            "train": {"models": {"model_1": {"epochs": 1}}},
+            "evaluate": {"target_accuracy": 0.5, "misclassified_examples": 0},
+            "retrain": {"epochs": 1},
+            # The champion is an untrained network, so the model-side statistics (predicted classes, unsure
+            # predictions) would flag every day: here the pixels judge; tests/test_batch_drift.py covers the rest.
+            "drift": {"max_class_distance": 1.0, "max_low_confidence_share": 1.0},
+        }))
+        self.cfg = load_config(self.conf)
+        self.layout = Layout.from_config(self.cfg)
+        self.env = {**os.environ, "AIRFLOW_HOME": str(root / "airflow"),
+                    "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+                    "MNIST_CONF": str(self.conf), "MNIST_PACKAGE": str(package),
+                    "MNIST_RETRIES": "0"}  # a failure here is the test's to see, not five minutes to wait
+
+    def job(self, *args: str) -> None:
+        subprocess.run([sys.executable, *args, "--conf", str(self.conf)], cwd=self.root, check=True,
+                       capture_output=True, timeout=600)
+
+    def land(self, ds: str, *args: str) -> None:
+        self.job(str(REPO_ROOT / "scripts" / "simulate_arrivals.py"), "--ds", ds, "--count", str(IMAGES_PER_DAY),
+                 *args)
+
+    def airflow(self, *args: str) -> subprocess.CompletedProcess:
+        # Started from the Airflow home, as a scheduler would be: nothing may depend on the checkout as cwd.
+        return subprocess.run([str(AIRFLOW), *args], cwd=self.root, env=self.env, capture_output=True, text=True,
+                              timeout=900)
+
+    def daily(self, ds: str) -> subprocess.CompletedProcess:
+        return self.airflow("dags", "test", "mnist_daily_scoring", day_after(ds))
+
+    def predictions(self, spark, ds: str):
+        return spark.read.parquet(self.layout.batch_files(ds).predictions)
+
+
+def error_lines(proc: subprocess.CompletedProcess) -> set[str]:
+    """The jobs' one-line errors as the task logs show them (Airflow prefixes its own log fields)."""
+    text = proc.stdout + proc.stderr
+    return {line[line.index("ERROR ["):].split(" [airflow.")[0].strip() for line in text.splitlines()
+            if "ERROR [" in line}
+
+
+@pytest.fixture(scope="module")
+def scheduled(tmp_path_factory, dist, small_mnist_model):
+    env = Scheduled(tmp_path_factory.mktemp("scheduled"), dist)
+    env.job(str(REPO_ROOT / "jobs" / "ingest.py"))
+    env.job(str(REPO_ROOT / "jobs" / "prepare.py"))
+    env.champion = make_champion(env.cfg, small_mnist_model["untrained"], "model_1", 0.6)
+    migrated = env.airflow("db", "migrate")
+    assert migrated.returncode == 0, migrated.stderr[-2000:]
+    env.land(GOOD_DAY, "--labels")
+    env.land(OTHER_DAY)
+    return env
+
+
+@pytest.fixture(scope="module")
+def good_day(scheduled, spark):
+    """The good day scored by the daily DAG, then another day, then the good day again."""
+    first = scheduled.daily(GOOD_DAY)
+    assert first.returncode == 0, (first.stdout + first.stderr)[-4000:]
+    rows_before = scheduled.predictions(spark, GOOD_DAY).collect()
+    other = scheduled.daily(OTHER_DAY)
+    assert other.returncode == 0, (other.stdout + other.stderr)[-4000:]
+    other_files = snapshot(scheduled.layout.batch_files(OTHER_DAY).predictions)
+    again = scheduled.daily(GOOD_DAY)
+    return {"again": again, "rows_before": rows_before, "other_files": other_files}
+
+
+def snapshot(folder: str) -> dict[str, tuple[int, int]]:
+    return {p.name: (p.stat().st_size, p.stat().st_mtime_ns) for p in Path(folder).iterdir()}
+
+
+def test_a_day_is_scored_with_the_champion_version_in_every_row(scheduled, good_day, spark):
+    predictions = scheduled.predictions(spark, GOOD_DAY)
+    assert predictions.count() == IMAGES_PER_DAY
+    assert {r["model_version"] for r in predictions.select("model_version").distinct().collect()} == \
+        {scheduled.champion}
+
+
+def test_the_day_gets_its_drift_check_and_batch_report(scheduled, good_day):
+    files = scheduled.layout.batch_files(GOOD_DAY)
+    assert storage.read_json(files.drift)["flagged"] is False
+    html = Path(files.report_html).read_text()
+    assert f"version {scheduled.champion}" in html or f"version</td><td>{scheduled.champion}" in html or \
+        scheduled.champion in html
+    assert "<img" in html and 'src="data:image/png;base64,' in html
+
+
+def test_the_same_day_again_replaces_its_partition_and_leaves_another_day_alone(scheduled, good_day, spark):
+    assert good_day["again"].returncode == 0, (good_day["again"].stdout + good_day["again"].stderr)[-4000:]
+    assertDataFrameEqual(scheduled.predictions(spark, GOOD_DAY).collect(), good_day["rows_before"])
+    assert snapshot(scheduled.layout.batch_files(OTHER_DAY).predictions) == good_day["other_files"]
+
+
+def test_a_corrupt_day_fails_in_one_line_and_publishes_nothing(scheduled, good_day):
+    landing = Path(scheduled.layout.batch_files(CORRUPT_DAY).landing)
+    landing.mkdir(parents=True)
+    (landing / "scan-0000.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated by the scanner")
+    proc = scheduled.daily(CORRUPT_DAY)
+    assert proc.returncode != 0
+    errors = error_lines(proc)
+    assert len(errors) == 1 and next(iter(errors)).startswith("ERROR [score_batch]: ") and \
+        "scan-0000.png" in next(iter(errors)), errors
+    files = scheduled.layout.batch_files(CORRUPT_DAY)
+    assert not any(storage.exists(folder) for folder in (files.images, files.predictions, files.reports))
+
+
+def test_a_day_of_non_digit_images_is_flagged_and_still_reported(scheduled, good_day):
+    scheduled.land(NOISE_DAY, "--kind", "noise")
+    proc = scheduled.daily(NOISE_DAY)
+    assert proc.returncode != 0
+    assert {line.split(":")[0] for line in error_lines(proc)} == {"ERROR [check_drift]"}
+    files = scheduled.layout.batch_files(NOISE_DAY)
+    assert storage.read_json(files.drift)["flagged"] is True
+    assert "DRIFT" in Path(files.report_html).read_text()
+
+
+def test_retraining_promotes_a_better_challenger_and_the_next_day_uses_it(scheduled, good_day, spark):
+    # The labelled good day is the newest batch: held out of training, both models are scored on it.
+    proc = scheduled.airflow("dags", "test", "mnist_retraining", RETRAINING_RUN)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    decision = storage.read_json(scheduled.layout.batch_files(RETRAINING_DS).retrain_decision)
+    assert decision["promoted"] is True and decision["champion"]["version"] == scheduled.champion, decision
+    assert decision["newest_batches"]["days"] == [GOOD_DAY], decision
+    assert "champion_replaced" in proc.stdout + proc.stderr
+    scheduled.land(NEXT_DAY)
+    daily = scheduled.daily(NEXT_DAY)
+    assert daily.returncode == 0, (daily.stdout + daily.stderr)[-4000:]
+    versions = {r["model_version"] for r in scheduled.predictions(spark, NEXT_DAY).select("model_version").collect()}
+    assert versions == {decision["challenger"]["version"]} != {scheduled.champion}
