@@ -100,6 +100,15 @@ def write_day(spark, batch, images: np.ndarray, probabilities: np.ndarray, model
                                        "images": len(images), "quarantined": quarantined})
 
 
+def training_layout(spark, root, count: int):
+    """A layout under `root` whose curated train split holds the first `count` MNIST training images."""
+    from pipeline.layout import Layout
+    layout = Layout(str(root / "input"), str(root / "raw"), str(root / "raw" / "curated"), str(root / "run"),
+                    str(root / "landing"), str(root / "batches"))
+    write_curated_train(spark, layout, count)
+    return layout
+
+
 def write_curated_train(spark, layout, count: int, fingerprint: str = "curated-for-tests") -> None:
     """The first `count` MNIST training images as the curated train split, with its manifest."""
     from pipeline import storage

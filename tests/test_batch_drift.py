@@ -11,13 +11,8 @@ import sys
 
 import numpy as np
 import pytest
-from drift_batches import (
-    mnist_like_batch,
-    non_digit_batch,
-    stand_in_predictions,
-    write_curated_train,
-    write_day,
-)
+from drift_batches import mnist_like_batch, non_digit_batch, stand_in_predictions, write_curated_train, write_day
+from drift_batches import training_layout as curated_training_layout
 
 from pipeline import storage
 from pipeline.batch import drift
@@ -33,11 +28,7 @@ BATCH_IMAGES = 300
 @pytest.fixture(scope="module")
 def training_layout(spark, tmp_path_factory):
     """A layout whose curated train split holds the first 3,000 MNIST training images."""
-    root = tmp_path_factory.mktemp("drift-training")
-    layout = Layout(str(root / "input"), str(root / "raw"), str(root / "raw" / "curated"), str(root / "run"),
-                    str(root / "landing"), str(root / "batches"))
-    write_curated_train(spark, layout, 3000)
-    return layout
+    return curated_training_layout(spark, tmp_path_factory.mktemp("drift-training"), 3000)
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from drift_batches import non_digit_batch, stand_in_predictions, write_curated_train, write_day
+from drift_batches import non_digit_batch, stand_in_predictions, write_day
+from drift_batches import training_layout as curated_training_layout
 
 from pipeline import storage
 from pipeline.batch import batch_report, report_figures
@@ -22,11 +23,7 @@ IMAGES = 40
 
 @pytest.fixture(scope="module")
 def training_layout(spark, tmp_path_factory):
-    root = tmp_path_factory.mktemp("report-training")
-    layout = Layout(str(root / "input"), str(root / "raw"), str(root / "raw" / "curated"), str(root / "run"),
-                    str(root / "landing"), str(root / "batches"))
-    write_curated_train(spark, layout, 500)
-    return layout
+    return curated_training_layout(spark, tmp_path_factory.mktemp("report-training"), 500)
 
 
 @pytest.fixture
