@@ -5,10 +5,13 @@ from __future__ import annotations
 import base64
 import html
 import io
+import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import markdown
+import numpy as np
 from matplotlib.figure import Figure
 
 from pipeline import storage
@@ -27,6 +30,38 @@ img { max-width: 100%; border: 1px solid #eee; margin: 0.5em 0; }
 code { background: #f5f5f5; padding: 0 0.2em; } pre { background: #f5f5f5; padding: 0.8em; overflow-x: auto; }
 h2 { border-bottom: 1px solid #ddd; padding-bottom: 0.2em; margin-top: 2em; }
 """
+
+
+@dataclass(frozen=True)
+class Panel:
+    """One image of an image grid: its pixels (row-major, values in [0, 1]), a title above, a caption below."""
+    pixels: Sequence[float]
+    title: str
+    caption: str
+
+
+def image_grid(panels: Sequence[Panel], height: int, width: int, suptitle: str, title_size: float = 11,
+               caption_size: float = 7, caption_limit: int = 34) -> Figure:
+    """Images five to a row, dark ink on light paper as people read digits, each with its title and caption."""
+    columns = min(5, max(1, len(panels)))
+    rows = max(1, math.ceil(len(panels) / columns))
+    fig = Figure(figsize=(2.4 * columns, 2.7 * rows + 0.6), layout="constrained")
+    axes = fig.subplots(rows, columns, squeeze=False).ravel()
+    for ax, panel in zip(axes, panels, strict=False):
+        ax.imshow(np.asarray(panel.pixels, dtype=np.float32).reshape(height, width), cmap="gray_r",
+                  vmin=0.0, vmax=1.0, interpolation="nearest")
+        ax.set_title(panel.title, fontsize=title_size)
+        ax.set_xlabel(_shortened(panel.caption, caption_limit), fontsize=caption_size)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    for ax in axes[len(panels):]:
+        ax.set_axis_off()
+    fig.suptitle(suptitle, fontsize=title_size + 2)
+    return fig
+
+
+def _shortened(text: str, limit: int) -> str:
+    return text if len(text) <= limit else "..." + text[-(limit - 3):]
 
 
 def to_png(fig: Figure, dpi: int = DPI) -> bytes:

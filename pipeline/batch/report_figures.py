@@ -5,12 +5,12 @@ can read it, and `pipeline.rendering.to_png` renders it.
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
 
+from pipeline.rendering import Panel, image_grid
 from pipeline.schema import IMAGE_HEIGHT, IMAGE_WIDTH, NUM_CLASSES
 
 
@@ -77,22 +77,5 @@ def example_title(example: Mapping) -> str:
 
 def lowest_confidence_grid(examples: Sequence[Mapping]) -> Figure:
     """The least confident images, each titled with its prediction and confidence, its file below."""
-    columns = min(5, max(1, len(examples)))
-    rows = max(1, math.ceil(len(examples) / columns))
-    fig = Figure(figsize=(2.4 * columns, 2.7 * rows + 0.6), layout="constrained")
-    axes = fig.subplots(rows, columns, squeeze=False).ravel()
-    for ax, example in zip(axes, examples, strict=False):
-        ax.imshow(np.asarray(example["image"], dtype=np.float32).reshape(IMAGE_HEIGHT, IMAGE_WIDTH), cmap="gray_r",
-                  vmin=0.0, vmax=1.0, interpolation="nearest")
-        ax.set_title(example_title(example), fontsize=11)
-        ax.set_xlabel(_short(str(example["source_file"])), fontsize=7)
-        ax.set_xticks([])
-        ax.set_yticks([])
-    for ax in axes[len(examples):]:
-        ax.set_axis_off()
-    fig.suptitle(f"The {len(examples)} least confident predictions", fontsize=13)
-    return fig
-
-
-def _short(text: str, limit: int = 34) -> str:
-    return text if len(text) <= limit else "..." + text[-(limit - 3):]
+    panels = [Panel(example["image"], example_title(example), str(example["source_file"])) for example in examples]
+    return image_grid(panels, IMAGE_HEIGHT, IMAGE_WIDTH, f"The {len(examples)} least confident predictions")

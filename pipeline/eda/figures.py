@@ -12,6 +12,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
+from pipeline.rendering import Panel, image_grid
+
 
 def sample_title(label: int) -> str:
     """The title of one sample panel: what the test compares with the record's label."""
@@ -23,25 +25,9 @@ def sample_grid(samples: Sequence[Mapping], height: int, width: int, seed: int) 
 
     `samples` are dicts with record_id, label and image (height*width values in [0, 1]).
     """
-    columns = min(5, max(1, len(samples)))
-    rows = max(1, math.ceil(len(samples) / columns))
-    fig = Figure(figsize=(2.4 * columns, 2.7 * rows + 0.6), layout="constrained")
-    axes = fig.subplots(rows, columns, squeeze=False).ravel()
-    for ax, sample in zip(axes, samples, strict=False):
-        ax.imshow(np.asarray(sample["image"], dtype=np.float32).reshape(height, width), cmap="gray_r",
-                  vmin=0.0, vmax=1.0, interpolation="nearest")
-        ax.set_title(sample_title(sample["label"]), fontsize=13)
-        ax.set_xlabel(_short(str(sample["record_id"])), fontsize=7.5)
-        ax.set_xticks([])
-        ax.set_yticks([])
-    for ax in axes[len(samples):]:
-        ax.set_axis_off()
-    fig.suptitle(f"{len(samples)} random training images (seed {seed}) with their labels", fontsize=14)
-    return fig
-
-
-def _short(text: str, limit: int = 40) -> str:
-    return text if len(text) <= limit else "..." + text[-(limit - 3):]
+    panels = [Panel(sample["image"], sample_title(sample["label"]), str(sample["record_id"])) for sample in samples]
+    return image_grid(panels, height, width, f"{len(samples)} random training images (seed {seed}) with their labels",
+                      title_size=13, caption_size=7.5, caption_limit=40)
 
 
 def label_distribution_chart(counts: Mapping[str, Mapping[int, int]], num_classes: int) -> Figure:
