@@ -34,7 +34,9 @@ def build_spark_session(cfg: SparkConfig, job_name: str) -> SparkSession:
                .config("spark.sql.execution.arrow.pyspark.enabled", "true")
                .config("spark.ui.enabled", str(cfg.ui_enabled).lower())
                .config("spark.driver.memory", cfg.driver_memory)
-               .config("spark.sql.parquet.compression.codec", "snappy"))
+               .config("spark.sql.parquet.compression.codec", "snappy")
+               # The progress bar repaints itself: useful on a terminal, noise in a log file or a scheduler's log.
+               .config("spark.ui.showConsoleProgress", str(sys.stderr.isatty()).lower()))
     if cfg.master:
         builder = builder.master(cfg.master)
     if cfg.master.startswith("local"):
