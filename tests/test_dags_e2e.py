@@ -134,8 +134,8 @@ def test_the_day_gets_its_drift_check_and_batch_report(scheduled, good_day):
     files = scheduled.layout.batch_files(GOOD_DAY)
     assert storage.read_json(files.drift)["flagged"] is False
     html = Path(files.report_html).read_text()
-    assert f"version {scheduled.champion}" in html or f"version</td><td>{scheduled.champion}" in html or \
-        scheduled.champion in html
+    assert f"Model <code>{scheduled.cfg.tracking.registered_model}</code> version <code>{scheduled.champion}</code> " \
+        "scored" in html
     assert "<img" in html and 'src="data:image/png;base64,' in html
 
 
