@@ -56,7 +56,8 @@ PLANS = {
                   reader_samples=2_000, repeats=2, budget_minutes=10.0),
 }
 SEED = 0
-SECTIONS = ("data", "training", "input", "prediction", "generated")   # in the order a full run measures them
+# In the order a full run measures them.
+SECTIONS = ("data", "training", "input", "prediction", "generated", "end_to_end")
 WORKER_THREADS = {"pipeline_2_workers": (2, 1), "pipeline_1_worker": (1, 2)}   # workers, TF threads each
 
 
@@ -70,7 +71,7 @@ class Bench:
         self.results: dict = {"mode": mode, "started_at": _now(), "load_at_start": load_average(),
                               "budget_minutes": self.plan.budget_minutes, "plan": self.plan.__dict__,
                               "machine": machine(), "training": {}, "input_pipeline": {}, "data": [],
-                              "prediction": {}, "notes": [], "errors": []}
+                              "prediction": {}, "end_to_end": {}, "notes": [], "errors": []}
         (root / "logs").mkdir(parents=True, exist_ok=True)
 
     def elapsed_minutes(self) -> float:
@@ -190,6 +191,15 @@ def _projected_minutes(sizes: list[dict], n: int) -> float | None:
     return 1.2 * per_image * n * (1 + 1 / 7) / 60
 
 
+def bench_end_to_end(bench: Bench) -> None:
+    """5: `make run` (the plan's profile, fresh outputs) and the same steps as one notebook process, timed as whole
+    processes one after the other."""
+    for side in ("pipeline", "notebook"):
+        bench.results["end_to_end"][side] = bench.task("end_to_end", f"end-to-end-{side}", root=str(bench.root),
+                                                       profile=bench.plan.profile, side=side)
+        bench.save()
+
+
 def run(mode: str, root: Path, out_dir: Path, sections: tuple[str, ...] = SECTIONS) -> dict[str, str]:
     bench = Bench(mode, root, out_dir, sections)
     plan = bench.plan
@@ -207,6 +217,8 @@ def run(mode: str, root: Path, out_dir: Path, sections: tuple[str, ...] = SECTIO
         test_split = largest["stage"]["curated_test"]
         bench_prediction(bench, f"generated N={largest['n']:,} test split, model_1", "model_1", test_split,
                          plan.profile, 1)
+    if "end_to_end" in sections:
+        bench_end_to_end(bench)
     paths = bench.save()
     log.info("done in %.1f min: %s", bench.elapsed_minutes(), ", ".join(paths.values()))
     print(report.markdown(json.loads(Path(paths["json"]).read_text())))
