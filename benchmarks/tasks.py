@@ -150,11 +150,11 @@ def _count(layout, split: str) -> int:
 
 def reader_throughput(root: str, profile: str, samples: int, repeats: int) -> dict:
     """Samples/s of one Petastorm reader exactly as a training worker opens it (rank 0 of the configured
-    workers, the train config's pool, queue and TF threads): raw row groups, cut into batches, and through
-    the tf.data wrapper Keras consumes."""
+    workers, the train config's pool, queue and TF threads): raw row groups, and through the tf.data pipeline
+    Keras consumes (row groups cut into batches and one-hot encoded in TensorFlow)."""
     import tensorflow as tf
 
-    from pipeline.train.inputs import open_shard, rebatch, training_dataset
+    from pipeline.train.inputs import open_shard, training_dataset
     from pipeline.train.params import build_params
     cfg = bench_config(root, profile, overrides=("train.num_workers=2",))
     layout = _layout(cfg)
@@ -163,7 +163,6 @@ def reader_throughput(root: str, profile: str, samples: int, repeats: int) -> di
     counts = {s: _count(layout, s) for s in ("train", "validation")}
     params = build_params(cfg, layout, "model_3", counts, 2, 0, "bench")
     stages = {"row_groups": lambda reader: _rows_of(iter(reader)),
-              "batches": lambda reader: rebatch(iter(reader), params.batch_size, drop_remainder=True),
               "tf_data": lambda reader: iter(training_dataset(reader, params.batch_size))}
     result = {"reader_config": {"workers_count": params.reader_workers, "results_queue_size":
                                 params.reader_queue_size, "shard": "0 of 2", "batch_size": params.batch_size,
