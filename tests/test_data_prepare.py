@@ -75,7 +75,7 @@ def test_a_raw_table_not_matching_its_manifest_publishes_nothing(spark, prepared
     cfg, layout = prepared
     manifest = storage.read_json(layout.raw_manifest)
     tampered = {**manifest, "label_counts": {**manifest["label_counts"],
-                                             "test": {**manifest["label_counts"]["test"], "3": 1}}}
+                                             "test": {**manifest["label_counts"]["test"], "3": 99}}}
     storage.write_text(layout.raw_manifest, json.dumps(tampered))
     before = {split: sorted(os.listdir(layout.curated(split))) for split in SPLITS}
     try:

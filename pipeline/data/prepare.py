@@ -23,7 +23,7 @@ from pyspark.sql.pandas.types import to_arrow_schema
 
 from pipeline import storage
 from pipeline.config import PipelineConfig
-from pipeline.data.split import plan_ranges, split_bounds, with_split
+from pipeline.data.split import RAW_CHANGED, plan_ranges, split_bounds, with_split
 from pipeline.errors import PipelineError
 from pipeline.fingerprint import fingerprint_of
 from pipeline.layout import SPLITS, Layout
@@ -143,7 +143,7 @@ def _label_counts(written: list[dict], ranges: list[tuple]) -> dict[str, dict[st
     for _, label, split, first, last in ranges:
         planned[split][str(label)] = last - first + 1
     if counts != planned:
-        raise PipelineError("the raw table does not match its manifest's label counts: rerun ingest with --force")
+        raise PipelineError(RAW_CHANGED)
     return {split: dict(sorted(c.items(), key=lambda kv: int(kv[0]))) for split, c in counts.items()}
 
 

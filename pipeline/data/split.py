@@ -19,6 +19,8 @@ from pyspark.sql import Column, DataFrame, Window
 from pipeline.config import PrepareConfig
 from pipeline.errors import PipelineError
 
+RAW_CHANGED = "the raw table does not match its manifest's label counts: rerun ingest with --force"
+
 
 def allocate(total: int, weights: dict[int, int]) -> dict[int, int]:
     """Split `total` across keys in proportion to `weights`: floors, then +1 for the largest remainders."""
@@ -93,6 +95,8 @@ def split_bounds(raw: DataFrame, ranges: list[tuple], seed: int) -> list[tuple]:
             raw.select("record_id", "source_split", "label").transform(with_rank, seed)
             .join(F.broadcast(wanted), ["source_split", "label", "rank"])
             .select("source_split", "label", "rank", record_hash(seed).alias("hash"), "record_id").collect()}
+    if len(keys) != len(set(ends)):       # a rank the plan needs is missing: fewer records than the manifest says
+        raise PipelineError(RAW_CHANGED)
     return [(source, label, split, keys[(source, label, first)], keys[(source, label, last)])
             for source, label, split, first, last in ranges]
 
