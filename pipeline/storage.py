@@ -51,6 +51,15 @@ def remove(path: str) -> None:
     _remove_on(*filesystem(path))
 
 
+def remove_files_except(folder: str, keep: set[str]) -> None:
+    """Remove the files directly in `folder` whose paths are not in `keep` (what failed task attempts wrote)."""
+    fs, p = filesystem(folder)
+    names = {path.rsplit("/", 1)[-1] for path in keep}
+    for info in fs.get_file_info(pafs.FileSelector(p, allow_not_found=True)):
+        if info.type == pafs.FileType.File and info.base_name not in names:
+            fs.delete_file(info.path)
+
+
 def _remove_on(fs: pafs.FileSystem, p: str) -> None:
     info = fs.get_file_info(p)
     if info.type == pafs.FileType.Directory:

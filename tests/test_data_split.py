@@ -11,7 +11,7 @@ from pyspark.errors import PySparkAssertionError
 from pyspark.testing import assertDataFrameEqual
 
 from pipeline.config import PrepareConfig
-from pipeline.data.split import allocate, assign_splits, plan_ranges, validation_count
+from pipeline.data.split import allocate, assign_splits, plan_ranges, split_bounds, validation_count, with_split
 from pipeline.errors import PipelineError
 
 MNIST_TRAIN = {"0": 5923, "1": 6742, "2": 5958, "3": 6131, "4": 5842, "5": 5421, "6": 5918, "7": 6265, "8": 5851,
@@ -109,3 +109,14 @@ def test_subset_is_a_stratified_part_of_the_full_split(synthetic_raw):
     train_full = sum(TRAIN_COUNTS.values()) - validation_full
     assert counts == {"train": half_up(0.2 * train_full), "validation": half_up(0.2 * validation_full), "test": 60}
     assert all(full[r] == s for r, s in subset.items())                # a subset never moves a record
+
+
+@pytest.mark.parametrize("prepare", [PrepareConfig(validation_size=0.1), PrepareConfig(validation_size=0.1, seed=7),
+                                     PrepareConfig(validation_size=0.1, subset_fraction=0.2)])
+def test_boundary_keys_keep_exactly_the_ranked_records(synthetic_raw, prepare):
+    """Prepare's one-pass split (with_split over split_bounds) gives the same rows as ranking every record."""
+    ranges = plan_ranges({"train": TRAIN_COUNTS, "test": TEST_COUNTS}, prepare)
+    df = synthetic_raw.repartition(3)
+    one_pass = (df.transform(with_split, split_bounds(df, ranges, prepare.seed), prepare.seed)
+                .filter(F.col("split").isNotNull()).select("record_id", "split"))
+    assertDataFrameEqual(one_pass, _assigned(synthetic_raw, prepare))

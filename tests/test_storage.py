@@ -32,3 +32,11 @@ def test_a_missing_folder_names_the_job_to_run_first(tmp_path):
                                             r"--input$"):
         storage.require_stage_output(str(tmp_path / "test"), "prepare", otherwise="pass --input")
     storage.require_stage_output(str(tmp_path), "prepare")  # present: nothing to say
+
+
+def test_remove_files_except_keeps_only_the_listed_files(tmp_path):
+    """What prepare's writer does with files of failed task attempts: only the files the driver got back stay."""
+    for name in ("part-00000-0.parquet", "part-00000-1.parquet", "part-00001-0.parquet"):
+        (tmp_path / name).write_bytes(b"x")
+    storage.remove_files_except(str(tmp_path), {f"{tmp_path}/part-00000-1.parquet", f"{tmp_path}/part-00001-0.parquet"})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["part-00000-1.parquet", "part-00001-0.parquet"]

@@ -21,7 +21,7 @@ from pipeline.formats import readers
 from pipeline.layout import Layout, ingest_hash
 from pipeline.locks import output_lock
 from pipeline.result import StageResult
-from pipeline.schema import IMAGE_PIXELS, IMAGE_SHAPE, NUM_CLASSES, RAW_SCHEMA
+from pipeline.schema import IMAGE_PIXELS, IMAGE_SHAPE, NUM_CLASSES, QUARANTINE_SCHEMA, RAW_SCHEMA
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ def _validate_and_publish(parsed: DataFrame, cfg: PipelineConfig, layout: Layout
         for line in record_checks.warning_lines(report):
             log.warning(line)
         # The quarantine and the report are written even when ingest fails: they are what a user inspects.
-        storage.write_parquet(record_checks.quarantined_records(checked), layout.quarantine, cfg.data.row_group_rows)
+        storage.write_parquet(_quarantine(checked, report), layout.quarantine, cfg.data.row_group_rows)
         storage.write_json(layout.validation_report, report)
         if report["error"]:
             storage.remove(layout.raw)
@@ -102,6 +102,13 @@ def _validate_and_publish(parsed: DataFrame, cfg: PipelineConfig, layout: Layout
     finally:
         copies.unpersist()
     return report
+
+
+def _quarantine(checked: DataFrame, report: dict) -> DataFrame:
+    """The quarantined records; when the counts say there are none, an empty table without a pass over the images."""
+    if any(report["quarantined"].values()):
+        return record_checks.quarantined_records(checked)
+    return checked.sparkSession.createDataFrame([], QUARANTINE_SCHEMA)
 
 
 def _result(manifest: dict, layout: Layout, skipped: bool) -> StageResult:

@@ -19,6 +19,8 @@ from pyspark.sql import Column, DataFrame, Window
 from pipeline.config import PrepareConfig
 from pipeline.errors import PipelineError
 
+RAW_CHANGED = "the raw table does not match its manifest's label counts: rerun ingest with --force"
+
 
 def allocate(total: int, weights: dict[int, int]) -> dict[int, int]:
     """Split `total` across keys in proportion to `weights`: floors, then +1 for the largest remainders."""
@@ -82,3 +84,36 @@ def assign_splits(raw: DataFrame, ranges: list[tuple], seed: int) -> DataFrame:
     return (ranked.join(F.broadcast(bounds), ["source_split", "label"])
             .filter(F.col("rank").between(F.col("first_rank"), F.col("last_rank")))
             .select("record_id", "split", "label"))
+
+
+def split_bounds(raw: DataFrame, ranges: list[tuple], seed: int) -> list[tuple]:
+    """(source_split, label, split, first key, last key) of each rank range, a key being the (seeded hash,
+    record id) its rank orders by. Only the slim columns are ranked, and only a few dozen boundary rows come back."""
+    ends = [(source, label, rank) for source, label, _, first, last in ranges for rank in {first, last}]
+    wanted = raw.sparkSession.createDataFrame(ends, "source_split string, label int, rank int")
+    keys = {(row["source_split"], row["label"], row["rank"]): (row["hash"], row["record_id"]) for row in
+            raw.select("record_id", "source_split", "label").transform(with_rank, seed)
+            .join(F.broadcast(wanted), ["source_split", "label", "rank"])
+            .select("source_split", "label", "rank", record_hash(seed).alias("hash"), "record_id").collect()}
+    if len(keys) != len(set(ends)):       # a rank the plan needs is missing: fewer records than the manifest says
+        raise PipelineError(RAW_CHANGED)
+    return [(source, label, split, keys[(source, label, first)], keys[(source, label, last)])
+            for source, label, split, first, last in ranges]
+
+
+def with_split(raw: DataFrame, bounds: list[tuple], seed: int) -> DataFrame:
+    """`split` of every record (null when not kept): exactly the ranks assign_splits keeps, found by comparing each
+    record's key with its range's first and last keys, so the images need no shuffle and no join."""
+    hash_, record_id = record_hash(seed), F.col("record_id")
+
+    def at_least(key: tuple) -> Column:
+        return (hash_ > F.lit(key[0])) | ((hash_ == F.lit(key[0])) & (record_id >= F.lit(key[1])))
+
+    def at_most(key: tuple) -> Column:
+        return (hash_ < F.lit(key[0])) | ((hash_ == F.lit(key[0])) & (record_id <= F.lit(key[1])))
+
+    split = F.lit(None).cast("string")
+    for source, label, name, first, last in reversed(bounds):
+        inside = (F.col("source_split") == source) & (F.col("label") == label) & at_least(first) & at_most(last)
+        split = F.when(inside, F.lit(name)).otherwise(split)
+    return raw.withColumn("split", split)
