@@ -1,5 +1,4 @@
-"""The worker's input pipeline, learning-rate warm-up and history records, without Horovod: row groups to batches,
-one-hot labels."""
+"""The worker's input pipeline and history records, without Horovod: row groups to batches, one-hot labels."""
 from __future__ import annotations
 
 from collections import namedtuple
@@ -132,14 +131,3 @@ def test_exact_reader_returns_every_row_once_even_when_the_race_hits(six_row_gro
     for _ in range(5):
         ids = read_both_shards(six_row_groups, lambda url, shard: open_exact_reader(url, ["record_id"], shard, 2))
         assert sorted(ids) == sorted(f"r:{i}" for i in range(6000))
-
-
-@pytest.mark.parametrize(("size", "expected"), [
-    # Horovod's LearningRateWarmupCallback at 2 ranks, 1 warm-up epoch of 4 steps, 0.001 per worker:
-    # base / size * ((step + 1) / 4 * (size - 1) + 1), then the full 0.002 from the second epoch on.
-    (2, [0.00125, 0.0015, 0.00175, 0.002, 0.002, 0.002]),
-    (1, [0.001] * 6)])                                    # one rank: nothing to warm up to
-def test_warmup_schedule_gives_the_rates_of_horovods_warmup_callback(size, expected):
-    from pipeline.train.warmup import WarmupSchedule
-    schedule = WarmupSchedule(0.001 * size, size, warmup_epochs=1, steps_per_epoch=4)
-    np.testing.assert_allclose([float(schedule(step)) for step in range(6)], expected, rtol=1e-6)

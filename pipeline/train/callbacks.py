@@ -45,23 +45,6 @@ class ExactValidation(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
-class BroadcastInitialState(keras.callbacks.Callback):
-    """Rank 0's weights and optimizer state to every rank before the first step (ranks are seeded apart).
-
-    Horovod's BroadcastGlobalVariablesCallback does it after the first batch from a batch hook, which makes Keras
-    call every callback's batch hooks and convert the logs on every step for the whole run; building the optimizer
-    first lets its state be broadcast at the start instead, once.
-    """
-
-    def on_train_begin(self, logs=None):
-        if hvd.size() == 1:
-            return
-        self.model.optimizer.build(self.model.trainable_variables)
-        import horovod.tensorflow as hvd_tf  # the keras module has no broadcast_variables
-        hvd_tf.broadcast_variables(self.model.variables, root_rank=0)
-        hvd_tf.broadcast_variables(self.model.optimizer.variables, root_rank=0)
-
-
 class AverageMovingStatistics(keras.callbacks.Callback):
     """Average the non-trainable weights (BatchNormalization's moving mean and variance) across ranks.
 

@@ -46,16 +46,13 @@ def train_worker(params_dict: dict) -> dict:
 
 
 def compiled_model(params, size: int):
-    """The registered model with Adam at lr x size after the warm-up (in the optimizer: see warmup.py), wrapped in
-    Horovod's allreducing optimizer when size > 1."""
+    """The registered model with Adam at lr x size, wrapped in Horovod's allreducing optimizer when size > 1."""
     import horovod.tensorflow.keras as hvd
     from tensorflow import keras
 
     from pipeline.train.models import build_model
-    from pipeline.train.warmup import WarmupSchedule
     model = build_model(params.model)
-    rate = WarmupSchedule(params.learning_rate * size, size, params.warmup_epochs, params.steps_per_epoch)
-    optimizer = keras.optimizers.Adam(learning_rate=rate)
+    optimizer = keras.optimizers.Adam(learning_rate=params.learning_rate * size)
     if size > 1:
         # Only when there is something to reduce: at size 1 Horovod's per-step negotiation alone took model_1
         # from 10.9 to 18.6 ms a step here (benchmarks/README.md).
@@ -66,14 +63,20 @@ def compiled_model(params, size: int):
 
 def worker_callbacks(params, counter) -> list:
     """Order matters: weights broadcast from rank 0, moving statistics averaged before validation, validation
-    checked and weighted before the metric average; only rank 0 records (checkpoint, history, log, TensorBoard),
-    last, so that it records what every rank agrees on. None has a batch hook: nothing runs in Python per step."""
+    checked and weighted before the metric average, then the warm-up; only rank 0 records (checkpoint, history,
+    log, TensorBoard), last, so that it records what every rank agrees on."""
     import horovod.tensorflow.keras as hvd
 
     from pipeline.train import history
-    from pipeline.train.callbacks import AverageMovingStatistics, BroadcastInitialState, EpochRecorder, ExactValidation
+    from pipeline.train.callbacks import AverageMovingStatistics, EpochRecorder, ExactValidation
     validation = ExactValidation(counter, params.validation_rows)
-    callbacks = [BroadcastInitialState(), AverageMovingStatistics(), validation, hvd.callbacks.MetricAverageCallback()]
+    callbacks = [AverageMovingStatistics(), validation, hvd.callbacks.MetricAverageCallback()]
+    if hvd.size() > 1:
+        # Broadcast and warm-up have batch hooks (Python on every step); at one rank they change nothing.
+        callbacks = [hvd.callbacks.BroadcastGlobalVariablesCallback(0), *callbacks,
+                     hvd.callbacks.LearningRateWarmupCallback(
+                         initial_lr=params.learning_rate * hvd.size(), warmup_epochs=params.warmup_epochs,
+                         steps_per_epoch=params.steps_per_epoch, verbose=0)]
     if hvd.rank() == 0:
         callbacks += [EpochRecorder(params, history.read(params.history_path), validation),
                       tensorboard_callback(params.tensorboard_dir)]
