@@ -227,8 +227,8 @@ def test_several_models_are_checked_by_one_loading_process_that_names_the_refuse
     from pipeline import model_files
     trained = small_mnist_model["trained"]
     good = [str(tmp_path / f"good-{i}.keras") for i in range(2)]
-    for i, path in enumerate(good):   # different bytes: each is verified on its own
-        Path(path).write_bytes(Path(trained).read_bytes() + bytes(i))
+    for i, path in enumerate(good):   # bytes of their own: never verified before, each on its own
+        Path(path).write_bytes(Path(trained).read_bytes() + bytes(i + 1))
     unknown = _rewrite_config(trained, tmp_path / "unknown.keras", _rename_flatten)
     probes = []
     real_probe = model_files._safe_load_refusal
