@@ -9,12 +9,14 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 from pyspark.testing import assertDataFrameEqual
 
+from pipeline import scoring
 from pipeline.errors import PipelineError
-from pipeline.formats.images import to_mnist
+from pipeline.formats.images import decode_image_file, to_mnist
 from pipeline.layout import Layout, PredictionFiles
 from pipeline.predict.stage import run_prediction
 from pipeline.schema import CURATED_SCHEMA
@@ -116,6 +118,45 @@ def test_parquet_predictions_equal_the_models_own_predict(spark, make_config, sm
     assert summary["accuracy"] == metrics["accuracy"] == pytest.approx(expected_accuracy)
     matrix = np.loadtxt(out.confusion_matrix, delimiter=",", skiprows=1)[:, 1:]
     assert matrix.sum() == 1000 and np.trace(matrix) == round(expected_accuracy * 1000)
+
+
+class _CountingModel:
+    """Stands in for a Keras model: probability 1 on (the image's pixel sum rounded) mod 10; counts its calls."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def predict_on_batch(self, x: np.ndarray) -> np.ndarray:
+        self.calls += 1
+        out = np.zeros((len(x), 10), dtype=np.float32)
+        out[np.arange(len(x)), np.round(x.reshape(len(x), -1).sum(axis=1)).astype(int) % 10] = 1.0
+        return out
+
+
+def test_image_files_are_decoded_and_scored_in_one_pass_unreadable_ones_kept_with_their_reason(tmp_path,
+                                                                                                monkeypatch):
+    names = ["a.png", "broken.png", "c.png", "d.png", "e.png"]
+    for n, name in enumerate(names):
+        if name == "broken.png":
+            (tmp_path / name).write_bytes(b"not a picture")
+        else:
+            Image.fromarray(_bar_picture() if n % 2 else 255 - _bar_picture()).save(tmp_path / name)
+    model, loads = _CountingModel(), []
+    monkeypatch.setattr(scoring, "load_model_cached", lambda path, threads: loads.append(path) or model)
+    batch = pd.DataFrame({"path": names, "source": [str(tmp_path / name) for name in names]})
+    only_broken = batch.iloc[[1]]
+    out = list(scoring.score_file_batches(iter([only_broken, batch]), "m.keras", 2, 1, 10**6))
+    assert loads == ["m.keras"] and model.calls == 2  # not loaded for the batch with no readable file; 4 by 2
+    assert out[0]["path"].tolist() == ["broken.png"] and out[0]["prediction"].tolist() == [None]
+    assert out[0]["error"].iloc[0].startswith("UnidentifiedImageError")
+    scored = out[1]
+    assert scored["path"].tolist() == names and scored["error"].isna().tolist() == [True, False, True, True, True]
+    for name, prediction, probabilities in zip(names, scored["prediction"], scored["probabilities"], strict=True):
+        if name == "broken.png":
+            assert prediction is None and probabilities is None
+            continue
+        expected = int(np.round(decode_image_file(str(tmp_path / name), 10**6)[0].sum())) % 10
+        assert prediction == expected and probabilities.argmax() == expected and len(probabilities) == 10
 
 
 def _csv_rows(path: Path) -> list[list[str]]:
