@@ -49,27 +49,31 @@ PLANS = {
     # 700,000 fits and 2,000,000 does not; under load only the smaller ones run (the JSON notes what was skipped).
     "full": Plan(profile="full", data_repeats=3, bundled_data=True,
                  generated_sizes=(210_000, 700_000, 2_000_000),
-                 epochs={"model_1": {"pipeline_2_workers": 2, "pipeline_1_worker": 1, "numpy_fit": 2},
-                         "model_3": {"pipeline_2_workers": 2, "pipeline_1_worker": 1, "numpy_fit": 2}}),
+                 epochs={model: {"numpy_fit": 2, "pipeline_default": 2, "pipeline_2_workers": 2, "pipeline_1_worker": 2}
+                         for model in ("model_1", "model_3")}),
     "quick": Plan(profile="quick", data_repeats=1, bundled_data=False, generated_sizes=(7_000, 21_000),
-                  epochs={"model_1": {"pipeline_2_workers": 1, "pipeline_1_worker": 1, "numpy_fit": 1},
-                          "model_3": {"pipeline_2_workers": 1, "pipeline_1_worker": 1, "numpy_fit": 1}},
+                  epochs={model: {"numpy_fit": 1, "pipeline_default": 1, "pipeline_2_workers": 1,
+                                  "pipeline_1_worker": 1} for model in ("model_1", "model_3")},
                   reader_samples=2_000, repeats=2, predict_files=2_000, budget_minutes=10.0),
 }
 SEED = 0
-WORKER_THREADS = {"pipeline_2_workers": (2, 1), "pipeline_1_worker": (1, 2)}   # workers, TF threads each
+# In the order a full run measures them.
+SECTIONS = ("data", "training", "input", "prediction", "generated", "end_to_end")
+# Workers, TF threads each (0, 0: the default config, one rank per executor with its cores as threads).
+WORKER_THREADS = {"pipeline_default": (0, 0), "pipeline_2_workers": (2, 1), "pipeline_1_worker": (1, 2)}
 
 
 class Bench:
     """One invocation: runs tasks in subprocesses, keeps the results dict, rewrites the outputs as it goes."""
 
-    def __init__(self, mode: str, root: Path, out_dir: Path) -> None:
+    def __init__(self, mode: str, root: Path, out_dir: Path, sections: tuple[str, ...] = SECTIONS) -> None:
         self.mode, self.plan, self.root, self.out_dir = mode, PLANS[mode], root, out_dir
+        self.sections = sections
         self.started = time.time()
         self.results: dict = {"mode": mode, "started_at": _now(), "load_at_start": load_average(),
                               "budget_minutes": self.plan.budget_minutes, "plan": self.plan.__dict__,
                               "machine": machine(), "training": {}, "input_pipeline": {}, "data": [],
-                              "prediction": {}, "notes": [], "errors": []}
+                              "prediction": {}, "end_to_end": {}, "notes": [], "errors": []}
         (root / "logs").mkdir(parents=True, exist_ok=True)
 
     def elapsed_minutes(self) -> float:
@@ -96,7 +100,9 @@ class Bench:
     def save(self) -> dict[str, str]:
         self.results.update(finished_at=_now(), wall_seconds=round(time.time() - self.started, 1),
                             load_at_end=load_average())
-        return report.write_all(self.results, self.out_dir, f"bench-{self.mode}")
+        # A partial run (--only) never overwrites the full run's results.
+        suffix = "" if self.sections == SECTIONS else "-only-" + "-".join(self.sections)
+        return report.write_all(self.results, self.out_dir, f"bench-{self.mode}{suffix}")
 
 
 def bench_data_size(bench: Bench, n: int, source: str, input_dir: str, repeats: int) -> dict:
@@ -112,7 +118,8 @@ def bench_data_size(bench: Bench, n: int, source: str, input_dir: str, repeats: 
 
 
 def bench_training(bench: Bench) -> None:
-    """1: per model, the pipeline on 2 workers and on 1, and model.fit on NumPy, same curated data."""
+    """1: per model, model.fit on NumPy, then the pipeline in its default config, on 2 workers x 1 thread and on
+    1 worker x 2 threads, same curated data. A configuration the default already resolved to is not rerun."""
     plan = bench.plan
     for model, sides in plan.epochs.items():
         result = bench.results["training"].setdefault(model, {})
@@ -120,12 +127,20 @@ def bench_training(bench: Bench) -> None:
             if side == "numpy_fit":
                 result[side] = bench.task("train_numpy", f"train-{model}-numpy", root=str(bench.root),
                                           profile=plan.profile, model=model, epochs=epochs)
+            elif _resolved(result.get("pipeline_default")) == WORKER_THREADS[side] and epochs <= sides.get(
+                    "pipeline_default", 0):
+                result[side] = {**result["pipeline_default"], "same_run_as": "pipeline_default"}
             else:
                 workers, threads = WORKER_THREADS[side]
-                result[side] = bench.task("train_pipeline", f"train-{model}-{workers}w", root=str(bench.root),
+                result[side] = bench.task("train_pipeline", f"train-{model}-{side}", root=str(bench.root),
                                           profile=plan.profile, model=model, workers=workers, epochs=epochs,
-                                          tf_threads=threads, run_id=f"bench-{plan.profile}-{workers}w")
+                                          tf_threads=threads, run_id=f"bench-{plan.profile}-{side}")
             bench.save()
+
+
+def _resolved(record: dict | None) -> tuple[int, int] | None:
+    """(workers, TF threads) a pipeline run actually used."""
+    return (record["num_workers"], record["tf_threads_per_worker"]) if record and "num_workers" in record else None
 
 
 def bench_input_pipeline(bench: Bench) -> None:
@@ -138,11 +153,23 @@ def bench_input_pipeline(bench: Bench) -> None:
     bench.save()
 
 
+def trained_model(bench: Bench, model: str) -> str | None:
+    """The 2-worker model of this run's training benchmark, else of an earlier run under the same root (so that
+    `--only prediction` measures with the model a full run trained); None when there is neither."""
+    trained = (bench.results["training"].get(model) or {}).get("pipeline_2_workers") or {}
+    if trained.get("model_path"):
+        return trained["model_path"]
+    from benchmarks.tasks import _layout, bench_config
+    earlier = _layout(bench_config(str(bench.root), bench.plan.profile), f"bench-{bench.plan.profile}-2w")
+    path = earlier.model_file(model)
+    return path if Path(path.removeprefix("file://")).exists() else None
+
+
 def bench_prediction(bench: Bench, name: str, model: str, parquet: str | None, profile: str, repeats: int) -> None:
     """4: the prediction stage vs one process reading the same Parquet and calling model.predict, with the
     benchmark's model."""
-    trained = (bench.results["training"].get(model) or {}).get("pipeline_2_workers") or {}
-    if not trained.get("model_path"):
+    trained = {"model_path": trained_model(bench, model)}
+    if not trained["model_path"]:
         bench.results["notes"].append(f"prediction '{name}' skipped: no trained {model} from the training benchmark")
         return
     stage = bench.task("predict_stage", f"predict-{name}", root=str(bench.root), profile=profile,
@@ -158,8 +185,8 @@ def bench_prediction(bench: Bench, name: str, model: str, parquet: str | None, p
 def bench_prediction_folder(bench: Bench, model: str = "model_1") -> None:
     """4b: `jobs/predict.py --input <folder of PNG files>` vs PIL + model.predict in one process, same files."""
     plan = bench.plan
-    trained = (bench.results["training"].get(model) or {}).get("pipeline_2_workers") or {}
-    if not trained.get("model_path"):
+    trained = {"model_path": trained_model(bench, model)}
+    if not trained["model_path"]:
         bench.results["notes"].append(f"prediction of PNG files skipped: no trained {model} from the training "
                                       "benchmark")
         return
@@ -211,21 +238,35 @@ def _projected_minutes(sizes: list[dict], n: int) -> float | None:
     return 1.2 * per_image * n * (1 + 1 / 7) / 60
 
 
-def run(mode: str, root: Path, out_dir: Path) -> dict[str, str]:
-    bench = Bench(mode, root, out_dir)
+def bench_end_to_end(bench: Bench) -> None:
+    """5: `make run` (the plan's profile, fresh outputs) and the same steps as one notebook process, timed as whole
+    processes one after the other."""
+    for side in ("pipeline", "notebook"):
+        bench.results["end_to_end"][side] = bench.task("end_to_end", f"end-to-end-{side}", root=str(bench.root),
+                                                       profile=bench.plan.profile, side=side)
+        bench.save()
+
+
+def run(mode: str, root: Path, out_dir: Path, sections: tuple[str, ...] = SECTIONS) -> dict[str, str]:
+    bench = Bench(mode, root, out_dir, sections)
     plan = bench.plan
-    if plan.bundled_data:
+    if plan.bundled_data and "data" in sections:
         bench_data_size(bench, 70_000, "bundled MNIST (gzip IDX)", str(REPO / "data" / "mnist"), plan.data_repeats)
-    bench_training(bench)
-    bench_input_pipeline(bench)
-    for model in plan.predict_models:
-        bench_prediction(bench, f"test set, {model}", model, None, plan.profile, plan.repeats)
-    bench_prediction_folder(bench)
-    largest = bench_generated(bench)
-    if largest is not None:
+    if "training" in sections:
+        bench_training(bench)
+    if "input" in sections:
+        bench_input_pipeline(bench)
+    if "prediction" in sections:
+        for model in plan.predict_models:
+            bench_prediction(bench, f"test set, {model}", model, None, plan.profile, plan.repeats)
+        bench_prediction_folder(bench)
+    largest = bench_generated(bench) if "generated" in sections else None
+    if largest is not None and "prediction" in sections:
         test_split = largest["stage"]["curated_test"]
         bench_prediction(bench, f"generated N={largest['n']:,} test split, model_1", "model_1", test_split,
                          plan.profile, 1)
+    if "end_to_end" in sections:
+        bench_end_to_end(bench)
     paths = bench.save()
     log.info("done in %.1f min: %s", bench.elapsed_minutes(), ", ".join(paths.values()))
     print(report.markdown(json.loads(Path(paths["json"]).read_text())))
@@ -242,7 +283,19 @@ def args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--root", default=str(REPO / "output" / "bench"),
                         help="scratch folder for data, models and logs (git-ignored)")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results"), help="where the results go")
+    parser.add_argument("--only", type=_sections, default=SECTIONS, metavar="SECTION[,SECTION]",
+                        help=f"measure only these sections ({', '.join(SECTIONS)}); the results go to "
+                             "bench-<mode>-only-<sections>.*, never over a full run's")
     return parser
+
+
+def _sections(text: str) -> tuple[str, ...]:
+    wanted = tuple(s.strip() for s in text.split(",") if s.strip())
+    unknown = [s for s in wanted if s not in SECTIONS]
+    if unknown or not wanted:
+        raise argparse.ArgumentTypeError(f"unknown section '{unknown[0] if unknown else text}' "
+                                         f"(known: {', '.join(SECTIONS)})")
+    return tuple(s for s in SECTIONS if s in wanted)
 
 
 def _main(argv: list[str] | None = None) -> int:
@@ -250,7 +303,7 @@ def _main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
     root = Path(args.root) / args.mode
-    run(args.mode, root, Path(args.out))
+    run(args.mode, root, Path(args.out), args.only)
     return 0
 
 
