@@ -109,12 +109,12 @@ def check_image_arrays(df: DataFrame, path: str) -> None:
 
 def list_image_files(spark: SparkSession, path: str) -> LoadedInput:
     """The image files to score, listed on the driver (only paths): they are read, decoded and scored together on
-    the executors (pipeline.scoring.score_image_files), spread over at least one task per core."""
+    the executors (pipeline.scoring.score_image_files)."""
     listing = list_folder(path, IMAGE_EXTENSIONS) if storage.is_dir(path) else FolderListing(files=[(path, path)])
     for link, same in listing.duplicates:
         log.info("%s is a link to %s: that file is scored once, under its own name", link, same)
-    slices = max(1, min(len(listing.files), spark.sparkContext.defaultParallelism))
-    files = spark.createDataFrame(spark.sparkContext.parallelize(listing.files, slices), "path string, source string")
+    # A local relation: Spark spreads its rows over one task per core (no Python RDD in between).
+    files = spark.createDataFrame(listing.files, "path string, source string")
     refused = spark.createDataFrame(listing.refused, "path string, reason string")
     return LoadedInput(None, {"duplicate_links_skipped": len(listing.duplicates)}, files, refused)
 
