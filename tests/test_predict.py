@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.dataset
 import pytest
 from PIL import Image
 from pyspark.testing import assertDataFrameEqual
@@ -89,6 +90,7 @@ def test_digit_pictures_are_predicted_correctly_and_printed(spark, make_config, 
     summary = run_prediction(spark, cfg, Layout.from_config(cfg, "run"), input_path=str(folder),
                              model=small_mnist_model["trained"]).details
     assert summary["input_kind"] == "images" and summary["count"] == 6
+    assert _required_in_the_files(PredictionFiles(summary["output"]).predictions) == {"prediction", "probabilities"}
     rows = spark.read.parquet(PredictionFiles(summary["output"]).predictions).collect()
     assert {Path(r["path"]).name: r["prediction"] for r in rows} == expected
     assert all(len(r["probabilities"]) == 10 and r["model"] == "trained" and r["run_id"] == "run" for r in rows)
@@ -107,6 +109,7 @@ def test_parquet_predictions_equal_the_models_own_predict(spark, make_config, sm
     assert predictions.columns == ["record_id", "label", "prediction", "confidence", "probabilities", "model",
                                    "run_id", "model_version"]
     assert predictions.schema["model_version"].dataType.simpleString() == "string"
+    assert _required_in_the_files(out.predictions) == {"prediction", "probabilities"}
     assert predictions.filter("model_version is not null").count() == 0  # not a registry model
     reference = small_mnist_model["probabilities"]
     expected = spark.createDataFrame([(f"t10k:{i}", int(p.argmax()), p.tolist()) for i, p in enumerate(reference)],
@@ -118,6 +121,12 @@ def test_parquet_predictions_equal_the_models_own_predict(spark, make_config, sm
     assert summary["accuracy"] == metrics["accuracy"] == pytest.approx(expected_accuracy)
     matrix = np.loadtxt(out.confusion_matrix, delimiter=",", skiprows=1)[:, 1:]
     assert matrix.sum() == 1000 and np.trace(matrix) == round(expected_accuracy * 1000)
+
+
+def _required_in_the_files(folder: str) -> set[str]:
+    """The output-contract columns the Parquet files declare never null (Spark reads every column as nullable)."""
+    schema = pyarrow.dataset.dataset(folder).schema
+    return {f.name for f in schema if not f.nullable} - {"path", "record_id", "model", "run_id", "label"}
 
 
 class _CountingModel:

@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import pyspark.sql.functions as F
 from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql.types import StringType
+from pyspark.sql.types import FloatType, StringType
 
 from pipeline import storage
 from pipeline.config import PipelineConfig
@@ -32,6 +32,7 @@ from pipeline.schema import NUM_CLASSES
 from pipeline.scoring import confidence, score_image_files, score_images, set_arrow_batch_rows
 
 log = logging.getLogger(__name__)
+UNSCORED = -1   # the prediction of a row scoring could not use: never published
 
 
 def run_prediction(spark: SparkSession, cfg: PipelineConfig, layout: Layout, input_path: str | None = None,
@@ -122,17 +123,22 @@ def output_folder(layout: Layout, input_name: str, output: str | None) -> str:
 def with_prediction_columns(scored: DataFrame, id_column: str, labelled: bool, model: ModelChoice,
                             run_id: str) -> DataFrame:
     """The output contract's columns, in order: id, [label], prediction, confidence, probabilities, model, run,
-    model version (a string, null when the model is not from the registry: the same schema either way)."""
-    return scored.select(id_column, *(["label"] if labelled else []), "prediction",
-                         confidence().alias("confidence"), "probabilities",
+    model version (a string, null when the model is not from the registry: the same schema either way).
+    Prediction and probabilities are never null in the contract: a row scoring could not use is written as
+    UNSCORED (and ten zeros) to the temporary output, which summarise() then refuses to publish."""
+    zeros = F.array_repeat(F.lit(0.0).cast(FloatType()), NUM_CLASSES)
+    return scored.select(id_column, *(["label"] if labelled else []),
+                         F.coalesce("prediction", F.lit(UNSCORED)).alias("prediction"),
+                         confidence().alias("confidence"),
+                         F.coalesce("probabilities", zeros).alias("probabilities"),
                          F.lit(model.name).alias("model"), F.lit(run_id).alias("run_id"),
                          F.lit(model.version).cast(StringType()).alias("model_version"))
 
 
 def summarise(predictions: DataFrame, out: PredictionFiles, labelled: bool, num_classes: int,
               explain_invalid: Callable[[], None] | None = None) -> dict:
-    """Counts per predicted class; with labels, accuracy (metrics.json) and the confusion matrix (CSV). Rows with
-    no prediction (input rows scoring could not use) call `explain_invalid`, which raises."""
+    """Counts per predicted class; with labels, accuracy (metrics.json) and the confusion matrix (CSV). Rows
+    UNSCORED (input rows scoring could not use) call `explain_invalid`, which raises."""
     if not labelled:
         by_class = predictions.groupBy("prediction").count().collect()
         _require_all_scored(by_class, explain_invalid)
@@ -150,7 +156,7 @@ def summarise(predictions: DataFrame, out: PredictionFiles, labelled: bool, num_
 
 
 def _require_all_scored(counts: list, explain_invalid: Callable[[], None] | None) -> None:
-    unscored = sum(r["count"] for r in counts if r["prediction"] is None)
+    unscored = sum(r["count"] for r in counts if r["prediction"] == UNSCORED)
     if unscored and explain_invalid is not None:
         explain_invalid()
     if unscored:
