@@ -213,17 +213,52 @@ def _drain(batches, batch_size: int, samples: int) -> dict:
     return {"samples": seen, "seconds": round(seconds, 3), "samples_per_second": seen / seconds}
 
 
-# ---- batch prediction: model.predict on NumPy in one process ----
+# ---- batch prediction: the same input read and scored with model.predict in one process ----
 
-def predict_numpy(model_path: str, x: np.ndarray, batch_size: int) -> dict:
-    """In-process `model.predict` over images already in memory (load time reported apart)."""
+PREDICTIONS = pa.schema([("id", pa.string()), ("prediction", pa.int32()), ("probabilities", pa.list_(pa.float32()))])
+
+
+def load_model(model_path: str):
     import tensorflow as tf
-    started = time.perf_counter()
-    model = tf.keras.models.load_model(model_path)
-    load_seconds = time.perf_counter() - started
-    started = time.perf_counter()
+    return tf.keras.models.load_model(model_path, compile=False)
+
+
+def predict_parquet(model, parquet_path: str, out_path: str | Path, batch_size: int) -> dict:
+    """Read the curated Parquet (ids, images, labels), `model.predict` the images, write the predictions with
+    their probabilities as Parquet, and count the correct ones: what the stage does, in one process."""
+    table = pq.read_table(str(parquet_path).removeprefix("file://"), columns=["record_id", "image", "label"])
+    images = table.column("image").combine_chunks()
+    x = images.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(-1, 28, 28, 1)
     probabilities = model.predict(x, batch_size=batch_size, verbose=0)
-    seconds = time.perf_counter() - started
-    return {"images": len(x), "seconds": round(seconds, 3), "model_load_seconds": round(load_seconds, 3),
-            "images_per_second": len(x) / seconds, "predicted_counts":
-            np.bincount(probabilities.argmax(axis=1), minlength=10).tolist()}
+    predicted = probabilities.argmax(axis=1)
+    _write_predictions(out_path, table.column("record_id"), predicted, probabilities)
+    labels = table.column("label").to_numpy()
+    return {"images": len(x), "accuracy": float((predicted == labels).mean()),
+            "predicted_counts": np.bincount(predicted, minlength=10).tolist()}
+
+
+def predict_image_files(model, folder: str | Path, out_path: str | Path, batch_size: int) -> dict:
+    """Open every PNG in `folder` with PIL, bring it to the MNIST convention (the same conversion the stage
+    applies: pipeline.formats.images.to_mnist, the thing being measured like the models), `model.predict` them
+    all and write the predictions as Parquet."""
+    from PIL import Image
+
+    from pipeline.formats.images import to_mnist
+    paths = sorted(str(p) for p in Path(folder).glob("*.png"))
+    images = []
+    for path in paths:
+        with Image.open(path) as image:
+            images.append(to_mnist(image))
+    x = np.stack(images).reshape(-1, 28, 28, 1)
+    probabilities = model.predict(x, batch_size=batch_size, verbose=0)
+    predicted = probabilities.argmax(axis=1)
+    _write_predictions(out_path, pa.array(paths), predicted, probabilities)
+    return {"images": len(paths), "predicted_counts": np.bincount(predicted, minlength=10).tolist()}
+
+
+def _write_predictions(out_path: str | Path, ids, predicted: np.ndarray, probabilities: np.ndarray) -> None:
+    offsets = pa.array(np.arange(0, probabilities.size + 1, probabilities.shape[1], dtype=np.int32))
+    table = pa.table([ids, pa.array(predicted.astype(np.int32)),
+                      pa.ListArray.from_arrays(offsets, pa.array(probabilities.astype(np.float32).ravel()))],
+                     schema=PREDICTIONS)
+    pq.write_table(table, str(out_path))

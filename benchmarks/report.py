@@ -6,7 +6,9 @@ import json
 import statistics
 from pathlib import Path
 
-GOALS = {"reader": 5.0, "data": 2.0, "prediction": 1.5, "end_to_end": 1.2}   # training: TRAINING_SIDES
+GOALS = {"reader": 5.0, "data": 2.0, "prediction": 1.5, "prediction_files": 2.0,
+         "end_to_end": 1.2}   # training: TRAINING_SIDES
+ACCURACY_TOLERANCE = 0.005
 
 
 def _median(values) -> float | None:
@@ -105,10 +107,36 @@ def prediction_rows(prediction: dict) -> list[dict]:
         ours, base = (sides.get("stage") or {}).get("images_per_second"), \
             (sides.get("numpy") or {}).get("images_per_second")
         ratio = _ratio(base, ours)   # time ratio: how many times longer the stage takes
-        rows.append(_row(f"predict {name}: images/s, stage vs model.predict", ours, base, ratio,
+        rows.append(_row(f"predict {name}: images/s, stage vs Parquet + model.predict", ours, base, ratio,
                          f"<= {GOALS['prediction']}x", None if ratio is None else ratio <= GOALS["prediction"],
                          "images/s"))
+        rows.append(_accuracy_row(f"predict {name}: accuracy, stage vs Parquet + model.predict",
+                                  sides.get("stage"), sides.get("numpy")))
     return rows
+
+
+def prediction_file_rows(prediction_files: dict) -> list[dict]:
+    """`jobs/predict.py --input <folder>` (seconds from command to exit) vs PIL + model.predict in one process."""
+    rows = []
+    for name, sides in prediction_files.items():
+        ours, base = (sides.get("stage") or {}).get("images_per_second"), \
+            (sides.get("baseline") or {}).get("images_per_second")
+        ratio = _ratio(base, ours)
+        goal = GOALS["prediction_files"]
+        rows.append(_row(f"predict {name}: images/s, jobs/predict.py vs PIL + model.predict", ours, base, ratio,
+                         f"<= {goal}x", None if ratio is None else ratio <= goal, "images/s"))
+        rows.append(_accuracy_row(f"predict {name}: accuracy, jobs/predict.py vs PIL + model.predict",
+                                  sides.get("stage"), sides.get("baseline")))
+    return rows
+
+
+def _accuracy_row(benchmark: str, ours: dict | None, baseline: dict | None) -> dict:
+    a = (ours or {}).get("accuracy")
+    if a is None:
+        a = _median(r.get("accuracy") for r in (ours or {}).get("runs") or [])
+    b = (baseline or {}).get("accuracy")
+    met = None if a is None or b is None else abs(a - b) <= ACCURACY_TOLERANCE
+    return _row(benchmark, a, b, None, f"equal (within {ACCURACY_TOLERANCE})", met)
 
 
 def end_to_end_rows(sides: dict, profile: str = "full") -> list[dict]:
@@ -136,6 +164,7 @@ def summary_rows(results: dict) -> list[dict]:
     training = results.get("training") or {}
     return [*training_rows(training), *input_rows(results.get("input_pipeline") or {}, training),
             *data_rows(results.get("data") or []), *prediction_rows(results.get("prediction") or {}),
+            *prediction_file_rows(results.get("prediction_files") or {}),
             *end_to_end_rows(results.get("end_to_end") or {}, (results.get("plan") or {}).get("profile", "full"))]
 
 

@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:          # `python benchmarks/run.py` puts benchmarks/, not the repo, on the path
     sys.path.insert(0, str(REPO))
 
-from benchmarks import generate_idx, report  # noqa: E402
+from benchmarks import generate_idx, generate_images, report  # noqa: E402
 from benchmarks.measure import load_average, machine  # noqa: E402
 from pipeline.config import DataConfig  # noqa: E402
 
@@ -40,6 +40,7 @@ class Plan:
     reader_samples: int = 60_000
     repeats: int = 3                    # cheap measurements: reader, tf.data, prediction over the test set
     predict_models: tuple[str, ...] = ("model_1", "model_3")
+    predict_files: int = 50_000         # scanned-style PNG files in the folder `jobs/predict.py --input` scores
     budget_minutes: float = 45.0
 
 
@@ -53,7 +54,7 @@ PLANS = {
     "quick": Plan(profile="quick", data_repeats=1, bundled_data=False, generated_sizes=(7_000, 21_000),
                   epochs={model: {"pipeline_default": 1, "pipeline_2_workers": 1, "pipeline_1_worker": 1,
                                   "numpy_fit": 1} for model in ("model_1", "model_3")},
-                  reader_samples=2_000, repeats=2, budget_minutes=10.0),
+                  reader_samples=2_000, repeats=2, predict_files=2_000, budget_minutes=10.0),
 }
 SEED = 0
 # In the order a full run measures them.
@@ -153,19 +154,55 @@ def bench_input_pipeline(bench: Bench) -> None:
     bench.save()
 
 
-def bench_prediction(bench: Bench, name: str, model: str, parquet: str | None, profile: str, repeats: int) -> None:
-    """4: the prediction stage vs in-process model.predict over the same images, with the benchmark's model."""
+def trained_model(bench: Bench, model: str) -> str | None:
+    """The 2-worker model of this run's training benchmark, else of an earlier run under the same root (so that
+    `--only prediction` measures with the model a full run trained); None when there is neither."""
     trained = (bench.results["training"].get(model) or {}).get("pipeline_2_workers") or {}
-    if not trained.get("model_path"):
+    if trained.get("model_path"):
+        return trained["model_path"]
+    from benchmarks.tasks import _layout, bench_config
+    earlier = _layout(bench_config(str(bench.root), bench.plan.profile), f"bench-{bench.plan.profile}-2w")
+    path = earlier.model_file(model)
+    return path if Path(path.removeprefix("file://")).exists() else None
+
+
+def bench_prediction(bench: Bench, name: str, model: str, parquet: str | None, profile: str, repeats: int) -> None:
+    """4: the prediction stage vs one process reading the same Parquet and calling model.predict, with the
+    benchmark's model."""
+    trained = {"model_path": trained_model(bench, model)}
+    if not trained["model_path"]:
         bench.results["notes"].append(f"prediction '{name}' skipped: no trained {model} from the training benchmark")
         return
     stage = bench.task("predict_stage", f"predict-{name}", root=str(bench.root), profile=profile,
                        model_path=trained["model_path"], input_path=parquet, repeats=repeats,
                        run_id=f"bench-{profile}-2w")
-    numpy = bench.task("predict_numpy", f"predict-{name}-numpy", root=str(bench.root), profile=profile,
+    numpy = bench.task("predict_parquet_numpy", f"predict-{name}-numpy", root=str(bench.root), profile=profile,
                        model_path=trained["model_path"], parquet_path=parquet, repeats=repeats, batch_size=1024)
     bench.results["prediction"][name] = {"model": model, "input": parquet or "curated test set",
                                          "stage": stage, "numpy": numpy}
+    bench.save()
+
+
+def bench_prediction_folder(bench: Bench, model: str = "model_1") -> None:
+    """4b: `jobs/predict.py --input <folder of PNG files>` vs PIL + model.predict in one process, same files."""
+    plan = bench.plan
+    trained = {"model_path": trained_model(bench, model)}
+    if not trained["model_path"]:
+        bench.results["notes"].append(f"prediction of PNG files skipped: no trained {model} from the training "
+                                      "benchmark")
+        return
+    folder = bench.root / "images" / f"png{plan.predict_files}"
+    if not generate_images.is_complete(folder, plan.predict_files):
+        log.info("[%5.1f min] generating %d PNG files", bench.elapsed_minutes(), plan.predict_files)
+        generate_images.generate(REPO / "data" / "mnist", folder, plan.predict_files, SEED)
+    name = f"folder of {plan.predict_files:,} PNG files, {model}"
+    job = bench.task("predict_folder_job", f"predict-png{plan.predict_files}", root=str(bench.root),
+                     profile=plan.profile, model_path=trained["model_path"], folder=str(folder),
+                     run_id=f"bench-{plan.profile}-2w")
+    pil = bench.task("predict_folder_pil", f"predict-png{plan.predict_files}-pil", root=str(bench.root),
+                     model_path=trained["model_path"], folder=str(folder), batch_size=1024)
+    bench.results.setdefault("prediction_files", {})[name] = {"model": model, "files": plan.predict_files,
+                                                             "input": str(folder), "stage": job, "baseline": pil}
     bench.save()
 
 
@@ -223,6 +260,7 @@ def run(mode: str, root: Path, out_dir: Path, sections: tuple[str, ...] = SECTIO
     if "prediction" in sections:
         for model in plan.predict_models:
             bench_prediction(bench, f"test set, {model}", model, None, plan.profile, plan.repeats)
+        bench_prediction_folder(bench)
     largest = bench_generated(bench) if "generated" in sections else None
     if largest is not None and "prediction" in sections:
         test_split = largest["stage"]["curated_test"]

@@ -221,19 +221,73 @@ def predict_stage(root: str, profile: str, model_path: str, input_path: str | No
             "images_per_second": statistics.median(r["images_per_second"] for r in runs)}
 
 
-def predict_numpy(root: str, profile: str, model_path: str, parquet_path: str | None, repeats: int,
-                  batch_size: int) -> dict:
-    """In-process model.predict over the same images, loaded into NumPy first (not timed)."""
+def predict_parquet_numpy(root: str, profile: str, model_path: str, parquet_path: str | None, repeats: int,
+                          batch_size: int) -> dict:
+    """In one process: read the same Parquet, model.predict, write the predictions (model loaded once, apart)."""
     layout = _layout(bench_config(root, profile))
-    x, _ = baselines.load_curated(parquet_path or layout.curated("test"))
+    model = baselines.load_model(model_path)
+    out = Path(root) / "baseline-predict"
+    out.mkdir(parents=True, exist_ok=True)
     runs = []
-    for _ in range(repeats):
+    for i in range(repeats):
         record: dict = {}
         with measured(record):
-            record.update(baselines.predict_numpy(model_path, x, batch_size))
+            record.update(baselines.predict_parquet(model, parquet_path or layout.curated("test"),
+                                                    out / f"parquet-{i}.parquet", batch_size))
+        record["images_per_second"] = record["images"] / record["seconds"]
         runs.append(record)
-    return {"runs": runs, "images": len(x),
+    return {"runs": runs, "images": runs[0]["images"], "accuracy": runs[0]["accuracy"],
             "images_per_second": statistics.median(r["images_per_second"] for r in runs)}
+
+
+# ---- 4b: a folder of PNG files, as `jobs/predict.py --input <folder>` scores it ----
+
+def predict_folder_job(root: str, profile: str, model_path: str, folder: str, run_id: str) -> dict:
+    """`python jobs/predict.py --input <folder>` as a user starts it: seconds from the command to its exit (the
+    JVM, imports and model check included); accuracy from labels.csv beside the files."""
+    import subprocess
+
+    import pyarrow.parquet as pq
+
+    from benchmarks.generate_images import read_labels
+    out = Path(root) / "predictions" / f"{run_id}-folder"
+    sets = [f"paths.data={root}/data", f"paths.runs={root}/runs", "spark.master=local[2]",
+            "spark.log_level=ERROR", "predict.print_rows=0"]
+    command = [sys.executable, str(REPO / "jobs" / "predict.py"), "--profile", profile, "--run-id", run_id,
+               "--input", folder, "--model", model_path, "--output", str(out),
+               *(arg for s in sets for arg in ("--set", s))]
+    record: dict = {}
+    with measured(record):
+        done = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"jobs/predict.py failed: {done.stderr.strip().splitlines()[-1:]}")
+    table = pq.read_table(str(Path(out) / "predictions.parquet"), columns=["path", "prediction"])
+    predicted = dict(zip((p.rsplit("/", 1)[-1] for p in table.column("path").to_pylist()),
+                         table.column("prediction").to_pylist(), strict=True))
+    return {**record, "images": len(predicted), "images_per_second": len(predicted) / record["seconds"],
+            "accuracy": _accuracy(predicted, read_labels(Path(folder))), "log_tail": done.stderr[-2000:]}
+
+
+def predict_folder_pil(root: str, model_path: str, folder: str, batch_size: int) -> dict:
+    """In one process, timed from the first import: PIL opens each file, to_mnist, model.predict, Parquet out."""
+    import pyarrow.parquet as pq
+
+    from benchmarks.generate_images import read_labels
+    out = Path(root) / "baseline-predict"
+    out.mkdir(parents=True, exist_ok=True)
+    record: dict = {}
+    with measured(record):
+        record.update(baselines.predict_image_files(baselines.load_model(model_path), folder,
+                                                    out / "folder.parquet", batch_size))
+    table = pq.read_table(str(out / "folder.parquet"), columns=["id", "prediction"])
+    predicted = dict(zip((p.rsplit("/", 1)[-1] for p in table.column("id").to_pylist()),
+                         table.column("prediction").to_pylist(), strict=True))
+    return {**record, "images_per_second": record["images"] / record["seconds"],
+            "accuracy": _accuracy(predicted, read_labels(Path(folder)))}
+
+
+def _accuracy(predicted: dict[str, int], labels: dict[str, int]) -> float | None:
+    return sum(labels[name] == p for name, p in predicted.items()) / len(predicted) if predicted else None
 
 
 # ---- 5: end to end ----
@@ -277,7 +331,8 @@ def _pipeline_accuracies(profile: str, sets: list[str]) -> dict[str, float]:
 
 
 TASKS = {f.__name__: f for f in (data_stages, baseline_convert, train_pipeline, train_numpy, reader_throughput,
-                                 tfdata_numpy, predict_stage, predict_numpy, end_to_end)}
+                                 tfdata_numpy, predict_stage, predict_parquet_numpy, predict_folder_job,
+                                 predict_folder_pil, end_to_end)}
 
 
 def _main(argv: list[str]) -> int:

@@ -198,7 +198,8 @@ class PredictConfig:
     batch_size: int = between(1, 65536, default=1024)
     skip_unreadable_images: bool = False
     tf_threads: int = between(1, 1024, default=1)          # TF threads per Python worker; one worker per core
-    # Rows per Arrow batch while decoding image files (raw bytes are large).
+    # Rows per Arrow batch while the batch job decodes landed image files (predict decodes and scores image files
+    # in batches of batch_size: only their paths travel in Arrow).
     image_decode_batch_size: int = between(1, 65536, default=64)
     # Predictions of an image folder printed to stdout (all are written).
     print_rows: int = between(0, 1_000_000, default=50)

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pyspark.sql.functions as F
 from pyspark.sql import Column, DataFrame, SparkSession
-from pyspark.sql.types import ArrayType, FloatType, IntegerType, StructField, StructType
+from pyspark.sql.types import ArrayType, FloatType, IntegerType, StringType, StructField, StructType
 
 from pipeline.metrics import confusion_matrix_from_counts
 from pipeline.model_files import load_keras_model
@@ -24,6 +24,11 @@ from pipeline.schema import IMAGE_PIXELS, IMAGE_SHAPE
 
 PREDICTION_FIELDS = [StructField("prediction", IntegerType(), nullable=False),
                      StructField("probabilities", ArrayType(FloatType(), containsNull=False), nullable=False)]
+# Image files scored in one pass: an unreadable file has no prediction, and the reason in `error`.
+SCORED_FILE_FIELDS = [StructField("path", StringType(), nullable=False),
+                      StructField("prediction", IntegerType(), nullable=True),
+                      StructField("probabilities", ArrayType(FloatType(), containsNull=False), nullable=True),
+                      StructField("error", StringType(), nullable=True)]
 LOSS_EPSILON = 1e-7  # Keras clips probabilities the same way in categorical cross-entropy
 
 _MODEL_CACHE: dict[str, object] = {}
@@ -34,20 +39,25 @@ def set_arrow_batch_rows(spark: SparkSession, rows: int) -> None:
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(int(rows)))
 
 
-def score_images(df: DataFrame, model_path: str, batch_size: int, tf_threads: int = 1) -> DataFrame:
+def score_images(df: DataFrame, model_path: str, batch_size: int, tf_threads: int = 1,
+                 invalid_as_null: bool = False) -> DataFrame:
     """`df` with an `image` column (IMAGE_PIXELS floats in [0, 1]) -> its other columns plus `prediction` and
-    `probabilities`."""
+    `probabilities`. A row whose image is not such an array fails the task, or with `invalid_as_null` gets null
+    prediction and probabilities, for the caller to look for while it reads the results anyway (one pass over
+    the input instead of a check pass and a scoring pass)."""
     keep = [field for field in df.schema.fields if field.name != "image"]
     keep_names = [field.name for field in keep]
+    fields = PREDICTION_FIELDS if not invalid_as_null else [
+        StructField(f.name, f.dataType, nullable=True) for f in PREDICTION_FIELDS]
 
     def score_partition(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        return score_batches(batches, model_path, batch_size, tf_threads, keep_names)
+        return score_batches(batches, model_path, batch_size, tf_threads, keep_names, invalid_as_null)
 
-    return df.mapInPandas(score_partition, StructType(keep + PREDICTION_FIELDS))
+    return df.mapInPandas(score_partition, StructType(keep + fields))
 
 
 def score_batches(batches: Iterator[pd.DataFrame], model_path: str, batch_size: int, tf_threads: int,
-                  keep_names: list[str]) -> Iterator[pd.DataFrame]:
+                  keep_names: list[str], invalid_as_null: bool = False) -> Iterator[pd.DataFrame]:
     """Worker side: one partition's Arrow batches scored `batch_size` rows per model call, the model taken from
     this process's cache (loaded on the first batch that needs it, not before: an empty partition loads none)."""
     model = None
@@ -56,11 +66,62 @@ def score_batches(batches: Iterator[pd.DataFrame], model_path: str, batch_size: 
             model = load_model_cached(model_path, tf_threads)
         for start in range(0, len(batch), batch_size):
             chunk = batch.iloc[start:start + batch_size]
-            probabilities = predict_probabilities(model, chunk["image"])
             out = chunk[keep_names].reset_index(drop=True)
-            out["prediction"] = probabilities.argmax(axis=1).astype(np.int32)
-            out["probabilities"] = list(probabilities)
+            if invalid_as_null:
+                out["prediction"], out["probabilities"] = _score_valid_rows(model, chunk["image"])
+            else:
+                probabilities = predict_probabilities(model, chunk["image"])
+                out["prediction"] = probabilities.argmax(axis=1).astype(np.int32)
+                out["probabilities"] = list(probabilities)
             yield out
+
+
+def _score_valid_rows(model, images: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """(prediction, probabilities) of each image, None for one that is not IMAGE_PIXELS values in [0, 1]."""
+    arrays = images.to_numpy()
+    sized = np.fromiter((a is not None and len(a) == IMAGE_PIXELS for a in arrays), dtype=bool, count=len(arrays))
+    x = np.stack(arrays[sized]) if sized.any() else np.zeros((0, IMAGE_PIXELS), dtype=np.float32)
+    valid = np.flatnonzero(sized)[((x >= 0) & (x <= 1)).all(axis=1)]
+    if len(valid) == 0:
+        return pd.Series([None] * len(arrays), dtype=object), pd.Series([None] * len(arrays), dtype=object)
+    scores = _predict_array(model, x if len(valid) == len(x) else np.stack(arrays[valid]))
+    if len(valid) == len(arrays):   # the usual case: every row scored
+        return pd.Series(scores.argmax(axis=1).astype(np.int32)), pd.Series(list(scores))
+    predictions, probabilities = [None] * len(arrays), [None] * len(arrays)
+    for i, row_scores in zip(valid, scores, strict=True):
+        predictions[i], probabilities[i] = int(row_scores.argmax()), row_scores
+    return pd.Series(predictions, dtype=object), pd.Series(probabilities, dtype=object)
+
+
+def score_image_files(files: DataFrame, model_path: str, batch_size: int, tf_threads: int,
+                      max_pixels: int) -> DataFrame:
+    """Rows (path, source) -> (path, prediction, probabilities, error): each file read, converted to the MNIST
+    convention and scored in the same Python worker, so the decoded images never travel to the JVM and back."""
+    def score_partition(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        return score_file_batches(batches, model_path, batch_size, tf_threads, max_pixels)
+
+    return files.select("path", "source").mapInPandas(score_partition, StructType(SCORED_FILE_FIELDS))
+
+
+def score_file_batches(batches: Iterator[pd.DataFrame], model_path: str, batch_size: int, tf_threads: int,
+                       max_pixels: int) -> Iterator[pd.DataFrame]:
+    """Worker side: decode a batch of files, then score its readable images `batch_size` per model call (the
+    model loaded on the first readable image, not before)."""
+    from pipeline.formats.images import decode_image_file
+    model = None
+    for batch in batches:
+        decoded = [decode_image_file(source, max_pixels) for source in batch["source"]]
+        readable = [i for i, (image, _) in enumerate(decoded) if image is not None]
+        predictions, probabilities = [None] * len(decoded), [None] * len(decoded)
+        for start in range(0, len(readable), batch_size):
+            model = model or load_model_cached(model_path, tf_threads)
+            rows = readable[start:start + batch_size]
+            scores = _predict_array(model, np.stack([decoded[i][0] for i in rows]))
+            for i, row_scores in zip(rows, scores, strict=True):
+                predictions[i], probabilities[i] = int(row_scores.argmax()), row_scores
+        yield pd.DataFrame({"path": batch["path"].to_numpy(), "prediction": pd.Series(predictions, dtype=object),
+                            "probabilities": pd.Series(probabilities, dtype=object),
+                            "error": [error for _, error in decoded]})
 
 
 def predict_probabilities(model, images: pd.Series) -> np.ndarray:
@@ -70,7 +131,12 @@ def predict_probabilities(model, images: pd.Series) -> np.ndarray:
     if (lengths != IMAGE_PIXELS).any():
         bad = int(lengths[lengths != IMAGE_PIXELS].iloc[0])
         raise ValueError(f"image arrays must hold {IMAGE_PIXELS} values, found one with {bad}")
-    x = np.stack(images.to_numpy()).astype(np.float32).reshape(-1, *IMAGE_SHAPE)
+    return _predict_array(model, np.stack(images.to_numpy()))
+
+
+def _predict_array(model, images: np.ndarray) -> np.ndarray:
+    """Class probabilities for (rows, IMAGE_PIXELS) images, in one model call."""
+    x = images.astype(np.float32, copy=False).reshape(-1, *IMAGE_SHAPE)
     return np.asarray(model.predict_on_batch(x), dtype=np.float32)
 
 

@@ -97,8 +97,11 @@ RESULTS = {
               "baseline": {"median_seconds": 1.0, "runs": [{"peak_driver_python_mb": 150.0}]}},
              {"n": 21000, "source": "generated", "stage": {"median_seconds": 21.0, "bytes": {}, "runs": []},
               "baseline": {"median_seconds": 3.0, "runs": []}}],
-    "prediction": {"test set, model_1": {"stage": {"images_per_second": 2000.0},
-                                         "numpy": {"images_per_second": 5000.0}}},
+    "prediction": {"test set, model_1": {"stage": {"images_per_second": 2000.0, "runs": [{"accuracy": 0.98}]},
+                                         "numpy": {"images_per_second": 5000.0, "accuracy": 0.98}}},
+    "prediction_files": {"folder of 2,000 PNG files, model_1": {
+        "stage": {"images_per_second": 300.0, "accuracy": 0.97}, "baseline": {"images_per_second": 500.0,
+                                                                              "accuracy": 0.964}}},
 }
 
 
@@ -119,7 +122,12 @@ def test_summary_rows_compute_ratios_and_goals():
     big = rows["ingest+prepare, 21,000 images: images/s"]
     assert big["ratio"] == pytest.approx(7.0) and big["met"] is False and big["goal"] == "<= 2.0x"
     assert rows["ingest+prepare, 7,000 images: images/s"]["met"] is None        # the goal is for the largest N
-    assert rows["predict test set, model_1: images/s, stage vs model.predict"]["ratio"] == pytest.approx(2.5)
+    assert rows["predict test set, model_1: images/s, stage vs Parquet + model.predict"]["ratio"] == pytest.approx(2.5)
+    assert rows["predict test set, model_1: accuracy, stage vs Parquet + model.predict"]["met"] is True
+    folder = rows["predict folder of 2,000 PNG files, model_1: images/s, jobs/predict.py vs PIL + model.predict"]
+    assert folder["ratio"] == pytest.approx(500 / 300) and (folder["goal"], folder["met"]) == ("<= 2.0x", True)
+    assert rows["predict folder of 2,000 PNG files, model_1: accuracy, jobs/predict.py vs PIL + model.predict"][
+        "met"] is False   # 0.006 apart
     assert report.summary_rows({}) == []
 
 

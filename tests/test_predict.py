@@ -9,12 +9,15 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+import pyarrow.dataset
 import pytest
 from PIL import Image
 from pyspark.testing import assertDataFrameEqual
 
+from pipeline import scoring
 from pipeline.errors import PipelineError
-from pipeline.formats.images import to_mnist
+from pipeline.formats.images import decode_image_file, to_mnist
 from pipeline.layout import Layout, PredictionFiles
 from pipeline.predict.stage import run_prediction
 from pipeline.schema import CURATED_SCHEMA
@@ -87,6 +90,7 @@ def test_digit_pictures_are_predicted_correctly_and_printed(spark, make_config, 
     summary = run_prediction(spark, cfg, Layout.from_config(cfg, "run"), input_path=str(folder),
                              model=small_mnist_model["trained"]).details
     assert summary["input_kind"] == "images" and summary["count"] == 6
+    assert _required_in_the_files(PredictionFiles(summary["output"]).predictions) == {"prediction", "probabilities"}
     rows = spark.read.parquet(PredictionFiles(summary["output"]).predictions).collect()
     assert {Path(r["path"]).name: r["prediction"] for r in rows} == expected
     assert all(len(r["probabilities"]) == 10 and r["model"] == "trained" and r["run_id"] == "run" for r in rows)
@@ -105,6 +109,7 @@ def test_parquet_predictions_equal_the_models_own_predict(spark, make_config, sm
     assert predictions.columns == ["record_id", "label", "prediction", "confidence", "probabilities", "model",
                                    "run_id", "model_version"]
     assert predictions.schema["model_version"].dataType.simpleString() == "string"
+    assert _required_in_the_files(out.predictions) == {"prediction", "probabilities"}
     assert predictions.filter("model_version is not null").count() == 0  # not a registry model
     reference = small_mnist_model["probabilities"]
     expected = spark.createDataFrame([(f"t10k:{i}", int(p.argmax()), p.tolist()) for i, p in enumerate(reference)],
@@ -116,6 +121,51 @@ def test_parquet_predictions_equal_the_models_own_predict(spark, make_config, sm
     assert summary["accuracy"] == metrics["accuracy"] == pytest.approx(expected_accuracy)
     matrix = np.loadtxt(out.confusion_matrix, delimiter=",", skiprows=1)[:, 1:]
     assert matrix.sum() == 1000 and np.trace(matrix) == round(expected_accuracy * 1000)
+
+
+def _required_in_the_files(folder: str) -> set[str]:
+    """The output-contract columns the Parquet files declare never null (Spark reads every column as nullable)."""
+    schema = pyarrow.dataset.dataset(folder).schema
+    return {f.name for f in schema if not f.nullable} - {"path", "record_id", "model", "run_id", "label"}
+
+
+class _CountingModel:
+    """Stands in for a Keras model: probability 1 on (the image's pixel sum rounded) mod 10; counts its calls."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def predict_on_batch(self, x: np.ndarray) -> np.ndarray:
+        self.calls += 1
+        out = np.zeros((len(x), 10), dtype=np.float32)
+        out[np.arange(len(x)), np.round(x.reshape(len(x), -1).sum(axis=1)).astype(int) % 10] = 1.0
+        return out
+
+
+def test_image_files_are_decoded_and_scored_in_one_pass_unreadable_ones_kept_with_their_reason(tmp_path,
+                                                                                                monkeypatch):
+    names = ["a.png", "broken.png", "c.png", "d.png", "e.png"]
+    for n, name in enumerate(names):
+        if name == "broken.png":
+            (tmp_path / name).write_bytes(b"not a picture")
+        else:
+            Image.fromarray(_bar_picture() if n % 2 else 255 - _bar_picture()).save(tmp_path / name)
+    model, loads = _CountingModel(), []
+    monkeypatch.setattr(scoring, "load_model_cached", lambda path, threads: loads.append(path) or model)
+    batch = pd.DataFrame({"path": names, "source": [str(tmp_path / name) for name in names]})
+    only_broken = batch.iloc[[1]]
+    out = list(scoring.score_file_batches(iter([only_broken, batch]), "m.keras", 2, 1, 10**6))
+    assert loads == ["m.keras"] and model.calls == 2  # not loaded for the batch with no readable file; 4 by 2
+    assert out[0]["path"].tolist() == ["broken.png"] and out[0]["prediction"].tolist() == [None]
+    assert out[0]["error"].iloc[0].startswith("UnidentifiedImageError")
+    scored = out[1]
+    assert scored["path"].tolist() == names and scored["error"].isna().tolist() == [True, False, True, True, True]
+    for name, prediction, probabilities in zip(names, scored["prediction"], scored["probabilities"], strict=True):
+        if name == "broken.png":
+            assert prediction is None and probabilities is None
+            continue
+        expected = int(np.round(decode_image_file(str(tmp_path / name), 10**6)[0].sum())) % 10
+        assert prediction == expected and probabilities.argmax() == expected and len(probabilities) == 10
 
 
 def _csv_rows(path: Path) -> list[list[str]]:

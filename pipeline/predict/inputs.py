@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pyspark.sql.functions as F
@@ -18,10 +19,9 @@ from pipeline.config import PipelineConfig
 from pipeline.errors import PipelineError
 from pipeline.formats import readers, records
 from pipeline.formats.image_files import FolderListing, list_folder
-from pipeline.formats.images import IMAGE_EXTENSIONS, decode_image_files
+from pipeline.formats.images import IMAGE_EXTENSIONS
 from pipeline.layout import Layout
 from pipeline.schema import IMAGE_PIXELS, IMAGE_SHAPE, NORMALISATION, NUM_CLASSES, normalise_images
-from pipeline.scoring import set_arrow_batch_rows
 
 log = logging.getLogger(__name__)
 
@@ -59,39 +59,40 @@ def _list_files(folder: str) -> list[str]:
 
 @dataclass(frozen=True)
 class LoadedInput:
-    images: DataFrame               # the id column, `image` and maybe `label`
-    unreadable: DataFrame | None    # (path, reason) of each image file that cannot be scored; None for records
-    notes: dict                     # for the manifest
-    cached: DataFrame | None = None  # decoded images held in memory, until release()
-
-    def release(self) -> None:
-        if self.cached is not None:
-            self.cached.unpersist()
+    images: DataFrame | None         # records: the id column, `image` and maybe `label`; None for image files
+    notes: dict                      # for the manifest
+    files: DataFrame | None = None   # image files: (path, source) of each one to read, decode and score
+    refused: DataFrame | None = None  # image files refused while listing: (path, reason)
+    # Parquet: raises the one-line error naming the first row scoring could not use (the rows are checked while
+    # they are scored, not in a pass of their own).
+    explain_invalid: Callable[[], None] | None = None
 
 
 def load_input(spark: SparkSession, cfg: PipelineConfig, layout: Layout, source: PredictionInput) -> LoadedInput:
     """The input as a DataFrame of images, and for image files, the ones that cannot be scored."""
     if source.kind in ("curated", "parquet"):
         storage.require_stage_output(source.path, "prepare", otherwise="pass --input")
-        return LoadedInput(read_curated_parquet(spark, source.path), None, {})
+        images = read_curated_parquet(spark, source.path)
+        return LoadedInput(images, {}, explain_invalid=lambda: check_image_arrays(images, source.path))
     if source.kind == "images":
-        return read_image_folder(spark, cfg, source.path)
-    return LoadedInput(read_raw_records(spark, cfg, layout, source.path), None, {})
+        return list_image_files(spark, source.path)
+    return LoadedInput(read_raw_records(spark, cfg, layout, source.path), {})
 
 
 def read_curated_parquet(spark: SparkSession, path: str) -> DataFrame:
-    """Parquet of the curated schema, checked: an `image` array of IMAGE_PIXELS values in [0, 1] in every row."""
+    """Parquet of the curated schema: an `image` column (its arrays are checked while scored, check_image_arrays
+    names a bad one)."""
     df = spark.read.parquet(path)
     if "image" not in df.columns:
         raise PipelineError(f"{path}: no 'image' column (expected the curated schema: record_id, image, label)")
     if "record_id" not in df.columns:
         df = df.withColumn("record_id", F.concat_ws(":", F.input_file_name(), F.monotonically_increasing_id()))
-    check_image_arrays(df, path)
     return df.select("record_id", "image", *(["label"] if "label" in df.columns else []))
 
 
 def check_image_arrays(df: DataFrame, path: str) -> None:
-    """One aggregate pass; on a bad row, a second query names the file and record holding it."""
+    """Raise, naming the file and record of the first row whose `image` is not IMAGE_PIXELS values in [0, 1]: one
+    aggregate pass, and on a bad row a second query for the file and record holding it."""
     bad_shape = F.coalesce(F.size("image"), F.lit(-1)) != IMAGE_PIXELS
     bad_range = (F.array_min("image") < 0) | (F.array_max("image") > 1)
     counts = df.agg(F.sum(bad_shape.cast("int")).alias("shape"), F.sum(bad_range.cast("int")).alias("range")).first()
@@ -106,18 +107,16 @@ def check_image_arrays(df: DataFrame, path: str) -> None:
                                 f"({count} bad row{'s' if count > 1 else ''})")
 
 
-def read_image_folder(spark: SparkSession, cfg: PipelineConfig, path: str) -> LoadedInput:
-    """Image files decoded on the executors: the readable ones, and every other one with its reason."""
+def list_image_files(spark: SparkSession, path: str) -> LoadedInput:
+    """The image files to score, listed on the driver (only paths): they are read, decoded and scored together on
+    the executors (pipeline.scoring.score_image_files)."""
     listing = list_folder(path, IMAGE_EXTENSIONS) if storage.is_dir(path) else FolderListing(files=[(path, path)])
     for link, same in listing.duplicates:
         log.info("%s is a link to %s: that file is scored once, under its own name", link, same)
+    # A local relation: Spark spreads its rows over one task per core (no Python RDD in between).
     files = spark.createDataFrame(listing.files, "path string, source string")
-    set_arrow_batch_rows(spark, cfg.predict.image_decode_batch_size)
-    decoded = decode_image_files(files, cfg.predict.max_image_pixels).cache()
-    unreadable = (decoded.filter(F.col("error").isNotNull()).select("path", F.col("error").alias("reason"))
-                  .unionByName(spark.createDataFrame(listing.refused, "path string, reason string")))
-    readable = decoded.filter(F.col("image").isNotNull()).select("path", "image")
-    return LoadedInput(readable, unreadable, {"duplicate_links_skipped": len(listing.duplicates)}, decoded)
+    refused = spark.createDataFrame(listing.refused, "path string, reason string")
+    return LoadedInput(None, {"duplicate_links_skipped": len(listing.duplicates)}, files, refused)
 
 
 def require_readable_images(images: DataFrame, path: str) -> None:

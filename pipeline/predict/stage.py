@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 
 import pyspark.sql.functions as F
 from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql.types import StringType
+from pyspark.sql.types import FloatType, StringType
 
 from pipeline import storage
 from pipeline.config import PipelineConfig
+from pipeline.errors import PipelineError
 from pipeline.layout import Layout, PredictionFiles
 from pipeline.locks import output_lock
 from pipeline.metrics import accuracy, confusion_matrix_csv, confusion_matrix_from_counts
@@ -27,9 +29,10 @@ from pipeline.predict.model_source import ModelChoice, choose_model
 from pipeline.predict.unreadable import enforce_policy, write_list
 from pipeline.result import StageResult
 from pipeline.schema import NUM_CLASSES
-from pipeline.scoring import confidence, score_images, set_arrow_batch_rows
+from pipeline.scoring import confidence, score_image_files, score_images, set_arrow_batch_rows
 
 log = logging.getLogger(__name__)
+UNSCORED = -1   # the prediction of a row scoring could not use: never published
 
 
 def run_prediction(spark: SparkSession, cfg: PipelineConfig, layout: Layout, input_path: str | None = None,
@@ -46,17 +49,15 @@ def run_prediction(spark: SparkSession, cfg: PipelineConfig, layout: Layout, inp
     # The lock covers the failure list beside the folder too, from the first check to the last write.
     with output_lock(out_dir, "predict"):
         loaded = load_input(spark, cfg, layout, source)
-        try:
-            summary = score_and_publish(spark, cfg, layout, loaded, source, chosen, out)
-        finally:
-            loaded.release()  # the decoded images cached for the unreadable-file check
+        summary = score_and_publish(spark, cfg, layout, loaded, source, chosen, out)
         storage.remove(out.failed_unreadable_list)  # the list of an earlier failed attempt no longer applies
     log.info("%d predictions written to %s", summary["count"], out.predictions)
     if summary.get("unreadable_count"):
         log.warning("%d unreadable image file(s) skipped (predict.skip_unreadable_images), listed in %s",
                     summary["unreadable_count"], summary["unreadable_list"])
     if source.kind == "images":
-        print(prediction_table(spark.read.parquet(out.predictions), source.path, cfg.predict.print_rows))
+        print(prediction_table(spark.read.parquet(out.predictions), source.path, cfg.predict.print_rows,
+                               summary["count"]))
     return StageResult(False, {"predictions": out.predictions, "manifest": out.manifest},
                        counts={"images": summary["count"], "unreadable": summary.get("unreadable_count", 0)},
                        details=summary)
@@ -65,33 +66,51 @@ def run_prediction(spark: SparkSession, cfg: PipelineConfig, layout: Layout, inp
 def score_and_publish(spark: SparkSession, cfg: PipelineConfig, layout: Layout, loaded: LoadedInput,
                       source: PredictionInput, model: ModelChoice, out: PredictionFiles) -> dict:
     """Screen unreadable files, score, and publish predictions, metrics and manifest; returns the manifest."""
-    notes = {**loaded.notes, **screen_unreadable(loaded, cfg, source.path, out)}
-    labelled = "label" in loaded.images.columns
     set_arrow_batch_rows(spark, cfg.predict.batch_size)
-    predictions = with_prediction_columns(
-        score_images(loaded.images, model.path, cfg.predict.batch_size, cfg.predict.tf_threads),
-        source.id_column, labelled, model, layout.run_id)
+    if loaded.files is None:
+        scored = score_images(loaded.images, model.path, cfg.predict.batch_size, cfg.predict.tf_threads,
+                              invalid_as_null=loaded.explain_invalid is not None)
+        return publish(spark, layout, scored, loaded.notes, None, source, model, out, loaded.explain_invalid)
+    # Image files are read, decoded and scored in one pass, held in memory (ten probabilities a file) while the
+    # unreadable ones are screened, then written: no file is read or scored twice.
+    scored_files = score_image_files(loaded.files, model.path, cfg.predict.batch_size, cfg.predict.tf_threads,
+                                     cfg.predict.max_image_pixels).cache()
+    try:
+        unreadable = (scored_files.filter(F.col("error").isNotNull()).select("path", F.col("error").alias("reason"))
+                      .unionByName(loaded.refused))
+        scored = scored_files.filter(F.col("error").isNull()).drop("error")
+        notes = {**loaded.notes, **screen_unreadable(unreadable, scored, cfg, source.path, out)}
+        return publish(spark, layout, scored, notes, unreadable, source, model, out)
+    finally:
+        scored_files.unpersist()
+
+
+def publish(spark: SparkSession, layout: Layout, scored: DataFrame, notes: dict, unreadable: DataFrame | None,
+            source: PredictionInput, model: ModelChoice, out: PredictionFiles,
+            explain_invalid: Callable[[], None] | None = None) -> dict:
+    """Write the predictions, their summary, the unreadable list and the manifest in one move; rows left
+    unscored (null prediction) fail it through `explain_invalid`, and nothing is published."""
+    labelled = "label" in scored.columns
+    predictions = with_prediction_columns(scored, source.id_column, labelled, model, layout.run_id)
     with storage.publishing(out.root) as tmp_dir:
         tmp = PredictionFiles(tmp_dir)
         predictions.write.parquet(tmp.predictions)
         # Aggregates come from the written Parquet, so the model scores every row exactly once.
-        summary = summarise(spark.read.parquet(tmp.predictions), tmp, labelled, NUM_CLASSES)
+        summary = summarise(spark.read.parquet(tmp.predictions), tmp, labelled, NUM_CLASSES, explain_invalid)
         if notes.get("unreadable_count"):
-            write_list(loaded.unreadable, tmp.unreadable_list)
+            write_list(unreadable, tmp.unreadable_list)
         summary.update(model=model.name, model_path=model.path, model_version=model.version, input=source.path,
                        input_kind=source.kind, run_id=layout.run_id, output=out.root, **notes)
         storage.write_json(tmp.manifest, summary)
     return summary
 
 
-def screen_unreadable(loaded: LoadedInput, cfg: PipelineConfig, input_path: str, out: PredictionFiles) -> dict:
+def screen_unreadable(unreadable: DataFrame, readable: DataFrame, cfg: PipelineConfig, input_path: str,
+                      out: PredictionFiles) -> dict:
     """Image files that cannot be scored fail the job unless skipping them is allowed, and so does a folder with
     no readable one; returns the manifest's notes about them."""
-    if loaded.unreadable is None:
-        return {}
-    count = enforce_policy(loaded.unreadable, input_path, cfg.predict.skip_unreadable_images,
-                           out.failed_unreadable_list)
-    require_readable_images(loaded.images, input_path)
+    count = enforce_policy(unreadable, input_path, cfg.predict.skip_unreadable_images, out.failed_unreadable_list)
+    require_readable_images(readable, input_path)
     return {"unreadable_count": count, "unreadable_list": out.unreadable_list if count else None}
 
 
@@ -104,20 +123,29 @@ def output_folder(layout: Layout, input_name: str, output: str | None) -> str:
 def with_prediction_columns(scored: DataFrame, id_column: str, labelled: bool, model: ModelChoice,
                             run_id: str) -> DataFrame:
     """The output contract's columns, in order: id, [label], prediction, confidence, probabilities, model, run,
-    model version (a string, null when the model is not from the registry: the same schema either way)."""
-    return scored.select(id_column, *(["label"] if labelled else []), "prediction",
-                         confidence().alias("confidence"), "probabilities",
+    model version (a string, null when the model is not from the registry: the same schema either way).
+    Prediction and probabilities are never null in the contract: a row scoring could not use is written as
+    UNSCORED (and ten zeros) to the temporary output, which summarise() then refuses to publish."""
+    zeros = F.array_repeat(F.lit(0.0).cast(FloatType()), NUM_CLASSES)
+    return scored.select(id_column, *(["label"] if labelled else []),
+                         F.coalesce("prediction", F.lit(UNSCORED)).alias("prediction"),
+                         confidence().alias("confidence"),
+                         F.coalesce("probabilities", zeros).alias("probabilities"),
                          F.lit(model.name).alias("model"), F.lit(run_id).alias("run_id"),
                          F.lit(model.version).cast(StringType()).alias("model_version"))
 
 
-def summarise(predictions: DataFrame, out: PredictionFiles, labelled: bool, num_classes: int) -> dict:
-    """Counts per predicted class; with labels, accuracy (metrics.json) and the confusion matrix (CSV)."""
+def summarise(predictions: DataFrame, out: PredictionFiles, labelled: bool, num_classes: int,
+              explain_invalid: Callable[[], None] | None = None) -> dict:
+    """Counts per predicted class; with labels, accuracy (metrics.json) and the confusion matrix (CSV). Rows
+    UNSCORED (input rows scoring could not use) call `explain_invalid`, which raises."""
     if not labelled:
         by_class = predictions.groupBy("prediction").count().collect()
+        _require_all_scored(by_class, explain_invalid)
         return {"count": int(sum(r["count"] for r in by_class)),
                 "predicted_counts": {int(r["prediction"]): int(r["count"]) for r in by_class}}
     cells = predictions.groupBy("label", "prediction").count().collect()
+    _require_all_scored(cells, explain_invalid)
     matrix = confusion_matrix_from_counts(((r["label"], r["prediction"], r["count"]) for r in cells), num_classes)
     metrics = {"count": int(matrix.sum()), "accuracy": accuracy(matrix),
                "predicted_counts": {k: int(v) for k, v in enumerate(matrix.sum(axis=0)) if v}}
@@ -127,9 +155,16 @@ def summarise(predictions: DataFrame, out: PredictionFiles, labelled: bool, num_
     return metrics
 
 
-def prediction_table(predictions: DataFrame, folder: str, max_rows: int) -> str:
-    """A short text table 'file -> label (confidence)' of the first `max_rows` files by path."""
-    total = predictions.count()
+def _require_all_scored(counts: list, explain_invalid: Callable[[], None] | None) -> None:
+    unscored = sum(r["count"] for r in counts if r["prediction"] == UNSCORED)
+    if unscored and explain_invalid is not None:
+        explain_invalid()
+    if unscored:
+        raise PipelineError(f"{unscored} input row(s) could not be scored")
+
+
+def prediction_table(predictions: DataFrame, folder: str, max_rows: int, total: int) -> str:
+    """A short text table 'file -> label (confidence)' of the first `max_rows` files by path (of `total`)."""
     rows = predictions.select("path", "prediction", "confidence").orderBy("path").limit(max_rows).collect()
     prefix = folder.rstrip("/") + "/"
     names = [_relative(r["path"], prefix) for r in rows]
