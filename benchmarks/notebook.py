@@ -2,9 +2,10 @@
 
 One Python process, no Spark, no Horovod, no checks beyond what a notebook does: read the IDX files with NumPy,
 scale to [0, 1], split the training images 54,000 / 6,000 (stratified, seeded), fit every model of the profile
-with `model.fit` for the same epochs and the same recipe, evaluate each on the 10,000 test images, predict the
-test set with the best one and write the predictions to Parquet. Only the model definitions come from the
-pipeline (they are the thing being trained). `make bench` runs this and `make run` side by side, each from a
+with `model.fit` for the same epochs and the same recipe (model_4's augmentation, schedule and best epoch),
+evaluate each on the 10,000 test images, predict the test set with the best one and write the predictions to
+Parquet. Only the model definitions and the recipe's augmentation and schedule come from the pipeline (they
+are the thing being trained). `make bench` runs this and `make run` side by side, each from a
 fresh process, and compares their wall times.
 
     python benchmarks/notebook.py --profile full --out output/bench/notebook
@@ -60,17 +61,51 @@ def subset(rows: np.ndarray, labels: np.ndarray, fraction: float, seed: int) -> 
     return np.sort(np.concatenate(kept))
 
 
-def fit(name: str, epochs: int, train: tuple, validation: tuple, batch_size: int, learning_rate: float, seed: int):
+def fit(name: str, recipe, train: tuple, validation: tuple, batch_size: int, learning_rate: float, seed: int):
+    """model.fit on the arrays, with the model's recipe as a notebook would write it: augmented batches from
+    tf.data, a cosine learning rate after the first epoch, and the best validation epoch kept when it says so.
+    The augmentation and the schedule's formula are the pipeline's own (pipeline/train/recipe.py)."""
     import tensorflow as tf
 
+    from pipeline.train import recipe as recipes
     from pipeline.train.models import build_model
     tf.keras.utils.set_random_seed(seed)
+    batch_size, learning_rate = recipe.batch_size or batch_size, recipe.learning_rate or learning_rate
     model = build_model(name)
     model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate), loss="categorical_crossentropy",
                   metrics=["accuracy"])
-    model.fit(train[0], one_hot(train[1]), batch_size=batch_size, epochs=epochs, shuffle=True,
-              validation_data=(validation[0], one_hot(validation[1])), verbose=0)
+    batches = (tf.data.Dataset.from_tensor_slices((train[0], one_hot(train[1])))
+               .shuffle(len(train[1]), seed=seed).batch(batch_size))
+    if recipe.augment:
+        batches = recipes.augmented(batches, seed)
+    callbacks, best = [], BestEpoch()
+    if recipe.schedule == "cosine":
+        steps = -(-len(train[1]) // batch_size)
+        callbacks.append(recipes.cosine_schedule_callback(learning_rate, 1, recipe.epochs, steps))
+    if recipe.keep == "best":
+        callbacks.append(best)
+    model.fit(batches.prefetch(tf.data.AUTOTUNE), epochs=recipe.epochs,
+              validation_data=(validation[0], one_hot(validation[1])), callbacks=callbacks, verbose=0)
+    if recipe.keep == "best":
+        model.set_weights(best.weights)
     return model
+
+
+def BestEpoch():  # noqa: N802 (a factory: TensorFlow is imported only when a model trains)
+    import tensorflow as tf
+
+    class _BestEpoch(tf.keras.callbacks.Callback):
+        """The weights of the epoch with the highest validation accuracy."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.accuracy, self.weights = -1.0, None
+
+        def on_epoch_end(self, epoch, logs=None):
+            if logs["val_accuracy"] > self.accuracy:
+                self.accuracy, self.weights = logs["val_accuracy"], self.model.get_weights()
+
+    return _BestEpoch()
 
 
 def run(profile: str, out: Path) -> dict:
@@ -90,7 +125,7 @@ def run(profile: str, out: Path) -> dict:
     train, validation = (x[train_rows], y[train_rows]), (x[validation_rows], y[validation_rows])
     accuracy, models = {}, {}
     for name, model_cfg in cfg.train.models.items():
-        model = fit(name, model_cfg.epochs, train, validation, cfg.train.batch_size, cfg.train.learning_rate,
+        model = fit(name, model_cfg, train, validation, cfg.train.batch_size, cfg.train.learning_rate,
                     cfg.train.seed)
         accuracy[name] = float(model.evaluate(x_test, one_hot(y_test), batch_size=1024, verbose=0)[1])
         model.save(out / f"{name}.keras")
