@@ -51,7 +51,8 @@ def test_model_4_has_its_own_recipe_and_the_study_models_keep_theirs():
     for profile in ("full", "quick"):
         models = load_config(LOCAL, profile=profile).train.models
         m4 = models["model_4"]
-        assert (m4.keep, m4.augment, m4.schedule, m4.batch_size, m4.learning_rate) == ("best", True, "cosine", 64, 0.0)
+        assert (m4.keep, m4.augment, m4.schedule, m4.batch_size, m4.learning_rate) == \
+            ("best", True, "cosine", 128, 0.002)
         assert {(m.keep, m.augment, m.schedule, m.batch_size, m.learning_rate)
                 for name, m in models.items() if name != "model_4"} == {("last", False, "constant", 0, 0.0)}
 
