@@ -6,7 +6,7 @@ import json
 import statistics
 from pathlib import Path
 
-GOALS = {"training": 1.1, "reader": 5.0, "data": 2.0, "prediction": 1.5}
+GOALS = {"training": 1.1, "reader": 5.0, "data": 2.0, "prediction": 1.5, "end_to_end": 1.2}
 
 
 def _median(values) -> float | None:
@@ -92,11 +92,32 @@ def prediction_rows(prediction: dict) -> list[dict]:
     return rows
 
 
+def end_to_end_rows(sides: dict, profile: str = "full") -> list[dict]:
+    """The whole `make run` against the same steps in one notebook process: wall seconds, and the worst gap in
+    test accuracy over the models (equal within 0.005, as for training)."""
+    if not sides:
+        return []
+    ours, base = (sides.get(k) or {} for k in ("pipeline", "notebook"))
+    ratio = _ratio(ours.get("seconds"), base.get("seconds"))
+    rows = [_row(f"end to end: make run ({profile} profile) vs one notebook process", ours.get("seconds"),
+                 base.get("seconds"), ratio, f"<= {GOALS['end_to_end']}x",
+                 None if ratio is None else ratio <= GOALS["end_to_end"], "s")]
+    ours_acc, base_acc = ours.get("test_accuracy") or {}, base.get("test_accuracy") or {}
+    common = sorted(set(ours_acc) & set(base_acc))
+    if common:
+        worst = min(common, key=lambda m: ours_acc[m] - base_acc[m])
+        gap = ours_acc[worst] - base_acc[worst]
+        rows.append(_row(f"end to end: test accuracy, worst model ({worst}), make run vs notebook", ours_acc[worst],
+                         base_acc[worst], None, "equal (within 0.005)", gap >= -0.005))
+    return rows
+
+
 def summary_rows(results: dict) -> list[dict]:
     """Every comparison as one row: ours, baseline, ratio (as the goal states it), goal, met."""
     training = results.get("training") or {}
     return [*training_rows(training), *input_rows(results.get("input_pipeline") or {}, training),
-            *data_rows(results.get("data") or []), *prediction_rows(results.get("prediction") or {})]
+            *data_rows(results.get("data") or []), *prediction_rows(results.get("prediction") or {}),
+            *end_to_end_rows(results.get("end_to_end") or {}, (results.get("plan") or {}).get("profile", "full"))]
 
 
 def scaling_rows(sizes: list[dict]) -> list[dict]:

@@ -56,19 +56,22 @@ PLANS = {
                   reader_samples=2_000, repeats=2, budget_minutes=10.0),
 }
 SEED = 0
+# In the order a full run measures them.
+SECTIONS = ("data", "training", "input", "prediction", "generated", "end_to_end")
 WORKER_THREADS = {"pipeline_2_workers": (2, 1), "pipeline_1_worker": (1, 2)}   # workers, TF threads each
 
 
 class Bench:
     """One invocation: runs tasks in subprocesses, keeps the results dict, rewrites the outputs as it goes."""
 
-    def __init__(self, mode: str, root: Path, out_dir: Path) -> None:
+    def __init__(self, mode: str, root: Path, out_dir: Path, sections: tuple[str, ...] = SECTIONS) -> None:
         self.mode, self.plan, self.root, self.out_dir = mode, PLANS[mode], root, out_dir
+        self.sections = sections
         self.started = time.time()
         self.results: dict = {"mode": mode, "started_at": _now(), "load_at_start": load_average(),
                               "budget_minutes": self.plan.budget_minutes, "plan": self.plan.__dict__,
                               "machine": machine(), "training": {}, "input_pipeline": {}, "data": [],
-                              "prediction": {}, "notes": [], "errors": []}
+                              "prediction": {}, "end_to_end": {}, "notes": [], "errors": []}
         (root / "logs").mkdir(parents=True, exist_ok=True)
 
     def elapsed_minutes(self) -> float:
@@ -95,7 +98,9 @@ class Bench:
     def save(self) -> dict[str, str]:
         self.results.update(finished_at=_now(), wall_seconds=round(time.time() - self.started, 1),
                             load_at_end=load_average())
-        return report.write_all(self.results, self.out_dir, f"bench-{self.mode}")
+        # A partial run (--only) never overwrites the full run's results.
+        suffix = "" if self.sections == SECTIONS else "-only-" + "-".join(self.sections)
+        return report.write_all(self.results, self.out_dir, f"bench-{self.mode}{suffix}")
 
 
 def bench_data_size(bench: Bench, n: int, source: str, input_dir: str, repeats: int) -> dict:
@@ -186,20 +191,34 @@ def _projected_minutes(sizes: list[dict], n: int) -> float | None:
     return 1.2 * per_image * n * (1 + 1 / 7) / 60
 
 
-def run(mode: str, root: Path, out_dir: Path) -> dict[str, str]:
-    bench = Bench(mode, root, out_dir)
+def bench_end_to_end(bench: Bench) -> None:
+    """5: `make run` (the plan's profile, fresh outputs) and the same steps as one notebook process, timed as whole
+    processes one after the other."""
+    for side in ("pipeline", "notebook"):
+        bench.results["end_to_end"][side] = bench.task("end_to_end", f"end-to-end-{side}", root=str(bench.root),
+                                                       profile=bench.plan.profile, side=side)
+        bench.save()
+
+
+def run(mode: str, root: Path, out_dir: Path, sections: tuple[str, ...] = SECTIONS) -> dict[str, str]:
+    bench = Bench(mode, root, out_dir, sections)
     plan = bench.plan
-    if plan.bundled_data:
+    if plan.bundled_data and "data" in sections:
         bench_data_size(bench, 70_000, "bundled MNIST (gzip IDX)", str(REPO / "data" / "mnist"), plan.data_repeats)
-    bench_training(bench)
-    bench_input_pipeline(bench)
-    for model in plan.predict_models:
-        bench_prediction(bench, f"test set, {model}", model, None, plan.profile, plan.repeats)
-    largest = bench_generated(bench)
-    if largest is not None:
+    if "training" in sections:
+        bench_training(bench)
+    if "input" in sections:
+        bench_input_pipeline(bench)
+    if "prediction" in sections:
+        for model in plan.predict_models:
+            bench_prediction(bench, f"test set, {model}", model, None, plan.profile, plan.repeats)
+    largest = bench_generated(bench) if "generated" in sections else None
+    if largest is not None and "prediction" in sections:
         test_split = largest["stage"]["curated_test"]
         bench_prediction(bench, f"generated N={largest['n']:,} test split, model_1", "model_1", test_split,
                          plan.profile, 1)
+    if "end_to_end" in sections:
+        bench_end_to_end(bench)
     paths = bench.save()
     log.info("done in %.1f min: %s", bench.elapsed_minutes(), ", ".join(paths.values()))
     print(report.markdown(json.loads(Path(paths["json"]).read_text())))
@@ -216,7 +235,19 @@ def args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--root", default=str(REPO / "output" / "bench"),
                         help="scratch folder for data, models and logs (git-ignored)")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results"), help="where the results go")
+    parser.add_argument("--only", type=_sections, default=SECTIONS, metavar="SECTION[,SECTION]",
+                        help=f"measure only these sections ({', '.join(SECTIONS)}); the results go to "
+                             "bench-<mode>-only-<sections>.*, never over a full run's")
     return parser
+
+
+def _sections(text: str) -> tuple[str, ...]:
+    wanted = tuple(s.strip() for s in text.split(",") if s.strip())
+    unknown = [s for s in wanted if s not in SECTIONS]
+    if unknown or not wanted:
+        raise argparse.ArgumentTypeError(f"unknown section '{unknown[0] if unknown else text}' "
+                                         f"(known: {', '.join(SECTIONS)})")
+    return tuple(s for s in SECTIONS if s in wanted)
 
 
 def _main(argv: list[str] | None = None) -> int:
@@ -224,7 +255,7 @@ def _main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
     root = Path(args.root) / args.mode
-    run(args.mode, root, Path(args.out))
+    run(args.mode, root, Path(args.out), args.only)
     return 0
 
 

@@ -262,8 +262,48 @@ def predict_numpy(root: str, profile: str, model_path: str, parquet_path: str | 
             "images_per_second": statistics.median(r["images_per_second"] for r in runs)}
 
 
+# ---- 5: end to end ----
+
+def end_to_end(root: str, profile: str, side: str) -> dict:
+    """The wall time of one whole fresh process: `make run`'s command with empty output folders under `root`
+    (side "pipeline"), or the same steps as one notebook process, benchmarks/notebook.py (side "notebook")."""
+    import resource
+    import shutil
+    import subprocess
+    out = Path(root) / "end_to_end" / side
+    shutil.rmtree(out, ignore_errors=True)   # nothing to skip: every stage runs, as on a fresh clone
+    sets = [f"paths.{key}={out}/{key}" for key in ("data", "runs", "mlflow")]
+    if side == "pipeline":
+        command = [sys.executable, str(REPO / "jobs" / "run_pipeline.py"), "--conf", str(REPO / "conf" / "local.yaml"),
+                   "--profile", profile, "--run-id", E2E_RUN_ID, *[arg for s in sets for arg in ("--set", s)]]
+    else:
+        command = [sys.executable, str(REPO / "benchmarks" / "notebook.py"), "--profile", profile, "--out", str(out)]
+    record: dict = {"command": command}
+    started = time.perf_counter()
+    with open(Path(root) / "logs" / f"end-to-end-{side}.out", "w") as sink:
+        completed = subprocess.run(command, cwd=REPO, stdout=sink, stderr=subprocess.STDOUT)
+    record["seconds"] = round(time.perf_counter() - started, 1)
+    if completed.returncode != 0:
+        raise RuntimeError(f"{side} exited {completed.returncode}: see {sink.name}")
+    record["peak_child_rss_mb"] = round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024, 1)
+    record["test_accuracy"] = (_pipeline_accuracies(profile, sets) if side == "pipeline"
+                               else json.loads(Path(sink.name).read_text().strip().splitlines()[-1])["test_accuracy"])
+    return record
+
+
+E2E_RUN_ID = "end-to-end"
+
+
+def _pipeline_accuracies(profile: str, sets: list[str]) -> dict[str, float]:
+    from pipeline import storage
+    from pipeline.config import load_config
+    cfg = load_config(REPO / "conf" / "local.yaml", profile, sets)
+    files = _layout(cfg, E2E_RUN_ID).evaluation_files
+    return {name: storage.read_json(files.metrics(name))["test_accuracy"] for name in cfg.train.models}
+
+
 TASKS = {f.__name__: f for f in (data_stages, baseline_convert, train_pipeline, train_recipe, train_numpy,
-                                 reader_throughput, tfdata_numpy, predict_stage, predict_numpy)}
+                                 reader_throughput, tfdata_numpy, predict_stage, predict_numpy, end_to_end)}
 
 
 def _main(argv: list[str]) -> int:

@@ -126,6 +126,23 @@ def test_markdown_json_and_plot_are_written(tmp_path):
     assert set(paths) == {"json", "markdown", "plot"}
 
 
+def test_end_to_end_row_compares_whole_runs_and_the_worst_accuracy_gap():
+    sides = {"pipeline": {"seconds": 300.0, "test_accuracy": {"model_1": 0.984, "model_3": 0.990}},
+             "notebook": {"seconds": 240.0, "test_accuracy": {"model_1": 0.985, "model_3": 0.996}}}
+    rows = {r["benchmark"]: r for r in report.summary_rows({"end_to_end": sides})}
+    whole = rows["end to end: make run (full profile) vs one notebook process"]
+    assert (whole["ratio"], whole["goal"], whole["met"]) == (1.25, "<= 1.2x", False)
+    accuracy = rows["end to end: test accuracy, worst model (model_3), make run vs notebook"]
+    assert (accuracy["ours"], accuracy["baseline"], accuracy["met"]) == (0.990, 0.996, False)
+
+
+def test_only_names_known_sections_and_keeps_the_full_order():
+    from benchmarks.run import SECTIONS, args_parser
+    assert args_parser().parse_args(["--only", "end_to_end,training"]).only == ("training", "end_to_end")
+    assert args_parser().parse_args([]).only == SECTIONS
+    with pytest.raises(SystemExit):
+        args_parser().parse_args(["--only", "trainig"])
+
 def _recipe_run(variant: str, seed: int, accuracy: float, kept: int) -> dict:
     return {"variant": variant, "seed": seed, "test_accuracy": accuracy, "kept_epoch": kept, "epochs": 15,
             "epoch_seconds": [12.0, 14.0], "training_seconds": 200.0, "augment": variant != "no augmentation",
