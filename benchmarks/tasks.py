@@ -106,7 +106,8 @@ def baseline_convert(root: str, input_dir: str, repeats: int, row_group_rows: in
 
 def train_pipeline(root: str, profile: str, model: str, workers: int, epochs: int, tf_threads: int,
                    run_id: str) -> dict:
-    """run_training for one model on `workers` Horovod workers; seconds per epoch from its history.json and
+    """run_training for one model on `workers` Horovod workers x `tf_threads` (0, 0: the default config, resolved
+    from Spark by the stage and recorded in history.json); seconds per epoch from its history.json and
     test accuracy of its model.keras, computed the same way as the baseline's."""
     from pipeline import storage
     from pipeline.train.stage import run_training
@@ -125,7 +126,7 @@ def train_pipeline(root: str, profile: str, model: str, workers: int, epochs: in
     epoch_seconds = [e["seconds"] for e in history["epochs"]]
     return {**record, "epoch_seconds": epoch_seconds, "total_seconds": history.get("total_seconds"),
             "train_rows": _count(layout, "train"), "batch_size_per_worker": history["batch_size_per_worker"],
-            "num_workers": history["num_workers"], "tf_threads_per_worker": tf_threads,
+            "num_workers": history["num_workers"], "tf_threads_per_worker": history["tf_threads_per_worker"],
             "val_accuracy": [e["val_accuracy"] for e in history["epochs"]],
             "peak_rss_mb_per_worker": history.get("peak_rss_mb_per_worker"),
             "model_path": layout.model_file(model), **baselines.evaluate_saved(layout.model_file(model), test)}
@@ -177,24 +178,24 @@ def _count(layout, split: str) -> int:
 
 def reader_throughput(root: str, profile: str, samples: int, repeats: int) -> dict:
     """Samples/s of one Petastorm reader exactly as a training worker opens it (rank 0 of the configured
-    workers, the train config's pool, queue and TF threads): raw row groups, cut into batches, and through
-    the tf.data wrapper Keras consumes."""
+    workers, the train config's pool, queue and TF threads): raw row groups, and through the tf.data pipeline
+    Keras consumes (row groups cut into batches and one-hot encoded in TensorFlow)."""
     import tensorflow as tf
 
-    from pipeline.train.inputs import open_shard, rebatch, training_dataset
+    from pipeline.train.inputs import open_shard, training_dataset
     from pipeline.train.params import build_params
     cfg = bench_config(root, profile, overrides=("train.num_workers=2",))
     layout = _layout(cfg)
-    tf.config.threading.set_intra_op_parallelism_threads(cfg.train.tf_threads_per_worker)
-    tf.config.threading.set_inter_op_parallelism_threads(cfg.train.tf_threads_per_worker)
+    threads = cfg.train.tf_threads_per_worker or 1   # 2 workers on the 2 cores: one thread each
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
     counts = {s: _count(layout, s) for s in ("train", "validation")}
-    params = build_params(cfg, layout, "model_3", counts, 2, 0, "bench")
+    params = build_params(cfg, layout, "model_3", counts, (2, threads), 0, "bench")
     stages = {"row_groups": lambda reader: _rows_of(iter(reader)),
-              "batches": lambda reader: rebatch(iter(reader), params.batch_size, drop_remainder=True),
               "tf_data": lambda reader: iter(training_dataset(reader, params.batch_size))}
     result = {"reader_config": {"workers_count": params.reader_workers, "results_queue_size":
                                 params.reader_queue_size, "shard": "0 of 2", "batch_size": params.batch_size,
-                                "tf_threads": cfg.train.tf_threads_per_worker}}
+                                "tf_threads": threads}}
     for name, make in stages.items():
         runs = []
         for _ in range(repeats):

@@ -185,12 +185,12 @@ class ModelConfig:
 class TrainConfig:
     models: dict[str, ModelConfig] = field(default_factory=lambda: {
         "model_1": ModelConfig(epochs=5), "model_2": ModelConfig(epochs=10), "model_3": ModelConfig(epochs=12)})
-    num_workers: int = between(0, 4096, default=0)         # 0: one per core Spark has (spark.default.parallelism)
+    num_workers: int = between(0, 4096, default=0)         # 0: one per executor (local mode: 1); else Horovod ranks
     batch_size: int = between(1, 65536, default=32)        # per worker
     learning_rate: float = positive(10, default=0.001)    # for one worker; scaled by the number of workers
     warmup_epochs: int = between(0, 10_000, default=1)
     seed: int = between(0, SEED_MAX, default=42)
-    tf_threads_per_worker: int = between(1, 1024, default=1)  # intra-op threads; workers x threads <= cores
+    tf_threads_per_worker: int = between(0, 1024, default=0)  # 0: slots / workers; workers x threads <= cores
     reader_workers: int = between(1, 256, default=1)       # Petastorm reader threads per worker
     reader_queue_size: int = between(1, 1024, default=4)   # row groups a worker's reader buffers (bounds memory)
     stop_after_epochs: int = between(0, 10_000, default=0)  # end after N epochs, model left resumable (0: never)

@@ -28,14 +28,17 @@ CODE_CLASSES = ("Lambda", "__lambda__")  # configs that carry Python bytecode
 PROBE_TIMEOUT_SECONDS = 300
 MAX_CONFIG_BYTES = 64 * 1024 * 1024  # a model config is kilobytes; bigger is a zip bomb, not a model
 _REFUSED_EXIT = 3
+# One process checks every file it is given, in order, and stops at the first refused: importing TensorFlow is
+# most of a probe's cost, so evaluation checks its models with one import rather than one per model.
 _SAFE_LOAD_PROBE = f"""
 import sys
 import tensorflow as tf
-try:
-    tf.keras.models.load_model(sys.argv[1], safe_mode=True, compile=False)
-except Exception as exc:
-    print(f"{{type(exc).__name__}}: {{exc}}".splitlines()[0][:500])
-    sys.exit({_REFUSED_EXIT})
+for index, path in enumerate(sys.argv[1:]):
+    try:
+        tf.keras.models.load_model(path, safe_mode=True, compile=False)
+    except Exception as exc:
+        print(index, f"{{type(exc).__name__}}: {{exc}}".splitlines()[0][:500])
+        sys.exit({_REFUSED_EXIT})
 """
 
 _VERIFIED: set[str] = set()  # sha256 of model files that passed the driver's checks in this process
@@ -98,45 +101,63 @@ def _is_keras_module(module) -> bool:
 def check_model_file(path: str) -> None:
     """On the driver: refuse `path` in one line unless it is a .keras archive of built-ins that Keras loads in safe
     mode. A file already verified in this process (same bytes) is not checked again."""
+    check_model_files([path])
+
+
+def check_model_files(paths: list[str]) -> None:
+    """check_model_file for several files, with one safe-mode loading process for all the unverified ones; the
+    first refused file is named."""
+    unverified = {}
+    for path in paths:
+        data = _readable_keras_bytes(path)
+        digest = hashlib.sha256(data).hexdigest()
+        if digest not in _VERIFIED:
+            problem = archive_problem(path, data)
+            if problem is not None:
+                raise PipelineError(f"model {path} refused: {problem}")
+            unverified[path] = (digest, data)
+    if not unverified:
+        return
+    refused = _safe_load_refusal([data for _, data in unverified.values()])
+    if refused is not None:
+        index, reason = refused
+        raise PipelineError(f"model {list(unverified)[index]} cannot be loaded safely: {reason}")
+    _VERIFIED.update(digest for digest, _ in unverified.values())
+
+
+def _readable_keras_bytes(path: str) -> bytes:
     from pipeline import storage
     if path.endswith(LEGACY_SUFFIXES):
         raise legacy_format_refusal(path, "HDF5 model files (.h5, .hdf5)")
     if not path.endswith(KERAS_SUFFIX):
         raise PipelineError(f"model {path} refused: only {KERAS_SUFFIX} model files are loaded")
     try:
-        data = storage.read_bytes(path)
+        return storage.read_bytes(path)
     except OSError as exc:
         raise PipelineError(f"model {path} cannot be read: {exc}".splitlines()[0]) from None
-    digest = hashlib.sha256(data).hexdigest()
-    if digest in _VERIFIED:
-        return
-    problem = archive_problem(path, data)
-    if problem is not None:
-        raise PipelineError(f"model {path} refused: {problem}")
-    reason = _safe_load_refusal(data)
-    if reason is not None:
-        raise PipelineError(f"model {path} cannot be loaded safely: {reason}")
-    _VERIFIED.add(digest)
 
 
-def _safe_load_refusal(data: bytes) -> str | None:
-    """Load the model (in `data`) with safe_mode=True in a fresh Python process: None if it loads, else why not."""
+def _safe_load_refusal(models: list[bytes]) -> tuple[int, str] | None:
+    """Load every model (their bytes) with safe_mode=True in one fresh Python process: None if all load, else the
+    index of the first that does not and why."""
     with tempfile.TemporaryDirectory(prefix="model-check-") as folder:
-        local = os.path.join(folder, "model" + KERAS_SUFFIX)
-        with open(local, "wb") as out:
-            out.write(data)
+        local = [os.path.join(folder, f"model-{i}{KERAS_SUFFIX}") for i in range(len(models))]
+        for path, data in zip(local, models, strict=True):
+            with open(path, "wb") as out:
+                out.write(data)
         env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "3"}
         try:
-            done = subprocess.run([sys.executable, "-c", _SAFE_LOAD_PROBE, local], capture_output=True, text=True,
-                                  env=env, timeout=PROBE_TIMEOUT_SECONDS, cwd=folder)
+            done = subprocess.run([sys.executable, "-c", _SAFE_LOAD_PROBE, *local], capture_output=True, text=True,
+                                  env=env, timeout=PROBE_TIMEOUT_SECONDS * len(models), cwd=folder)
         except subprocess.TimeoutExpired:
-            return f"loading it took more than {PROBE_TIMEOUT_SECONDS} s"
+            return 0, f"loading took more than {PROBE_TIMEOUT_SECONDS} s per model"
     if done.returncode == 0:
         return None
     if done.returncode == _REFUSED_EXIT:
-        return (done.stdout.strip().splitlines() or ["no reason given"])[-1]
+        index, _, reason = ((done.stdout.strip().splitlines() or ["0 no reason given"])[-1]).partition(" ")
+        return int(index), reason
     last = (done.stderr.strip().splitlines() or ["no output"])[-1]
-    return f"the loading process ended with code {done.returncode} ({last})"
+    return 0, f"the loading process ended with code {done.returncode} ({last})"
 
 
 def load_keras_model(local_path: str):

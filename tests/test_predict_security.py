@@ -220,3 +220,22 @@ def test_images_over_the_pixel_cap_are_refused_from_their_header(spark, make_con
 
 def _csv_rows(path: Path) -> list[list[str]]:
     return list(csv.reader(path.read_text().splitlines()))
+
+
+def test_several_models_are_checked_by_one_loading_process_that_names_the_refused_one(small_mnist_model, tmp_path,
+                                                                                     monkeypatch):
+    from pipeline import model_files
+    trained = small_mnist_model["trained"]
+    good = [str(tmp_path / f"good-{i}.keras") for i in range(2)]
+    for i, path in enumerate(good):   # different bytes: each is verified on its own
+        Path(path).write_bytes(Path(trained).read_bytes() + bytes(i))
+    unknown = _rewrite_config(trained, tmp_path / "unknown.keras", _rename_flatten)
+    probes = []
+    real_probe = model_files._safe_load_refusal
+    monkeypatch.setattr(model_files, "_safe_load_refusal", lambda models: probes.append(len(models)) or
+                        real_probe(models))
+    with pytest.raises(PipelineError, match=r"model .*/unknown\.keras cannot be loaded safely: TypeError: .*NoSuch"):
+        model_files.check_model_files([*good, unknown])
+    model_files.check_model_files(good)
+    model_files.check_model_files(good)   # verified once in this process: no second probe
+    assert probes == [3, 2]

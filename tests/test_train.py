@@ -12,6 +12,7 @@ import logging
 import os
 import threading
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -170,8 +171,8 @@ def test_history_follows_the_contract(interrupted_then_resumed):
                 "learning_rate", "params", "layers", "epochs", "total_seconds", "peak_rss_mb_per_worker",
                 "resumed_from_epoch", "complete"}
     assert contract <= set(final)
-    assert (final["model"], final["run_id"], final["num_workers"], final["batch_size_per_worker"]) == \
-        ("model_1", RUN_ID, 2, 32)
+    assert (final["model"], final["run_id"], final["num_workers"], final["tf_threads_per_worker"],
+            final["batch_size_per_worker"]) == ("model_1", RUN_ID, 2, 1, 32)
     assert final["params"] == 693_962
     assert final["steps_per_epoch"] == 10 * TRAIN_PER_CLASS // (32 * 2)
     assert [layer["type"] for layer in final["layers"]] == ["Conv2D", "MaxPooling2D", "Flatten", "Dense", "Dense"]
@@ -217,6 +218,29 @@ def test_more_workers_than_task_slots_is_refused(spark, make_config, curated_sub
     cfg = make_config("train.num_workers=3")
     with pytest.raises(PipelineError, match=r"train.num_workers=3 must be between 1 and the 2 task slots"):
         run_training(spark, cfg, layout_over(cfg, curated_subset))
+
+
+@pytest.mark.parametrize(("overrides", "expected"), [
+    ((), (1, 2)),                                                   # local[2]: one executor, its 2 cores
+    (("train.num_workers=2",), (2, 1)),                             # forced ranks share the cores
+    (("train.num_workers=1", "train.tf_threads_per_worker=1"), (1, 1))])
+def test_default_is_one_rank_per_executor_with_its_cores_as_threads(spark, make_config, overrides, expected):
+    from pipeline.train.stage import resolve_ranks
+    assert resolve_ranks(make_config(*overrides), spark) == expected
+
+
+def cluster_session(slots: int, conf: dict[str, str]) -> SimpleNamespace:
+    """What resolve_ranks reads from a session on a standalone cluster: its slots and its configuration."""
+    return SimpleNamespace(sparkContext=SimpleNamespace(defaultParallelism=slots, getConf=lambda: conf))
+
+
+@pytest.mark.parametrize(("conf", "expected"), [
+    ({"spark.master": "spark://h:7077", "spark.executor.cores": "1"}, (2, 1)),   # conf/cluster-local.yaml
+    ({"spark.master": "spark://h:7077", "spark.executor.cores": "2"}, (1, 2)),
+    ({"spark.master": "spark://h:7077"}, (2, 1))])                               # sizes unknown: one per slot
+def test_on_a_cluster_the_default_is_one_rank_per_executor(make_config, conf, expected):
+    from pipeline.train.stage import resolve_ranks
+    assert resolve_ranks(make_config(), cluster_session(2, conf)) == expected
 
 
 def test_fewer_row_groups_than_workers_is_refused(spark, make_config, curated_subset, tmp_path):

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 
 from pipeline.train import history
-from pipeline.train.inputs import rebatch, to_model_inputs
 
 Group = namedtuple("Group", ["image", "label"])
 
@@ -22,24 +21,36 @@ def groups(*sizes: int) -> list[Group]:
     return out
 
 
-def test_to_model_inputs_reshapes_and_one_hot_encodes():
-    x, y = to_model_inputs(np.arange(2 * 784, dtype=np.float32).reshape(2, 784) / 2000, np.array([3, 0]))
+def batches_of(row_groups: list[Group], batch_size: int, drop_remainder: bool, counter=None) -> list[tuple]:
+    """What the worker's tf.data pipeline yields for these row groups, as NumPy (x, y) pairs."""
+    from pipeline.train.inputs import batched, row_group_arrays
+    dataset = batched(lambda: row_group_arrays(iter(row_groups), counter), batch_size, drop_remainder)
+    return list(dataset.as_numpy_iterator())
+
+
+def test_batches_are_reshaped_and_one_hot_encoded():
+    [(x, y)] = batches_of([Group(np.arange(2 * 784, dtype=np.float32).reshape(2, 784) / 2000, np.array([3, 0]))],
+                          batch_size=2, drop_remainder=True)
     assert x.shape == (2, 28, 28, 1) and x.dtype == np.float32
     assert x[1, 0, 0, 0] == pytest.approx(784 / 2000) and x[0, 0, 1, 0] == pytest.approx(1 / 2000)
     np.testing.assert_array_equal(y, [[0, 0, 0, 1, 0, 0, 0, 0, 0, 0], [1, 0, 0, 0, 0, 0, 0, 0, 0, 0]])
 
 
-def test_rebatch_carries_rows_across_row_groups_and_drops_the_remainder_for_training():
-    batches = list(rebatch(iter(groups(5, 7, 2)), batch_size=4, drop_remainder=True))
+def test_batches_carry_rows_across_row_groups_and_drop_the_remainder_for_training():
+    batches = batches_of(groups(5, 7, 2), batch_size=4, drop_remainder=True)
     assert [len(x) for x, _ in batches] == [4, 4, 4]   # 14 rows: 3 full batches, 2 rows dropped
     rows = np.concatenate([x[:, 0, 0, 0] for x, _ in batches]) * 1000
     np.testing.assert_allclose(rows, np.arange(12), atol=1e-3)
     np.testing.assert_array_equal(np.concatenate([y.argmax(1) for _, y in batches]), np.arange(12) % 10)
 
 
-def test_rebatch_keeps_every_row_for_validation():
-    batches = list(rebatch(iter(groups(5, 6)), batch_size=4, drop_remainder=False))
+def test_validation_batches_keep_every_row_in_order_and_count_them():
+    from pipeline.train.inputs import RowCounter
+    counter = RowCounter()
+    batches = batches_of(groups(5, 6), batch_size=4, drop_remainder=False, counter=counter)
     assert [len(x) for x, _ in batches] == [4, 4, 3]
+    np.testing.assert_allclose(np.concatenate([x[:, 0, 0, 0] for x, _ in batches]) * 1000, np.arange(11), atol=1e-3)
+    assert counter.rows == 11
 
 
 def test_history_epochs_are_replaced_not_duplicated():

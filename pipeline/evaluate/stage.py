@@ -21,7 +21,7 @@ from pipeline.kept_epoch import keep_rule, kept_record
 from pipeline.layout import EvaluationFiles, Layout
 from pipeline.locks import output_lock
 from pipeline.metrics import accuracy, confusion_matrix_csv, per_class_metrics
-from pipeline.model_files import check_model_file
+from pipeline.model_files import check_model_files
 from pipeline.result import StageResult
 from pipeline.schema import NUM_CLASSES
 from pipeline.scoring import confidence, confusion_and_loss, score_images, set_arrow_batch_rows
@@ -39,8 +39,8 @@ def run_evaluation(spark: SparkSession, cfg: PipelineConfig, layout: Layout, for
             log.info("evaluation already complete for these models and test set (%s): skipped", layout.evaluation)
             summary = with_registry(spark, cfg, layout, storage.read_json(manifest_path)["summary"], fingerprint)
             return gated(summary, cfg, layout, skipped=True)
-        for name in models:  # one line on the driver, instead of a traceback from every Spark task
-            check_model_file(layout.model_file(name))
+        # One line on the driver, instead of a traceback from every Spark task.
+        check_model_files([layout.model_file(name) for name in models])
         test_df = read_test_set(spark, layout)
         with storage.publishing(layout.evaluation) as tmp:
             out = EvaluationFiles(tmp)

@@ -18,7 +18,8 @@ def skeleton(params: TrainParams, layers: list[dict], epochs_done: list[dict], p
     return {
         "model": params.model, "run_id": params.run_id, "fingerprint": params.fingerprint,
         "epochs_planned": params.epochs, "epochs_completed": len(epochs_done),
-        "num_workers": params.num_workers, "batch_size_per_worker": params.batch_size,
+        "num_workers": params.num_workers, "tf_threads_per_worker": params.tf_threads,
+        "batch_size_per_worker": params.batch_size,
         "learning_rate": params.learning_rate, "learning_rate_scaled": params.learning_rate * params.num_workers,
         "warmup_epochs": params.warmup_epochs, "steps_per_epoch": params.steps_per_epoch,
         "keep": params.keep, "augment": params.augment, "schedule": params.schedule, "kept_epoch": None,

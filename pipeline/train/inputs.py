@@ -16,6 +16,7 @@ from pipeline.schema import IMAGE_SHAPE, NUM_CLASSES
 from pipeline.train.params import TrainParams
 
 COLUMNS = ["image", "label"]
+FLAT_PIXELS = int(np.prod(IMAGE_SHAPE))
 
 
 @contextmanager
@@ -69,26 +70,32 @@ class ExactEndThreadPool(ThreadPool):
         return ventilation_over and super().all_workers_done()
 
 
-def to_model_inputs(images: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Flat float pixels -> (n, *IMAGE_SHAPE); class indices -> one-hot rows (categorical cross-entropy)."""
-    x = np.ascontiguousarray(images, dtype=np.float32).reshape((-1, *IMAGE_SHAPE))
-    y = np.eye(NUM_CLASSES, dtype=np.float32)[np.asarray(labels, dtype=np.int64)]
-    return x, y
-
-
-def rebatch(row_groups: Iterator, batch_size: int, drop_remainder: bool) -> Iterator[tuple[np.ndarray, ...]]:
-    """Cut a stream of row groups (any sizes) into batches of `batch_size` rows, carrying the rest over."""
-    carry_x, carry_y = None, None
+def row_group_arrays(row_groups: Iterator, counter: RowCounter | None = None) -> Iterator[tuple[np.ndarray, ...]]:
+    """Each Petastorm row group as two arrays, flat float32 pixels and int32 labels, handed to tf.data whole;
+    `counter` adds up the rows (a validation pass is exact only if they add up to its shard)."""
     for group in row_groups:
-        x, y = to_model_inputs(group.image, group.label)
-        if carry_x is not None:
-            x, y = np.concatenate([carry_x, x]), np.concatenate([carry_y, y])
-        full = len(x) - len(x) % batch_size
-        for start in range(0, full, batch_size):
-            yield x[start:start + batch_size], y[start:start + batch_size]
-        carry_x, carry_y = x[full:], y[full:]
-    if not drop_remainder and carry_x is not None and len(carry_x):
-        yield carry_x, carry_y
+        images = np.ascontiguousarray(group.image, dtype=np.float32).reshape((-1, FLAT_PIXELS))
+        if counter is not None:
+            counter.rows += len(images)
+        yield images, np.asarray(group.label, dtype=np.int32)
+
+
+def batched(row_groups, batch_size: int, drop_remainder: bool):
+    """A tf.data pipeline cutting row groups (any sizes) into batches of `batch_size` rows, the rest carried over
+    to the next row group, then shaped and one-hot encoded for the model, all in TensorFlow's C++ threads.
+    `row_groups` is a callable returning an iterator of row_group_arrays (a new pass each time it is called)."""
+    import tensorflow as tf
+    signature = (tf.TensorSpec((None, FLAT_PIXELS), tf.float32), tf.TensorSpec((None,), tf.int32))
+    groups = tf.data.Dataset.from_generator(row_groups, output_signature=signature)
+    return (groups.rebatch(batch_size, drop_remainder=drop_remainder)
+            .map(to_model_inputs, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+            .prefetch(tf.data.AUTOTUNE))
+
+
+def to_model_inputs(images, labels):
+    """Flat pixels -> (n, *IMAGE_SHAPE); class indices -> one-hot rows (categorical cross-entropy)."""
+    import tensorflow as tf
+    return tf.reshape(images, (-1, *IMAGE_SHAPE)), tf.one_hot(labels, NUM_CLASSES, dtype=tf.float32)
 
 
 class RowCounter:
@@ -98,25 +105,16 @@ class RowCounter:
         self.rows = 0
 
 
-def _as_dataset(batches, batch_size: int | None):
-    import tensorflow as tf
-    signature = (tf.TensorSpec((batch_size, *IMAGE_SHAPE), tf.float32),
-                 tf.TensorSpec((batch_size, NUM_CLASSES), tf.float32))
-    return tf.data.Dataset.from_generator(batches, output_signature=signature).prefetch(2)
-
-
 def training_dataset(reader, batch_size: int):
     """Endless full batches from a repeating reader; the caller bounds each epoch with steps_per_epoch."""
-    return _as_dataset(lambda: rebatch(iter(reader), batch_size, drop_remainder=True), batch_size)
+    return batched(lambda: row_group_arrays(iter(reader)), batch_size, drop_remainder=True)
 
 
 def validation_dataset(reader, batch_size: int, counter: RowCounter):
-    """One pass over the shard each time Keras iterates it (every epoch), counting the rows it yields."""
+    """One pass over the shard each time Keras iterates it (every epoch), counting the rows it hands over."""
     def one_pass():
         if reader.last_row_consumed:
             reader.reset()
         counter.rows = 0
-        for x, y in rebatch(iter(reader), batch_size, drop_remainder=False):
-            counter.rows += len(x)
-            yield x, y
-    return _as_dataset(one_pass, None)
+        yield from row_group_arrays(iter(reader), counter)
+    return batched(one_pass, batch_size, drop_remainder=False)

@@ -85,9 +85,11 @@ def dataset_url(path: str) -> str:
     return path if "://" in path else f"file://{os.path.abspath(path)}"
 
 
-def build_params(cfg: PipelineConfig, layout: Layout, model: str, counts: dict[str, int], num_workers: int,
+def build_params(cfg: PipelineConfig, layout: Layout, model: str, counts: dict[str, int], ranks: tuple[int, int],
                  initial_epoch: int, fingerprint: str) -> TrainParams:
+    """`ranks`: (Horovod ranks, TF threads each) as the stage resolved them from config and Spark."""
     t, m = cfg.train, cfg.train.models[model]
+    num_workers, tf_threads = ranks
     epochs = m.epochs
     end_epoch = min(epochs, initial_epoch + t.stop_after_epochs) if t.stop_after_epochs > 0 else epochs
     return TrainParams(
@@ -97,6 +99,6 @@ def build_params(cfg: PipelineConfig, layout: Layout, model: str, counts: dict[s
         train_rows=int(counts["train"]), validation_rows=int(counts["validation"]), num_workers=num_workers,
         epochs=epochs, initial_epoch=initial_epoch, end_epoch=end_epoch, batch_size=batch_size_of(cfg, model),
         learning_rate=learning_rate_of(cfg, model), warmup_epochs=t.warmup_epochs, seed=t.seed,
-        tf_threads=t.tf_threads_per_worker, reader_workers=t.reader_workers,
+        tf_threads=tf_threads, reader_workers=t.reader_workers,
         reader_queue_size=t.reader_queue_size, fingerprint=fingerprint, keep=m.keep, augment=m.augment,
         schedule=m.schedule, best_dir=layout.best_checkpoint_dir(model))

@@ -30,10 +30,11 @@ def run_training(spark: SparkSession, cfg: PipelineConfig, layout: Layout, force
     was already trained. `details` holds each model's summary."""
     names = selected_models(cfg, model)
     manifest = read_curated_manifest(layout)
-    num_workers = resolve_num_workers(cfg, spark)
+    num_workers, tf_threads = resolve_ranks(cfg, spark)
     for split in ("train", "validation"):
         check_row_groups(layout.curated(split), num_workers)
-    per_model = {name: train_model(spark, cfg, layout, name, manifest, num_workers, force) for name in names}
+    per_model = {name: train_model(spark, cfg, layout, name, manifest, (num_workers, tf_threads), force)
+                 for name in names}
     if cfg.tracking.enabled:
         track_models(cfg, layout, per_model)
     return StageResult(all(s["skipped"] for s in per_model.values()),
@@ -74,14 +75,26 @@ def read_curated_manifest(layout: Layout) -> dict:
     return manifest
 
 
-def resolve_num_workers(cfg: PipelineConfig, spark: SparkSession) -> int:
-    """cfg.train.num_workers, or one per task slot Spark has; more than the slots would wait for ever."""
+def resolve_ranks(cfg: PipelineConfig, spark: SparkSession) -> tuple[int, int]:
+    """(Horovod ranks, TensorFlow threads per rank). By default one rank per executor using its cores: inside one
+    executor TensorFlow's own threads share the cores without an allreduce every step, Horovod pays off across
+    executors (benchmarks/README.md). Local mode has one executor, the driver: one rank, local[N]'s N threads.
+    train.num_workers / train.tf_threads_per_worker set explicitly win; more ranks than slots would wait for ever."""
     slots = spark.sparkContext.defaultParallelism
-    wanted = cfg.train.num_workers or slots
-    if wanted < 1 or wanted > slots:
-        raise PipelineError(f"train.num_workers={wanted} must be between 1 and the {slots} task slots Spark has "
+    ranks = cfg.train.num_workers or max(1, slots // executor_cores(spark, slots))
+    if ranks < 1 or ranks > slots:
+        raise PipelineError(f"train.num_workers={ranks} must be between 1 and the {slots} task slots Spark has "
                             "(spark.default.parallelism)")
-    return wanted
+    return ranks, cfg.train.tf_threads_per_worker or max(1, slots // ranks)
+
+
+def executor_cores(spark: SparkSession, slots: int) -> int:
+    """Cores of one executor: all the slots in local mode, spark.executor.cores on a cluster; 1 when a cluster does
+    not say (one rank per slot then, one thread each: what scales whatever the executors' sizes)."""
+    conf = spark.sparkContext.getConf()
+    if conf.get("spark.master", "").startswith("local"):
+        return slots
+    return max(1, int(conf.get("spark.executor.cores", "1")) // int(conf.get("spark.task.cpus", "1")))
 
 
 def check_row_groups(path: str, num_workers: int) -> None:
@@ -97,8 +110,10 @@ def check_row_groups(path: str, num_workers: int) -> None:
 
 
 def train_model(spark: SparkSession, cfg: PipelineConfig, layout: Layout, name: str, manifest: dict,
-                num_workers: int, force: bool) -> dict:
-    """Skip, resume or train one model; then finalise its history and curves."""
+                ranks: tuple[int, int], force: bool) -> dict:
+    """Skip, resume or train one model on `ranks` (Horovod ranks, TF threads each); then finalise its history and
+    curves. TF threads are not in the fingerprint: they change the speed, not the weights."""
+    num_workers, tf_threads = ranks
     model_dir = layout.model_dir(name)
     with output_lock(model_dir, "train"):  # from the skip decision through finalisation
         fingerprint = training_fingerprint(cfg, name, str(manifest.get("fingerprint")), num_workers)
@@ -110,7 +125,7 @@ def train_model(spark: SparkSession, cfg: PipelineConfig, layout: Layout, name: 
             return model_summary(previous, skipped=True)
         recover_checkpoint(layout, name)
         epochs_done = resume_point(layout, name, fingerprint)
-        params = build_params(cfg, layout, name, manifest["counts"], num_workers, len(epochs_done), fingerprint)
+        params = build_params(cfg, layout, name, manifest["counts"], ranks, len(epochs_done), fingerprint)
         storage.write_json(params.history_path, history.skeleton(params, describe(name), epochs_done, previous))
         results, seconds = launch(spark, params, cfg.train.start_timeout)
         best = checkpoint.read_best_state(params.best_dir, fingerprint) if params.keep == "best" else None
@@ -162,9 +177,9 @@ def launch(spark: SparkSession, params: TrainParams, start_timeout: int) -> tupl
     """Run the worker on `params.num_workers` Spark tasks; returns each rank's report (rank order), wall time."""
     from pipeline.services import run_horovod
     from pipeline.train.worker import train_worker
-    log.info("training %s: epochs %d..%d of %d on %d worker(s), %d steps/epoch of %d per worker",
+    log.info("training %s: epochs %d..%d of %d on %d worker(s) x %d TF thread(s), %d steps/epoch of %d per worker",
              params.model, params.initial_epoch + 1, params.end_epoch, params.epochs, params.num_workers,
-             params.steps_per_epoch, params.batch_size)
+             params.tf_threads, params.steps_per_epoch, params.batch_size)
     started = time.perf_counter()
     try:
         results = run_horovod(spark, train_worker, args=(params.to_dict(),), num_proc=params.num_workers,
