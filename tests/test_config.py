@@ -16,7 +16,7 @@ LOCAL = REPO_ROOT / "conf" / "local.yaml"
 def test_local_config_has_the_seed_epochs():
     cfg = load_config(LOCAL)
     assert {name: m.epochs for name, m in cfg.train.models.items()} == {"model_1": 5, "model_2": 10, "model_3": 12,
-                                                                       "model_4": 30}
+                                                                       "model_4": 15}
     assert cfg.spark.master == "local[*]"
     assert cfg.evaluate.target_accuracy == 0.90
 

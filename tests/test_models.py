@@ -22,13 +22,17 @@ EXPECTED = {
                  ("BatchNormalization", 256, [11, 11, 64]), ("MaxPooling2D", 0, [5, 5, 64]),
                  ("Flatten", 0, [1600]), ("Dense", 1600 * 256 + 256, [256]), ("Dropout", 0, [256]),
                  ("Dense", 256 * 10 + 10, [10])], 431_626),
-    # No biases before batch normalisation (its shift replaces them): 5x5x1x32, 5x5x32x64, 1024x256 weights.
-    "model_4": ([("Conv2D", 5 * 5 * 32, [24, 24, 32]), ("BatchNormalization", 128, [24, 24, 32]),
-                 ("Activation", 0, [24, 24, 32]), ("MaxPooling2D", 0, [12, 12, 32]),
-                 ("Conv2D", 5 * 5 * 32 * 64, [8, 8, 64]), ("BatchNormalization", 256, [8, 8, 64]),
+    # No biases before batch normalisation (its shift replaces them): 3x3x1x32, 3x3x32x32, 3x3x32x64, 3x3x64x64
+    # and 1024x256 weights; every normalisation holds 4 numbers per channel.
+    "model_4": ([("Conv2D", 9 * 32, [26, 26, 32]), ("BatchNormalization", 128, [26, 26, 32]),
+                 ("Activation", 0, [26, 26, 32]), ("Conv2D", 9 * 32 * 32, [24, 24, 32]),
+                 ("BatchNormalization", 128, [24, 24, 32]), ("Activation", 0, [24, 24, 32]),
+                 ("MaxPooling2D", 0, [12, 12, 32]), ("Conv2D", 9 * 32 * 64, [10, 10, 64]),
+                 ("BatchNormalization", 256, [10, 10, 64]), ("Activation", 0, [10, 10, 64]),
+                 ("Conv2D", 9 * 64 * 64, [8, 8, 64]), ("BatchNormalization", 256, [8, 8, 64]),
                  ("Activation", 0, [8, 8, 64]), ("MaxPooling2D", 0, [4, 4, 64]), ("Flatten", 0, [1024]),
                  ("Dense", 1024 * 256, [256]), ("BatchNormalization", 1024, [256]), ("Activation", 0, [256]),
-                 ("Dropout", 0, [256]), ("Dense", 256 * 10 + 10, [10])], 318_122),
+                 ("Dropout", 0, [256]), ("Dense", 256 * 10 + 10, [10])], 331_306),
 }
 
 
