@@ -160,7 +160,8 @@ def test_report_tells_what_model_4_changed_and_what_each_lever_bought(make_confi
             "validation accuracy") in text
     assert "| model_4 | best validation epoch (2 of 3) | 0.4700 | - (beyond the study) | - | 0.9960 | yes |" in text
     assert ("model_4, beyond the study, scores 99.60% on the test set against 99.20% for the study's best model, "
-            "model_3 (study: 99.20% validation); over 3 seeds its mean is 99.58% (sd 0.03 points).") in text
+            "model_3 (study: 99.20% validation); over 3 seeds of the full profile (`make bench-model4`) its mean is "
+            "99.58% (sd 0.03 points).") in text
     assert "Data augmentation (shifts, rotations)" not in text     # future work done
 
 

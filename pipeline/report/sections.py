@@ -353,8 +353,9 @@ def beyond_study(out: RunOutputs, cfg: PipelineConfig) -> list[str]:
                 f"{pct(studied[top])} validation)")
         recipe = out.recipe_study.get("variants", {}).get("recipe") if out.recipe_study.get("model") == name else None
         if recipe:
-            text += (f"; over {counted(len(recipe['seeds']), 'seed')} its mean is {pct(recipe['mean'])} "
-                     f"(sd {100 * recipe['std']:.2f} points)")
+            text += (f"; over {counted(len(recipe['seeds']), 'seed')} of the {out.recipe_study.get('profile', '?')} "
+                     f"profile (`make bench-model4`) its mean is {pct(recipe['mean'])} (sd {100 * recipe['std']:.2f} "
+                     "points)")
         texts.append(text + ".")
     return texts
 
