@@ -132,6 +132,33 @@ def train_pipeline(root: str, profile: str, model: str, workers: int, epochs: in
             "model_path": layout.model_file(model), **baselines.evaluate_saved(layout.model_file(model), test)}
 
 
+def train_recipe(root: str, profile: str, model: str, run_id: str, overrides: list[str]) -> dict:
+    """run_training for one model under `overrides` (seed, recipe options), then its saved model scored on the
+    curated test set: one run of benchmarks/model4.py's seeds and ablation."""
+    from pipeline import storage
+    from pipeline.kept_epoch import kept_record
+    from pipeline.train.stage import run_training
+    cfg = bench_config(root, profile, overrides=tuple(overrides))
+    layout, spark = _layout(cfg, run_id), _session(cfg, "recipe")
+    record: dict = {}
+    try:
+        _ensure_curated(spark, cfg, layout)
+        with measured(record):
+            run_training(spark, cfg, layout, force=True, model=model)
+    finally:
+        spark.stop()
+    history = storage.read_json(layout.history(model))
+    kept = kept_record(history)
+    test = baselines.load_curated(layout.curated("test"))
+    return {"seconds": record["seconds"], "training_seconds": history["total_seconds"],
+            "epoch_seconds": [e["seconds"] for e in history["epochs"]], "epochs": history["epochs_completed"],
+            "num_workers": history["num_workers"], "batch_size_per_worker": history["batch_size_per_worker"],
+            "keep": history["keep"], "augment": history["augment"], "schedule": history["schedule"],
+            "kept_epoch": history["kept_epoch"], "kept_val_accuracy": kept["val_accuracy"],
+            "last_val_accuracy": history["epochs"][-1]["val_accuracy"],
+            "model_path": layout.model_file(model), **baselines.evaluate_saved(layout.model_file(model), test)}
+
+
 def train_numpy(root: str, profile: str, model: str, epochs: int) -> dict:
     """The single-process model.fit on the same curated splits, loaded whole into NumPy first (not timed)."""
     layout = _layout(bench_config(root, profile))
@@ -330,9 +357,9 @@ def _pipeline_accuracies(profile: str, sets: list[str]) -> dict[str, float]:
     return {name: storage.read_json(files.metrics(name))["test_accuracy"] for name in cfg.train.models}
 
 
-TASKS = {f.__name__: f for f in (data_stages, baseline_convert, train_pipeline, train_numpy, reader_throughput,
-                                 tfdata_numpy, predict_stage, predict_parquet_numpy, predict_folder_job,
-                                 predict_folder_pil, end_to_end)}
+TASKS = {f.__name__: f for f in (data_stages, baseline_convert, train_pipeline, train_recipe, train_numpy,
+                                 reader_throughput, tfdata_numpy, predict_stage, predict_parquet_numpy,
+                                 predict_folder_job, predict_folder_pil, end_to_end)}
 
 
 def _main(argv: list[str]) -> int:

@@ -165,9 +165,20 @@ class EdaConfig:
     histogram_bins: int = between(1, 256, default=32)       # pixels take 256 values
 
 
+KEEP_RULES = ("last", "best")             # which epoch's weights become model.keras
+LR_SCHEDULES = ("constant", "cosine")     # the learning rate after the warm-up
+
+
 @dataclass(frozen=True)
 class ModelConfig:
+    """One model's training recipe. The defaults are the study's: its last epoch kept, no augmentation, a constant
+    learning rate, train.batch_size and train.learning_rate."""
     epochs: int = between(1, 10_000)
+    keep: str = one_of(*KEEP_RULES, default="last")   # best: the epoch with the highest validation accuracy
+    augment: bool = False                  # random shifts, rotations and zooms of the training images (recipe.py)
+    schedule: str = one_of(*LR_SCHEDULES, default="constant")  # cosine: from the warm-up's end down to 0
+    batch_size: int = between(0, 65536, default=0)      # per worker; 0: train.batch_size
+    learning_rate: float = between(0, 10, default=0.0)  # for one worker; 0: train.learning_rate
 
 
 @dataclass(frozen=True)
@@ -212,6 +223,9 @@ class ReportConfig:
     # The original study's validation accuracies, the yardstick the conclusions compare against.
     reference_val_accuracy: dict[str, float] = field(default_factory=lambda: {
         "model_1": 0.975, "model_2": 0.985, "model_3": 0.992}, metadata={"allowed": Bounds(0, 1)})
+    # The measured seeds and ablation of a model's recipe (benchmarks/model4.py writes it; relative to paths.root):
+    # the model's section shows them when the file is there. Empty: none.
+    recipe_study: str = "benchmarks/results/model4-full.json"
 
 
 @dataclass(frozen=True)

@@ -433,6 +433,10 @@ class Layout:
     def checkpoint_dir(self, model_name: str) -> str:
         return f"{self.model_dir(model_name)}/checkpoint"
 
+    def best_checkpoint_dir(self, model_name: str) -> str:
+        """The weights of the epoch with the best validation accuracy so far (a model keeping its best epoch)."""
+        return f"{self.model_dir(model_name)}/best-epoch"
+
     def curves(self, model_name: str) -> str:
         return f"{self.model_dir(model_name)}/curves.png"
 

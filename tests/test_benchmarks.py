@@ -157,3 +157,37 @@ def test_only_names_known_sections_and_keeps_the_full_order():
     assert args_parser().parse_args([]).only == SECTIONS
     with pytest.raises(SystemExit):
         args_parser().parse_args(["--only", "trainig"])
+
+def _recipe_run(variant: str, seed: int, accuracy: float, kept: int) -> dict:
+    return {"variant": variant, "seed": seed, "test_accuracy": accuracy, "kept_epoch": kept, "epochs": 15,
+            "epoch_seconds": [12.0, 14.0], "training_seconds": 200.0, "augment": variant != "no augmentation",
+            "schedule": "cosine", "keep": "best", "num_workers": 1, "batch_size_per_worker": 128}
+
+
+def test_model4_summary_and_floor_on_the_mean_of_the_seeds():
+    from benchmarks import model4
+    runs = [_recipe_run("recipe", 42, 0.9960, 14), _recipe_run("recipe", 43, 0.9950, 15),
+            _recipe_run("recipe", 44, 0.9946, 13), _recipe_run("no augmentation", 42, 0.9930, 9),
+            {"variant": "no schedule", "seed": 42, "error": "exit 1"}]
+    variants = model4.summary(runs)
+    recipe = variants["recipe"]
+    assert (recipe["seeds"], recipe["kept_epochs"], recipe["seconds_per_epoch"]) == ([42, 43, 44], [14, 15, 13], 13.0)
+    assert recipe["mean"] == pytest.approx(0.9952) and recipe["std"] == pytest.approx(0.000721, abs=1e-6)
+    assert set(variants) == {"recipe", "no augmentation"}            # a failed run is left out, not averaged
+    assert model4.verdict(variants, 0.995, seeds_planned=True) == (
+        True, "PASS: model_4 mean test accuracy 0.9952 over 3 seed(s) (sd 0.0007) >= floor 0.995")
+    assert model4.verdict(variants, 0.996, seeds_planned=True)[0] is False
+    assert model4.verdict({}, 0.995, seeds_planned=True) == (False, "FAIL: no run of the recipe completed")
+    assert model4.verdict({}, 0.995, seeds_planned=False)[0] is True   # --only ablation checks no floor
+    assert "| no augmentation | off | cosine | best (9 of 15) | 1 | 0.9930 | 0.9930 | 0.0000 | 13.0 | 200 |" in \
+        model4.markdown(variants, 0.995)
+
+
+def test_model4_plans_the_seeds_then_one_lever_off_at_a_time():
+    from benchmarks import model4
+    parse = model4.args_parser().parse_args
+    assert model4.planned_runs(parse([])) == [("recipe", 42), ("recipe", 43), ("recipe", 44)]
+    assert model4.planned_runs(parse(["--seeds", "1", "--ablation"])) == [
+        ("recipe", 42), ("no augmentation", 42), ("no schedule", 42)]
+    assert model4.planned_runs(parse(["--only", "ablation", "--ablation-seeds", "2"])) == [
+        ("no augmentation", 42), ("no augmentation", 43), ("no schedule", 42), ("no schedule", 43)]

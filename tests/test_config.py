@@ -15,7 +15,8 @@ LOCAL = REPO_ROOT / "conf" / "local.yaml"
 
 def test_local_config_has_the_seed_epochs():
     cfg = load_config(LOCAL)
-    assert {name: m.epochs for name, m in cfg.train.models.items()} == {"model_1": 5, "model_2": 10, "model_3": 12}
+    assert {name: m.epochs for name, m in cfg.train.models.items()} == {"model_1": 5, "model_2": 10, "model_3": 12,
+                                                                       "model_4": 15}
     assert cfg.spark.master == "local[*]"
     assert cfg.evaluate.target_accuracy == 0.90
 
@@ -39,9 +40,30 @@ def test_quick_profile_overlays_the_file():
     assert cfg.profile == "quick"
     assert cfg.prepare.subset_fraction < 1
     full = load_config(LOCAL, profile="full")
-    assert {name: m.epochs for name, m in cfg.train.models.items()} == {"model_1": 2, "model_2": 2, "model_3": 6}
+    assert {name: m.epochs for name, m in cfg.train.models.items()} == {"model_1": 2, "model_2": 2, "model_3": 6,
+                                                                       "model_4": 3}
     assert all(m.epochs < full.train.models[name].epochs for name, m in cfg.train.models.items())
     assert cfg.evaluate.target_accuracy == 0.90
+
+
+def test_model_4_has_its_own_recipe_and_the_study_models_keep_theirs():
+    """The quick profile shortens model_4 and keeps the rest of its recipe (profiles merge key by key)."""
+    for profile in ("full", "quick"):
+        models = load_config(LOCAL, profile=profile).train.models
+        m4 = models["model_4"]
+        assert (m4.keep, m4.augment, m4.schedule, m4.batch_size, m4.learning_rate) == \
+            ("best", True, "cosine", 128, 0.002)
+        assert {(m.keep, m.augment, m.schedule, m.batch_size, m.learning_rate)
+                for name, m in models.items() if name != "model_4"} == {("last", False, "constant", 0, 0.0)}
+
+
+def test_recipe_keys_override_by_model():
+    cfg = load_config(LOCAL, overrides=["train.models.model_4.augment=false", "train.models.model_4.schedule=constant",
+                                        "train.models.model_3.keep=best", "train.models.model_3.batch_size=128",
+                                        "train.models.model_3.learning_rate=0.002"])
+    m3, m4 = cfg.train.models["model_3"], cfg.train.models["model_4"]
+    assert (m4.augment, m4.schedule, m3.keep, m3.batch_size, m3.learning_rate) == (False, "constant", "best", 128,
+                                                                                   0.002)
 
 
 @pytest.mark.parametrize("override, key", [("nosuch.key=1", "nosuch.key"), ("train.nosuch=1", "train.nosuch"),
@@ -79,6 +101,16 @@ def test_wrong_type_is_named():
                                   "count between 1 and 10000000, got 0.0"),
     ("eda.histogram_bins=0", "config key 'eda.histogram_bins' must be between 1 and 256, got 0"),
     ("train.models.model_1.epochs=0", "config key 'train.models.model_1.epochs' must be between 1 and 10000, got 0"),
+    ("train.models.model_4.keep=first",
+     "config key 'train.models.model_4.keep' must be one of last, best, got 'first'"),
+    ("train.models.model_4.schedule=step",
+     "config key 'train.models.model_4.schedule' must be one of constant, cosine, got 'step'"),
+    ("train.models.model_4.batch_size=-1",
+     "config key 'train.models.model_4.batch_size' must be between 0 and 65536, got -1"),
+    ("train.models.model_4.batch_size=70000",
+     "config key 'train.models.model_4.batch_size' must be between 0 and 65536, got 70000"),
+    ("train.models.model_4.learning_rate=-0.1",
+     "config key 'train.models.model_4.learning_rate' must be between 0 and 10, got -0.1"),
     ("train.learning_rate=0", "config key 'train.learning_rate' must be in (0, 10], got 0.0"),
     ("train.learning_rate=.nan", "config key 'train.learning_rate' must be in (0, 10], got nan"),
     ("evaluate.target_accuracy=1.5", "config key 'evaluate.target_accuracy' must be between 0 and 1, got 1.5"),
@@ -139,6 +171,8 @@ def test_shipped_configs_are_within_range(conf, profile):
     ("train=[1]", "config key 'train' must be a mapping, got [1]"),
     ("train.models.model_1=5", "config key 'train.models.model_1' must be a mapping, got 5"),
     ("train.models.model_9={}", "config key 'train.models.model_9.epochs' is required"),
+    ("train.models.model_4.augment=maybe", "config key 'train.models.model_4.augment' must be bool, got 'maybe'"),
+    ("train.models.model_4.keep=1", "config key 'train.models.model_4.keep' must be one of last, best, got '1'"),
 ])
 def test_wrong_type_is_one_line_naming_the_key(override, message):
     with pytest.raises(PipelineError, match=f"^{re.escape(message)}$"):

@@ -18,12 +18,14 @@ from pipeline.layout import Layout
 from pipeline.scoring import confusion_and_loss
 
 
-def test_train_val_gap_is_taken_at_the_last_epoch():
+def test_train_val_gap_is_taken_at_the_kept_epoch():
     history = {"epochs": [{"epoch": 1, "loss": 0.5, "accuracy": 0.85, "val_loss": 0.4, "val_accuracy": 0.88},
                           {"epoch": 2, "loss": 0.10, "accuracy": 0.97, "val_loss": 0.16, "val_accuracy": 0.955}]}
     gap = train_val_gap(history)
     assert gap == {"accuracy": pytest.approx(0.015), "loss": pytest.approx(0.06), "epoch": 2}
     assert train_val_gap({"epochs": []}) == {"accuracy": None, "loss": None, "epoch": None}
+    best_first = {**history, "keep": "best", "kept_epoch": 1}    # the saved model holds epoch 1: its gap
+    assert train_val_gap(best_first) == {"accuracy": pytest.approx(-0.03), "loss": pytest.approx(-0.1), "epoch": 1}
 
 
 def test_spark_aggregation_gives_the_matrix_and_the_mean_cross_entropy(spark):
@@ -94,10 +96,11 @@ def test_evaluation_writes_figures_comparison_and_best_model(evaluated_run, smal
     comparison = json.loads(Path(files.comparison).read_text())
     row = comparison["models"][0]
     assert (row["model"], row["params"], row["epochs"], row["training_seconds"], row["peak_rss_mb_per_worker"],
-            row["final_val_accuracy"]) == ("model_1", 693962, 2, 5.5, 812.0, 0.9)
+            row["keep"], row["kept_epoch"], row["final_val_accuracy"]) == ("model_1", 693962, 2, 5.5, 812.0, "last", 2,
+                                                                           0.9)
     table = Path(files.comparison_table).read_text().splitlines()
     assert table[0].startswith("| Model | Parameters | Epochs | Training time (s) | Peak memory per worker (MB)")
-    assert table[2].startswith("| **model_1** | 693,962 | 2 | 5.5 | 812 | 0.9000 |")
+    assert table[2].startswith("| **model_1** | 693,962 | 2 | 5.5 | 812 | 2 | 0.9000 |")
 
 
 def test_a_second_run_is_skipped_and_the_gate_fails_above_the_achieved_accuracy(evaluated_run, spark):

@@ -72,7 +72,7 @@ def test_manifest_lists_every_stage_with_durations(quick_run):
     assert all(s["seconds"] >= 0 and not s["skipped"] for s in first["stages"])
     manifest = storage.read_json(layout.run_manifest)
     assert manifest["config"]["profile"] == "quick" and manifest["machine"]["cores"] >= 1
-    assert manifest["headline"]["best_model"] in ("model_1", "model_2", "model_3")
+    assert manifest["headline"]["best_model"] in ("model_1", "model_2", "model_3", "model_4")
     evaluation = next(s["details"] for s in first["stages"] if s["stage"] == "evaluate")
     assert all(m["test_accuracy"] > 0.8 for m in evaluation["models"].values()), evaluation["models"]
 
@@ -116,7 +116,7 @@ def test_one_mlflow_run_per_model_with_every_epoch_even_after_the_rerun(quick_ru
     cfg, layout, _, _ = quick_run
     store = mlflow_store(cfg)
     runs = training_runs(store)
-    assert sorted(r.data.tags[TAG_MODEL] for r in runs) == ["model_1", "model_2", "model_3"]
+    assert sorted(r.data.tags[TAG_MODEL] for r in runs) == ["model_1", "model_2", "model_3", "model_4"]
     parents = store.client.search_runs([store.experiment_id], f"tags.`{TAG_KIND}` = 'pipeline'")
     assert [p.info.run_name for p in parents] == [layout.run_id]
     for run in runs:
@@ -132,11 +132,11 @@ def test_one_mlflow_run_per_model_with_every_epoch_even_after_the_rerun(quick_ru
     assert [a.path for a in store.client.list_artifacts(parents[0].info.run_id)] == ["report.html"]
 
 
-def test_three_versions_the_best_is_challenger_and_the_first_champion(quick_run):
+def test_four_versions_the_best_is_challenger_and_the_first_champion(quick_run):
     cfg, layout, first, _ = quick_run
     client, name = mlflow_store(cfg).client, cfg.tracking.registered_model
     versions = {v.tags["model"]: str(v.version) for v in client.search_model_versions(f"name = '{name}'")}
-    assert sorted(versions) == ["model_1", "model_2", "model_3"]
+    assert sorted(versions) == ["model_1", "model_2", "model_3", "model_4"]
     best = first["headline"]["best_model"]
     assert str(client.get_model_version_by_alias(name, "challenger").version) == versions[best]
     assert str(client.get_model_version_by_alias(name, "champion").version) == versions[best]
@@ -187,5 +187,5 @@ def test_tracking_off_runs_as_before_and_writes_no_store(untracked_run):
 def test_rank_0_wrote_tensorboard_logs_for_every_model(quick_run):
     from pathlib import Path
     _, layout, _, _ = quick_run
-    for model in ("model_1", "model_2", "model_3"):
+    for model in ("model_1", "model_2", "model_3", "model_4"):
         assert list(Path(layout.tensorboard_dir(model)).glob("validation/events.out.tfevents.*")), model

@@ -95,7 +95,9 @@ def test_report_text_follows_the_run_outputs(make_config):
     assert "small 0.4600 to 0.4700 over its last 2 epochs, wide 0.4700 to 0.4900 over its last 3 epochs" in text
     assert "1 of 2 models reach the 90.00% business target" in text and "the best, small, reaches 95.00%" in text
     assert "Training ran with 2 Horovod worker(s)" in text
-    assert "| small | 7,850 | 2 | 4.0000 |" in text and "| wide | 7,850 | 4 | 8.0000 |" in text  # comparison
+    assert "| small | 7,850 | 2 | last epoch (2 of 2) | 4.0000 |" in text  # comparison
+    assert "| wide | 7,850 | 4 | last epoch (4 of 4) | 8.0000 |" in text
+    assert "small, wide saved their last epoch, as in the study." in text
     for study_number in ("Three", "three", "60,000", "10,000", "54,000", "6,000"):
         assert study_number not in text
 
@@ -111,3 +113,68 @@ def test_report_text_of_one_model_on_one_worker(make_config):
     assert "Adam, categorical cross-entropy; learning rate 0.002 for one worker." in text
     assert "over the last 3 epochs: only 0.4600 to 0.4800" in text
     assert "subset" not in text and "1 of 1 models reach" in text
+
+
+STUDY = {"model": "model_4", "profile": "full", "floor": 0.995, "started_at": "2026-11-26T05:39:09Z",
+         "variants": {
+             "recipe": {"seeds": [42, 43, 44], "test_accuracy": [0.9961, 0.9957, 0.9955], "mean": 0.9958,
+                        "std": 0.0003, "kept_epochs": [14, 15, 13], "epochs": 15, "augment": True,
+                        "schedule": "cosine", "keep": "best", "seconds_per_epoch": 12.1},
+             "no augmentation": {"seeds": [42], "test_accuracy": [0.9931], "mean": 0.9931, "std": 0.0,
+                                 "kept_epochs": [9], "epochs": 15, "augment": False, "schedule": "cosine",
+                                 "keep": "best", "seconds_per_epoch": 9.5}}}
+
+
+def recipe_run(study: dict):
+    """model_3 as in the study, then model_4 with its recipe (best epoch 2 of 3 kept), and a recipe study."""
+    out = small_run({"model_3": (3, 0.992), "model_4": (3, 0.996)}, {"train": 450, "validation": 50, "test": 120},
+                    subset_fraction=1.0)
+    out.histories["model_4"].update(keep="best", augment=True, schedule="cosine", kept_epoch=2)
+    out.histories["model_4"]["layers"] = [{"name": "c", "type": "Conv2D", "output_shape": [24, 24, 32], "params": 800},
+                                          {"name": "b", "type": "BatchNormalization", "output_shape": [24, 24, 32],
+                                           "params": 128}]
+    out.recipe_study = study
+    return out
+
+
+def test_report_tells_what_model_4_changed_and_what_each_lever_bought(make_config):
+    from pipeline.layout import Layout
+    from pipeline.report.stage import report_markdown
+    cfg = make_config()
+    text = report_markdown(recipe_run(STUDY), cfg, Layout.from_config(cfg, "run-z"))
+    assert ("Recipes: model_3: the study's recipe (no augmentation, constant learning rate after the warm-up, last "
+            "epoch kept); model_4: random shifts, rotations and zooms of the training images, cosine learning rate "
+            "after the warm-up, best validation epoch kept.") in text
+    assert "#### model_4: what changed from model_3, and what it bought" in text
+    assert "| convolutions | 0 | 1 |" in text and "| batch normalisation layers | 0 | 1 |" in text
+    assert "| test accuracy (this run) | 0.9920 | 0.9960 |" in text
+    assert ("| recipe | on | cosine | 3 | 0.9961, 0.9957, 0.9955 | 0.9958 | 0.0003 | best (14, 15, 13 of 15) | 12.1 |"
+            in text)
+    assert "| no augmentation | off | cosine | 1 | 0.9931 | 0.9931 | 0.0000 | best (9 of 15) | 9.5 |" in text
+    assert ("Recipe mean 99.58% over 3 seeds (floor 99.50%: met); bought by each lever: augmentation +0.27 points."
+            in text)
+    close = {**STUDY, "variants": {**STUDY["variants"], "no augmentation": {
+        **STUDY["variants"]["no augmentation"], "mean": 0.9961, "test_accuracy": [0.9961]}}}
+    text = report_markdown(recipe_run(close), cfg, Layout.from_config(cfg, "run-z"))
+    assert ("bought by each lever: augmentation -0.03 points (within twice the recipe's seed spread: not told apart "
+            "from seed noise).") in text
+    # the kept epoch everywhere: per-model table, comparison, limitations, conclusions
+    assert "| 7,850 | 3 | 2 | 16 | best validation epoch (2 of 3) | 0.5200 | 0.4700 |" in text
+    assert "| model_4 | 7,850 | 3 | best validation epoch (2 of 3) | 6.0000 | 900.0 | 0.4700 | 0.9960 |" in text
+    assert ("model_3 saved its last epoch, as in the study; model_4 (epoch 2 of 3) saved the epoch with the best "
+            "validation accuracy") in text
+    assert "| model_4 | best validation epoch (2 of 3) | 0.4700 | - (beyond the study) | - | 0.9960 | yes |" in text
+    assert ("model_4, beyond the study, scores 99.60% on the test set against 99.20% for the study's best model, "
+            "model_3 (study: 99.20% validation); over 3 seeds of the full profile (`make bench-model4`) its mean is "
+            "99.58% (sd 0.03 points).") in text
+    assert "Data augmentation (shifts, rotations)" not in text     # future work done
+
+
+def test_without_a_recipe_study_the_report_says_how_to_measure_one(make_config):
+    from pipeline.layout import Layout
+    from pipeline.report.stage import report_markdown
+    cfg = make_config()
+    text = report_markdown(recipe_run({}), cfg, Layout.from_config(cfg, "run-z"))
+    assert ("No seed or ablation measurement of model_4 was found (`report.recipe_study`); `make bench-model4` trains "
+            "it with three seeds and each lever switched off.") in text
+    assert "over 3 seeds" not in text and "bought by each lever" not in text

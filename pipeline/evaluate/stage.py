@@ -17,6 +17,7 @@ from pipeline.config import PipelineConfig
 from pipeline.errors import GateError, PipelineError
 from pipeline.evaluate import figures
 from pipeline.fingerprint import fingerprint_of
+from pipeline.kept_epoch import keep_rule, kept_record
 from pipeline.layout import EvaluationFiles, Layout
 from pipeline.locks import output_lock
 from pipeline.metrics import accuracy, confusion_matrix_csv, per_class_metrics
@@ -146,14 +147,15 @@ def most_confident_mistakes(scored: DataFrame, test_df: DataFrame, limit: int) -
 
 
 def train_val_gap(history: dict) -> dict:
-    """Training minus validation accuracy, and validation minus training loss, at the last completed epoch.
+    """Training minus validation accuracy, and validation minus training loss, at the kept epoch (the last, or
+    the best validation epoch when the model's recipe keeps that one).
 
     Both are positive when the model fits the training data better than unseen data: the study's overfitting
     check. None when the history has no epochs.
     """
     if not history.get("epochs"):
         return {"accuracy": None, "loss": None, "epoch": None}
-    last = history["epochs"][-1]
+    last = kept_record(history)
     return {"accuracy": float(last["accuracy"]) - float(last["val_accuracy"]),
             "loss": float(last["val_loss"]) - float(last["loss"]), "epoch": int(last["epoch"])}
 
@@ -161,14 +163,14 @@ def train_val_gap(history: dict) -> dict:
 def comparison_row(result: dict) -> dict:
     """One model's line of the comparison table: size, training cost, validation and test accuracy."""
     history, metrics = result["history"], result["metrics"]
-    epochs = history.get("epochs") or [{}]
     peaks = history.get("peak_rss_mb_per_worker") or []
     return {"model": metrics["model"], "params": history.get("params"),
             "epochs": history.get("epochs_completed", len(history.get("epochs") or [])),
             "epochs_planned": history.get("epochs_planned"), "num_workers": history.get("num_workers"),
             "training_seconds": history.get("total_seconds"),
             "peak_rss_mb_per_worker": max(peaks) if peaks else None,
-            "final_val_accuracy": epochs[-1].get("val_accuracy"),
+            "keep": keep_rule(history), "kept_epoch": kept_record(history).get("epoch"),
+            "final_val_accuracy": kept_record(history).get("val_accuracy"),  # of the kept epoch
             "test_accuracy": metrics["test_accuracy"], "test_loss": metrics["test_loss"],
             "train_val_accuracy_gap": metrics["train_val_gap"]["accuracy"],
             "training_complete": history.get("complete")}
@@ -193,7 +195,8 @@ def write_comparison(results: list[dict], layout: Layout, out: EvaluationFiles) 
 COLUMNS = [("model", "Model", "{}"), ("params", "Parameters", "{:,}"), ("epochs", "Epochs", "{}"),
            ("training_seconds", "Training time (s)", "{:.1f}"),
            ("peak_rss_mb_per_worker", "Peak memory per worker (MB)", "{:.0f}"),
-           ("final_val_accuracy", "Final val. accuracy", "{:.4f}"), ("test_accuracy", "Test accuracy", "{:.4f}"),
+           ("kept_epoch", "Kept epoch", "{}"),
+           ("final_val_accuracy", "Val. accuracy (kept epoch)", "{:.4f}"), ("test_accuracy", "Test accuracy", "{:.4f}"),
            ("test_loss", "Test loss", "{:.4f}"), ("train_val_accuracy_gap", "Train-val gap", "{:+.4f}")]
 
 

@@ -24,6 +24,7 @@ class RunOutputs:
     figures: dict[str, str] = field(default_factory=dict)   # figure key -> path
     tracking: dict = field(default_factory=dict)            # tracking.json: MLflow runs and registered versions
     promotion: dict = field(default_factory=dict)           # the registry's decision (evaluation folder)
+    recipe_study: dict = field(default_factory=dict)        # seeds and ablation of a recipe (benchmarks/model4.py)
 
 
 def load_run_outputs(cfg: PipelineConfig, layout: Layout) -> RunOutputs:
@@ -52,10 +53,11 @@ def load_run_outputs(cfg: PipelineConfig, layout: Layout) -> RunOutputs:
         figures={key: path for key, (path, _) in drawn.items()},
         tracking=_optional(layout.tracking_record) if cfg.tracking.enabled else {},
         promotion=_optional(evaluation.promotion) if cfg.tracking.enabled else {},
+        recipe_study=_optional(cfg.resolve(cfg.report.recipe_study)) if cfg.report.recipe_study else {},
     )
 
 
 def _optional(path: str) -> dict:
-    """A record written only with tracking on: empty when missing."""
+    """A record that may be absent (tracking off, no recipe study measured): empty when missing."""
     value = storage.read_json_if_valid(path)
     return value if isinstance(value, dict) else {}

@@ -4,7 +4,8 @@ Numbers only ever come from `RunOutputs`; the prose around them says what they m
 """
 from __future__ import annotations
 
-from pipeline.config import PipelineConfig
+from pipeline.config import ModelConfig, PipelineConfig
+from pipeline.kept_epoch import describe_kept, keep_rule, kept_record
 from pipeline.layout import Layout
 from pipeline.report.outputs import RunOutputs
 from pipeline.stages import STAGES
@@ -39,29 +40,100 @@ def models_section(out: RunOutputs, cfg: PipelineConfig) -> str:
     parts = ["## 3. Models",
              f"{counted(len(out.histories), 'CNN')} ({', '.join(out.histories)}), trained data-parallel with Horovod "
              "on Spark (each rank reading its own Petastorm shard of the curated Parquet), Adam, categorical "
-             f"cross-entropy; {learning_rates(out)}."]
-    for name, hist in out.histories.items():
-        last = hist["epochs"][-1]
+             f"cross-entropy; {learning_rates(out)}. {recipes_text(out)}"]
+    names = list(out.histories)
+    for index, (name, hist) in enumerate(out.histories.items()):
+        kept = kept_record(hist)
         gap = out.metrics[name].get("train_val_gap", {})
         layers = table(["layer", "type", "output shape", "parameters"],
                        [[la["name"], la["type"], "x".join(map(str, la.get("output_shape") or [])), la["params"]]
                         for la in hist["layers"]])
         peak = max(hist.get("peak_rss_mb_per_worker") or [0])
         parts += [f"### {name}", layers,
-                  table(["parameters", "epochs", "workers", "batch per worker", "final train accuracy",
-                         "final validation accuracy", "train - validation gap", "training time (s)",
+                  table(["parameters", "epochs", "workers", "batch per worker", "kept", "train accuracy",
+                         "validation accuracy", "train - validation gap", "training time (s)",
                          "peak memory per worker (MB)"],
                         [[hist["params"], hist["epochs_completed"], hist["num_workers"],
-                          hist["batch_size_per_worker"], last["accuracy"], last["val_accuracy"],
-                          gap.get("accuracy", last["accuracy"] - last["val_accuracy"]), hist["total_seconds"],
+                          hist["batch_size_per_worker"], describe_kept(hist), kept["accuracy"], kept["val_accuracy"],
+                          gap.get("accuracy", kept["accuracy"] - kept["val_accuracy"]), hist["total_seconds"],
                           round(peak, 1)]]),
                   table(["epoch", "train loss", "train accuracy", "validation loss", "validation accuracy",
                          "seconds"],
                         [[e["epoch"], e["loss"], e["accuracy"], e["val_loss"], e["val_accuracy"], e["seconds"]]
                          for e in hist["epochs"]]),
                   figure(f"{name}_curves", f"{name}: loss and accuracy per epoch, train vs validation")]
+        if has_recipe(hist) and index > 0:
+            parts += recipe_parts(out, name, names[index - 1])
     parts += ["### Comparison", comparison_table(out)]
     return "\n\n".join(parts)
+
+
+def has_recipe(hist: dict) -> bool:
+    """True when the model trained with more than the study's recipe (augmentation, a schedule, best epoch)."""
+    study = ModelConfig(epochs=1)
+    return bool(hist.get("augment")) or (hist.get("schedule") or study.schedule) != study.schedule \
+        or keep_rule(hist) != study.keep
+
+
+def recipes_text(out: RunOutputs) -> str:
+    """Which models trained with which recipe: the study's, or augmentation / schedule / best epoch."""
+    plain = [name for name, hist in out.histories.items() if not has_recipe(hist)]
+    texts = [f"{', '.join(plain)}: the study's recipe (no augmentation, constant learning rate after the warm-up, "
+             "last epoch kept)"] if plain else []
+    for name, hist in out.histories.items():
+        if has_recipe(hist):
+            texts.append(f"{name}: {recipe_of(hist)}")
+    return "Recipes: " + "; ".join(texts) + "."
+
+
+def recipe_of(hist: dict) -> str:
+    return ", ".join([
+        "random shifts, rotations and zooms of the training images" if hist.get("augment") else "no augmentation",
+        "cosine learning rate after the warm-up" if hist.get("schedule") == "cosine" else "constant learning rate",
+        "best validation epoch kept" if keep_rule(hist) == "best" else "last epoch kept"])
+
+
+def _model_facts(out: RunOutputs, name: str) -> list:
+    hist = out.histories[name]
+    types = [layer["type"] for layer in hist["layers"]]
+    return [hist["params"], types.count("Conv2D"), types.count("BatchNormalization"), hist["epochs_completed"],
+            hist["batch_size_per_worker"], f"{hist['learning_rate']:g}", recipe_of(hist),
+            out.metrics[name]["test_accuracy"]]
+
+
+def recipe_parts(out: RunOutputs, name: str, previous: str) -> list[str]:
+    """What changed from the model before it, side by side, and what each change bought: the seeds and the
+    ablation measured by benchmarks/model4.py when that file is there (never numbers typed here)."""
+    labels = ["parameters", "convolutions", "batch normalisation layers", "epochs", "batch per worker",
+              "learning rate (one worker)", "recipe", "test accuracy (this run)"]
+    columns = [_model_facts(out, model) for model in (previous, name)]
+    rows = [[label, *values] for label, *values in zip(labels, *columns, strict=True)]
+    parts = [f"#### {name}: what changed from {previous}, and what it bought", table(["", previous, name], rows)]
+    study = out.recipe_study
+    if study.get("model") != name or not study.get("variants"):
+        return parts + [f"No seed or ablation measurement of {name} was found (`report.recipe_study`); "
+                        "`make bench-model4` trains it with three seeds and each lever switched off."]
+    variants = study["variants"]
+    table_rows = [[variant, "on" if v["augment"] else "off", v["schedule"], len(v["seeds"]),
+                   ", ".join(f"{a:.4f}" for a in v["test_accuracy"]), v["mean"], v["std"],
+                   f"{v['keep']} ({', '.join(map(str, v['kept_epochs']))} of {v['epochs']})",
+                   f"{v['seconds_per_epoch']:.1f}"] for variant, v in variants.items()]
+    parts += [f"Measured by `make bench-model4` ({study.get('profile', '?')} profile, started "
+              f"{study.get('started_at', '?')}): test accuracy of {name} trained by this pipeline with each seed, and "
+              "with one lever switched off at a time (the difference from the recipe's mean is what that lever "
+              "bought).",
+              table(["variant", "augmentation", "schedule", "seeds", "test accuracy per seed", "mean", "spread (sd)",
+                     "kept epoch", "s/epoch"], table_rows)]
+    recipe = variants.get("recipe")
+    if recipe:
+        bought = [f"{variant.removeprefix('no ')} {100 * (recipe['mean'] - v['mean']):+.2f} points"
+                  + (" (within twice the recipe's seed spread: not told apart from seed noise)"
+                     if abs(recipe["mean"] - v["mean"]) < 2 * recipe["std"] else "")
+                  for variant, v in variants.items() if variant != "recipe"]
+        parts.append(f"Recipe mean {pct(recipe['mean'])} over {counted(len(recipe['seeds']), 'seed')} (floor "
+                     f"{pct(study.get('floor', 0))}: {'met' if recipe['mean'] >= study.get('floor', 0) else 'NOT met'})"
+                     + (f"; bought by each lever: {', '.join(bought)}." if bought else "."))
+    return parts
 
 
 def learning_rates(out: RunOutputs) -> str:
@@ -83,10 +155,10 @@ def comparison_table(out: RunOutputs) -> str:
     rows = []
     for name, hist in out.histories.items():
         m = out.metrics[name]
-        rows.append([name, hist["params"], hist["epochs_completed"], hist["total_seconds"],
-                     round(max(hist.get("peak_rss_mb_per_worker") or [0]), 1), hist["epochs"][-1]["val_accuracy"],
+        rows.append([name, hist["params"], hist["epochs_completed"], describe_kept(hist), hist["total_seconds"],
+                     round(max(hist.get("peak_rss_mb_per_worker") or [0]), 1), kept_record(hist)["val_accuracy"],
                      m["test_accuracy"]])
-    return table(["model", "parameters", "epochs", "training time (s)", "peak memory per worker (MB)",
+    return table(["model", "parameters", "epochs", "kept", "training time (s)", "peak memory per worker (MB)",
                   "validation accuracy", "test accuracy"], rows)
 
 
@@ -202,9 +274,9 @@ def limitations_section(out: RunOutputs) -> str:
             "- Each rank reads a Petastorm shard made of whole row groups, so ranks see slightly different numbers of "
             "rows; a fixed number of steps per epoch on every rank keeps them in lock-step, at the cost of some "
             "records being seen once more or once less per epoch.",
-            "- The saved model is the last epoch's, as in the study, not the best epoch's. Validation accuracy still "
-            f"moves between the last epochs ({_late_validation_spread(out)}), so another seed can land a few tenths "
-            "of a point either side of the figures below.",
+            f"- {_kept_rules(out)} Validation accuracy still moves between the last epochs "
+            f"({_late_validation_spread(out)}), so another seed can land a few tenths of a point either side of the "
+            "figures below.",
             "- Horovod's elastic mode is not used: if an executor dies mid-training the job fails, and a rerun "
             "resumes from the last completed epoch's checkpoint.",
             "- Predicting ordinary photos of digits relies on MNIST-style preprocessing (invert if light background, "
@@ -212,12 +284,25 @@ def limitations_section(out: RunOutputs) -> str:
         ]),
         "Future work:",
         "\n".join([
-            "- Data augmentation (shifts, rotations) and a learning-rate schedule for the deeper models.",
+            *([] if any(h.get("augment") for h in out.histories.values()) else
+              ["- Data augmentation (shifts, rotations) and a learning-rate schedule for the deeper models."]),
             "- Hyper-parameter search over Spark (one trial per executor) instead of the study's fixed settings.",
             "- Model export for serving (SavedModel / TF Lite) and drift monitoring of production inputs against "
             "the EDA baselines.",
         ]),
     ])
+
+
+def _kept_rules(out: RunOutputs) -> str:
+    """Which epoch each model saved: the study's rule (last) and any model keeping its best validation epoch."""
+    last = [n for n, h in out.histories.items() if keep_rule(h) == "last"]
+    best = [f"{n} (epoch {kept_record(h).get('epoch')} of {h['epochs_completed']})"
+            for n, h in out.histories.items() if keep_rule(h) == "best"]
+    own = "its" if len(last) == 1 else "their"
+    texts = [f"{', '.join(last)} saved {own} last epoch, as in the study"] if last else []
+    texts += [f"{', '.join(best)} saved the epoch with the best validation accuracy, chosen on the validation split "
+              "and so never on the test images"] if best else []
+    return "; ".join(texts) + "."
 
 
 def _late_validation_spread(out: RunOutputs, last: int = 3) -> str:
@@ -240,19 +325,41 @@ def conclusions_section(out: RunOutputs, cfg: PipelineConfig) -> str:
     target = cfg.evaluate.target_accuracy
     rows = []
     for name, hist in out.histories.items():
-        val = hist["epochs"][-1]["val_accuracy"]
+        val = kept_record(hist)["val_accuracy"]
         ref = cfg.report.reference_val_accuracy.get(name)
-        rows.append([name, val, ref if ref is not None else "-",
+        rows.append([name, describe_kept(hist), val, ref if ref is not None else "- (beyond the study)",
                      f"{100 * (val - ref):+.2f} points" if ref is not None else "-", out.metrics[name]["test_accuracy"],
                      "yes" if out.metrics[name]["test_accuracy"] >= target else "no"])
     met = sum(1 for m in out.metrics.values() if m["test_accuracy"] >= target)
     return "\n\n".join([
         "## 9. Conclusions",
-        table(["model", "validation accuracy", "original study", "difference", "test accuracy",
+        table(["model", "kept", "validation accuracy", "original study", "difference", "test accuracy",
                f"test >= {pct(target)}"], rows),
         f"{met} of {len(out.metrics)} models reach the {pct(target)} business target on unseen data; the best, "
         f"{out.best['model']}, reaches {pct(out.best['test_accuracy'])} test accuracy.",
+        *beyond_study(out, cfg),
     ])
+
+
+def beyond_study(out: RunOutputs, cfg: PipelineConfig) -> list[str]:
+    """The models the study had no figure for, against the study's best, with the seeds' mean when measured."""
+    studied = {n: v for n, v in cfg.report.reference_val_accuracy.items() if n in out.metrics}
+    new = [n for n in out.metrics if n not in cfg.report.reference_val_accuracy]
+    if not studied or not new:
+        return []
+    top = max(studied, key=lambda n: studied[n])
+    texts = []
+    for name in new:
+        text = (f"{name}, beyond the study, scores {pct(out.metrics[name]['test_accuracy'])} on the test set against "
+                f"{pct(out.metrics[top]['test_accuracy'])} for the study's best model, {top} (study: "
+                f"{pct(studied[top])} validation)")
+        recipe = out.recipe_study.get("variants", {}).get("recipe") if out.recipe_study.get("model") == name else None
+        if recipe:
+            text += (f"; over {counted(len(recipe['seeds']), 'seed')} of the {out.recipe_study.get('profile', '?')} "
+                     f"profile (`make bench-model4`) its mean is {pct(recipe['mean'])} (sd {100 * recipe['std']:.2f} "
+                     "points)")
+        texts.append(text + ".")
+    return texts
 
 
 def references_section() -> str:

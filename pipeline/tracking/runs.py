@@ -124,7 +124,7 @@ def training_params(cfg: PipelineConfig, layout: Layout, history: dict) -> dict:
     params = {key: history.get(key) for key in (
         "model", "epochs_planned", "epochs_completed", "batch_size_per_worker", "num_workers", "learning_rate",
         "learning_rate_scaled", "warmup_epochs", "steps_per_epoch", "train_rows", "validation_rows", "params",
-        "resumed_from_epoch")}
+        "resumed_from_epoch", "keep", "kept_epoch", "augment", "schedule")}
     params |= {"seed": cfg.train.seed, "training_fingerprint": history.get("fingerprint"),
                "data_fingerprint": _curated_fingerprint(layout), "git_commit": git_commit(),
                **{f"version.{name}": version for name, version in package_versions().items()}}

@@ -85,3 +85,24 @@ class EpochRecorder(keras.callbacks.Callback):
         log.info("%s epoch %d/%d: loss %.4f acc %.4f val_loss %.4f val_acc %.4f (%.1f s)", p.model,
                  epoch + 1, p.epochs, record["loss"], record["accuracy"], record["val_loss"],
                  record["val_accuracy"], record["seconds"])
+
+
+class KeepBest(keras.callbacks.Callback):
+    """Rank 0 only, for a model whose recipe keeps its best epoch: after each epoch whose averaged validation
+    accuracy beats every earlier one (ties keep the earlier epoch), publish its weights to `best_dir`. A resumed
+    run starts from the best saved under the same fingerprint, so the rule spans every invocation."""
+
+    def __init__(self, params: TrainParams, validation: ExactValidation):
+        super().__init__()
+        self.train_params = params
+        self.validation = validation
+        state = checkpoint.read_best_state(params.best_dir, params.fingerprint)
+        self.best = float(state["val_accuracy"]) if state else float("-inf")
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.validation.failure or logs is None:
+            return
+        if float(logs["val_accuracy"]) > self.best:
+            self.best = float(logs["val_accuracy"])
+            checkpoint.save_best(self.model, self.train_params.best_dir, epoch + 1, self.best,
+                                 self.train_params.fingerprint)

@@ -31,3 +31,25 @@ def restore(model, checkpoint_dir: str) -> None:
     model.optimizer.build(model.trainable_variables)
     status = tf.train.Checkpoint(model=model, optimizer=model.optimizer).read(CheckpointFiles(checkpoint_dir).weights)
     status.assert_existing_objects_matched()
+
+
+def save_best(model, best_dir: str, epoch: int, val_accuracy: float, fingerprint: str) -> None:
+    """The weights of a new best epoch (a model keeping its best epoch), published like the checkpoint."""
+    import tensorflow as tf
+    with storage.publishing(best_dir) as tmp_dir:
+        storage.makedirs(tmp_dir)
+        tmp = CheckpointFiles(tmp_dir)
+        tf.train.Checkpoint(model=model).write(tmp.weights)
+        storage.write_json(tmp.state, {"epoch": epoch, "val_accuracy": val_accuracy, "fingerprint": fingerprint})
+
+
+def read_best_state(best_dir: str, fingerprint: str) -> dict | None:
+    """{"epoch", "val_accuracy", "fingerprint"} of the best epoch saved under `fingerprint`, else None."""
+    state = storage.read_json_if_valid(CheckpointFiles(best_dir).state)
+    return state if state and state.get("fingerprint") == fingerprint else None
+
+
+def restore_best(model, best_dir: str) -> None:
+    """Load the best epoch's weights (trainable and moving statistics) into `model`, optimizer state aside."""
+    import tensorflow as tf
+    tf.train.Checkpoint(model=model).read(CheckpointFiles(best_dir).weights).assert_existing_objects_matched()

@@ -22,6 +22,7 @@ def skeleton(params: TrainParams, layers: list[dict], epochs_done: list[dict], p
         "batch_size_per_worker": params.batch_size,
         "learning_rate": params.learning_rate, "learning_rate_scaled": params.learning_rate * params.num_workers,
         "warmup_epochs": params.warmup_epochs, "steps_per_epoch": params.steps_per_epoch,
+        "keep": params.keep, "augment": params.augment, "schedule": params.schedule, "kept_epoch": None,
         "train_rows": params.train_rows, "validation_rows": params.validation_rows,
         "params": sum(layer["params"] for layer in layers), "layers": layers,
         "epochs": list(epochs_done),
@@ -49,6 +50,14 @@ def finalised(history: dict, run_seconds: float, rank_reports: list[dict]) -> di
     return {**history, "total_seconds": round(history["total_seconds"] + run_seconds, 3),
             "peak_rss_mb_per_worker": [r["peak_rss_mb"] for r in rank_reports], "workers": rank_reports,
             "complete": done}
+
+
+def with_kept_epoch(history: dict, best_epoch: int | None) -> dict:
+    """Record which epoch's weights model.keras holds: the best one's (saved by rank 0) when the rule is "best",
+    else the last completed."""
+    last = history["epochs"][-1]["epoch"] if history["epochs"] else None
+    kept = best_epoch if history.get("keep") == "best" and best_epoch is not None else last
+    return {**history, "kept_epoch": kept}
 
 
 def read(path: str) -> dict | None:

@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.config import PipelineConfig
+from pipeline.config import ModelConfig, PipelineConfig
 from pipeline.fingerprint import fingerprint_of
 from pipeline.layout import Layout
 
@@ -39,6 +39,10 @@ class TrainParams:
     reader_workers: int
     reader_queue_size: int
     fingerprint: str
+    keep: str = "last"           # the recipe of pipeline.config.ModelConfig
+    augment: bool = False
+    schedule: str = "constant"
+    best_dir: str = ""           # the best epoch's weights (keep == "best")
 
     @property
     def steps_per_epoch(self) -> int:
@@ -50,12 +54,30 @@ class TrainParams:
 
 
 def training_fingerprint(cfg: PipelineConfig, model: str, data_fingerprint: str, num_workers: int) -> str:
-    """Everything that shapes a model's weights; a checkpoint is resumed only under the same fingerprint."""
-    t = cfg.train
-    payload = {"model": model, "epochs": t.models[model].epochs, "batch_size": t.batch_size,
-               "learning_rate": t.learning_rate, "warmup_epochs": t.warmup_epochs, "seed": t.seed,
+    """Everything that shapes a model's weights; a checkpoint is resumed only under the same fingerprint.
+
+    The recipe enters only where it differs from the study's defaults, so that the study's models keep the
+    fingerprints (and the trained outputs) they had before per-model recipes existed."""
+    t, m = cfg.train, cfg.train.models[model]
+    payload = {"model": model, "epochs": m.epochs, "batch_size": batch_size_of(cfg, model),
+               "learning_rate": learning_rate_of(cfg, model), "warmup_epochs": t.warmup_epochs, "seed": t.seed,
                "num_workers": num_workers, "data": data_fingerprint}
-    return fingerprint_of(payload)
+    recipe = recipe_of(m)
+    return fingerprint_of({**payload, "recipe": recipe} if recipe else payload)
+
+
+def recipe_of(m: ModelConfig) -> dict[str, Any]:
+    """The recipe options set away from their defaults (batch size and learning rate are resolved apart)."""
+    default = ModelConfig(epochs=m.epochs)
+    return {key: getattr(m, key) for key in ("keep", "augment", "schedule") if getattr(m, key) != getattr(default, key)}
+
+
+def batch_size_of(cfg: PipelineConfig, model: str) -> int:
+    return cfg.train.models[model].batch_size or cfg.train.batch_size
+
+
+def learning_rate_of(cfg: PipelineConfig, model: str) -> float:
+    return cfg.train.models[model].learning_rate or cfg.train.learning_rate
 
 
 def dataset_url(path: str) -> str:
@@ -66,16 +88,17 @@ def dataset_url(path: str) -> str:
 def build_params(cfg: PipelineConfig, layout: Layout, model: str, counts: dict[str, int], ranks: tuple[int, int],
                  initial_epoch: int, fingerprint: str) -> TrainParams:
     """`ranks`: (Horovod ranks, TF threads each) as the stage resolved them from config and Spark."""
-    t = cfg.train
+    t, m = cfg.train, cfg.train.models[model]
     num_workers, tf_threads = ranks
-    epochs = t.models[model].epochs
+    epochs = m.epochs
     end_epoch = min(epochs, initial_epoch + t.stop_after_epochs) if t.stop_after_epochs > 0 else epochs
     return TrainParams(
         model=model, run_id=layout.run_id, model_path=layout.model_file(model), history_path=layout.history(model),
         checkpoint_dir=layout.checkpoint_dir(model), tensorboard_dir=layout.tensorboard_dir(model),
         train_url=dataset_url(layout.curated("train")), validation_url=dataset_url(layout.curated("validation")),
         train_rows=int(counts["train"]), validation_rows=int(counts["validation"]), num_workers=num_workers,
-        epochs=epochs, initial_epoch=initial_epoch, end_epoch=end_epoch, batch_size=t.batch_size,
-        learning_rate=t.learning_rate, warmup_epochs=t.warmup_epochs, seed=t.seed,
+        epochs=epochs, initial_epoch=initial_epoch, end_epoch=end_epoch, batch_size=batch_size_of(cfg, model),
+        learning_rate=learning_rate_of(cfg, model), warmup_epochs=t.warmup_epochs, seed=t.seed,
         tf_threads=tf_threads, reader_workers=t.reader_workers,
-        reader_queue_size=t.reader_queue_size, fingerprint=fingerprint)
+        reader_queue_size=t.reader_queue_size, fingerprint=fingerprint, keep=m.keep, augment=m.augment,
+        schedule=m.schedule, best_dir=layout.best_checkpoint_dir(model))

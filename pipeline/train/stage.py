@@ -14,6 +14,7 @@ from pyspark.sql import SparkSession
 from pipeline import storage
 from pipeline.config import PipelineConfig
 from pipeline.errors import PipelineError
+from pipeline.kept_epoch import kept_record
 from pipeline.layout import Layout
 from pipeline.locks import output_lock
 from pipeline.result import StageResult
@@ -127,11 +128,14 @@ def train_model(spark: SparkSession, cfg: PipelineConfig, layout: Layout, name: 
         params = build_params(cfg, layout, name, manifest["counts"], ranks, len(epochs_done), fingerprint)
         storage.write_json(params.history_path, history.skeleton(params, describe(name), epochs_done, previous))
         results, seconds = launch(spark, params, cfg.train.start_timeout)
-        final = history.finalised(history.read(params.history_path), seconds, results)
+        best = checkpoint.read_best_state(params.best_dir, fingerprint) if params.keep == "best" else None
+        final = history.with_kept_epoch(history.finalised(history.read(params.history_path), seconds, results),
+                                        best["epoch"] if best else None)
         storage.write_json(params.history_path, final)
         history.plot_curves(final, layout.curves(name))
-        log.info("%s: %d/%d epochs, val_accuracy %.4f, %.1f s on %d worker(s)%s", name, final["epochs_completed"],
-                 final["epochs_planned"], final["epochs"][-1]["val_accuracy"], seconds, num_workers,
+        log.info("%s: %d/%d epochs, kept epoch %s (%s), val_accuracy %.4f, %.1f s on %d worker(s)%s", name,
+                 final["epochs_completed"], final["epochs_planned"], final["kept_epoch"], final["keep"],
+                 kept_record(final)["val_accuracy"], seconds, num_workers,
                  "" if final["complete"] else " (stopped early: rerun to resume)")
         return model_summary(final, skipped=False)
 
@@ -192,7 +196,7 @@ def launch(spark: SparkSession, params: TrainParams, start_timeout: int) -> tupl
 
 
 def model_summary(hist: dict, skipped: bool) -> dict:
-    last = hist["epochs"][-1] if hist.get("epochs") else {}
-    return {"val_accuracy": last.get("val_accuracy"), "epochs": hist.get("epochs_completed", 0),
+    kept = kept_record(hist)
+    return {"val_accuracy": kept.get("val_accuracy"), "epochs": hist.get("epochs_completed", 0),
             "seconds": hist.get("total_seconds"), "params": hist.get("params"), "skipped": skipped,
             "complete": hist.get("complete", False)}

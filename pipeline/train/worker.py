@@ -19,7 +19,7 @@ def train_worker(params_dict: dict) -> dict:
     _quiet_tensorflow()
     import horovod.tensorflow.keras as hvd
 
-    from pipeline.train.inputs import RowCounter, open_shard, training_dataset, validation_dataset
+    from pipeline.train.inputs import RowCounter, open_shard, validation_dataset
     from pipeline.train.params import TrainParams
 
     params = TrainParams(**params_dict)
@@ -35,7 +35,7 @@ def train_worker(params_dict: dict) -> dict:
     started = time.perf_counter()
     with open_shard(params.train_url, params, hvd.rank(), hvd.size(), repeat=True) as train_reader, \
             open_shard(params.validation_url, params, hvd.rank(), hvd.size(), repeat=False) as val_reader:
-        model.fit(training_dataset(train_reader, params.batch_size), steps_per_epoch=params.steps_per_epoch,
+        model.fit(training_data(train_reader, params, hvd.rank()), steps_per_epoch=params.steps_per_epoch,
                   validation_data=validation_dataset(val_reader, params.batch_size, counter),
                   initial_epoch=params.initial_epoch, epochs=params.end_epoch,
                   callbacks=callbacks, verbose=0)
@@ -43,6 +43,15 @@ def train_worker(params_dict: dict) -> dict:
     if hvd.rank() == 0 and params.end_epoch == params.epochs and failure is None:
         save_final_model(model, params, hvd.size())
     return {**rank_report(hvd, model, time.perf_counter() - started, counter.rows), "failure": failure}
+
+
+def training_data(reader, params, rank: int):
+    """This rank's training batches, augmented on the fly when the recipe says so (seeded per rank, so the ranks
+    transform different images differently and a rerun replays the same transformations)."""
+    from pipeline.train.inputs import training_dataset
+    from pipeline.train.recipe import augmented
+    batches = training_dataset(reader, params.batch_size)
+    return augmented(batches, params.seed + rank) if params.augment else batches
 
 
 def compiled_model(params, size: int):
@@ -63,12 +72,13 @@ def compiled_model(params, size: int):
 
 def worker_callbacks(params, counter) -> list:
     """Order matters: weights broadcast from rank 0, moving statistics averaged before validation, validation
-    checked and weighted before the metric average, then the warm-up; only rank 0 records (checkpoint, history,
-    log, TensorBoard), last, so that it records what every rank agrees on."""
+    checked and weighted before the metric average, then the warm-up and the schedule that takes over after it;
+    only rank 0 records (best epoch, checkpoint, history, log, TensorBoard), last, so that it records what every
+    rank agrees on."""
     import horovod.tensorflow.keras as hvd
 
     from pipeline.train import history
-    from pipeline.train.callbacks import AverageMovingStatistics, EpochRecorder, ExactValidation
+    from pipeline.train.callbacks import AverageMovingStatistics, EpochRecorder, ExactValidation, KeepBest
     validation = ExactValidation(counter, params.validation_rows)
     callbacks = [AverageMovingStatistics(), validation, hvd.callbacks.MetricAverageCallback()]
     if hvd.size() > 1:
@@ -77,7 +87,13 @@ def worker_callbacks(params, counter) -> list:
                      hvd.callbacks.LearningRateWarmupCallback(
                          initial_lr=params.learning_rate * hvd.size(), warmup_epochs=params.warmup_epochs,
                          steps_per_epoch=params.steps_per_epoch, verbose=0)]
+    if params.schedule == "cosine":
+        from pipeline.train.recipe import cosine_schedule_callback
+        callbacks.append(cosine_schedule_callback(params.learning_rate * hvd.size(), params.warmup_epochs,
+                                                  params.epochs, params.steps_per_epoch))
     if hvd.rank() == 0:
+        if params.keep == "best":
+            callbacks.append(KeepBest(params, validation))
         callbacks += [EpochRecorder(params, history.read(params.history_path), validation),
                       tensorboard_callback(params.tensorboard_dir)]
     return callbacks
@@ -92,14 +108,19 @@ def tensorboard_callback(log_dir: str):
 
 
 def save_final_model(model, params, size: int) -> None:
-    """model.keras without Horovod: the same weights in a fresh model compiled with plain Adam, so evaluation
-    and prediction load it with keras.models.load_model alone."""
+    """model.keras without Horovod: the kept epoch's weights (the last, or the best one's when the recipe keeps
+    its best) in a fresh model compiled with plain Adam, so evaluation and prediction load it with
+    keras.models.load_model alone; no augmentation and no schedule in it."""
     from tensorflow import keras
 
     from pipeline import storage
+    from pipeline.train import checkpoint
     from pipeline.train.models import build_model
     final = build_model(params.model)
-    final.set_weights(model.get_weights())
+    if params.keep == "best":
+        checkpoint.restore_best(final, params.best_dir)
+    else:
+        final.set_weights(model.get_weights())
     final.compile(optimizer=keras.optimizers.Adam(learning_rate=params.learning_rate * size),
                   loss="categorical_crossentropy", metrics=["accuracy"])
     with tempfile.TemporaryDirectory() as tmp:  # Keras saves to a local file; storage copies it anywhere
