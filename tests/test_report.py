@@ -151,13 +151,14 @@ def test_report_tells_what_model_4_changed_and_what_each_lever_bought(make_confi
     assert ("| recipe | on | cosine | 3 | 0.9961, 0.9957, 0.9955 | 0.9958 | 0.0003 | best (14, 15, 13 of 15) | 12.1 |"
             in text)
     assert "| no augmentation | off | cosine | 1 | 0.9931 | 0.9931 | 0.0000 | best (9 of 15) | 9.5 |" in text
-    assert ("Recipe mean 99.58% over 3 seeds (floor 99.50%: met); bought by each lever: augmentation +0.27 points."
+    assert ("Recipe mean 99.58% over 3 seeds (floor 99.50%: met); each variant against it: no augmentation -0.27 "
+            "points."
             in text)
     close = {**STUDY, "variants": {**STUDY["variants"], "no augmentation": {
         **STUDY["variants"]["no augmentation"], "mean": 0.9961, "test_accuracy": [0.9961]}}}
     text = report_markdown(recipe_run(close), cfg, Layout.from_config(cfg, "run-z"))
-    assert ("bought by each lever: augmentation -0.03 points (within twice the recipe's seed spread: not told apart "
-            "from seed noise).") in text
+    assert ("each variant against it: no augmentation +0.03 points (within twice the recipe's seed spread: not told "
+            "apart from seed noise).") in text
     # the kept epoch everywhere: per-model table, comparison, limitations, conclusions
     assert "| 7,850 | 3 | 2 | 16 | best validation epoch (2 of 3) | 0.5200 | 0.4700 |" in text
     assert "| model_4 | 7,850 | 3 | best validation epoch (2 of 3) | 6.0000 | 900.0 | 0.4700 | 0.9960 |" in text

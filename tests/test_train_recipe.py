@@ -48,7 +48,7 @@ def test_without_warm_up_the_schedule_starts_at_the_first_step():
 def test_the_recipe_enters_the_fingerprint_and_the_study_models_keep_theirs():
     cfg = load_config(LOCAL)
     base = training_fingerprint(cfg, "model_4", "data", 2)
-    for override in ("augment=false", "schedule=constant", "keep=last", "batch_size=64", "learning_rate=0.001"):
+    for override in ("augment=true", "schedule=constant", "keep=last", "batch_size=64", "learning_rate=0.001"):
         changed = load_config(LOCAL, overrides=[f"train.models.model_4.{override}"])
         assert training_fingerprint(changed, "model_4", "data", 2) != base, override
     from pipeline.fingerprint import fingerprint_of

@@ -126,13 +126,13 @@ def recipe_parts(out: RunOutputs, name: str, previous: str) -> list[str]:
                      "kept epoch", "s/epoch"], table_rows)]
     recipe = variants.get("recipe")
     if recipe:
-        bought = [f"{variant.removeprefix('no ')} {100 * (recipe['mean'] - v['mean']):+.2f} points"
-                  + (" (within twice the recipe's seed spread: not told apart from seed noise)"
-                     if abs(recipe["mean"] - v["mean"]) < 2 * recipe["std"] else "")
-                  for variant, v in variants.items() if variant != "recipe"]
+        against = [f"{variant} {100 * (v['mean'] - recipe['mean']):+.2f} points"
+                   + (" (within twice the recipe's seed spread: not told apart from seed noise)"
+                      if abs(recipe["mean"] - v["mean"]) < 2 * recipe["std"] else "")
+                   for variant, v in variants.items() if variant != "recipe"]
         parts.append(f"Recipe mean {pct(recipe['mean'])} over {counted(len(recipe['seeds']), 'seed')} (floor "
                      f"{pct(study.get('floor', 0))}: {'met' if recipe['mean'] >= study.get('floor', 0) else 'NOT met'})"
-                     + (f"; bought by each lever: {', '.join(bought)}." if bought else "."))
+                     + (f"; each variant against it: {', '.join(against)}." if against else "."))
     return parts
 
 
