@@ -120,8 +120,8 @@ def recipe_parts(out: RunOutputs, name: str, previous: str) -> list[str]:
                    f"{v['seconds_per_epoch']:.1f}"] for variant, v in variants.items()]
     parts += [f"Measured by `make bench-model4` ({study.get('profile', '?')} profile, started "
               f"{study.get('started_at', '?')}): test accuracy of {name} trained by this pipeline with each seed, and "
-              "with one lever switched off at a time (the difference from the recipe's mean is what that lever "
-              "bought).",
+              "with one lever switched at a time (the difference from the recipe's mean is what switching it "
+              "changed).",
               table(["variant", "augmentation", "schedule", "seeds", "test accuracy per seed", "mean", "spread (sd)",
                      "kept epoch", "s/epoch"], table_rows)]
     recipe = variants.get("recipe")
