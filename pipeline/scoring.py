@@ -39,25 +39,20 @@ def set_arrow_batch_rows(spark: SparkSession, rows: int) -> None:
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(int(rows)))
 
 
-def score_images(df: DataFrame, model_path: str, batch_size: int, tf_threads: int = 1,
-                 invalid_as_null: bool = False) -> DataFrame:
+def score_images(df: DataFrame, model_path: str, batch_size: int, tf_threads: int = 1) -> DataFrame:
     """`df` with an `image` column (IMAGE_PIXELS floats in [0, 1]) -> its other columns plus `prediction` and
-    `probabilities`. A row whose image is not such an array fails the task, or with `invalid_as_null` gets null
-    prediction and probabilities, for the caller to look for while it reads the results anyway (one pass over
-    the input instead of a check pass and a scoring pass)."""
+    `probabilities`."""
     keep = [field for field in df.schema.fields if field.name != "image"]
     keep_names = [field.name for field in keep]
-    fields = PREDICTION_FIELDS if not invalid_as_null else [
-        StructField(f.name, f.dataType, nullable=True) for f in PREDICTION_FIELDS]
 
     def score_partition(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        return score_batches(batches, model_path, batch_size, tf_threads, keep_names, invalid_as_null)
+        return score_batches(batches, model_path, batch_size, tf_threads, keep_names)
 
-    return df.mapInPandas(score_partition, StructType(keep + fields))
+    return df.mapInPandas(score_partition, StructType(keep + PREDICTION_FIELDS))
 
 
 def score_batches(batches: Iterator[pd.DataFrame], model_path: str, batch_size: int, tf_threads: int,
-                  keep_names: list[str], invalid_as_null: bool = False) -> Iterator[pd.DataFrame]:
+                  keep_names: list[str]) -> Iterator[pd.DataFrame]:
     """Worker side: one partition's Arrow batches scored `batch_size` rows per model call, the model taken from
     this process's cache (loaded on the first batch that needs it, not before: an empty partition loads none)."""
     model = None
@@ -66,31 +61,11 @@ def score_batches(batches: Iterator[pd.DataFrame], model_path: str, batch_size: 
             model = load_model_cached(model_path, tf_threads)
         for start in range(0, len(batch), batch_size):
             chunk = batch.iloc[start:start + batch_size]
+            probabilities = predict_probabilities(model, chunk["image"])
             out = chunk[keep_names].reset_index(drop=True)
-            if invalid_as_null:
-                out["prediction"], out["probabilities"] = _score_valid_rows(model, chunk["image"])
-            else:
-                probabilities = predict_probabilities(model, chunk["image"])
-                out["prediction"] = probabilities.argmax(axis=1).astype(np.int32)
-                out["probabilities"] = list(probabilities)
+            out["prediction"] = probabilities.argmax(axis=1).astype(np.int32)
+            out["probabilities"] = list(probabilities)
             yield out
-
-
-def _score_valid_rows(model, images: pd.Series) -> tuple[pd.Series, pd.Series]:
-    """(prediction, probabilities) of each image, None for one that is not IMAGE_PIXELS values in [0, 1]."""
-    arrays = images.to_numpy()
-    sized = np.fromiter((a is not None and len(a) == IMAGE_PIXELS for a in arrays), dtype=bool, count=len(arrays))
-    x = np.stack(arrays[sized]) if sized.any() else np.zeros((0, IMAGE_PIXELS), dtype=np.float32)
-    valid = np.flatnonzero(sized)[((x >= 0) & (x <= 1)).all(axis=1)]
-    if len(valid) == 0:
-        return pd.Series([None] * len(arrays), dtype=object), pd.Series([None] * len(arrays), dtype=object)
-    scores = _predict_array(model, x if len(valid) == len(x) else np.stack(arrays[valid]))
-    if len(valid) == len(arrays):   # the usual case: every row scored
-        return pd.Series(scores.argmax(axis=1).astype(np.int32)), pd.Series(list(scores))
-    predictions, probabilities = [None] * len(arrays), [None] * len(arrays)
-    for i, row_scores in zip(valid, scores, strict=True):
-        predictions[i], probabilities[i] = int(row_scores.argmax()), row_scores
-    return pd.Series(predictions, dtype=object), pd.Series(probabilities, dtype=object)
 
 
 def score_image_files(files: DataFrame, model_path: str, batch_size: int, tf_threads: int,

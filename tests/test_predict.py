@@ -202,13 +202,24 @@ def test_every_unreadable_image_is_listed_whether_the_job_fails_or_skips_it(spar
     assert not failed_list.exists()  # the failed attempt's list went with its failure
 
 
-def test_parquet_with_wrong_image_size_is_named(spark, make_config, small_mnist_model, tmp_path):
+def test_parquet_with_wrong_image_size_or_values_is_named_and_nothing_published(spark, make_config,
+                                                                               small_mnist_model, tmp_path):
+    cfg = make_config()
     path = str(tmp_path / "wrong.parquet")
     spark.createDataFrame([("r0", [0.5] * 100, 3)], CURATED_SCHEMA).coalesce(1).write.parquet(path)
-    cfg = make_config()
-    with pytest.raises(PipelineError, match=r"wrong\.parquet/part-[^ ]+\.parquet: image arrays must hold 784 values "
-                                            r"\(28x28x1\), found 100 in record r0 \(1 bad row\)"):
-        run_prediction(spark, cfg, Layout.from_config(cfg, "run"), input_path=path, model=small_mnist_model["trained"])
+    with pytest.raises(PipelineError, match=r"^[^\n]*wrong\.parquet/part-[^ ]+\.parquet: image arrays must hold 784 "
+                                            r"values \(28x28x1\), found 100 in record r0 \(1 bad row\)$"):
+        run_prediction(spark, cfg, Layout.from_config(cfg, "run"), input_path=path, model=small_mnist_model["trained"],
+                       output=str(tmp_path / "out"))
+    path = str(tmp_path / "raw.parquet")
+    rows = [("r0", [0.5] * 784, 3), ("r1", [255.0] * 784, 4), ("r2", [-1.0] * 784, 5)]
+    spark.createDataFrame(rows, CURATED_SCHEMA).coalesce(1).write.parquet(path)
+    with pytest.raises(PipelineError, match=r"^[^\n]*raw\.parquet/part-[^ ]+\.parquet: image values must lie in "
+                                            r"\[0, 1\] \(the curated, normalised schema\) in record r[12] "
+                                            r"\(2 bad rows\)$"):
+        run_prediction(spark, cfg, Layout.from_config(cfg, "run"), input_path=path, model=small_mnist_model["trained"],
+                       output=str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
 
 
 def test_a_model_that_cannot_be_found_is_named(spark, make_config, small_curated_test_set, tmp_path):

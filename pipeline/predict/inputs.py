@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import pyspark.sql.functions as F
@@ -63,30 +62,27 @@ class LoadedInput:
     notes: dict                      # for the manifest
     files: DataFrame | None = None   # image files: (path, source) of each one to read, decode and score
     refused: DataFrame | None = None  # image files refused while listing: (path, reason)
-    # Parquet: raises the one-line error naming the first row scoring could not use (the rows are checked while
-    # they are scored, not in a pass of their own).
-    explain_invalid: Callable[[], None] | None = None
 
 
 def load_input(spark: SparkSession, cfg: PipelineConfig, layout: Layout, source: PredictionInput) -> LoadedInput:
     """The input as a DataFrame of images, and for image files, the ones that cannot be scored."""
     if source.kind in ("curated", "parquet"):
         storage.require_stage_output(source.path, "prepare", otherwise="pass --input")
-        images = read_curated_parquet(spark, source.path)
-        return LoadedInput(images, {}, explain_invalid=lambda: check_image_arrays(images, source.path))
+        return LoadedInput(read_curated_parquet(spark, source.path), {})
     if source.kind == "images":
         return list_image_files(spark, source.path)
     return LoadedInput(read_raw_records(spark, cfg, layout, source.path), {})
 
 
 def read_curated_parquet(spark: SparkSession, path: str) -> DataFrame:
-    """Parquet of the curated schema: an `image` column (its arrays are checked while scored, check_image_arrays
-    names a bad one)."""
+    """Parquet of the curated schema, checked in a pass of its own before any scoring: an `image` array of
+    IMAGE_PIXELS values in [0, 1] in every row."""
     df = spark.read.parquet(path)
     if "image" not in df.columns:
         raise PipelineError(f"{path}: no 'image' column (expected the curated schema: record_id, image, label)")
     if "record_id" not in df.columns:
         df = df.withColumn("record_id", F.concat_ws(":", F.input_file_name(), F.monotonically_increasing_id()))
+    check_image_arrays(df, path)
     return df.select("record_id", "image", *(["label"] if "label" in df.columns else []))
 
 

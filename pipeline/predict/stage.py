@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
 
 import pyspark.sql.functions as F
 from pyspark.sql import DataFrame, SparkSession
@@ -19,7 +18,6 @@ from pyspark.sql.types import FloatType, StringType
 
 from pipeline import storage
 from pipeline.config import PipelineConfig
-from pipeline.errors import PipelineError
 from pipeline.layout import Layout, PredictionFiles
 from pipeline.locks import output_lock
 from pipeline.metrics import accuracy, confusion_matrix_csv, confusion_matrix_from_counts
@@ -32,7 +30,6 @@ from pipeline.schema import NUM_CLASSES
 from pipeline.scoring import confidence, score_image_files, score_images, set_arrow_batch_rows
 
 log = logging.getLogger(__name__)
-UNSCORED = -1   # the prediction of a row scoring could not use: never published
 
 
 def run_prediction(spark: SparkSession, cfg: PipelineConfig, layout: Layout, input_path: str | None = None,
@@ -68,9 +65,8 @@ def score_and_publish(spark: SparkSession, cfg: PipelineConfig, layout: Layout, 
     """Screen unreadable files, score, and publish predictions, metrics and manifest; returns the manifest."""
     set_arrow_batch_rows(spark, cfg.predict.batch_size)
     if loaded.files is None:
-        scored = score_images(loaded.images, model.path, cfg.predict.batch_size, cfg.predict.tf_threads,
-                              invalid_as_null=loaded.explain_invalid is not None)
-        return publish(spark, layout, scored, loaded.notes, None, source, model, out, loaded.explain_invalid)
+        scored = score_images(loaded.images, model.path, cfg.predict.batch_size, cfg.predict.tf_threads)
+        return publish(spark, layout, scored, loaded.notes, None, source, model, out)
     # Image files are read, decoded and scored in one pass, held in memory (ten probabilities a file) while the
     # unreadable ones are screened, then written: no file is read or scored twice.
     scored_files = score_image_files(loaded.files, model.path, cfg.predict.batch_size, cfg.predict.tf_threads,
@@ -78,7 +74,7 @@ def score_and_publish(spark: SparkSession, cfg: PipelineConfig, layout: Layout, 
     try:
         unreadable = (scored_files.filter(F.col("error").isNotNull()).select("path", F.col("error").alias("reason"))
                       .unionByName(loaded.refused))
-        scored = scored_files.filter(F.col("error").isNull()).drop("error")
+        scored = readable_files(scored_files)
         notes = {**loaded.notes, **screen_unreadable(unreadable, scored, cfg, source.path, out)}
         return publish(spark, layout, scored, notes, unreadable, source, model, out)
     finally:
@@ -86,17 +82,15 @@ def score_and_publish(spark: SparkSession, cfg: PipelineConfig, layout: Layout, 
 
 
 def publish(spark: SparkSession, layout: Layout, scored: DataFrame, notes: dict, unreadable: DataFrame | None,
-            source: PredictionInput, model: ModelChoice, out: PredictionFiles,
-            explain_invalid: Callable[[], None] | None = None) -> dict:
-    """Write the predictions, their summary, the unreadable list and the manifest in one move; rows left
-    unscored (null prediction) fail it through `explain_invalid`, and nothing is published."""
+            source: PredictionInput, model: ModelChoice, out: PredictionFiles) -> dict:
+    """Write the predictions, their summary, the unreadable list and the manifest in one move."""
     labelled = "label" in scored.columns
     predictions = with_prediction_columns(scored, source.id_column, labelled, model, layout.run_id)
     with storage.publishing(out.root) as tmp_dir:
         tmp = PredictionFiles(tmp_dir)
         predictions.write.parquet(tmp.predictions)
         # Aggregates come from the written Parquet, so the model scores every row exactly once.
-        summary = summarise(spark.read.parquet(tmp.predictions), tmp, labelled, NUM_CLASSES, explain_invalid)
+        summary = summarise(spark.read.parquet(tmp.predictions), tmp, labelled, NUM_CLASSES)
         if notes.get("unreadable_count"):
             write_list(unreadable, tmp.unreadable_list)
         summary.update(model=model.name, model_path=model.path, model_version=model.version, input=source.path,
@@ -114,6 +108,16 @@ def screen_unreadable(unreadable: DataFrame, readable: DataFrame, cfg: PipelineC
     return {"unreadable_count": count, "unreadable_list": out.unreadable_list if count else None}
 
 
+def readable_files(scored_files: DataFrame) -> DataFrame:
+    """The image files that were read and scored, prediction and probabilities required columns as the output
+    contract has them. Every readable file has both (score_file_batches) but Spark cannot infer that from a filter:
+    coalesce declares them non-null, and its fallback is never taken."""
+    never_taken = F.array_repeat(F.lit(0.0).cast(FloatType()), NUM_CLASSES)
+    return scored_files.filter(F.col("error").isNull()).select(
+        "path", F.coalesce("prediction", F.lit(-1)).alias("prediction"),
+        F.coalesce("probabilities", never_taken).alias("probabilities"))
+
+
 def output_folder(layout: Layout, input_name: str, output: str | None) -> str:
     if output is None:
         return layout.prediction_dir(input_name)
@@ -123,29 +127,20 @@ def output_folder(layout: Layout, input_name: str, output: str | None) -> str:
 def with_prediction_columns(scored: DataFrame, id_column: str, labelled: bool, model: ModelChoice,
                             run_id: str) -> DataFrame:
     """The output contract's columns, in order: id, [label], prediction, confidence, probabilities, model, run,
-    model version (a string, null when the model is not from the registry: the same schema either way).
-    Prediction and probabilities are never null in the contract: a row scoring could not use is written as
-    UNSCORED (and ten zeros) to the temporary output, which summarise() then refuses to publish."""
-    zeros = F.array_repeat(F.lit(0.0).cast(FloatType()), NUM_CLASSES)
-    return scored.select(id_column, *(["label"] if labelled else []),
-                         F.coalesce("prediction", F.lit(UNSCORED)).alias("prediction"),
-                         confidence().alias("confidence"),
-                         F.coalesce("probabilities", zeros).alias("probabilities"),
+    model version (a string, null when the model is not from the registry: the same schema either way)."""
+    return scored.select(id_column, *(["label"] if labelled else []), "prediction",
+                         confidence().alias("confidence"), "probabilities",
                          F.lit(model.name).alias("model"), F.lit(run_id).alias("run_id"),
                          F.lit(model.version).cast(StringType()).alias("model_version"))
 
 
-def summarise(predictions: DataFrame, out: PredictionFiles, labelled: bool, num_classes: int,
-              explain_invalid: Callable[[], None] | None = None) -> dict:
-    """Counts per predicted class; with labels, accuracy (metrics.json) and the confusion matrix (CSV). Rows
-    UNSCORED (input rows scoring could not use) call `explain_invalid`, which raises."""
+def summarise(predictions: DataFrame, out: PredictionFiles, labelled: bool, num_classes: int) -> dict:
+    """Counts per predicted class; with labels, accuracy (metrics.json) and the confusion matrix (CSV)."""
     if not labelled:
         by_class = predictions.groupBy("prediction").count().collect()
-        _require_all_scored(by_class, explain_invalid)
         return {"count": int(sum(r["count"] for r in by_class)),
                 "predicted_counts": {int(r["prediction"]): int(r["count"]) for r in by_class}}
     cells = predictions.groupBy("label", "prediction").count().collect()
-    _require_all_scored(cells, explain_invalid)
     matrix = confusion_matrix_from_counts(((r["label"], r["prediction"], r["count"]) for r in cells), num_classes)
     metrics = {"count": int(matrix.sum()), "accuracy": accuracy(matrix),
                "predicted_counts": {k: int(v) for k, v in enumerate(matrix.sum(axis=0)) if v}}
@@ -153,14 +148,6 @@ def summarise(predictions: DataFrame, out: PredictionFiles, labelled: bool, num_
     storage.write_text(out.confusion_matrix, confusion_matrix_csv(matrix))
     log.info("accuracy on the labelled input: %.4f", metrics["accuracy"])
     return metrics
-
-
-def _require_all_scored(counts: list, explain_invalid: Callable[[], None] | None) -> None:
-    unscored = sum(r["count"] for r in counts if r["prediction"] == UNSCORED)
-    if unscored and explain_invalid is not None:
-        explain_invalid()
-    if unscored:
-        raise PipelineError(f"{unscored} input row(s) could not be scored")
 
 
 def prediction_table(predictions: DataFrame, folder: str, max_rows: int, total: int) -> str:
