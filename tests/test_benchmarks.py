@@ -188,6 +188,6 @@ def test_model4_plans_the_seeds_then_one_lever_switched_at_a_time():
     parse = model4.args_parser().parse_args
     assert model4.planned_runs(parse([])) == [("recipe", 42), ("recipe", 43), ("recipe", 44)]
     assert model4.planned_runs(parse(["--seeds", "1", "--ablation"])) == [
-        ("recipe", 42), ("with augmentation", 42), ("no schedule", 42)]
+        ("recipe", 42), ("no augmentation", 42), ("no schedule", 42)]
     assert model4.planned_runs(parse(["--only", "ablation", "--ablation-seeds", "2"])) == [
-        ("with augmentation", 42), ("with augmentation", 43), ("no schedule", 42), ("no schedule", 43)]
+        ("no augmentation", 42), ("no augmentation", 43), ("no schedule", 42), ("no schedule", 43)]

@@ -16,7 +16,7 @@ LOCAL = REPO_ROOT / "conf" / "local.yaml"
 def test_local_config_has_the_seed_epochs():
     cfg = load_config(LOCAL)
     assert {name: m.epochs for name, m in cfg.train.models.items()} == {"model_1": 5, "model_2": 10, "model_3": 12,
-                                                                       "model_4": 15}
+                                                                       "model_4": 25}
     assert cfg.spark.master == "local[*]"
     assert cfg.evaluate.target_accuracy == 0.90
 
@@ -52,17 +52,17 @@ def test_model_4_has_its_own_recipe_and_the_study_models_keep_theirs():
         models = load_config(LOCAL, profile=profile).train.models
         m4 = models["model_4"]
         assert (m4.keep, m4.augment, m4.schedule, m4.batch_size, m4.learning_rate) == \
-            ("best", False, "cosine", 128, 0.002)
+            ("best", True, "cosine", 128, 0.002)
         assert {(m.keep, m.augment, m.schedule, m.batch_size, m.learning_rate)
                 for name, m in models.items() if name != "model_4"} == {("last", False, "constant", 0, 0.0)}
 
 
 def test_recipe_keys_override_by_model():
-    cfg = load_config(LOCAL, overrides=["train.models.model_4.augment=true", "train.models.model_4.schedule=constant",
+    cfg = load_config(LOCAL, overrides=["train.models.model_4.augment=false", "train.models.model_4.schedule=constant",
                                         "train.models.model_3.keep=best", "train.models.model_3.batch_size=128",
                                         "train.models.model_3.learning_rate=0.002"])
     m3, m4 = cfg.train.models["model_3"], cfg.train.models["model_4"]
-    assert (m4.augment, m4.schedule, m3.keep, m3.batch_size, m3.learning_rate) == (True, "constant", "best", 128,
+    assert (m4.augment, m4.schedule, m3.keep, m3.batch_size, m3.learning_rate) == (False, "constant", "best", 128,
                                                                                    0.002)
 
 
