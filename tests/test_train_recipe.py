@@ -48,7 +48,11 @@ def test_without_warm_up_the_schedule_starts_at_the_first_step():
 def test_the_recipe_enters_the_fingerprint_and_the_study_models_keep_theirs():
     cfg = load_config(LOCAL)
     base = training_fingerprint(cfg, "model_4", "data", 2)
-    for override in ("augment=true", "schedule=constant", "keep=last", "batch_size=64", "learning_rate=0.001"):
+    m4 = cfg.train.models["model_4"]   # each key switched away from the configured recipe, whatever that is
+    other = {"augment": str(not m4.augment).lower(), "schedule": "constant" if m4.schedule == "cosine" else "cosine",
+             "keep": "last" if m4.keep == "best" else "best", "batch_size": m4.batch_size // 2 or 64,
+             "learning_rate": m4.learning_rate / 2 or 0.001}
+    for override in (f"{key}={value}" for key, value in other.items()):
         changed = load_config(LOCAL, overrides=[f"train.models.model_4.{override}"])
         assert training_fingerprint(changed, "model_4", "data", 2) != base, override
     from pipeline.fingerprint import fingerprint_of
