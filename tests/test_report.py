@@ -159,6 +159,13 @@ def test_report_tells_what_model_4_changed_and_what_each_lever_bought(make_confi
     text = report_markdown(recipe_run(close), cfg, Layout.from_config(cfg, "run-z"))
     assert ("each variant against it: no augmentation +0.03 points (within twice the recipe's seed spread: not told "
             "apart from seed noise).") in text
+    unstable = {**STUDY, "variants": {**STUDY["variants"], "no augmentation": {
+        **STUDY["variants"]["no augmentation"], "seeds": [42, 43, 44], "test_accuracy": [0.9959, 0.9961, 0.9941],
+        "mean": 0.9954, "std": 0.0011, "min": 0.9941}}}
+    text_unstable = report_markdown(recipe_run(unstable), cfg, Layout.from_config(cfg, "run-z"))
+    assert ("each variant against it: no augmentation -0.04 points (within twice the recipe's seed spread: not told "
+            "apart from seed noise), with a seed spread of 0.11 points against the recipe's 0.03 (worst seed "
+            "99.41%).") in text_unstable
     # the kept epoch everywhere: per-model table, comparison, limitations, conclusions
     assert "| 7,850 | 3 | 2 | 16 | best validation epoch (2 of 3) | 0.5200 | 0.4700 |" in text
     assert "| model_4 | 7,850 | 3 | best validation epoch (2 of 3) | 6.0000 | 900.0 | 0.4700 | 0.9960 |" in text

@@ -93,6 +93,14 @@ def recipe_of(hist: dict) -> str:
         "best validation epoch kept" if keep_rule(hist) == "best" else "last epoch kept"])
 
 
+def _spread_against(variant: dict, recipe: dict) -> str:
+    """A variant's seed spread when it is more than twice the recipe's: a lever can buy stability, not the mean."""
+    if len(variant["seeds"]) < 2 or len(recipe["seeds"]) < 2 or variant["std"] <= 2 * recipe["std"]:
+        return ""
+    return (f", with a seed spread of {100 * variant['std']:.2f} points against the recipe's "
+            f"{100 * recipe['std']:.2f} (worst seed {pct(variant['min'])})")
+
+
 def _model_facts(out: RunOutputs, name: str) -> list:
     hist = out.histories[name]
     types = [layer["type"] for layer in hist["layers"]]
@@ -129,6 +137,7 @@ def recipe_parts(out: RunOutputs, name: str, previous: str) -> list[str]:
         against = [f"{variant} {100 * (v['mean'] - recipe['mean']):+.2f} points"
                    + (" (within twice the recipe's seed spread: not told apart from seed noise)"
                       if abs(recipe["mean"] - v["mean"]) < 2 * recipe["std"] else "")
+                   + _spread_against(v, recipe)
                    for variant, v in variants.items() if variant != "recipe"]
         parts.append(f"Recipe mean {pct(recipe['mean'])} over {counted(len(recipe['seeds']), 'seed')} (floor "
                      f"{pct(study.get('floor', 0))}: {'met' if recipe['mean'] >= study.get('floor', 0) else 'NOT met'})"
