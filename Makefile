@@ -78,8 +78,13 @@ run: $(STAMP)
 schedule-demo: $(STAMP) $(AIRFLOW_STAMP) dist
 	$(PY) scripts/schedule_demo.py $(ARGS)
 
+# The whole suite (what CI runs): about 10 minutes on a quiet 2-core machine once both venvs exist.
 test: $(STAMP) $(AIRFLOW_STAMP)
 	$(PY) -m pytest tests $(ARGS)
+
+# The inner loop: no end-to-end run, no cluster, no Airflow, no venv pack (markers in pyproject.toml); a few minutes.
+test-fast: $(STAMP)
+	$(PY) -m pytest tests -m "not slow and not cluster and not airflow and not pack" $(ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check pipeline jobs tests benchmarks scripts dags

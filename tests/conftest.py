@@ -14,6 +14,13 @@ for _mlflow_env in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
     os.environ.pop(_mlflow_env, None)
 
 
+def pytest_collection_modifyitems(items):
+    """A test that asks for the Spark session is marked `spark`, however it reaches it."""
+    for item in items:
+        if "spark" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.spark)
+
+
 @pytest.fixture(scope="session")
 def spark(tmp_path_factory):
     from pipeline.config import SparkConfig
@@ -107,6 +114,13 @@ def small_curated_test_set(spark, small_mnist_model, tmp_path_factory):
             enumerate(zip(small_mnist_model["images"], small_mnist_model["labels"], strict=True))]
     spark.createDataFrame(rows, CURATED_SCHEMA).repartition(4).write.parquet(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_world(tmp_path_factory):
+    """The tiny world's input folder (tests/tiny_world.py): 3,000 + 1,000 real MNIST images as IDX files."""
+    from tiny_world import write_tiny_world
+    return write_tiny_world(tmp_path_factory.mktemp("tiny-world"))
 
 
 @pytest.fixture(scope="session")

@@ -2,8 +2,10 @@
 spark-submit exactly as the README says, with the cluster always brought down, also when a test fails.
 
 No test waits a fixed time: each waits for an event (a file, a log line, a process, the driver's REST status) up
-to a bound, and fails naming the event that did not come. Tests that only read share one module cluster; a test
-that kills a worker or stops the cluster gets one of its own, so every test runs alone or in any order.
+to a bound, and fails naming the event that did not come. The jobs run the test profile on the tiny world
+(tests/tiny_world.py) with one model. The tests share one module cluster, which the last of them stops (`down`
+with an executor on each worker); the test that kills a worker gets a cluster of its own. Every test also runs
+alone.
 
 Which executor ran each task is read from the driver's Spark event log, one log folder per submitted job.
 """
@@ -26,16 +28,18 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+from tiny_world import PROFILE, TEST_IMAGES, TRAIN_IMAGES
 
 from pipeline.config import REPO_ROOT, load_config
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.cluster, pytest.mark.horovod]
 
 PYTHON = str(REPO_ROOT / ".venv" / "bin" / "python")
 SPARK_SUBMIT = str(REPO_ROOT / ".venv" / "bin" / "spark-submit")
 CLUSTER_SCRIPT = str(REPO_ROOT / "scripts" / "cluster.py")
 REPORT_SECTIONS = 10
-QUICK = load_config(REPO_ROOT / "conf" / "cluster-local.yaml", "quick")
+ONE_MODEL = "train.models={model_1: {epochs: 2}}"    # one Horovod run proves the cluster's ranks
+QUICK = load_config(REPO_ROOT / "conf" / "cluster-local.yaml", PROFILE, [ONE_MODEL])
 RESUME_EPOCHS = 3
 
 # A driver that waits for an executor on every worker, runs Python tasks on both (each executor starts its Python
@@ -94,9 +98,9 @@ def _is_free(port: int) -> bool:
 class Cluster:
     """A cluster started by scripts/cluster.py on free ports, its state under `root`."""
 
-    def __init__(self, root: Path, **env: str):
+    def __init__(self, root: Path, tiny_world: Path | None = None, **env: str):
         master, master_ui, worker_ui, _ = free_ports(4)
-        self.root = root
+        self.root, self.tiny_world = root, tiny_world
         self.master_url = f"spark://127.0.0.1:{master}"
         self.env = {**os.environ, "CLUSTER_DIR": str(root / "cluster"), "CLUSTER_MASTER_PORT": str(master),
                     "CLUSTER_MASTER_UI_PORT": str(master_ui), "CLUSTER_WORKER_UI_PORT": str(worker_ui),
@@ -129,10 +133,10 @@ class Cluster:
         return proc
 
     def pipeline_args(self, out: Path) -> list[str]:
-        """The quick profile on this cluster, every output under `out`."""
-        return ["--conf", "conf/cluster-local.yaml", "--profile", "quick", "--set", f"spark.master={self.master_url}",
-                "--set", f"paths.data={out / 'data'}", "--set", f"paths.runs={out / 'runs'}",
-                "--set", f"paths.mlflow={out / 'mlflow'}"]
+        """The test profile on the tiny world, one model, on this cluster, every output under `out`."""
+        return ["--conf", "conf/cluster-local.yaml", "--profile", PROFILE, "--set", f"spark.master={self.master_url}",
+                "--set", f"paths.input={self.tiny_world}", "--set", f"paths.data={out / 'data'}",
+                "--set", f"paths.runs={out / 'runs'}", "--set", f"paths.mlflow={out / 'mlflow'}", "--set", ONE_MODEL]
 
     def events(self, log_name: str) -> Path:
         path = self.root / "events" / Path(log_name).stem
@@ -141,10 +145,10 @@ class Cluster:
 
 
 @contextlib.contextmanager
-def running_cluster(root: Path):
+def running_cluster(root: Path, tiny_world: Path):
     """A cluster that is up inside the block and down after it, whatever happened (even when `up` failed
     half-way)."""
-    cluster = Cluster(root)
+    cluster = Cluster(root, tiny_world)
     try:
         started = cluster.script("up")
         assert started.returncode == 0, f"cluster.py up failed: {started.stderr}"
@@ -154,16 +158,17 @@ def running_cluster(root: Path):
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory, dist):
-    """The module's shared cluster: its tests may kill an executor, never a worker or a daemon."""
-    with running_cluster(tmp_path_factory.mktemp("cluster")) as cluster:
+def cluster(tmp_path_factory, dist, tiny_world):
+    """The module's shared cluster: its tests may kill an executor, never a worker or a daemon; the module's last
+    test stops it (and `down` after that finds nothing to stop)."""
+    with running_cluster(tmp_path_factory.mktemp("cluster"), tiny_world) as cluster:
         yield cluster
 
 
 @pytest.fixture
-def own_cluster(tmp_path, dist):
-    """A cluster for one test that kills a worker or stops the cluster."""
-    with running_cluster(tmp_path) as cluster:
+def own_cluster(tmp_path, dist, tiny_world):
+    """A cluster for the test that kills a worker."""
+    with running_cluster(tmp_path, tiny_world) as cluster:
         yield cluster
 
 
@@ -457,8 +462,9 @@ def quick_run(cluster):
 def test_quick_pipeline_on_cluster_writes_every_output(quick_run):
     out, _ = quick_run
     curated = json.loads(next((out / "data").glob("ingest-*/curated-*/manifest.json")).read_text())
-    # The quick profile keeps a stratified 10% of every split of MNIST's 54,000 / 6,000 / 10,000 images.
-    assert curated["counts"] == {"train": 5400, "validation": 600, "test": 1000}
+    # The test profile keeps 300 of the tiny world's 3,000 training images for validation.
+    assert curated["counts"] == {"train": TRAIN_IMAGES - QUICK.prepare.validation_size,
+                                 "validation": QUICK.prepare.validation_size, "test": TEST_IMAGES}
     for split in ("train", "validation", "test"):
         assert sum(curated["label_counts"][split].values()) == curated["counts"][split]
     run = out / "runs" / "cluster-quick"
@@ -514,6 +520,26 @@ def test_horovod_rank_lost_fails_fast_then_rerun_resumes_from_checkpoint(cluster
     assert [e["epoch"] for e in history["epochs"]] == list(range(1, RESUME_EPOCHS + 1))
 
 
+def test_cluster_down_stops_exactly_the_recorded_processes(cluster, quick_run, job_cleanup):
+    """With an application holding an executor on each worker: `down` stops the daemons, the executors and
+    their Python workers go with their workers, and a second `down` finds nothing. It stops the shared cluster:
+    the last test that uses it (it asks for quick_run so that, run alone, it still comes after the run)."""
+    holder_script = cluster.root / "hold_executors.py"
+    holder_script.write_text(HOLD_EXECUTORS)
+    holder = cluster.start(holder_script, log_name="hold.log")
+    job_cleanup(holder)
+    wait_for(lambda: "holding" in read_log(holder), "Python tasks on both executors", job=holder, timeout=180)
+    executors = executor_on_every_worker(cluster)
+    assert executors and all(descendants(e.pid) for e in executors), "an executor without Python workers"
+    pids = cluster.processes
+    stopped = cluster.script("down")
+    assert stopped.stdout.strip() == "cluster down: stopped master, worker-1, worker-2", stopped.stderr
+    assert not [pid for pid in [*pids.values(), *(e.pid for e in executors)] if is_alive(pid)]
+    # The executors' Python workers (a process group of their own) leave when their executor's pipe closes.
+    wait_for(lambda: not cluster_processes(cluster), "exit of the executors' Python workers", timeout=60)
+    assert cluster.script("down").stdout.strip() == "cluster down: nothing was running"
+
+
 # --- tests with a cluster of their own -------------------------------------------------------------------------
 
 def test_worker_lost_mid_ingest_retries_on_the_other_and_output_equals_clean_run(own_cluster, quick_run,
@@ -542,28 +568,9 @@ def test_worker_lost_mid_ingest_retries_on_the_other_and_output_equals_clean_run
     clean_root, = (out / "data").glob("ingest-*")
     killed_root = kill_out / "data" / clean_root.name
     clean, killed = (pq.read_table(root / "raw").sort_by("record_id") for root in (clean_root, killed_root))
-    assert killed.num_rows == clean.num_rows == 70_000
+    assert killed.num_rows == clean.num_rows == TRAIN_IMAGES + TEST_IMAGES
     assert killed.equals(clean)
     assert read_json(killed_root / "validation_report.json") == read_json(clean_root / "validation_report.json")
-
-
-def test_cluster_down_stops_exactly_the_recorded_processes(own_cluster, job_cleanup):
-    """With an application holding an executor on each worker: `down` stops the daemons, the executors and
-    their Python workers go with their workers, and a second `down` finds nothing."""
-    holder_script = own_cluster.root / "hold_executors.py"
-    holder_script.write_text(HOLD_EXECUTORS)
-    holder = own_cluster.start(holder_script, log_name="hold.log")
-    job_cleanup(holder)
-    wait_for(lambda: "holding" in read_log(holder), "Python tasks on both executors", job=holder, timeout=180)
-    executors = executor_on_every_worker(own_cluster)
-    assert executors and all(descendants(e.pid) for e in executors), "an executor without Python workers"
-    pids = own_cluster.processes
-    stopped = own_cluster.script("down")
-    assert stopped.stdout.strip() == "cluster down: stopped master, worker-1, worker-2", stopped.stderr
-    assert not [pid for pid in [*pids.values(), *(e.pid for e in executors)] if is_alive(pid)]
-    # The executors' Python workers (a process group of their own) leave when their executor's pipe closes.
-    wait_for(lambda: not cluster_processes(own_cluster), "exit of the executors' Python workers", timeout=60)
-    assert own_cluster.script("down").stdout.strip() == "cluster down: nothing was running"
 
 
 def test_cluster_up_that_times_out_fails_in_one_line_and_cleans_up(tmp_path):

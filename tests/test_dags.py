@@ -13,6 +13,8 @@ AIRFLOW_BIN = REPO_ROOT / ".venv-airflow" / "bin"
 DAGS = REPO_ROOT / "dags"
 DAILY, RETRAINING = "mnist_daily_scoring", "mnist_retraining"
 
+pytestmark = pytest.mark.airflow
+
 
 def airflow_env(home) -> dict:
     """An Airflow of its own for one test: SQLite metadata under `home`, our dags/ folder, no examples."""

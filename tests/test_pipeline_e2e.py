@@ -1,64 +1,78 @@
-"""The main job end to end: the quick profile on the bundled MNIST, then a rerun that skips completed stages; with
-tracking on, what MLflow holds after both, a smaller run whose best model is worse than the champion, and a run with
-tracking off."""
+"""The main job end to end: the test profile on the tiny world (model_1 and model_4 on two Horovod ranks), then a
+rerun that skips completed stages; with tracking on, what MLflow holds after both, a smaller run whose best model is
+worse than the champion, and a run with tracking off. The first run's training is also this suite's one proof of
+what two ranks share (batch normalisation's moving statistics) and of where their services listen (sampled while it
+trains)."""
+import os
 import re
 import sys
 
+import numpy as np
 import pytest
+from listening import ListeningSockets, is_loopback, listening_sockets
+from tiny_world import PROFILE, tiny_overrides
 
 from pipeline import storage
 from pipeline.layout import Layout
 from pipeline.run import run_pipeline
 from pipeline.stages import STAGE_NAMES as STAGES
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.spark, pytest.mark.horovod]
 
 REPORT_SECTIONS = ["1. Data collection", "2. Exploratory data analysis", "3. Models", "4. Prediction",
                    "5. Tracking and registry", "6. Pipeline structure", "7. Libraries and versions",
                    "8. Known limitations and future work", "9. Conclusions", "10. References and acknowledgements"]
+BN_MODEL = "model_4"   # the test profile's model with batch normalisation
 
 
 @pytest.fixture(scope="module")
-def quick_run(spark, tmp_path_factory):
+def quick_run(spark, tiny_world, tmp_path_factory):
     from pipeline.config import load_config
     root = tmp_path_factory.mktemp("e2e")
-    cfg = load_config(None, "quick", [f"paths.data={root / 'data'}", f"paths.runs={root / 'runs'}",
-                                      f"paths.mlflow={root / 'mlflow'}", "spark.master=local[2]",
-                                      "train.num_workers=2"])
+    cfg = load_config(None, PROFILE, tiny_overrides(root, tiny_world, "spark.master=local[2]", "train.num_workers=2"))
     layout = Layout.from_config(cfg)
-    first = run_pipeline(spark, cfg, layout)
+    before = {(address, port) for _, address, port in listening_sockets()}
+    watch = ListeningSockets()
+    watch.start()
+    try:
+        first = run_pipeline(spark, cfg, layout)
+    finally:
+        watch.stopped.set()
+        watch.join()
+    listening = {"before": before, "seen": watch.seen, "after": listening_sockets()}
     second = run_pipeline(spark, cfg, layout)
-    return cfg, layout, first, second
+    return cfg, layout, first, second, listening
 
 
-# One model for one epoch (about a minute): its best is worse than the quick run's, on the same data.
-SMALL_RUN = ["train.models={model_1: {epochs: 1}}", "evaluate.target_accuracy=0.5"]
+# One model for one epoch at a tenth of the rate: its best is worse than the quick run's, on the same data.
+SMALL_RUN = ["train.models={model_1: {epochs: 1, learning_rate: 0.0001}}", "evaluate.target_accuracy=0.5"]
 
 
 @pytest.fixture(scope="module")
-def worse_run(spark, quick_run):
+def worse_run(spark, tiny_world, quick_run):
     """After the quick run, in the same store: a run whose best model is worse than the champion."""
     import dataclasses
 
     from pipeline.config import load_config
-    cfg, _, _, _ = quick_run
-    small = load_config(None, "quick", [f"paths.data={cfg.paths.data}", f"paths.runs={cfg.paths.runs}",
-                                        f"paths.mlflow={cfg.paths.mlflow}", "spark.master=local[2]",
-                                        "train.num_workers=2", *SMALL_RUN])
+    cfg = quick_run[0]
+    small = load_config(None, PROFILE, [f"paths.input={tiny_world}", f"paths.data={cfg.paths.data}",
+                                        f"paths.runs={cfg.paths.runs}", f"paths.mlflow={cfg.paths.mlflow}",
+                                        "spark.master=local[2]", "train.num_workers=2", *SMALL_RUN])
     assert dataclasses.replace(small, train=cfg.train, evaluate=cfg.evaluate) == cfg
     layout = Layout.from_config(small)
     return small, layout, run_pipeline(spark, small, layout)
 
 
 @pytest.fixture(scope="module")
-def untracked_run(spark, quick_run):
+def untracked_run(spark, tiny_world, quick_run):
     """The same small run with tracking off, where importing MLflow would fail."""
     from pipeline.config import load_config
-    cfg, layout, _, _ = quick_run
+    cfg, layout = quick_run[:2]
     root = layout.run_root.rsplit("/", 2)[0]
-    off = load_config(None, "quick", [f"paths.data={cfg.paths.data}", f"paths.runs={root}/runs-off",
-                                      f"paths.mlflow={root}/mlflow-off", "spark.master=local[2]",
-                                      "train.num_workers=2", "tracking.enabled=false", *SMALL_RUN])
+    off = load_config(None, PROFILE, [f"paths.input={tiny_world}", f"paths.data={cfg.paths.data}",
+                                      f"paths.runs={root}/runs-off", f"paths.mlflow={root}/mlflow-off",
+                                      "spark.master=local[2]", "train.num_workers=2", "tracking.enabled=false",
+                                      *SMALL_RUN])
     layout = Layout.from_config(off)
     with pytest.MonkeyPatch.context() as patch:
         patch.setitem(sys.modules, "mlflow", None)  # `import mlflow` raises ImportError from here on
@@ -67,18 +81,19 @@ def untracked_run(spark, quick_run):
 
 
 def test_manifest_lists_every_stage_with_durations(quick_run):
-    _, layout, first, _ = quick_run
+    _, layout, first = quick_run[:3]
     assert [s["stage"] for s in first["stages"]] == list(STAGES)
     assert all(s["seconds"] >= 0 and not s["skipped"] for s in first["stages"])
     manifest = storage.read_json(layout.run_manifest)
-    assert manifest["config"]["profile"] == "quick" and manifest["machine"]["cores"] >= 1
-    assert manifest["headline"]["best_model"] in ("model_1", "model_2", "model_3", "model_4")
+    assert manifest["config"]["profile"] == PROFILE and manifest["machine"]["cores"] >= 1
+    assert manifest["headline"]["best_model"] in quick_run[0].train.models
     evaluation = next(s["details"] for s in first["stages"] if s["stage"] == "evaluate")
+    assert sorted(evaluation["models"]) == sorted(quick_run[0].train.models)
     assert all(m["test_accuracy"] > 0.8 for m in evaluation["models"].values()), evaluation["models"]
 
 
 def test_report_has_every_section_and_no_empty_one(quick_run):
-    _, layout, _, _ = quick_run
+    layout = quick_run[1]
     report = storage.read_text(layout.report_md)
     headings = re.findall(r"^## (.+)$", report, flags=re.M)
     assert headings == REPORT_SECTIONS
@@ -94,7 +109,7 @@ def test_report_has_every_section_and_no_empty_one(quick_run):
 
 
 def test_rerun_skips_completed_stages(quick_run):
-    _, _, first, second = quick_run
+    first, second = quick_run[2:4]
     skipped = {s["stage"] for s in second["stages"] if s["skipped"]}
     assert {"ingest", "prepare", "eda", "train", "evaluate"} <= skipped
     assert second["headline"]["target_met"] is first["headline"]["target_met"] is True
@@ -113,10 +128,10 @@ def training_runs(store) -> list:
 
 def test_one_mlflow_run_per_model_with_every_epoch_even_after_the_rerun(quick_run):
     from pipeline.tracking.runs import PARENT_TAG, TAG_KIND, TAG_MODEL
-    cfg, layout, _, _ = quick_run
+    cfg, layout = quick_run[:2]
     store = mlflow_store(cfg)
     runs = training_runs(store)
-    assert sorted(r.data.tags[TAG_MODEL] for r in runs) == ["model_1", "model_2", "model_3", "model_4"]
+    assert sorted(r.data.tags[TAG_MODEL] for r in runs) == sorted(cfg.train.models)
     parents = store.client.search_runs([store.experiment_id], f"tags.`{TAG_KIND}` = 'pipeline'")
     assert [p.info.run_name for p in parents] == [layout.run_id]
     for run in runs:
@@ -132,11 +147,11 @@ def test_one_mlflow_run_per_model_with_every_epoch_even_after_the_rerun(quick_ru
     assert [a.path for a in store.client.list_artifacts(parents[0].info.run_id)] == ["report.html"]
 
 
-def test_four_versions_the_best_is_challenger_and_the_first_champion(quick_run):
-    cfg, layout, first, _ = quick_run
+def test_a_version_per_model_the_best_is_challenger_and_the_first_champion(quick_run):
+    cfg, layout, first = quick_run[:3]
     client, name = mlflow_store(cfg).client, cfg.tracking.registered_model
     versions = {v.tags["model"]: str(v.version) for v in client.search_model_versions(f"name = '{name}'")}
-    assert sorted(versions) == ["model_1", "model_2", "model_3", "model_4"]
+    assert sorted(versions) == sorted(cfg.train.models)
     best = first["headline"]["best_model"]
     assert str(client.get_model_version_by_alias(name, "challenger").version) == versions[best]
     assert str(client.get_model_version_by_alias(name, "champion").version) == versions[best]
@@ -152,7 +167,7 @@ def test_four_versions_the_best_is_challenger_and_the_first_champion(quick_run):
 
 
 def test_a_worse_run_scores_the_champion_on_its_test_set_and_keeps_it(quick_run, worse_run):
-    cfg, _, first, _ = quick_run
+    cfg, first = quick_run[0], quick_run[2]
     small, layout, _ = worse_run
     client, name = mlflow_store(cfg).client, cfg.tracking.registered_model
     decision = storage.read_json(layout.evaluation_files.promotion)
@@ -168,7 +183,7 @@ def test_a_worse_run_scores_the_champion_on_its_test_set_and_keeps_it(quick_run,
 
 def test_predict_by_alias_after_the_runs(spark, quick_run, worse_run, tmp_path):
     from pipeline.predict.stage import run_prediction
-    cfg, layout, _, _ = quick_run
+    cfg, layout = quick_run[:2]
     name = cfg.tracking.registered_model
     champion = str(mlflow_store(cfg).client.get_model_version_by_alias(name, "champion").version)
     summary = run_prediction(spark, cfg, layout, model=f"models:/{name}@champion", output=str(tmp_path / "p")).details
@@ -186,6 +201,44 @@ def test_tracking_off_runs_as_before_and_writes_no_store(untracked_run):
 
 def test_rank_0_wrote_tensorboard_logs_for_every_model(quick_run):
     from pathlib import Path
-    _, layout, _, _ = quick_run
-    for model in ("model_1", "model_2", "model_3", "model_4"):
+    cfg, layout = quick_run[:2]
+    for model in cfg.train.models:
         assert list(Path(layout.tensorboard_dir(model)).glob("validation/events.out.tfevents.*")), model
+
+
+# --- two ranks: what they share, where they listen ------------------------------------------------------------
+
+def test_ranks_agree_on_batch_norm_moving_statistics(quick_run):
+    workers = storage.read_json(quick_run[1].history(BN_MODEL))["workers"]
+    assert [w["rank"] for w in workers] == [0, 1]
+    assert workers[0]["trainable_checksum"] == pytest.approx(workers[1]["trainable_checksum"], rel=1e-6)
+    assert workers[0]["non_trainable_checksum"] > 0
+    assert workers[0]["non_trainable_checksum"] == pytest.approx(workers[1]["non_trainable_checksum"], rel=1e-6)
+
+
+def test_saved_model_holds_the_averaged_moving_statistics(quick_run):
+    from pipeline.model_files import load_keras_model
+    layout = quick_run[1]
+    history = storage.read_json(layout.history(BN_MODEL))
+    # The ranks' checksums are taken after the last epoch; model_4 keeps its best, which after a warm-up epoch is
+    # the second (its first runs at the warm-up's rising rate).
+    assert history["kept_epoch"] == history["epochs_completed"], history["epochs"]
+    model = load_keras_model(layout.model_file(BN_MODEL))
+    saved = sum(float(np.abs(w.numpy()).sum(dtype=np.float64)) for w in model.non_trainable_weights)
+    assert saved == pytest.approx(history["workers"][0]["non_trainable_checksum"], rel=1e-6)
+
+
+def test_training_services_listen_on_loopback_only(quick_run):
+    listening = quick_run[4]
+    new = {(pid, address, port) for pid, address, port in listening["seen"]
+           if (address, port) not in listening["before"]}
+    # Horovod's driver service and Gloo rendezvous (this process) and a task service in each Spark task.
+    assert len({pid for pid, _, _ in new}) >= 3, sorted(new)
+    assert all(is_loopback(address) for _, address, _ in listening["seen"]), sorted(listening["seen"])
+
+
+def test_training_services_are_closed_when_training_ends(quick_run):
+    """Horovod stops its rendezvous server without closing the socket; run_horovod closes it."""
+    listening = quick_run[4]
+    left = {(address, port) for pid, address, port in listening["after"] if pid == os.getpid()}
+    assert left <= listening["before"], sorted(left - listening["before"])

@@ -19,7 +19,7 @@ from pipeline.retrain.job import retraining_config, retraining_layout, run_retra
 from pipeline.retrain.promotion import ModelVersion
 from pipeline.schema import BATCH_IMAGES_SCHEMA, CURATED_SCHEMA
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.horovod]
 
 MNIST = REPO_ROOT / "data" / "mnist"
 DS = "2026-11-24"

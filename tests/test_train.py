@@ -1,16 +1,16 @@
 """Training stage: a real 2-worker Horovod run on Spark local[2] over a small stratified MNIST subset.
 
 One module-scoped run is interrupted after epoch 1 of 2 (train.stop_after_epochs=1), then rerun to completion
-and run a third time (skipped); the tests below assert on what those three invocations produced.
+and run a third time (skipped); the tests below assert on what those three invocations produced. Batch
+normalisation across ranks and the services' listening addresses are proven by the end-to-end run's training
+(tests/test_pipeline_e2e.py), which trains model_4 on two ranks anyway.
 """
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import json
 import logging
 import os
-import threading
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -24,6 +24,8 @@ from pipeline.formats.idx import read_array
 from pipeline.layout import CheckpointFiles, Layout
 from pipeline.schema import CURATED_SCHEMA
 from pipeline.train.stage import run_training
+
+pytestmark = pytest.mark.horovod
 
 MNIST = REPO_ROOT / "data" / "mnist"
 TRAIN_PER_CLASS, VALIDATION_PER_CLASS = 300, 60   # 3,000 training and 600 validation rows
@@ -254,87 +256,6 @@ def test_fewer_row_groups_than_workers_is_refused(spark, make_config, curated_su
     cfg = make_config("train.num_workers=2")
     with pytest.raises(PipelineError, match=r"validation has 1 Parquet row group\(s\), fewer than the 2 Horovod"):
         run_training(spark, cfg, layout_over(cfg, root))
-
-
-class ListeningSockets(threading.Thread):
-    """Samples, until stopped, the listening TCP sockets of this process and every process it started (the JVM,
-    Spark's Python workers, the Horovod ranks they launch)."""
-
-    def __init__(self) -> None:
-        super().__init__(daemon=True)
-        self.stopped = threading.Event()
-        self.seen: set[tuple[int, str, int]] = set()   # (pid, address, port)
-
-    def run(self) -> None:
-        while not self.stopped.wait(0.2):
-            self.seen |= listening_sockets()
-
-
-def listening_sockets() -> set[tuple[int, str, int]]:
-    """(pid, address, port) of every listening TCP socket of this process and its descendants."""
-    import psutil
-    me = psutil.Process()
-    family = {me.pid} | {child.pid for child in me.children(recursive=True)}
-    return {(c.pid, c.laddr.ip, c.laddr.port) for c in psutil.net_connections(kind="inet")
-            if c.status == psutil.CONN_LISTEN and c.pid in family}
-
-
-@pytest.fixture(scope="module")
-def model_3_on_two_ranks(spark, curated_subset, tmp_path_factory):
-    """model_3 (batch normalisation) for one epoch on 2 ranks, with every listening socket sampled meanwhile."""
-    from pipeline.config import load_config
-    cfg = load_config(None, "full", [f"paths.runs={tmp_path_factory.mktemp('runs')}", "spark.master=local[2]",
-                                     "train.models={model_3: {epochs: 1}}", "train.num_workers=2",
-                                     "tracking.enabled=false"])
-    before = {(address, port) for _, address, port in listening_sockets()}
-    watch = ListeningSockets()
-    watch.start()
-    try:
-        run_training(spark, cfg, layout_over(cfg, curated_subset))
-    finally:
-        watch.stopped.set()
-        watch.join()
-    layout = layout_over(cfg, curated_subset)
-    return {"history": json.loads(Path(layout.history("model_3")).read_text()), "layout": layout,
-            "listening": watch.seen, "listening_before": before, "listening_after": listening_sockets()}
-
-
-def test_ranks_agree_on_batch_norm_moving_statistics(model_3_on_two_ranks):
-    workers = model_3_on_two_ranks["history"]["workers"]
-    assert [w["rank"] for w in workers] == [0, 1]
-    assert workers[0]["trainable_checksum"] == pytest.approx(workers[1]["trainable_checksum"], rel=1e-6)
-    assert workers[0]["non_trainable_checksum"] > 0
-    assert workers[0]["non_trainable_checksum"] == pytest.approx(workers[1]["non_trainable_checksum"], rel=1e-6)
-
-
-def test_saved_model_holds_the_averaged_moving_statistics(model_3_on_two_ranks):
-    from tensorflow import keras
-    model = keras.models.load_model(model_3_on_two_ranks["layout"].model_file("model_3"))
-    saved = sum(float(np.abs(w.numpy()).sum(dtype=np.float64)) for w in model.non_trainable_weights)
-    assert saved == pytest.approx(model_3_on_two_ranks["history"]["workers"][0]["non_trainable_checksum"], rel=1e-6)
-
-
-def test_training_services_listen_on_loopback_only(model_3_on_two_ranks):
-    listening = model_3_on_two_ranks["listening"]
-    new = {(pid, address, port) for pid, address, port in listening
-           if (address, port) not in model_3_on_two_ranks["listening_before"]}
-    # Horovod's driver service and Gloo rendezvous (this process) and a task service in each Spark task.
-    assert len({pid for pid, _, _ in new}) >= 3, sorted(new)
-    assert all(is_loopback(address) for _, address, _ in listening), sorted(listening)
-
-
-def test_training_services_are_closed_when_training_ends(model_3_on_two_ranks):
-    """Horovod stops its rendezvous server without closing the socket; run_horovod closes it."""
-    driver = os.getpid()
-    left = {(address, port) for pid, address, port in model_3_on_two_ranks["listening_after"] if pid == driver}
-    before = model_3_on_two_ranks["listening_before"]
-    assert left <= before, sorted(left - before)
-
-
-def is_loopback(address: str) -> bool:
-    """127.0.0.0/8, ::1, or IPv4 loopback seen through an IPv6 socket (::ffff:127.0.0.1, as the JVM listens)."""
-    ip = ipaddress.ip_address(address)
-    return ip.is_loopback or bool(getattr(ip, "ipv4_mapped", None) and ip.ipv4_mapped.is_loopback)
 
 
 _SHORT_VALIDATION_PASS = """
