@@ -93,6 +93,9 @@ def read_decision(conf: str, profile: str, ds: str, promoted: str, kept: str) ->
     decision = storage.read_json(Layout.from_config(load_config(conf, profile or None)).batch_files(ds)
                                  .retrain_decision)
     print(f"retraining {ds}: {'promoted' if decision['promoted'] else 'kept the champion'}: {decision['reason']}")
+    for condition in decision.get("conditions") or []:  # the evidence, condition by condition, in the task log
+        verdict = {True: "passed", False: "FAILED", None: "does not apply"}[condition["passed"]]
+        print(f"  {condition['name']} ({verdict}): {condition['detail']}")
     return promoted if decision["promoted"] else kept
 
 

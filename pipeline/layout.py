@@ -170,6 +170,8 @@ class RetrainingFiles:
     <batches>/retrain/ds=<date>/train/          the training set: the original train split plus labelled batches
     <batches>/retrain/ds=<date>/manifest.json   its fingerprint and counts (the curated manifest's shape), last
     <batches>/retrain/ds=<date>/decision.json   challenger and champion on both sets, promoted or not
+    <batches>/retrain/ds=<date>/decision.md     the same, as a table and the rule's conditions
+    <batches>/retrain/ds=<date>/drift_baseline.json   the training set's drift baseline, once it serves
     """
     root: str
 
@@ -185,6 +187,11 @@ class RetrainingFiles:
     def decision(self) -> str:
         """What the retraining DAG branches on."""
         return f"{self.root}/decision.json"
+
+    @property
+    def decision_summary(self) -> str:
+        """decision.json as a person reads it on Monday morning: the evidence side by side, each condition judged."""
+        return f"{self.root}/decision.md"
 
 
 @dataclass(frozen=True)
@@ -403,9 +410,10 @@ class Layout:
 
     @property
     def drift_baseline(self) -> str:
-        """The training split's statistics every day's drift check compares with: computed once per curated data
-        (and ink threshold) by the same code that measures a batch."""
-        return f"{self.curated_root}/drift_baseline.json"
+        """The prepared training split's statistics, which a day's drift check compares with when the model that
+        scored it was trained on that split: computed once per data set (and ink threshold) by the same code that
+        measures a batch."""
+        return drift_baseline_of(self.prepared("train"))
 
     @property
     def eda_files(self) -> EdaFiles:
@@ -510,6 +518,12 @@ class Layout:
     def registry_cache(self, registered_model: str, version: str) -> str:
         """A registered version's files, downloaded once and checked like any model file before scoring."""
         return f"{self.mlflow_root}/cache/{registered_model}/{version}"
+
+
+def drift_baseline_of(train_split: str) -> str:
+    """Where the drift baseline of a training split is kept: beside it (<data>/drift_baseline.json for
+    <data>/train), so that a retraining's data set has its own."""
+    return f"{train_split.rstrip('/').rsplit('/', 1)[0]}/drift_baseline.json"
 
 
 def ingest_hash(cfg: PipelineConfig) -> str:

@@ -52,12 +52,11 @@ def main() -> int:
     step(f"retraining DAG (airflow dags test mnist_retraining {RETRAINING_RUN})")
     run([str(AIRFLOW), "dags", "test", "mnist_retraining", RETRAINING_RUN], env=env, quiet=True)
     decision_file = layout.batch_files(RETRAINING_DS).retrain_decision
-    decision = storage.read_json(decision_file)
-    print(f"   {'promoted' if decision['promoted'] else 'kept the champion'}: {decision['reason']}")
+    print(storage.read_text(layout.batch_files(RETRAINING_DS).retraining.decision_summary))  # both models, both sets
     print("\nDone. Batch reports:")
     for ds in DAYS:
         print(f"  {layout.batch_files(ds).report_html}")
-    print(f"Retraining decision: {decision_file}")
+    print(f"Retraining decision: {decision_file} (and decision.md beside it)")
     print(f"Airflow logs: {env['AIRFLOW_HOME']}/logs (metadata: {env['AIRFLOW_HOME']}/airflow.db)")
     return 0
 

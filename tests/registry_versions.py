@@ -20,10 +20,13 @@ def register(cfg, model_file: str, model: str, accuracy: float) -> str:
 def make_champion(cfg, model_file: str, model: str, accuracy: float) -> str:
     """`model_file` registered and promoted to champion (the first version ever is, when it meets the target)."""
     from pipeline.tracking import registry
+    from pipeline.tracking.decision import Evidence, Figures
     version = register(cfg, model_file, model, accuracy)
     registry.set_challenger(cfg, version)
     challenger = registry.resolve_model_uri(cfg, f"models:/{cfg.tracking.registered_model}@challenger")
     current = registry.champion(cfg)
-    decision = registry.promote(cfg, challenger, accuracy, None if current is None else 0.0)
+    champion = None if current is None else Evidence(current.version, Figures(0.0, 1))
+    decision = registry.promote(cfg, challenger, Evidence(version, Figures(accuracy, 1)), champion,
+                                context=f"a test's champion {model}")
     assert decision.promoted, decision
     return version

@@ -112,12 +112,13 @@ def test_verdict_names_the_statistic_that_moved_most_then_the_others():
 # --- a day as daily scoring leaves it -----------------------------------------------------------------------------
 
 def test_baseline_is_measured_once_from_the_training_split(spark, training_layout, make_config):
-    record = drift.baseline_record(spark, make_config(), training_layout)
+    train = training_layout.prepared("train")
+    record = drift.baseline_record(spark, make_config(), train, "curated-for-tests")
     assert (record["split"], record["images"], record["ink_threshold"]) == ("train", 3000, 0.5)
     assert record["pixel_mean"] == pytest.approx(0.1305, abs=2e-3)   # MNIST training images: 0.1307 over all 60,000
     assert sum(record["class_shares"].values()) == pytest.approx(1.0)
     assert storage.read_json(training_layout.drift_baseline) == record
-    other = drift.baseline_record(spark, make_config("drift.ink_threshold=0.3"), training_layout)
+    other = drift.baseline_record(spark, make_config("drift.ink_threshold=0.3"), train, "curated-for-tests")
     assert other["ink_threshold"] == 0.3 and other["ink_share"] > record["ink_share"]
 
 

@@ -158,7 +158,7 @@ def test_every_numeric_key_declares_its_range():
 
 
 @pytest.mark.parametrize("conf", ["local.yaml", "cluster.yaml", "cluster-local.yaml"])
-@pytest.mark.parametrize("profile", ["full", "quick"])
+@pytest.mark.parametrize("profile", ["full", "quick", "test"])
 def test_shipped_configs_are_within_range(conf, profile):
     assert load_config(REPO_ROOT / "conf" / conf, profile).profile == profile
 
@@ -207,7 +207,7 @@ def test_conf_that_is_not_text_is_one_line(tmp_path):
         load_config(conf)
 
 
-KNOWN_PROFILES = re.escape(f"(known in {REPO_ROOT / 'conf' / 'profiles'}: full, quick)")
+KNOWN_PROFILES = re.escape(f"(known in {REPO_ROOT / 'conf' / 'profiles'}: full, quick, test)")
 
 
 def test_unknown_profile_lists_the_known_ones():
@@ -318,7 +318,7 @@ def test_run_manifest_holds_no_secret_value(make_config, monkeypatch):
     ("prepare", ["--set", "prepare.subset_fraction=0"],
      "config key 'prepare.subset_fraction' must be in (0, 1], got 0.0"),
     ("predict", ["--profile", "../profiles/quick"], "unknown profile '../profiles/quick' "
-     f"(known in {REPO_ROOT / 'conf' / 'profiles'}: full, quick)"),
+     f"(known in {REPO_ROOT / 'conf' / 'profiles'}: full, quick, test)"),
     ("run_pipeline", ["--conf", str(REPO_ROOT / "conf")], f"config file {REPO_ROOT / 'conf'} is not a file"),
 ])
 def test_job_config_error_is_exit_1_and_one_error_line(job, argv, message, capsys):

@@ -1,6 +1,6 @@
 """Retraining's parts, each on its own: the labels file and its join with a day's images, which days count, the
 assembled training set (rows, origins, no duplicate on a rerun), the retraining layout and config, the decision
-record, and the seam to the registry. The whole job runs in tests/test_retrain_e2e.py."""
+record. The whole job runs in tests/test_retrain_e2e.py, through the real registry."""
 from __future__ import annotations
 
 import dataclasses
@@ -15,11 +15,9 @@ from pyspark.testing import assertDataFrameEqual
 from pipeline import storage
 from pipeline.errors import PipelineError
 from pipeline.layout import Layout, RetrainingFiles, default_run_id
-from pipeline.result import StageResult
-from pipeline.retrain.decision import decision_record, untrained_record
+from pipeline.retrain.decision import decision_record, decision_summary, untrained_record
 from pipeline.retrain.job import _main, retraining_config, retraining_layout
 from pipeline.retrain.labels import check_labels_known, parse_labels, read_labels, with_labels
-from pipeline.retrain.promotion import ModelRegistry, ModelVersion, checked_decision
 from pipeline.retrain.training_set import BatchDays, assemble_training_set, find_batch_days
 from pipeline.schema import BATCH_IMAGES_SCHEMA, CURATED_SCHEMA, TRAINING_SET_SCHEMA
 
@@ -250,6 +248,15 @@ def test_the_retraining_run_id_is_stable_per_day_and_apart_from_normal_runs(batc
     assert retraining_layout(retraining_config(batch_config("retrain.epochs=1")), "2026-11-24").run_id != run_id
 
 
+def test_the_retraining_config_keeps_each_models_recipe_and_overrides_only_the_epochs(batch_config):
+    from pipeline.config import REPO_ROOT, load_config
+    local = load_config(REPO_ROOT / "conf" / "local.yaml")
+    retrained = retraining_config(dataclasses.replace(local, retrain=dataclasses.replace(local.retrain, epochs=2)))
+    assert retrained.train.models == {name: dataclasses.replace(recipe, epochs=2)
+                                      for name, recipe in local.train.models.items()}
+    assert retraining_config(local).train.models == local.train.models
+
+
 def test_the_retraining_config_trains_the_chosen_models_for_the_chosen_epochs(batch_config):
     cfg = batch_config("retrain.epochs=2")
     assert {n: m.epochs for n, m in retraining_config(cfg, "model_3, model_1").train.models.items()} == {
@@ -269,49 +276,51 @@ def test_the_job_refuses_a_ds_that_is_not_a_date_before_starting_spark(capsys):
         capsys.readouterr().err
 
 
-# --- the decision and the registry seam ------------------------------------------------------------------------
+# --- the decision record -------------------------------------------------------------------------------------
 
-PROMOTION = {"promoted": True, "challenger_version": "7", "challenger_accuracy": 0.95, "champion_version": "3",
-             "champion_accuracy": 0.93, "target": 0.9, "margin": 0.005, "reason": "beats the champion by 0.0200"}
+CONDITIONS = [{"name": "target", "passed": True, "detail": "challenger test accuracy 0.9500 meets the target 0.9000"},
+              {"name": "test_set", "passed": True, "detail": "beats the champion's 0.9300"},
+              {"name": "newest_batches", "passed": True, "detail": "within their sampling error 0.0565"}]
+DECISION = {"promoted": True, "challenger_version": "7", "challenger_accuracy": 0.95, "champion_version": "3",
+            "champion_accuracy": 0.93, "target": 0.9, "margin": 0.005, "reason": "beats the champion",
+            "registered_model": "digits", "decided_at": "2026-11-24T02:10:00+00:00", "key": "k1",
+            "conditions": CONDITIONS,
+            "evidence": {"challenger": {"version": "7", "test": {"accuracy": 0.95, "images": 1000},
+                                        "newest": {"accuracy": 0.9, "images": 40}},
+                         "champion": {"version": "3", "test": {"accuracy": 0.93, "images": 1000},
+                                      "newest": {"accuracy": 0.85, "images": 40}}}}
 
 
-def test_the_decision_records_both_models_on_both_sets():
+def test_the_decision_records_both_models_on_both_sets_the_recipe_and_each_condition():
+    from pipeline.config import ModelConfig
     newest = {"days": ["2026-11-23"], "rows": 40, "in_training_data": True, "challenger": {"accuracy": 0.9},
               "champion": {"accuracy": 0.85}}
     training = {"fingerprint": "f", "origins": {"mnist": 6}, "labelled_days": [], "skipped_days": []}
-    record = decision_record("2026-11-24", "retrain-x", PROMOTION, "model_3",
-                             ModelVersion("digits", "3", "/m/model.keras"), newest, training)
+    recipe = ModelConfig(epochs=3, keep="best", augment=True, schedule="cosine", batch_size=128, learning_rate=0.002)
+    record = decision_record("2026-11-24", "retrain-x", DECISION, "model_4", recipe, newest, training)
     assert record == {
         "ds": "2026-11-24", "run_id": "retrain-x", "trained": True, "promoted": True,
-        "reason": "beats the champion by 0.0200", "target": 0.9, "margin": 0.005,
-        "challenger": {"model": "model_3", "version": "7", "test_accuracy": 0.95, "newest_batches_accuracy": 0.9},
-        "champion": {"name": "digits", "version": "3", "test_accuracy": 0.93, "newest_batches_accuracy": 0.85},
+        "reason": "beats the champion", "target": 0.9, "margin": 0.005, "conditions": CONDITIONS,
+        "decided_at": "2026-11-24T02:10:00+00:00", "decision_key": "k1",
+        "challenger": {"model": "model_4", "version": "7", "recipe": {
+            "epochs": 3, "keep": "best", "augment": True, "schedule": "cosine", "batch_size": 128,
+            "learning_rate": 0.002}, "test_accuracy": 0.95, "test_images": 1000, "newest_batches_accuracy": 0.9,
+            "newest_batches_images": 40},
+        "champion": {"name": "digits", "version": "3", "test_accuracy": 0.93, "test_images": 1000,
+                     "newest_batches_accuracy": 0.85, "newest_batches_images": 40},
         "newest_batches": {"days": ["2026-11-23"], "rows": 40, "in_training_data": True},
         "training_data": training}
     assert json.loads(json.dumps(record)) == record
+    summary = decision_summary(record)
+    assert "| test set (1000 images) | 0.9500 | 0.9300 |" in summary
+    assert "| newest labelled batches (2026-11-23; 40 images, trained on) | 0.9000 | 0.8500 |" in summary
+    assert "- **newest_batches** (passed): within their sampling error 0.0565" in summary
 
 
 def test_with_nothing_to_train_on_the_decision_keeps_the_champion():
-    assert untrained_record("2026-11-24", "retrain-x", "no labelled batch", {"skipped_days": []}) == {
+    record = untrained_record("2026-11-24", "retrain-x", "no labelled batch", {"skipped_days": []})
+    assert record == {
         "ds": "2026-11-24", "run_id": "retrain-x", "trained": False, "promoted": False,
         "reason": "no labelled batch", "challenger": None, "champion": None, "newest_batches": None,
         "training_data": {"skipped_days": []}}
-
-
-def test_a_promotion_decision_missing_a_figure_is_refused():
-    with pytest.raises(PipelineError, match="the promotion decision has no 'champion_accuracy'"):
-        checked_decision({k: v for k, v in PROMOTION.items() if k != "champion_accuracy"})
-    assert checked_decision({**PROMOTION, "extra": 1}) == PROMOTION
-
-
-def test_with_tracking_off_retraining_says_the_champion_needs_the_registry(make_config):
-    with pytest.raises(PipelineError, match="the champion lives in the model registry, and tracking.enabled is false"):
-        ModelRegistry().champion(make_config("tracking.enabled=false"))
-
-
-def test_an_evaluation_without_a_promotion_decision_is_refused(make_config):
-    evaluation = StageResult(False, {}, details={"best_model": "model_1", "best_test_accuracy": 0.95})
-    with pytest.raises(PipelineError, match="the evaluation recorded no promotion decision"):
-        ModelRegistry().decision(make_config(), evaluation)
-    promoted = dataclasses.replace(evaluation, details={**evaluation.details, "promotion": PROMOTION})
-    assert ModelRegistry().decision(make_config(), promoted) == PROMOTION
+    assert decision_summary(record) == "# Retraining of 2026-11-24: champion kept\n\nno labelled batch.\n"

@@ -19,29 +19,56 @@ from registry_versions import register
 from pipeline.config import REPO_ROOT
 from pipeline.errors import PipelineError
 from pipeline.layout import Layout
-from pipeline.tracking.registry import promotion_rule
+from pipeline.tracking.decision import Evidence, Figures, decide, newest_allowance
 
 TARGET, MARGIN = 0.90, 0.002
+
+
+def side(version, test, newest=None, images=200):
+    return Evidence(version, Figures(test, 10_000), None if newest is None else Figures(newest, images))
 
 
 @pytest.mark.parametrize(("challenger", "champion", "promoted", "reason"), [
     (0.95, None, True, "challenger test accuracy 0.9500 meets the target 0.9000 and there is no champion yet"),
     (0.89, None, False, "challenger test accuracy 0.8900 is below the target 0.9000"),
     (0.89, 0.85, False, "challenger test accuracy 0.8900 is below the target 0.9000"),
-    (0.953, 0.950, True, "challenger test accuracy 0.9530 beats the champion's 0.9500 (+0.0030; margin 0.0020)"),
-    (0.952, 0.950, True, "challenger test accuracy 0.9520 beats the champion's 0.9500 (+0.0020; margin 0.0020)"),
-    (0.951, 0.950, False, "challenger test accuracy 0.9510 does not beat the champion's 0.9500 (+0.0010; "
-                          "margin 0.0020)"),
-    (0.940, 0.950, False, "challenger test accuracy 0.9400 does not beat the champion's 0.9500 (-0.0100; "
-                          "margin 0.0020)"),
+    (0.953, 0.950, True, "challenger test accuracy 0.9530 meets the target 0.9000; challenger test accuracy 0.9530 "
+                         "beats the champion's 0.9500 on the same 10000 test images (+0.0030; margin 0.0020)"),
+    (0.952, 0.950, True, "challenger test accuracy 0.9520 meets the target 0.9000; challenger test accuracy 0.9520 "
+                         "beats the champion's 0.9500 on the same 10000 test images (+0.0020; margin 0.0020)"),
+    (0.951, 0.950, False, "challenger test accuracy 0.9510 does not beat the champion's 0.9500 on the same 10000 "
+                          "test images (+0.0010; margin 0.0020)"),
+    (0.940, 0.950, False, "challenger test accuracy 0.9400 does not beat the champion's 0.9500 on the same 10000 "
+                          "test images (-0.0100; margin 0.0020)"),
 ])
-def test_the_promotion_rule(challenger, champion, promoted, reason):
-    assert promotion_rule(challenger, champion, TARGET, MARGIN) == (promoted, reason)
+def test_the_promotion_rule_on_the_test_set(challenger, champion, promoted, reason):
+    verdict = decide(side("2", challenger), None if champion is None else side("1", champion), TARGET, MARGIN)
+    assert (verdict.promoted, verdict.reason) == (promoted, reason)
 
 
 def test_a_zero_margin_still_needs_a_higher_accuracy():
-    assert promotion_rule(0.95, 0.95, TARGET, 0.0)[0] is False
-    assert promotion_rule(0.9501, 0.95, TARGET, 0.0)[0] is True
+    assert decide(side("2", 0.95), side("1", 0.95), TARGET, 0.0).promoted is False
+    assert decide(side("2", 0.9501), side("1", 0.95), TARGET, 0.0).promoted is True
+
+
+def test_the_newest_batches_allow_one_standard_error_of_the_champion_there():
+    # 200 images at 98%: sqrt(0.98 * 0.02 / 200) = 0.0099; 40 images at 100%: one image, 0.025.
+    assert newest_allowance(0.98, 200) == pytest.approx(0.0099, abs=1e-4)
+    assert newest_allowance(1.0, 40) == 0.025
+    within = decide(side("2", 0.96, 0.971), side("1", 0.95, 0.98), TARGET, MARGIN)
+    below = decide(side("2", 0.96, 0.969), side("1", 0.95, 0.98), TARGET, MARGIN)
+    assert within.promoted is True and [c.passed for c in within.conditions] == [True, True, True]
+    assert below.promoted is False and [c.passed for c in below.conditions] == [True, True, False]
+    assert below.reason == ("on the 200 newest labelled images the challenger's 0.9690 against the champion's 0.9800 "
+                            "is lower by 0.0110, more than their sampling error 0.0099")
+
+
+def test_without_newest_batches_or_champion_that_condition_does_not_apply():
+    verdict = decide(side("2", 0.96), side("1", 0.95), TARGET, MARGIN)
+    assert [(c.name, c.passed) for c in verdict.conditions] == [("target", True), ("test_set", True),
+                                                                ("newest_batches", None)]
+    first = decide(side("1", 0.96, 0.5), None, TARGET, MARGIN)
+    assert first.promoted is True and [c.passed for c in first.conditions] == [True, None, None]
 
 
 def test_tracking_config_is_checked(make_config):
@@ -98,8 +125,9 @@ def registry(small_mnist_model, tmp_path_factory):
         reg.set_challenger(cfg, version)
         current = reg.champion(cfg)
         challenger = reg.resolve_model_uri(cfg, f"models:/{cfg.tracking.registered_model}@challenger")
-        champion_accuracy = None if current is None else {"1": 0.95, "2": 0.94, "3": 0.97}[current.version]
-        decisions.append(reg.promote(cfg, challenger, accuracy, champion_accuracy))
+        accuracies = {"1": 0.95, "2": 0.94, "3": 0.97}
+        champion = None if current is None else side(current.version, accuracies[current.version])
+        decisions.append(reg.promote(cfg, challenger, side(version, accuracy), champion, context="test evaluation"))
     return cfg, versions, before, decisions
 
 
@@ -108,8 +136,8 @@ def test_first_model_is_promoted_a_worse_one_is_not_a_better_one_is(registry):
     assert versions == ["1", "2", "3"] and before is None
     assert [(d.promoted, d.challenger_version, d.champion_version) for d in decisions] == \
         [(True, "1", None), (False, "2", "1"), (True, "3", "1")]
-    assert decisions[1].reason == ("challenger test accuracy 0.9400 does not beat the champion's 0.9500 (-0.0100; "
-                                   "margin 0.0020)")
+    assert decisions[1].reason == ("challenger test accuracy 0.9400 does not beat the champion's 0.9500 on the same "
+                                   "10000 test images (-0.0100; margin 0.0020)")
     assert decisions[2].to_dict()["champion_accuracy"] == 0.95 and decisions[2].target == 0.90
 
 
@@ -124,6 +152,22 @@ def test_decisions_are_recorded_and_the_replaced_champion_says_so(registry):
     assert tags["1"]["replaced_by"].startswith("version 3 at ") and "replaced_by" not in tags["2"]
     run = client.get_run(client.get_model_version(name, "2").run_id)
     assert run.data.tags["promotion"] == "kept"
+
+
+def test_a_decision_asked_for_again_is_read_back_not_taken_again(registry):
+    """A retried task: the same challenger and context find the recorded decision, whatever evidence they bring and
+    wherever the alias is now; nothing moves, nothing is recorded twice."""
+    from pipeline.tracking import registry as reg
+    from pipeline.tracking.store import connect
+    cfg, _, _, decisions = registry
+    client, name = connect(cfg).client, cfg.tracking.registered_model
+    replaced_by = client.get_model_version(name, "1").tags["replaced_by"]
+    challenger = reg.resolve_model_uri(cfg, f"models:/{name}/3")
+    again = reg.promote(cfg, challenger, side("3", 0.10), side("3", 0.97), context="test evaluation")
+    assert again == decisions[2] and again.promoted is True
+    assert str(client.get_model_version_by_alias(name, "champion").version) == "3"
+    assert client.get_model_version(name, "1").tags["replaced_by"] == replaced_by
+    assert len(client.list_artifacts(challenger.run_id, "promotion")) == 1
 
 
 def test_resolve_gives_a_fixed_version_and_a_checked_local_model_keras(registry, small_mnist_model):

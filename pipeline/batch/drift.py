@@ -10,9 +10,11 @@ Six statistics, each with its baseline from the training split, its value for th
 The two distances are never 0 for a finite batch even without drift: their threshold is the configured one plus
 the distance sampling alone gives a batch of that many images (`sampling_allowance_*`).
 
-The training side is measured once per curated data set by the same code that measures a day (`image_statistics`)
-and kept in `Layout.drift_baseline`. The day's verdict is written to drift.json in every case, before the job
-fails (drift.on_drift = fail) or only warns, so the batch report can show it either way.
+The training side is the data the day's scoring model was trained on (a registered version records it: after a
+retraining, the champion's own training set), measured once per data set by the same code that measures a day
+(`image_statistics`) and kept beside that data (`layout.drift_baseline_of`). The day's verdict is written to
+drift.json in every case, before the job fails (drift.on_drift = fail) or only warns, so the batch report can show
+it either way.
 """
 from __future__ import annotations
 
@@ -31,7 +33,7 @@ from pipeline import storage
 from pipeline.config import DriftConfig, PipelineConfig
 from pipeline.errors import GateError, PipelineError
 from pipeline.fingerprint import fingerprint_of
-from pipeline.layout import BatchFiles, Layout
+from pipeline.layout import BatchFiles, Layout, drift_baseline_of
 from pipeline.locks import output_lock
 from pipeline.result import StageResult
 from pipeline.schema import BATCH_IMAGES_SCHEMA, BATCH_PREDICTIONS_SCHEMA, NUM_CLASSES
@@ -184,15 +186,14 @@ def verdict(ds: str, statistics: Sequence[Statistic]) -> str | None:
     return f"drift on {ds}: {moved[0].describe()}{others}"
 
 
-def baseline_record(spark: SparkSession, cfg: PipelineConfig, layout: Layout) -> dict:
-    """The training split's statistics, read from Layout.drift_baseline, measured first when missing or made
-    for other curated data or another ink threshold."""
-    curated = storage.read_stage_output(layout.curated_manifest, "prepare").get("fingerprint")
+def baseline_record(spark: SparkSession, cfg: PipelineConfig, path: str, curated: str | None) -> dict:
+    """The statistics of the train split at `path` (data fingerprint `curated`), kept beside it
+    (layout.drift_baseline_of), measured first when missing or made for other data or another ink threshold."""
     fingerprint = fingerprint_of({"curated": curated, "split": BASELINE_SPLIT, "format": BASELINE_FORMAT_VERSION,
                                   "ink_threshold": cfg.drift.ink_threshold})
-    if storage.is_complete(layout.drift_baseline, fingerprint):
-        return storage.read_json(layout.drift_baseline)
-    path = layout.curated(BASELINE_SPLIT)
+    kept = drift_baseline_of(path)
+    if storage.is_complete(kept, fingerprint):
+        return storage.read_json(kept)
     storage.require_stage_output(path, "prepare")
     log.info("measuring the drift baseline once from %s", path)
     train = spark.read.parquet(path)
@@ -200,8 +201,24 @@ def baseline_record(spark: SparkSession, cfg: PipelineConfig, layout: Layout) ->
               "ink_threshold": cfg.drift.ink_threshold, **asdict(image_statistics(train, cfg.drift.ink_threshold)),
               "class_shares": {str(k): v for k, v in shares(class_counts(train, "label")).items()}}
     # Written in one move; days checked at once (a backfill) may both measure it, and write the same record.
-    storage.write_json(layout.drift_baseline, record)
+    storage.write_json(kept, record)
     return record
+
+
+def training_split(cfg: PipelineConfig, layout: Layout, batch: BatchFiles) -> tuple[str, str | None]:
+    """(train split, data fingerprint) of the model that scored the day: for a registered version, the data it was
+    trained on (a retraining's champion learnt from more than the prepared split); else the prepared split."""
+    model = storage.read_json(batch.scoring).get("model") or {}
+    name, version = str(model.get("name", "")), str(model.get("version", ""))
+    if cfg.tracking.enabled and version.isdigit():
+        from pipeline.tracking import registry
+        found = registry.training_data(cfg, name, version)
+        if found is not None:
+            return found
+        log.info("%s version %s records no training data: drift is measured against the prepared train split",
+                 name, version)
+    return (layout.prepared(BASELINE_SPLIT),
+            storage.read_stage_output(layout.prepared_manifest, "prepare").get("fingerprint"))
 
 
 def read_batch_table(spark: SparkSession, path: str, columns: Sequence[str]) -> DataFrame:
@@ -266,7 +283,7 @@ def run_drift_check(spark: SparkSession, cfg: PipelineConfig, layout: Layout, ds
     """Measure day `ds`, write its drift.json, then fail (or warn) in one line if a statistic moved."""
     batch = layout.batch_files(ds)
     storage.require_stage_output(batch.scoring, SCORING_JOB)   # written last by scoring: the day is complete
-    baseline = baseline_record(spark, cfg, layout)
+    baseline = baseline_record(spark, cfg, *training_split(cfg, layout, batch))
     # The day's reports folder is one output: scoring republishes it whole, later tasks add their files to it.
     with output_lock(batch.reports, "check_drift"):
         day = measure_day(spark, cfg, batch)

@@ -66,7 +66,8 @@ def with_registry(spark: SparkSession, cfg: PipelineConfig, layout: Layout, summ
         return accuracy(confusion_and_loss(scored, NUM_CLASSES)[0])
 
     decision = record_in_registry(cfg, layout, summary, fingerprint, score_accuracy)
-    # The whole decision (PromotionDecision.to_dict() and how it was reached): retraining reads it from here.
+    # The decision (PromotionDecision.to_dict() and how it was reached), or in a retraining the evidence on the test
+    # set that the retraining decides with.
     return {**summary, "promotion": {k: v for k, v in decision.items() if k != "evaluation_fingerprint"}}
 
 
@@ -189,7 +190,7 @@ def write_comparison(results: list[dict], layout: Layout, out: EvaluationFiles) 
     return {"models": {r["model"]: {"test_accuracy": r["test_accuracy"], "test_loss": r["test_loss"]}
                        for r in rows},
             "best_model": best_name, "best_test_accuracy": best["metrics"]["test_accuracy"],
-            "evaluation_dir": layout.evaluation}
+            "test_count": best["metrics"]["test_count"], "evaluation_dir": layout.evaluation}
 
 
 COLUMNS = [("model", "Model", "{}"), ("params", "Parameters", "{:,}"), ("epochs", "Epochs", "{}"),

@@ -1,6 +1,8 @@
 """Retraining for day ds (jobs/retrain.py): labelled batches up to ds join the training data, a challenger is
-trained and evaluated by the train and evaluate stages, it and the champion are scored on the newest labelled
-batches, and the registry's promotion decision is written to decision.json.
+trained with each model's configured recipe and evaluated by the train and evaluate stages (which register it and
+score the champion in service on the same test set, but promote nothing), both are scored on the newest labelled
+batches, and then, with all the evidence in, the one promotion rule decides (pipeline.tracking.decision), once per
+evidence: decision.json and decision.md say what it saw and why.
 
 Like the main job, this one runs stages, so it sits above them (tests/test_architecture.py). Every step is
 idempotent: the training set is rebuilt only when its inputs changed, training resumes from its checkpoints in a
@@ -18,13 +20,12 @@ from pyspark.sql import SparkSession
 
 from pipeline import storage
 from pipeline.cli import job_parser, run_job
-from pipeline.config import ModelConfig, PipelineConfig
+from pipeline.config import PipelineConfig
 from pipeline.errors import GateError, PipelineError
 from pipeline.layout import Layout, RetrainingFiles, retraining_run_id
 from pipeline.locks import output_lock
 from pipeline.result import StageResult
-from pipeline.retrain.decision import decision_record, labelled_accuracy, untrained_record
-from pipeline.retrain.promotion import ModelRegistry, ModelVersion, Registry
+from pipeline.retrain.decision import decision_record, decision_summary, labelled_accuracy, untrained_record
 from pipeline.retrain.training_set import BatchDays, assemble_training_set, find_batch_days, labelled_batches
 from pipeline.stages import stage_named
 
@@ -34,7 +35,8 @@ JOB = "retrain"
 
 
 def retraining_config(cfg: PipelineConfig, models: str | None = None) -> PipelineConfig:
-    """`cfg` training only the retrained models (`models`, else retrain.models), with retrain.epochs if set."""
+    """`cfg` training only the retrained models (`models`, else retrain.models), each with its configured recipe;
+    retrain.epochs, when set, overrides the epochs and nothing else."""
     wanted = models or cfg.retrain.models
     names = list(cfg.train.models) if wanted == "all" else [n.strip() for n in wanted.split(",") if n.strip()]
     unknown = [n for n in names if n not in cfg.train.models]
@@ -43,7 +45,8 @@ def retraining_config(cfg: PipelineConfig, models: str | None = None) -> Pipelin
         raise PipelineError(f"{source}: unknown model '{unknown[0] if unknown else wanted}' (configured in "
                             f"train.models: {', '.join(cfg.train.models)})")
     epochs = cfg.retrain.epochs
-    trained = {n: ModelConfig(epochs=epochs or cfg.train.models[n].epochs) for n in names}
+    trained = {n: dataclasses.replace(cfg.train.models[n], epochs=epochs or cfg.train.models[n].epochs)
+               for n in names}
     return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, models=trained),
                                retrain=dataclasses.replace(cfg.retrain, models=",".join(names)))
 
@@ -55,7 +58,7 @@ def retraining_layout(cfg: PipelineConfig, ds: str) -> Layout:
 
 
 def run_retraining(spark: SparkSession, cfg: PipelineConfig, ds: str, force: bool = False,
-                   models: str | None = None, registry: Registry | None = None) -> StageResult:
+                   models: str | None = None) -> StageResult:
     """Retrain for day `ds`; the result's details are the decision written to decision.json."""
     rcfg = retraining_config(cfg, models)
     layout = retraining_layout(rcfg, ds)
@@ -73,7 +76,7 @@ def run_retraining(spark: SparkSession, cfg: PipelineConfig, ds: str, force: boo
             log.info("retraining for %s already decided (%s): skipped (use --force to redo)", ds, files.decision)
             return StageResult(True, {"decision": files.decision}, details=previous)
         storage.remove(files.decision)  # a workflow never branches on the decision of other data
-        record = challenge(spark, rcfg, layout, ds, days, training_data, force, registry or ModelRegistry())
+        record = challenge(spark, rcfg, layout, ds, days, training_data, force)
         return published(files, record, skipped=False)
 
 
@@ -83,16 +86,40 @@ def finished(previous: dict | None, run_id: str, fingerprint: str) -> bool:
 
 
 def challenge(spark: SparkSession, cfg: PipelineConfig, layout: Layout, ds: str, days: BatchDays,
-              training_data: dict, force: bool, registry: Registry) -> dict:
-    """Train and evaluate the challenger, score both models on the newest batches, take the registry's decision."""
-    champion = registry.champion(cfg)  # before evaluation, which may promote the challenger
+              training_data: dict, force: bool) -> dict:
+    """Train and evaluate the challenger (the evaluation scores the champion in service on the same test set),
+    score both on the newest labelled batches, then decide once with all of it and apply the decision."""
+    if not cfg.tracking.enabled:
+        raise PipelineError("retraining promotes through the model registry, and tracking.enabled is false: turn "
+                            "tracking on")
+    from pipeline.tracking import registry, runs
+    from pipeline.tracking.decision import Evidence, Figures
     stage_named("train").run(spark, cfg, layout, force=force)
     evaluation = evaluated(spark, cfg, layout, force)
-    challenger_model = evaluation.details["best_model"]
-    newest = score_newest(spark, cfg, layout, days, champion, layout.model_file(challenger_model))
-    promotion = registry.decision(cfg, evaluation)
-    record = decision_record(ds, layout.run_id, promotion, challenger_model, champion, newest, training_data)
-    registry.record(cfg, record)
+    test_evidence = evaluation.details.get("promotion") or {}
+    if test_evidence.get("decided_by") != "retraining":
+        raise PipelineError(f"the evaluation under {layout.evaluation} holds no evidence for a retraining: rerun "
+                            "jobs/retrain.py with --force")
+    model = evaluation.details["best_model"]
+    name = cfg.tracking.registered_model
+    challenger = registry.resolve_model_uri(cfg, f"models:/{name}/{test_evidence['challenger_version']}")
+    on_test = test_evidence["evidence"]
+    champion_version = (on_test["champion"] or {}).get("version")
+    champion = (None if champion_version is None
+                else registry.resolve_model_uri(cfg, f"models:/{name}/{champion_version}"))
+    newest = score_newest(spark, cfg, layout, days, None if champion is None else champion.model_file,
+                          layout.model_file(model))
+    challenger_evidence = Evidence(challenger.version, Figures(**on_test["challenger"]["test"]),
+                                   Figures(newest["challenger"]["accuracy"], newest["rows"]))
+    champion_evidence = None if champion is None else Evidence(
+        champion.version, Figures(**on_test["champion"]["test"]),
+        Figures(newest["champion"]["accuracy"], newest["rows"]))
+    context = {"run_id": layout.run_id, "training_data": training_data["fingerprint"],
+               "evaluation": test_evidence["evaluation_fingerprint"], "newest_days": newest["days"]}
+    decision = registry.promote(cfg, challenger, challenger_evidence, champion_evidence, context=repr(context))
+    record = decision_record(ds, layout.run_id, decision.to_dict(), model, cfg.train.models[model], newest,
+                             training_data)
+    runs.log_retraining(cfg, record)
     return record
 
 
@@ -106,13 +133,13 @@ def evaluated(spark: SparkSession, cfg: PipelineConfig, layout: Layout, force: b
 
 
 def score_newest(spark: SparkSession, cfg: PipelineConfig, layout: Layout, days: BatchDays,
-                 champion: ModelVersion | None, challenger_file: str) -> dict:
+                 champion_file: str | None, challenger_file: str) -> dict:
     """The challenger's and the champion's figures on the newest labelled batches."""
     newest_days = days.newest(cfg.retrain)
     rows = labelled_batches(spark, layout, newest_days).cache()
     try:
         challenger = labelled_accuracy(spark, cfg, rows, challenger_file)
-        held = None if champion is None else labelled_accuracy(spark, cfg, rows, champion.model_file)
+        held = None if champion_file is None else labelled_accuracy(spark, cfg, rows, champion_file)
     finally:
         rows.unpersist()
     log.info("newest batches %s (%d rows): challenger %s, champion %s", ", ".join(newest_days), challenger["rows"],
@@ -122,7 +149,8 @@ def score_newest(spark: SparkSession, cfg: PipelineConfig, layout: Layout, days:
 
 
 def published(files: RetrainingFiles, record: dict, skipped: bool) -> StageResult:
-    storage.write_json(files.decision, record)
+    storage.write_text(files.decision_summary, decision_summary(record))
+    storage.write_json(files.decision, record)   # last: what the DAG branches on
     log.info("retraining for %s: %s (%s)", record["ds"], "promoted" if record["promoted"] else "kept the champion",
              record["reason"])
     return StageResult(skipped, {"decision": files.decision}, details=record)

@@ -1,8 +1,8 @@
 """The model registry: one registered model for the digit classifier, a version per trained model, and two aliases.
 
 `challenger` marks the best model of the latest evaluation; `champion` is the model in service, which scoring uses
-and which only `promote` moves, by the one written rule (`promotion_rule`). Scoring resolves an alias ONCE to a
-fixed version and downloads that version's model.keras to a local cache, checked like any model file
+and which only `promote` moves, by the one written rule (pipeline.tracking.decision). Scoring resolves an alias
+ONCE to a fixed version and downloads that version's model.keras to a local cache, checked like any model file
 (pipeline.model_files): nothing else from the registry is ever deserialised.
 """
 from __future__ import annotations
@@ -17,6 +17,7 @@ from pipeline.config import PipelineConfig
 from pipeline.errors import PipelineError
 from pipeline.layout import MODEL_FILE, Layout, model_file_in
 from pipeline.model_files import check_model_file
+from pipeline.tracking.decision import Evidence, decide, decision_key
 from pipeline.tracking.store import Store, connect, store_errors
 
 log = logging.getLogger(__name__)
@@ -26,6 +27,7 @@ URI_PREFIX = "models:/"
 _ALIAS_URI = re.compile(r"models:/(?P<name>[^/@]+)@(?P<alias>[\w-]+)")
 _VERSION_URI = re.compile(r"models:/(?P<name>[^/@]+)/(?P<version>\d+)")
 MODEL_PATH_IN_VERSION = "data/model.keras"  # pipeline.tracking.model_log puts our model.keras there
+TRAINING_DATA_TAG = "training_data"         # a version's train split, beside its data_fingerprint tag
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,17 @@ def champion(cfg: PipelineConfig) -> RegisteredVersion | None:
     with store_errors(store.uri, "reading the champion"):
         found = _alias_version(store, cfg.tracking.registered_model, CHAMPION)
     return None if found is None else _fetched(cfg, store, found)
+
+
+def training_data(cfg: PipelineConfig, name: str, version: str) -> tuple[str, str] | None:
+    """(train split, its data fingerprint) that registered model `name` version `version` was trained on, as
+    training recorded them on the version; None for a version registered without them."""
+    store = connect(cfg)
+    with store_errors(store.uri, f"reading the training data of {name} version {version}"):
+        tags = dict(_by_version(store, name, version).tags or {})
+    if not tags.get(TRAINING_DATA_TAG) or tags.get("data_fingerprint") in (None, "None"):
+        return None
+    return tags[TRAINING_DATA_TAG], tags["data_fingerprint"]
 
 
 def set_challenger(cfg: PipelineConfig, version: str) -> None:
@@ -162,70 +175,116 @@ class PromotionDecision:
     reason: str                               # one line
     registered_model: str = ""
     decided_at: str = ""
+    key: str = ""                             # decision_key: what this decision was taken once for
+    conditions: list = field(default_factory=list)      # the rule's conditions, each with its verdict
+    evidence: dict = field(default_factory=dict)        # {"challenger": Evidence, "champion": Evidence | None}
 
     def to_dict(self) -> dict:
         return asdict(self)
 
-
-def promotion_rule(challenger_accuracy: float, champion_accuracy: float | None, target: float,
-                   margin: float) -> tuple[bool, str]:
-    """The one written rule. The challenger is promoted when its test accuracy is at least the target AND, if there
-    is a champion, higher than the champion's on the same test set by at least the margin (strictly higher when the
-    margin is 0). The first model ever is promoted when it meets the target. Returns (promoted, one-line reason)."""
-    challenger = f"challenger test accuracy {challenger_accuracy:.4f}"
-    if not challenger_accuracy >= target:
-        return False, f"{challenger} is below the target {target:.4f}"
-    if champion_accuracy is None:
-        return True, f"{challenger} meets the target {target:.4f} and there is no champion yet"
-    gain = challenger_accuracy - champion_accuracy
-    versus = f"the champion's {champion_accuracy:.4f} ({gain:+.4f}; margin {margin:.4f})"
-    if gain > 0 and gain >= margin - 1e-12:  # a tolerance for accuracies that differ in the last bits only
-        return True, f"{challenger} beats {versus}"
-    return False, f"{challenger} does not beat {versus}"
+    @classmethod
+    def from_dict(cls, data: dict) -> PromotionDecision:
+        return cls(**{key: data[key] for key in cls.__dataclass_fields__ if key in data})
 
 
-def promote(cfg: PipelineConfig, challenger: RegisteredVersion, challenger_accuracy: float,
-            champion_accuracy: float | None) -> PromotionDecision:
-    """Apply the rule to `challenger` against the current champion (`champion_accuracy`: its accuracy on the same
-    test set). Moves the champion alias only when promoted; records the decision as tags on the challenger's version
-    and run, and on a replaced champion's version (nothing is demoted silently)."""
+def promote(cfg: PipelineConfig, challenger: RegisteredVersion, evidence: Evidence, champion: Evidence | None,
+            context: str) -> PromotionDecision:
+    """Decide once whether `challenger` replaces the champion, by the rule (pipeline.tracking.decision) on this
+    evidence (`champion`: the version in service when the evidence was gathered, scored on the same sets), and
+    apply it.
+
+    Crash-consistent and idempotent: the whole decision is written to the challenger's version (and run) BEFORE
+    the champion alias moves, under decision_key(context, version). A rerun (a retried task, a rerun after a kill)
+    finds that decision, completes it if the alias did not move yet, and never decides again: it cannot promote
+    twice or flip a decision, and the registry never has a champion without its record."""
     store = connect(cfg)
-    name, target, margin = challenger.name, cfg.evaluate.target_accuracy, cfg.tracking.promotion_margin
+    key = decision_key(context, challenger.version)
     with store_errors(store.uri, "deciding the promotion"):
-        current = _alias_version(store, name, CHAMPION)
-        current_version = None if current is None else str(current.version)
-        if current_version == challenger.version:
-            promoted, reason = False, f"version {challenger.version} is already the champion"
-        elif current_version is not None and champion_accuracy is None:
-            promoted, reason = False, (f"champion version {current_version} was not scored on this test set: "
-                                       "kept (never replaced without a comparison)")
+        decision = _recorded_decision(store, challenger, key)
+        if decision is None:
+            current = _alias_version(store, challenger.name, CHAMPION)
+            decision = _decided(cfg, challenger, evidence, champion, None if current is None else str(current.version),
+                                key)
+            _record(store, decision, challenger.run_id)     # the intent, before anything moves
         else:
-            promoted, reason = promotion_rule(challenger_accuracy, champion_accuracy, target, margin)
-        decision = PromotionDecision(promoted, challenger.version, challenger_accuracy, current_version,
-                                     champion_accuracy, target, margin, reason, name,
-                                     datetime.now(UTC).isoformat(timespec="seconds"))
-        if promoted:
-            store.client.set_registered_model_alias(name, CHAMPION, challenger.version)
-        _record(store, decision, challenger.run_id)
-    log.info("%s version %s %s: %s", name, challenger.version,
-             "promoted to champion" if promoted else "not promoted", reason)
-    if promoted and current_version is not None:
-        log.warning("%s version %s is no longer the champion: replaced by version %s", name, current_version,
-                    challenger.version)
+            log.info("%s version %s: decided before (%s), not again", challenger.name, challenger.version,
+                     decision.decided_at)
+        if decision.promoted:
+            _complete_promotion(store, decision)
+    log.info("%s version %s %s: %s", challenger.name, challenger.version,
+             "promoted to champion" if decision.promoted else "not promoted", decision.reason)
     return decision
 
 
+def _decided(cfg: PipelineConfig, challenger: RegisteredVersion, evidence: Evidence, champion: Evidence | None,
+             current_version: str | None, key: str) -> PromotionDecision:
+    """The decision on this evidence, against the champion in service now (`current_version`)."""
+    target, margin = cfg.evaluate.target_accuracy, cfg.tracking.promotion_margin
+    scored_version = None if champion is None else champion.version
+    verdict = None
+    if current_version == challenger.version:
+        promoted, reason = False, f"version {challenger.version} is already the champion"
+    elif current_version is not None and scored_version is None:
+        promoted, reason = False, (f"champion version {current_version} was not scored on this test set: "
+                                   "kept (never replaced without a comparison)")
+    elif scored_version != current_version:
+        promoted, reason = False, (f"the champion moved from version {scored_version} to {current_version} while the "
+                                   f"evidence was gathered: kept (a rerun judges against version {current_version})")
+    else:
+        verdict = decide(evidence, champion, target, margin)
+        promoted, reason = verdict.promoted, verdict.reason
+    return PromotionDecision(
+        promoted, challenger.version, evidence.test.accuracy, current_version,
+        None if champion is None else champion.test.accuracy, target, margin, reason, challenger.name,
+        datetime.now(UTC).isoformat(timespec="seconds"), key,
+        [] if verdict is None else [asdict(c) for c in verdict.conditions],
+        {"challenger": asdict(evidence), "champion": None if champion is None else asdict(champion)})
+
+
+DECISION_TAG, KEY_TAG = "promotion_decision", "promotion_key"
+
+
+def _recorded_decision(store: Store, challenger: RegisteredVersion, key: str) -> PromotionDecision | None:
+    """The decision recorded on the challenger's version under `key`, if one was taken."""
+    import json
+    found = store.client.get_model_version(challenger.name, challenger.version)
+    tags = dict(found.tags or {})
+    if tags.get(KEY_TAG) != key or DECISION_TAG not in tags:
+        return None
+    return PromotionDecision.from_dict(json.loads(tags[DECISION_TAG]))
+
+
 def _record(store: Store, decision: PromotionDecision, run_id: str | None) -> None:
+    """The decision as tags on the challenger's version (the whole of it, which a rerun reads back) and run."""
+    import json
     outcome = "promoted" if decision.promoted else "kept"
     tags = {"promotion": outcome, "promotion_reason": decision.reason[:5000],
             "promotion_champion_version": decision.champion_version or "none", "promotion_at": decision.decided_at}
+    name, version = decision.registered_model, decision.challenger_version
     for key, value in tags.items():
-        store.client.set_model_version_tag(decision.registered_model, decision.challenger_version, key, value)
-    if decision.promoted and decision.champion_version is not None:
-        store.client.set_model_version_tag(decision.registered_model, decision.champion_version, "replaced_by",
-                                           f"version {decision.challenger_version} at {decision.decided_at}: "
-                                           f"{decision.reason}"[:5000])
+        store.client.set_model_version_tag(name, version, key, value)
+    store.client.set_model_version_tag(name, version, DECISION_TAG, json.dumps(decision.to_dict()))
+    store.client.set_model_version_tag(name, version, KEY_TAG, decision.key)  # last: the decision is whole
     if run_id is not None:
         for key, value in tags.items():
             store.client.set_tag(run_id, key, value)
         store.client.log_dict(run_id, decision.to_dict(), f"promotion/{decision.decided_at.replace(':', '')}.json")
+
+
+def _complete_promotion(store: Store, decision: PromotionDecision) -> None:
+    """Move the champion alias to the promoted version, unless it is there already, and say on the replaced version
+    what replaced it. Refused when the alias moved elsewhere since the decision: nothing is replaced unseen."""
+    name, version, replaced = decision.registered_model, decision.challenger_version, decision.champion_version
+    current = _alias_version(store, name, CHAMPION)
+    current_version = None if current is None else str(current.version)
+    if current_version not in (replaced, version):
+        log.warning("%s version %s was promoted at %s, but the champion is now version %s: left as it is", name,
+                    version, decision.decided_at, current_version)
+        return
+    if current_version != version:
+        store.client.set_registered_model_alias(name, CHAMPION, version)
+    if replaced is not None:
+        store.client.set_model_version_tag(name, replaced, "replaced_by", f"version {version} at "
+                                           f"{decision.decided_at}: {decision.reason}"[:5000])
+        if current_version != version:
+            log.warning("%s version %s is no longer the champion: replaced by version %s", name, replaced, version)

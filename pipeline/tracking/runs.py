@@ -20,6 +20,7 @@ from pipeline import storage
 from pipeline.config import PipelineConfig
 from pipeline.layout import EvaluationFiles, Layout
 from pipeline.tracking import record
+from pipeline.tracking.registry import TRAINING_DATA_TAG
 from pipeline.tracking.store import Store, connect, store_errors
 
 log = logging.getLogger(__name__)
@@ -97,8 +98,10 @@ def _log_new_training(store: Store, cfg: PipelineConfig, layout: Layout, model: 
         for path in (layout.history(model), layout.curves(model)):
             with _local(path) as local:
                 store.client.log_artifact(run_id, local, "training")
+        # The data it learnt from, by fingerprint and place: a day it scores is checked for drift against that.
         version_tags = {"run_id": run_id, "model": model, "data_fingerprint": str(_curated_fingerprint(layout)),
-                        "model_sha256": sha, "pipeline_run": layout.run_id}
+                        TRAINING_DATA_TAG: layout.curated("train"), "model_sha256": sha,
+                        "pipeline_run": layout.run_id}
         with _local(layout.model_file(model)) as local:
             version = log_keras_model(store.client, run_id, local, input_example(layout),
                                       cfg.tracking.registered_model, version_tags)
