@@ -78,13 +78,17 @@ run: $(STAMP)
 schedule-demo: $(STAMP) $(AIRFLOW_STAMP) dist
 	$(PY) scripts/schedule_demo.py $(ARGS)
 
-# The whole suite (what CI runs): about 10 minutes on a quiet 2-core machine once both venvs exist.
+# The whole suite (what CI runs) on TEST_WORKERS pytest-xdist workers, whole modules to a worker (their module
+# fixtures are the expensive part); the end-to-end runs mostly wait on JVMs and subprocesses, so two workers on two
+# cores overlap that waiting. TEST_WORKERS=0: one process, as before.
+TEST_WORKERS ?= 2
+PYTEST := $(PY) -m pytest tests -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 test: $(STAMP) $(AIRFLOW_STAMP)
-	$(PY) -m pytest tests $(ARGS)
+	$(PYTEST) $(ARGS)
 
 # The inner loop: no end-to-end run, no cluster, no Airflow, no venv pack (markers in pyproject.toml); a few minutes.
 test-fast: $(STAMP)
-	$(PY) -m pytest tests -m "not slow and not cluster and not airflow and not pack" $(ARGS)
+	$(PYTEST) -m "not slow and not cluster and not airflow and not pack" $(ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check pipeline jobs tests benchmarks scripts dags

@@ -3,12 +3,13 @@ exactly as `make schedule-demo` and a scheduler run them: every task a spark-sub
 Airflow's own venv and working directory.
 
 One module-scoped story on the tiny world, in order: a champion is registered; a day is scored, checked and
-reported; a day of non-digit images is flagged as drift (and still gets its report: the trigger rule, run for
-real); retraining on the labelled day promotes a better challenger, and the next day is scored with it.
+reported; retraining on the labelled day promotes a better challenger; the next day, of non-digit images, is
+scored with the new champion and flagged as drift, and still gets its report (the trigger rule, run for real).
 
 Only what needs the DAGs is run through them. A day scored again, another day left alone and a corrupt day are
 the jobs' behaviour, proven at function level (tests/test_batch.py) and as spark-submitted jobs failing in one line
-(tests/test_batch_drift.py); each `airflow dags test` here costs three spark-submits.
+(tests/test_batch_drift.py); each `airflow dags test` here costs three spark-submits. The data the DAGs read is
+ingested and prepared in this process, with the pipeline's own functions.
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ from pipeline.layout import Layout
 pytestmark = [pytest.mark.slow, pytest.mark.airflow, pytest.mark.spark, pytest.mark.horovod]
 
 AIRFLOW = REPO_ROOT / ".venv-airflow" / "bin" / "airflow"
-GOOD_DAY, NOISE_DAY, NEXT_DAY = "2026-11-20", "2026-11-23", "2026-11-24"
+GOOD_DAY, NEXT_DAY = "2026-11-20", "2026-11-24"
 IMAGES_PER_DAY = 40
 # The weekly run of Monday 2026-11-23 02:00 covers the week up to Sunday the 22nd, the labelled good day included.
 RETRAINING_RUN, RETRAINING_DS = "2026-11-23T02:00:00+00:00", "2026-11-22"
@@ -68,13 +69,10 @@ class Scheduled:
                     "MNIST_CONF": str(self.conf), "MNIST_PACKAGE": str(package),
                     "MNIST_RETRIES": "0"}  # a failure here is the test's to see, not five minutes to wait
 
-    def job(self, *args: str) -> None:
-        subprocess.run([sys.executable, *args, "--conf", str(self.conf)], cwd=self.root, check=True,
-                       capture_output=True, timeout=600)
-
     def land(self, ds: str, *args: str) -> None:
-        self.job(str(REPO_ROOT / "scripts" / "simulate_arrivals.py"), "--ds", ds, "--count", str(IMAGES_PER_DAY),
-                 *args)
+        subprocess.run([sys.executable, str(REPO_ROOT / "scripts" / "simulate_arrivals.py"), "--ds", ds, "--count",
+                        str(IMAGES_PER_DAY), *args, "--conf", str(self.conf)], cwd=self.root, check=True,
+                       capture_output=True, timeout=600)
 
     def airflow(self, *args: str) -> subprocess.CompletedProcess:
         # Started from the Airflow home, as a scheduler would be: nothing may depend on the checkout as cwd.
@@ -96,10 +94,12 @@ def error_lines(proc: subprocess.CompletedProcess) -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def scheduled(tmp_path_factory, dist, small_mnist_model, tiny_world):
+def scheduled(tmp_path_factory, dist, small_mnist_model, tiny_world, spark):
+    from pipeline.data.ingest import run_ingest
+    from pipeline.data.prepare import run_prepare
     env = Scheduled(tmp_path_factory.mktemp("scheduled"), dist, tiny_world)
-    env.job(str(REPO_ROOT / "jobs" / "ingest.py"))
-    env.job(str(REPO_ROOT / "jobs" / "prepare.py"))
+    run_ingest(spark, env.cfg, env.layout)
+    run_prepare(spark, env.cfg, env.layout)
     env.champion = make_champion(env.cfg, small_mnist_model["untrained"], "model_1", 0.6)
     migrated = env.airflow("db", "migrate")
     assert migrated.returncode == 0, migrated.stderr[-2000:]
@@ -131,26 +131,40 @@ def test_the_day_gets_its_drift_check_and_batch_report(scheduled, good_day):
     assert "<img" in html and 'src="data:image/png;base64,' in html
 
 
-def test_a_day_of_non_digit_images_is_flagged_and_still_reported(scheduled, good_day):
-    scheduled.land(NOISE_DAY, "--kind", "noise")
-    proc = scheduled.daily(NOISE_DAY)
-    assert proc.returncode != 0
-    assert {line.split(":")[0] for line in error_lines(proc)} == {"ERROR [check_drift]"}
-    files = scheduled.layout.batch_files(NOISE_DAY)
-    assert storage.read_json(files.drift)["flagged"] is True
-    assert "DRIFT" in Path(files.report_html).read_text()
-
-
-def test_retraining_promotes_a_better_challenger_and_the_next_day_uses_it(scheduled, good_day, spark):
-    # The labelled good day is the newest batch: held out of training, both models are scored on it.
+@pytest.fixture(scope="module")
+def retrained(scheduled, good_day):
+    """The weekly retraining DAG, the labelled good day its newest batch (held out of training: both models are
+    scored on it)."""
     proc = scheduled.airflow("dags", "test", "mnist_retraining", RETRAINING_RUN)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    return proc
+
+
+@pytest.fixture(scope="module")
+def next_day(scheduled, retrained):
+    """The day after the retraining: non-digit images, through the daily DAG."""
+    scheduled.land(NEXT_DAY, "--kind", "noise")
+    return scheduled.daily(NEXT_DAY)
+
+
+def test_retraining_promotes_a_better_challenger_on_both_sets(scheduled, retrained):
     decision = storage.read_json(scheduled.layout.batch_files(RETRAINING_DS).retrain_decision)
     assert decision["promoted"] is True and decision["champion"]["version"] == scheduled.champion, decision
     assert decision["newest_batches"]["days"] == [GOOD_DAY], decision
-    assert "champion_replaced" in proc.stdout + proc.stderr
-    scheduled.land(NEXT_DAY)
-    daily = scheduled.daily(NEXT_DAY)
-    assert daily.returncode == 0, (daily.stdout + daily.stderr)[-4000:]
+    assert [c["passed"] for c in decision["conditions"]] == [True, True, True], decision
+    log = retrained.stdout + retrained.stderr
+    assert "champion_replaced" in log and "newest_batches (passed): on the 40 newest labelled images" in log
+
+
+def test_the_next_day_is_scored_by_the_new_champion(scheduled, retrained, next_day, spark):
+    decision = storage.read_json(scheduled.layout.batch_files(RETRAINING_DS).retrain_decision)
     versions = {r["model_version"] for r in scheduled.predictions(spark, NEXT_DAY).select("model_version").collect()}
     assert versions == {decision["challenger"]["version"]} != {scheduled.champion}
+
+
+def test_a_day_of_non_digit_images_is_flagged_and_still_reported(scheduled, next_day):
+    assert next_day.returncode != 0
+    assert {line.split(":")[0] for line in error_lines(next_day)} == {"ERROR [check_drift]"}
+    files = scheduled.layout.batch_files(NEXT_DAY)
+    assert storage.read_json(files.drift)["flagged"] is True
+    assert "DRIFT" in Path(files.report_html).read_text()

@@ -32,10 +32,10 @@ def side(version, test, newest=None, images=200):
     (0.95, None, True, "challenger test accuracy 0.9500 meets the target 0.9000 and there is no champion yet"),
     (0.89, None, False, "challenger test accuracy 0.8900 is below the target 0.9000"),
     (0.89, 0.85, False, "challenger test accuracy 0.8900 is below the target 0.9000"),
-    (0.953, 0.950, True, "challenger test accuracy 0.9530 meets the target 0.9000; challenger test accuracy 0.9530 "
-                         "beats the champion's 0.9500 on the same 10000 test images (+0.0030; margin 0.0020)"),
-    (0.952, 0.950, True, "challenger test accuracy 0.9520 meets the target 0.9000; challenger test accuracy 0.9520 "
-                         "beats the champion's 0.9500 on the same 10000 test images (+0.0020; margin 0.0020)"),
+    (0.953, 0.950, True, "challenger test accuracy 0.9530 meets the target 0.9000; beats the champion's 0.9500 on "
+                         "the same 10000 test images (+0.0030; margin 0.0020)"),
+    (0.952, 0.950, True, "challenger test accuracy 0.9520 meets the target 0.9000; beats the champion's 0.9500 on "
+                         "the same 10000 test images (+0.0020; margin 0.0020)"),
     (0.951, 0.950, False, "challenger test accuracy 0.9510 does not beat the champion's 0.9500 on the same 10000 "
                           "test images (+0.0010; margin 0.0020)"),
     (0.940, 0.950, False, "challenger test accuracy 0.9400 does not beat the champion's 0.9500 on the same 10000 "
@@ -58,6 +58,11 @@ def test_the_newest_batches_allow_one_standard_error_of_the_champion_there():
     within = decide(side("2", 0.96, 0.971), side("1", 0.95, 0.98), TARGET, MARGIN)
     below = decide(side("2", 0.96, 0.969), side("1", 0.95, 0.98), TARGET, MARGIN)
     assert within.promoted is True and [c.passed for c in within.conditions] == [True, True, True]
+    assert within.conditions[2].detail == ("on the 200 newest labelled images the challenger's 0.9710 against the "
+                                           "champion's 0.9800 is lower by 0.0090, within their sampling error 0.0099")
+    above = decide(side("2", 0.96, 0.99), side("1", 0.95, 0.98), TARGET, MARGIN).conditions[2]
+    assert (above.passed, above.detail) == (True, "on the 200 newest labelled images the challenger's 0.9900 against "
+                                                  "the champion's 0.9800: not lower")
     assert below.promoted is False and [c.passed for c in below.conditions] == [True, True, False]
     assert below.reason == ("on the 200 newest labelled images the challenger's 0.9690 against the champion's 0.9800 "
                             "is lower by 0.0110, more than their sampling error 0.0099")

@@ -228,7 +228,9 @@ def tracking_section(out: RunOutputs, cfg: PipelineConfig) -> str:
     parts += [f"The rule: the challenger becomes `champion` when its test accuracy is at least the target "
               f"({pct(cfg.evaluate.target_accuracy)}) and beats the champion's, on the same test set, by at least "
               f"`tracking.promotion_margin` ({cfg.tracking.promotion_margin:g}); the first model to meet the target is "
-              f"promoted. Score with the champion: `python jobs/predict.py --model models:/{name}@champion` (every "
+              "promoted. The weekly retraining applies the same rule, and also requires the challenger not to be worse "
+              "than the champion on the newest labelled batches by more than their sampling error. Score with the "
+              f"champion: `python jobs/predict.py --model models:/{name}@champion` (every "
               "prediction row records the version in `model_version`).", tensorboard]
     return "\n\n".join(parts)
 

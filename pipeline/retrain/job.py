@@ -22,6 +22,7 @@ from pipeline import storage
 from pipeline.cli import job_parser, run_job
 from pipeline.config import PipelineConfig
 from pipeline.errors import GateError, PipelineError
+from pipeline.fingerprint import fingerprint_of
 from pipeline.layout import Layout, RetrainingFiles, retraining_run_id
 from pipeline.locks import output_lock
 from pipeline.result import StageResult
@@ -114,8 +115,10 @@ def challenge(spark: SparkSession, cfg: PipelineConfig, layout: Layout, ds: str,
     champion_evidence = None if champion is None else Evidence(
         champion.version, Figures(**on_test["champion"]["test"]),
         Figures(newest["champion"]["accuracy"], newest["rows"]))
-    context = {"run_id": layout.run_id, "training_data": training_data["fingerprint"],
-               "evaluation": test_evidence["evaluation_fingerprint"], "newest_days": newest["days"]}
+    # What the decision is taken once for (with the challenger's version, which stands for its bytes).
+    context = {"run_id": layout.run_id, "training_data": training_data["fingerprint"], "newest_days": newest["days"],
+               "newest_labels": [fingerprint_of(storage.read_text(layout.batch_files(day).labels))
+                                 for day in newest["days"]]}
     decision = registry.promote(cfg, challenger, challenger_evidence, champion_evidence, context=repr(context))
     record = decision_record(ds, layout.run_id, decision.to_dict(), model, cfg.train.models[model], newest,
                              training_data)

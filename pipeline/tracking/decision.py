@@ -90,7 +90,7 @@ def _test_set(challenger: Evidence, champion: Evidence | None, margin: float) ->
     versus = (f"the champion's {theirs:.4f} on the same {champion.test.images} test images ({gain:+.4f}; "
               f"margin {margin:.4f})")
     if gain > 0 and gain >= margin - 1e-12:  # a tolerance for accuracies that differ in the last bits only
-        return Condition("test_set", True, f"challenger test accuracy {ours:.4f} beats {versus}")
+        return Condition("test_set", True, f"beats {versus}")
     return Condition("test_set", False, f"challenger test accuracy {ours:.4f} does not beat {versus}")
 
 
@@ -104,8 +104,11 @@ def _newest_batches(challenger: Evidence, champion: Evidence | None) -> Conditio
     drop = theirs.accuracy - ours.accuracy
     text = (f"on the {ours.images} newest labelled images the challenger's {ours.accuracy:.4f} against the "
             f"champion's {theirs.accuracy:.4f}")
+    if drop <= 0:
+        return Condition("newest_batches", True, f"{text}: not lower")
     if drop <= allowance + 1e-12:
-        return Condition("newest_batches", True, f"{text} is within their sampling error {allowance:.4f}")
+        return Condition("newest_batches", True, f"{text} is lower by {drop:.4f}, within their sampling error "
+                                                 f"{allowance:.4f}")
     return Condition("newest_batches", False, f"{text} is lower by {drop:.4f}, more than their sampling error "
                                               f"{allowance:.4f}")
 
