@@ -78,17 +78,13 @@ run: $(STAMP)
 schedule-demo: $(STAMP) $(AIRFLOW_STAMP) dist
 	$(PY) scripts/schedule_demo.py $(ARGS)
 
-# The whole suite (what CI runs) on TEST_WORKERS pytest-xdist workers, whole modules to a worker (their module
-# fixtures are the expensive part); the end-to-end runs mostly wait on JVMs and subprocesses, so two workers on two
-# cores overlap that waiting. TEST_WORKERS=0: one process, as before.
-TEST_WORKERS ?= 2
-PYTEST := $(PY) -m pytest tests -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
+# The whole suite (what CI runs). Its ten slowest tests are printed at the end (pyproject.toml).
 test: $(STAMP) $(AIRFLOW_STAMP)
-	$(PYTEST) $(ARGS)
+	$(PY) -m pytest tests $(ARGS)
 
 # The inner loop: no end-to-end run, no cluster, no Airflow, no venv pack (markers in pyproject.toml); a few minutes.
 test-fast: $(STAMP)
-	$(PYTEST) -m "not slow and not cluster and not airflow and not pack" $(ARGS)
+	$(PY) -m pytest tests -m "not slow and not cluster and not airflow and not pack" $(ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check pipeline jobs tests benchmarks scripts dags

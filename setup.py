@@ -6,7 +6,7 @@ from setuptools import find_packages, setup
 
 RUNTIME = ["tensorflow-cpu", "pyspark", "petastorm", "horovod", "numpy", "pyarrow", "pandas",
            "matplotlib", "pillow", "pyyaml", "psutil", "markdown", "mlflow"]
-DEV = ["pytest", "pytest-timeout", "pytest-xdist", "ruff", "venv-pack"]
+DEV = ["pytest", "pytest-timeout", "ruff", "venv-pack"]
 
 
 def canonical(name: str) -> str:

@@ -14,19 +14,11 @@ for _mlflow_env in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
     os.environ.pop(_mlflow_env, None)
 
 
-# The modules that hold most of the suite's time, longest first: run first, so that with two pytest-xdist workers
-# (make test: --dist loadfile, whole modules to a worker) the short modules fill in beside them at the end.
-LONGEST_FIRST = ("test_cluster.py", "test_dags_e2e.py", "test_pipeline_e2e.py", "test_retrain_e2e.py",
-                 "test_train.py", "test_batch.py", "test_batch_drift.py", "test_pack.py")
-
-
 def pytest_collection_modifyitems(items):
-    """A test that asks for the Spark session is marked `spark`, however it reaches it; the longest modules first."""
+    """A test that asks for the Spark session is marked `spark`, however it reaches it."""
     for item in items:
         if "spark" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.spark)
-    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each module keeps its own order
 
 
 @pytest.fixture(scope="session")
@@ -46,23 +38,12 @@ def spark(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def dist():
-    """`make dist` run once per test run: dist/pipeline.zip (returned) and dist/conf.zip beside it, as a cluster
-    gets them. With several pytest-xdist workers the first builds it under a lock and the others find it built for
-    this run, so no worker rewrites an archive another's jobs are reading."""
-    import fcntl
+    """`make dist` run once: dist/pipeline.zip (returned) and dist/conf.zip beside it, as a cluster gets them."""
     import subprocess
 
     from pipeline.config import REPO_ROOT
-    folder = REPO_ROOT / "dist"
-    folder.mkdir(exist_ok=True)
-    this_run = os.environ.get("PYTEST_XDIST_TESTRUNUID") or str(os.getpid())
-    built_for = folder / ".built-for-test-run"
-    with open(folder / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not built_for.exists() or built_for.read_text() != this_run:
-            subprocess.run(["make", "-s", "dist"], cwd=REPO_ROOT, check=True, capture_output=True, timeout=120)
-            built_for.write_text(this_run)
-    return folder / "pipeline.zip"
+    subprocess.run(["make", "-s", "dist"], cwd=REPO_ROOT, check=True, capture_output=True, timeout=120)
+    return REPO_ROOT / "dist" / "pipeline.zip"
 
 
 @pytest.fixture
