@@ -93,12 +93,13 @@ def challenge(spark: SparkSession, cfg: PipelineConfig, layout: Layout, ds: str,
     if not cfg.tracking.enabled:
         raise PipelineError("retraining promotes through the model registry, and tracking.enabled is false: turn "
                             "tracking on")
+    from pipeline.evaluate.promotion import DECIDED_BY_RETRAINING
     from pipeline.tracking import registry, runs
     from pipeline.tracking.decision import Evidence, Figures
     stage_named("train").run(spark, cfg, layout, force=force)
     evaluation = evaluated(spark, cfg, layout, force)
     test_evidence = evaluation.details.get("promotion") or {}
-    if test_evidence.get("decided_by") != "retraining":
+    if test_evidence.get("decided_by") != DECIDED_BY_RETRAINING:
         raise PipelineError(f"the evaluation under {layout.evaluation} holds no evidence for a retraining: rerun "
                             "jobs/retrain.py with --force")
     model = evaluation.details["best_model"]
