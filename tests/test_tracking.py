@@ -175,6 +175,39 @@ def test_a_decision_asked_for_again_is_read_back_not_taken_again(registry):
     assert len(client.list_artifacts(challenger.run_id, "promotion")) == 1
 
 
+def test_a_promotion_stopped_after_its_record_and_before_the_alias_is_completed_by_the_rerun(small_mnist_model,
+                                                                                              tmp_path):
+    """The process dies at the alias move (the real registry refuses it once): the decision is already on the
+    version, the champion has not moved; the rerun, with other evidence, reads the decision back and moves it."""
+    from mlflow import MlflowClient
+
+    from pipeline.config import load_config
+    from pipeline.tracking import registry as reg
+    from pipeline.tracking.store import connect
+    cfg = load_config(None, "full", [f"paths.mlflow={tmp_path / 'mlflow'}", f"paths.runs={tmp_path / 'runs'}"])
+    first = register(cfg, small_mnist_model["untrained"], "model_1", 0.95)
+    reg.set_challenger(cfg, first)
+    reg.promote(cfg, reg.resolve_model_uri(cfg, f"models:/{cfg.tracking.registered_model}/{first}"),
+                side(first, 0.95), None, context="first")
+    second = register(cfg, small_mnist_model["trained"], "model_1", 0.97)
+    challenger = reg.resolve_model_uri(cfg, f"models:/{cfg.tracking.registered_model}/{second}")
+    client, name = connect(cfg).client, cfg.tracking.registered_model
+
+    def killed(self, *args, **kwargs):
+        raise SystemExit("killed at the alias move")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(MlflowClient, "set_registered_model_alias", killed)
+        with pytest.raises(SystemExit):
+            reg.promote(cfg, challenger, side(second, 0.97), side(first, 0.95), context="evaluation")
+    tags = client.get_model_version(name, second).tags
+    assert tags["promotion"] == "promoted" and "promotion_key" in tags          # the intent is recorded ...
+    assert str(client.get_model_version_by_alias(name, "champion").version) == first   # ... the alias not moved
+    rerun = reg.promote(cfg, challenger, side(second, 0.10), side(second, 0.97), context="evaluation")
+    assert rerun.promoted is True and rerun.champion_version == first and rerun.challenger_accuracy == 0.97
+    assert str(client.get_model_version_by_alias(name, "champion").version) == second
+    assert client.get_model_version(name, first).tags["replaced_by"].startswith(f"version {second} at ")
+
+
 def test_resolve_gives_a_fixed_version_and_a_checked_local_model_keras(registry, small_mnist_model):
     from pipeline.tracking.registry import resolve_model_uri
     cfg, _, _, _ = registry
