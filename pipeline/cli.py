@@ -105,7 +105,8 @@ def _drop_py4j_retry_notes(record: logging.LogRecord) -> bool:
 
 def run_job(parser: argparse.ArgumentParser, argv: list[str] | None, job_name: str,
             work: Callable[[SparkSession, PipelineConfig, argparse.Namespace], object]) -> int:
-    """Parse `argv`, load config, build the session, run `stage`; a PipelineError becomes one line and exit 1."""
+    """Parse `argv`, load config, build the session, run `stage`; a PipelineError becomes one line and its exit
+    code (pipeline.errors: whether a retry can help)."""
     from pipeline.spark import build_spark_session
 
     args = parser.parse_args(argv)
@@ -120,7 +121,7 @@ def run_job(parser: argparse.ArgumentParser, argv: list[str] | None, job_name: s
         return 0
     except PipelineError as exc:
         print(f"ERROR [{job_name}]: {exc}", file=sys.stderr)
-        return 1
+        return exc.exit_code
     finally:
         if spark is not None:
             spark.stop()

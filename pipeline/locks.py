@@ -2,7 +2,7 @@
 
 `output_lock(path, stage)` creates `<path>.lock` (beside the folder, not inside it, so it survives the stage's
 own removal or publication of the folder) holding JSON {pid, host, stage, since, command, token}. A second
-writer stops at once with a one-line PipelineError naming the holder. A lock whose holder ran on this host and
+writer stops at once with a one-line RetryableError naming the holder. A lock whose holder ran on this host and
 no longer exists is stale: it is taken over with a warning. Only the owner (same token) removes the lock.
 
 Limitations:
@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from pyarrow import fs as pafs
 
 from pipeline import storage
-from pipeline.errors import PipelineError
+from pipeline.errors import RetryableError
 
 log = logging.getLogger(__name__)
 
@@ -78,12 +78,12 @@ def _acquire(lock_file: str, record: dict) -> None:
         if holder is None:
             continue  # released between our attempt and our look: try again
         if not _is_stale(holder):
-            raise PipelineError(_busy_message(lock_file, holder))
+            raise RetryableError(_busy_message(lock_file, holder))
         log.warning("taking over the stale lock %s of stage '%s' (pid %s on %s since %s: no such process is "
                     "running any more)", lock_file, holder.get("stage"), holder.get("pid"), holder.get("host"),
                     holder.get("since"))
         _take_over(lock_file, holder.get("token"))
-    raise PipelineError(_busy_message(lock_file, _holder(lock_file) or {}))
+    raise RetryableError(_busy_message(lock_file, _holder(lock_file) or {}))
 
 
 def _create(lock_file: str, record: dict) -> bool:

@@ -19,7 +19,7 @@ from pipeline.batch.arrivals import simulate_day
 from pipeline.batch.model import model_file_version, scoring_model
 from pipeline.batch.score import run_batch_scoring
 from pipeline.config import REPO_ROOT
-from pipeline.errors import PipelineError
+from pipeline.errors import EXIT_NOT_RETRYABLE, PipelineError
 from pipeline.formats.idx import read_array
 from pipeline.formats.images import decode_image_file
 from pipeline.layout import BatchFiles, Layout, checked_ds
@@ -41,7 +41,7 @@ def test_a_day_is_a_real_date_written_yyyy_mm_dd():
 
 def test_the_job_refuses_a_bad_date_in_one_line_before_starting_spark(capsys):
     job = importlib.import_module("jobs.score_batch")
-    assert job._main(["--ds", "2026-13-01"]) == 1
+    assert job._main(["--ds", "2026-13-01"]) == EXIT_NOT_RETRYABLE
     assert capsys.readouterr().err.splitlines() == [
         "ERROR [score_batch]: --ds 2026-13-01: not a real date (month must be in 1..12)"]
 

@@ -18,7 +18,7 @@ from pipeline import storage
 from pipeline.batch import drift
 from pipeline.batch.drift import ImageStatistics, Statistic
 from pipeline.config import REPO_ROOT, DriftConfig, load_config
-from pipeline.errors import GateError, PipelineError
+from pipeline.errors import EXIT_NOT_RETRYABLE, GateError, PipelineError
 from pipeline.layout import Layout
 
 DAY = "2026-11-24"
@@ -227,7 +227,7 @@ def test_the_jobs_fail_in_one_line_then_the_report_still_runs(spark, non_digits,
            "env": {**os.environ, "PYTHONPATH": str(REPO_ROOT)}}
     drift_job = subprocess.run([sys.executable, "jobs/check_drift.py", "--ds", DAY, *overrides], **run)
     errors = [line for line in drift_job.stderr.splitlines() if line.startswith("ERROR")]
-    assert drift_job.returncode == 1
+    assert drift_job.returncode == EXIT_NOT_RETRYABLE  # a verdict: no retry
     assert len(errors) == 1 and errors[0].startswith("ERROR [check_drift]: drift on 2026-11-24: ink_share moved by")
     report_job = subprocess.run([sys.executable, "jobs/batch_report.py", "--ds", DAY, *overrides], **run)
     assert report_job.returncode == 0, report_job.stderr

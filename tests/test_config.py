@@ -8,7 +8,7 @@ import typing
 import pytest
 
 from pipeline.config import REPO_ROOT, PipelineConfig, load_config, profiles_dir
-from pipeline.errors import PipelineError
+from pipeline.errors import EXIT_NOT_RETRYABLE, PipelineError
 
 LOCAL = REPO_ROOT / "conf" / "local.yaml"
 
@@ -321,8 +321,8 @@ def test_run_manifest_holds_no_secret_value(make_config, monkeypatch):
      f"(known in {REPO_ROOT / 'conf' / 'profiles'}: full, quick, test)"),
     ("run_pipeline", ["--conf", str(REPO_ROOT / "conf")], f"config file {REPO_ROOT / 'conf'} is not a file"),
 ])
-def test_job_config_error_is_exit_1_and_one_error_line(job, argv, message, capsys):
+def test_job_config_error_is_one_error_line_and_not_retryable(job, argv, message, capsys):
     main = importlib.import_module(f"jobs.{job}")._main
-    assert main(argv) == 1
+    assert main(argv) == EXIT_NOT_RETRYABLE  # a scheduler fails the task at once: a retry cannot fix a config
     stage = "pipeline" if job == "run_pipeline" else job
     assert capsys.readouterr().err.splitlines() == [f"ERROR [{stage}]: {message}"]

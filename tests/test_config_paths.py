@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.config import REPO_ROOT, load_config
-from pipeline.errors import PipelineError
+from pipeline.errors import EXIT_NOT_RETRYABLE, PipelineError
 from pipeline.layout import Layout
 
 LOCAL = REPO_ROOT / "conf" / "local.yaml"
@@ -110,7 +110,7 @@ def test_job_outside_a_checkout_without_conf_says_so(dist, tmp_path):
     (tmp_path / "loose").mkdir()
     shutil.copy(dist, tmp_path / "loose" / "pipeline.zip")
     proc = _python([str(REPO_ROOT / "jobs" / "ingest.py")], tmp_path / "loose" / "pipeline.zip", tmp_path)
-    assert proc.returncode == 1
+    assert proc.returncode == EXIT_NOT_RETRYABLE
     assert proc.stderr.strip().splitlines()[-1] == (
         f"ERROR [ingest]: no --conf given and {tmp_path}/conf/local.yaml does not exist (the pipeline package is "
         "not in a checkout): pass --conf FILE")

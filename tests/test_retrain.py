@@ -13,7 +13,7 @@ from pyspark.sql import Row
 from pyspark.testing import assertDataFrameEqual
 
 from pipeline import storage
-from pipeline.errors import PipelineError
+from pipeline.errors import EXIT_NOT_RETRYABLE, PipelineError
 from pipeline.layout import Layout, RetrainingFiles, default_run_id
 from pipeline.retrain.decision import decision_record, decision_summary, untrained_record
 from pipeline.retrain.job import _main, retraining_config, retraining_layout
@@ -271,7 +271,7 @@ def test_the_retraining_config_trains_the_chosen_models_for_the_chosen_epochs(ba
 
 
 def test_the_job_refuses_a_ds_that_is_not_a_date_before_starting_spark(capsys):
-    assert _main(["--ds", "2026-02-30"]) == 1
+    assert _main(["--ds", "2026-02-30"]) == EXIT_NOT_RETRYABLE
     assert "ERROR [retrain]: --ds 2026-02-30: not a real date (day is out of range for month)" in \
         capsys.readouterr().err
 

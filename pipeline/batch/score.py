@@ -26,7 +26,7 @@ from pipeline.batch import checks
 from pipeline.batch.landing import Arrivals, read_landing
 from pipeline.batch.model import ScoringModel, scoring_model
 from pipeline.config import PipelineConfig
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, RetryableError
 from pipeline.layout import BatchFiles, BatchReportFiles, Layout
 from pipeline.locks import output_lock
 from pipeline.model_files import check_model_file
@@ -115,7 +115,8 @@ def score_to(spark: SparkSession, cfg: PipelineConfig, images: str, scorer: Scor
         with_batch_prediction_columns(scored, scorer).write.mode("error").option(
             "maxRecordsPerFile", cfg.data.row_group_rows).parquet(out)
     except (Py4JJavaError, PySparkException) as exc:
-        raise PipelineError(f"scoring with {scorer.name} version {scorer.version} ({scorer.model_file}) failed: "
+        # A lost executor looks the same as a model that will not load: let the scheduler try again.
+        raise RetryableError(f"scoring with {scorer.name} version {scorer.version} ({scorer.model_file}) failed: "
                             f"{worker_error(str(exc))}") from exc
 
 

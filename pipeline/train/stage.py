@@ -13,7 +13,7 @@ from pyspark.sql import SparkSession
 
 from pipeline import storage
 from pipeline.config import PipelineConfig
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, RetryableError
 from pipeline.kept_epoch import kept_record
 from pipeline.layout import Layout
 from pipeline.locks import output_lock
@@ -185,12 +185,12 @@ def launch(spark: SparkSession, params: TrainParams, start_timeout: int) -> tupl
         results = run_horovod(spark, train_worker, args=(params.to_dict(),), num_proc=params.num_workers,
                               start_timeout=start_timeout, env={"TF_CPP_MIN_LOG_LEVEL": "2"})
     except Exception as exc:  # Horovod wraps worker failures in generic exceptions
-        raise PipelineError(f"training {params.model} failed on the Horovod workers: "
+        raise RetryableError(f"training {params.model} failed on the Horovod workers: "
                             f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__} "
                             f"(the epochs completed so far are checkpointed in {params.checkpoint_dir})") from exc
     failure = next((r["failure"] for r in results if r.get("failure")), None)
     if failure:
-        raise PipelineError(f"training {params.model} stopped at {failure} (the epochs before it are checkpointed "
+        raise RetryableError(f"training {params.model} stopped at {failure} (the epochs before it are checkpointed "
                             f"in {params.checkpoint_dir}: rerun to resume)")
     return results, time.perf_counter() - started
 
