@@ -18,7 +18,7 @@ from pipeline.errors import PipelineError
 from pipeline.layout import MODEL_FILE, Layout, model_file_in
 from pipeline.model_files import check_model_file
 from pipeline.tracking.decision import Evidence, decide, decision_key
-from pipeline.tracking.store import Store, connect, store_errors
+from pipeline.tracking.store import Store, connect, store_errors, tracking_uri
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +71,20 @@ def champion(cfg: PipelineConfig) -> RegisteredVersion | None:
     with store_errors(store.uri, "reading the champion"):
         found = _alias_version(store, cfg.tracking.registered_model, CHAMPION)
     return None if found is None else _fetched(cfg, store, found)
+
+
+def champion_version(cfg: PipelineConfig) -> str | None:
+    """The champion's version number, read without fetching its model; None when there is none yet. A local store
+    that does not exist yet has none, and is not created by asking."""
+    if not cfg.tracking.enabled:
+        return None
+    layout = Layout.from_config(cfg)
+    if tracking_uri(cfg, layout) == f"sqlite:///{layout.mlflow_db}" and not storage.exists(layout.mlflow_db):
+        return None
+    store = connect(cfg)
+    with store_errors(store.uri, "reading the champion"):
+        found = _alias_version(store, cfg.tracking.registered_model, CHAMPION)
+    return None if found is None else str(found.version)
 
 
 def training_data(cfg: PipelineConfig, name: str, version: str) -> tuple[str, str] | None:
