@@ -15,14 +15,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import socket
-import subprocess
 import sys
 import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+
+from daemons import is_running, last_line, start, stop_processes, write_state
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
@@ -131,30 +131,25 @@ def up(settings: Settings) -> dict:
     try:
         for name, argv in daemon_commands(settings):
             state["processes"].append(_start(settings, name, argv))
-            _write_state(settings, state)  # after every start: `down` can stop a half-started cluster
+            write_state(settings.pid_file, state)  # after every start: `down` can stop a half-started cluster
         _wait_for_workers(settings, state)
     except BaseException:
-        _stop_processes(state["processes"])
+        stop_processes(state["processes"])
         settings.pid_file.unlink(missing_ok=True)
         raise
     return state
 
 
 def _start(settings: Settings, name: str, argv: list[str]) -> dict:
-    log_path = settings.cluster_dir / "logs" / f"{name}.log"
-    with open(log_path, "ab") as log:
-        # A session of its own: Ctrl-C in the calling terminal must not take the cluster down with it.
-        proc = subprocess.Popen(argv, env=daemon_env(settings), stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, cwd=settings.cluster_dir, start_new_session=True)
-    return {"name": name, "pid": proc.pid, "start_ticks": _start_ticks(proc.pid), "log": str(log_path)}
+    return start(name, argv, daemon_env(settings), settings.cluster_dir / "logs" / f"{name}.log", settings.cluster_dir)
 
 
 def _wait_for_workers(settings: Settings, state: dict) -> None:
     deadline = time.monotonic() + settings.timeout
     while time.monotonic() < deadline:
-        dead = [p for p in state["processes"] if not _is_running(p)]
+        dead = [p for p in state["processes"] if not is_running(p)]
         if dead:
-            raise ClusterError(f"{dead[0]['name']} exited at start: {_last_line(dead[0]['log'])}")
+            raise ClusterError(f"{dead[0]['name']} exited at start: {last_line(dead[0]['log'])}")
         if alive_workers(master_status(settings)) >= settings.workers:
             return
         time.sleep(1.0)
@@ -168,73 +163,26 @@ def down(settings: Settings) -> list[str]:
     if not settings.pid_file.exists():
         return []
     processes = json.loads(settings.pid_file.read_text())["processes"]
-    stopped = [p["name"] for p in processes if _is_running(p)]
-    _stop_processes(processes)
+    stopped = [p["name"] for p in processes if is_running(p)]
+    stop_processes(processes)
     settings.pid_file.unlink()
     return stopped
 
 
-def _stop_processes(processes: list[dict], grace: float = 15.0) -> None:
-    """SIGTERM each recorded process (a worker then stops its executors); after `grace` seconds SIGKILL what is
-    left of its process group: the group `up` created for it, holding only what it started (executors, the
-    spark-class launcher of a daemon stopped while starting). Return once those groups are gone, so that the
-    ports are free for the next `up`."""
-    ours = [p for p in reversed(processes) if _is_running(p)]
-    for proc in ours:
-        os.kill(proc["pid"], signal.SIGTERM)
-    _wait_until(lambda: not any(_is_running(p) for p in ours), grace)
-    groups = {proc["pid"] for proc in ours}
-    for group in groups:
-        try:
-            os.killpg(group, signal.SIGKILL)
-        except ProcessLookupError:
-            pass  # the whole group has exited
-    _wait_until(lambda: not _group_members(groups), grace)
 
 
-def _wait_until(condition, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition() and time.monotonic() < deadline:
-        time.sleep(0.1)
 
 
-def _group_members(groups: set[int]) -> list[int]:
-    """Live (not zombie) processes in any of the process groups `groups`."""
-    members = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue  # it exited while we looked
-        if fields[0] != "Z" and int(fields[2]) in groups:
-            members.append(int(stat.parent.name))
-    return members
 
 
-def _start_ticks(pid: int) -> str | None:
-    """The process start time from /proc: with the pid it identifies our process even if the pid is reused."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
 
 
-def _is_running(proc: dict) -> bool:
-    try:
-        os.waitpid(proc["pid"], os.WNOHANG)  # reap it if it is our own exited child
-    except ChildProcessError:
-        pass
-    ticks = _start_ticks(proc["pid"])
-    if ticks is None or ticks != proc.get("start_ticks"):
-        return False
-    stat = Path(f"/proc/{proc['pid']}/stat").read_text()
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def _recorded_alive(settings: Settings) -> bool:
     if not settings.pid_file.exists():
         return False
-    return any(_is_running(p) for p in json.loads(settings.pid_file.read_text())["processes"])
+    return any(is_running(p) for p in json.loads(settings.pid_file.read_text())["processes"])
 
 
 def _check_ports_free(settings: Settings) -> None:
@@ -246,15 +194,8 @@ def _check_ports_free(settings: Settings) -> None:
                 raise ClusterError(f"port {port} on {HOST} is already in use (set CLUSTER_*_PORT to free ports)")
 
 
-def _write_state(settings: Settings, state: dict) -> None:
-    tmp = settings.pid_file.with_suffix(".tmp")
-    tmp.write_text(json.dumps(state, indent=2))
-    tmp.replace(settings.pid_file)
 
 
-def _last_line(path: str) -> str:
-    lines = [line for line in Path(path).read_text(errors="replace").splitlines() if line.strip()]
-    return lines[-1].strip() if lines else f"no output (see {path})"
 
 
 def _status_line(settings: Settings) -> str:
