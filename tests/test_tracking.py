@@ -233,6 +233,17 @@ def test_the_logged_version_holds_our_keras_file_and_no_savedmodel_or_hdf5(regis
     assert [spec["tensor-spec"]["shape"] for spec in json.loads(mlmodel["signature"]["inputs"])] == [[-1, 28, 28, 1]]
 
 
+def test_logging_a_model_prints_no_keras_progress_bar(make_config, small_mnist_model, capfd):
+    """MLflow checks the input example with model.predict; in a job's log that is a progress bar per model."""
+    from tensorflow import keras
+    cfg = make_config()
+    assert keras.utils.is_interactive_logging_enabled()
+    register(cfg, small_mnist_model["trained"], "model_1", 0.95)
+    printed = capfd.readouterr()
+    assert "step" not in printed.out + printed.err and "[====" not in printed.out, printed
+    assert keras.utils.is_interactive_logging_enabled()  # restored for the rest of the process
+
+
 @pytest.mark.parametrize(("uri", "message"), [
     ("models:/mnist-digit-classifier@nosuch", "registered model 'mnist-digit-classifier' has no alias 'nosuch' "
                                               r"\(aliases: challenger, champion\) in MLflow store sqlite:///"),

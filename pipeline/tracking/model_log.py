@@ -9,6 +9,7 @@ pipeline downloads and checks that file (pipeline.model_files) and never deseria
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import types
@@ -34,10 +35,23 @@ def log_keras_model(client, run_id: str, model_file: str, input_example, registe
     # (Default, whose artifacts go to ./mlruns of the working directory).
     logged = client.create_logged_model(client.get_run(run_id).info.experiment_id, name=MODEL_ARTIFACT,
                                         source_run_id=run_id)
-    info = Model.log(artifact_path=None, name=MODEL_ARTIFACT, flavor=flavor, model=model, run_id=run_id,
-                     model_id=logged.model_id, signature=image_signature(), input_example=input_example,
-                     pip_requirements=requirements())
+    with _quiet_keras():  # MLflow checks the input example with model.predict: no progress bar in job logs
+        info = Model.log(artifact_path=None, name=MODEL_ARTIFACT, flavor=flavor, model=model, run_id=run_id,
+                         model_id=logged.model_id, signature=image_signature(), input_example=input_example,
+                         pip_requirements=requirements())
     return mlflow.register_model(info.model_uri, registered_model, tags=tags)
+
+
+@contextlib.contextmanager
+def _quiet_keras():
+    from tensorflow import keras
+    was_interactive = keras.utils.is_interactive_logging_enabled()
+    keras.utils.disable_interactive_logging()
+    try:
+        yield
+    finally:
+        if was_interactive:
+            keras.utils.enable_interactive_logging()
 
 
 def _saver(model_file: str):
