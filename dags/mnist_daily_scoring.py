@@ -3,15 +3,18 @@ for drift against the training data, and described in a batch report.
 
 Schedule: at midnight UTC, for the day that has just ended (CronDataIntervalTimetable; `@daily` in Airflow 3 is
 a CronTriggerTimetable, whose run at midnight of the 25th would process the 25th, a day that has not happened).
+A manual run names its day: `airflow dags trigger mnist_daily_scoring -c '{"ds": "2026-12-01"}'`.
 Every task replaces its own day's outputs in one move, so retries, reruns and backfills never duplicate rows or
-touch another day.
+touch another day; the Spark tasks queue on one pool, so backfills and manual runs never run beside them.
 """
 from __future__ import annotations
 
 import pendulum
 from airflow.sdk import DAG, TriggerRule, task
 from airflow.timetables.interval import CronDataIntervalTimetable
-from mnist_jobs import DEFAULT_ARGS, spark_job
+from mnist_jobs import DAG_SETTINGS, require_ready, spark_job
+
+require_ready("daily")
 
 with DAG(
     dag_id="mnist_daily_scoring",
@@ -19,13 +22,13 @@ with DAG(
     schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
     start_date=pendulum.datetime(2026, 11, 1, tz="UTC"),
     catchup=False,            # backfill a range on purpose: airflow backfill create --dag-id ... --from-date ...
-    max_active_runs=1,        # one Spark job at a time on a local machine; raise it on a cluster
-    default_args=DEFAULT_ARGS,
+    max_active_runs=1,
     tags=["mnist", "batch"],
+    **DAG_SETTINGS,
 ) as dag:
     score = spark_job("score", "score_batch.py")
-    # Writes drift.json, then fails the run on drift: a verdict, not an accident, so it is not retried.
-    drift = spark_job("check_drift", "check_drift.py", retries=0)
+    # Writes drift.json, then fails on drift with a verdict (not retried: the job says a retry cannot change it).
+    drift = spark_job("check_drift", "check_drift.py")
     # The report shows the drift verdict, so it runs after a failed drift check too, but not without predictions.
     report = spark_job("batch_report", "batch_report.py", trigger_rule=TriggerRule.ALL_DONE_MIN_ONE_SUCCESS)
     score >> drift >> report

@@ -2,8 +2,8 @@
 champion on the untouched test set and the newest labelled batches, and the registry's rule decides whether it
 replaces the champion. The run branches on that decision, so the outcome is visible in the grid.
 
-Schedule: Mondays at 02:00 UTC, for the week that has ended (its data interval); trigger it by hand for an
-on-demand retraining (`airflow dags trigger mnist_retraining`).
+Schedule: Mondays at 02:00 UTC, for the week that has ended (its data interval). An on-demand retraining takes the
+batches up to yesterday, `airflow dags trigger mnist_retraining`, or up to a day it names: `-c '{"ds": "..."}'`.
 """
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ import pendulum
 from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.sdk import DAG
 from airflow.timetables.interval import CronDataIntervalTimetable
-from mnist_jobs import DEFAULT_ARGS, decision_branch, spark_job
+from mnist_jobs import DAG_SETTINGS, decision_branch, require_ready, spark_job
+
+require_ready("retraining")
 
 with DAG(
     dag_id="mnist_retraining",
@@ -20,8 +22,8 @@ with DAG(
     start_date=pendulum.datetime(2026, 11, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
-    default_args=DEFAULT_ARGS,
     tags=["mnist", "training"],
+    **DAG_SETTINGS,
 ) as dag:
     retrain = spark_job("retrain", "retrain.py")
     decide = decision_branch("decide", promoted="champion_replaced", kept="champion_kept")

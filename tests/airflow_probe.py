@@ -1,8 +1,9 @@
 """Run by the Airflow venv's Python (tests/test_dags.py): loads dags/ the way Airflow's DAG processor does and
-prints, as JSON, what the tests check: import errors, each DAG's timetable and tasks, and the batch date its
-templates give a scheduled run and a manual run. Airflow is not importable from the project's venv."""
+prints, as JSON, what the tests check: import errors, each DAG's timetable, tasks and pools, and the batch date
+its templates give each kind of run. Airflow is not importable from the project's venv."""
 import json
 import sys
+from types import SimpleNamespace
 
 import pendulum
 from airflow.dag_processing.dagbag import DagBag
@@ -17,11 +18,19 @@ sys.path.append(dags_folder)  # as Airflow's bundle does, so the DAGs import the
 bag = DagBag(dags_folder)
 
 
-def batch_date(dag, task, interval: DataInterval) -> str:
+def batch_date(dag, task, run_type: str, interval: DataInterval | None, logical_date=None, run_after=None,
+               ds=None) -> str:
+    """The --ds the task's template gives a run of `run_type`, as the task runner renders it (the run's context
+    holds its dag_run and params); an AirflowFailException's message, for a run that must not start."""
     args = task.application_args
     template = args[args.index("--ds") + 1]
-    return dag.get_template_env().from_string(template).render(
-        data_interval_start=interval.start, data_interval_end=interval.end, macros=macros)
+    dag_run = SimpleNamespace(dag_id=dag.dag_id, run_type=run_type, logical_date=logical_date,
+                              data_interval_end=interval and interval.end, run_after=run_after or interval.end)
+    try:
+        return dag.get_template_env().from_string(template).render(
+            dag_run=dag_run, params={**dag.params.dump(), "ds": ds}, macros=macros, **dag.user_defined_macros)
+    except Exception as exc:  # noqa: BLE001 - reported to the test, which checks the message
+        return f"{type(exc).__name__}: {exc}"
 
 
 def scheduled_run(timetable, start_date):
@@ -37,14 +46,27 @@ def describe(dag) -> dict:
     timetable = dag.timetable
     scheduled = scheduled_run(timetable, dag.start_date)
     manual = timetable.infer_manual_data_interval(run_after=manual_at)
+    # What Airflow 3.3's `dags trigger --logical-date` does: the interval inferred from the current time.
+    cli_interval = timetable.infer_manual_data_interval(run_after=manual_at.add(days=10))
     spark_tasks = [t for t in dag.tasks if getattr(t, "application_args", None)]
+
+    def dates(*args, **kwargs) -> list[str]:
+        return sorted({batch_date(dag, t, *args, **kwargs) for t in spark_tasks})
     return {
         "timetable": type(timetable).__name__,
         "tasks": {t.task_id: sorted(t.upstream_task_ids) for t in dag.tasks},
         "trigger_rules": {t.task_id: str(t.trigger_rule.value) for t in dag.tasks},
+        "pools": {t.task_id: t.pool for t in spark_tasks},
+        "retries": {t.task_id: t.retries for t in spark_tasks},
+        "params": {name: dag.params.get_param(name).schema for name in dag.params},
         "scheduled": {"run_after": scheduled.run_after.isoformat(),
-                      "batch_dates": sorted({batch_date(dag, t, scheduled.data_interval) for t in spark_tasks})},
-        "manual": {"batch_dates": sorted({batch_date(dag, t, manual) for t in spark_tasks})},
+                      "batch_dates": dates("scheduled", scheduled.data_interval, scheduled.data_interval.start)},
+        "backfill": {"batch_dates": dates("backfill", scheduled.data_interval, scheduled.data_interval.start)},
+        "manual": {"batch_dates": dates("manual", manual, manual_at)},
+        "manual_with_ds": {"batch_dates": dates("manual", manual, manual_at, ds="2026-11-02")},
+        "manual_without_logical_date": {"batch_dates": dates("manual", None, None,
+                                                             run_after=manual_at.add(hours=10))},
+        "cli_logical_date": {"batch_dates": dates("manual", cli_interval, manual_at)},
         "commands": {t.task_id: [t._spark_binary, t.application, *t.application_args] for t in spark_tasks},
     }
 

@@ -1,43 +1,111 @@
-"""The Airflow DAGs in dags/: they import, have the expected tasks and timetables, process the day that has ended,
-and call the project's jobs with the project's spark-submit. Airflow lives in its own venv (.venv-airflow, built by
-`make test`), so these tests drive it through subprocesses, as a scheduler would."""
+"""The Airflow DAGs in dags/: they import (only for a deployment that is ready to run them), have the expected
+tasks, timetables and pool, take the same batch date through every entry point, and call the project's jobs with
+the project's spark-submit. Airflow lives in its own venv (.venv-airflow, built by `make test`), so these tests
+drive it through subprocesses, as a scheduler would; tests/test_airflow_scheduler.py runs them under a real one."""
 import json
 import os
+import re
 import subprocess
 
 import pytest
+from registry_versions import make_champion
+from scheduled import DAILY, RETRAINING, SPARK_POOL, write_config
 
-from pipeline.config import REPO_ROOT
+from pipeline import storage
+from pipeline.config import REPO_ROOT, load_config
+from pipeline.errors import EXIT_NOT_RETRYABLE
+from pipeline.layout import Layout
 
 AIRFLOW_BIN = REPO_ROOT / ".venv-airflow" / "bin"
 DAGS = REPO_ROOT / "dags"
-DAILY, RETRAINING = "mnist_daily_scoring", "mnist_retraining"
 
 pytestmark = pytest.mark.airflow
 
 
-def airflow_env(home) -> dict:
-    """An Airflow of its own for one test: SQLite metadata under `home`, our dags/ folder, no examples."""
+def airflow_env(home, conf, package) -> dict:
+    """An Airflow of its own for one test: SQLite metadata under `home`, our dags/ folder, no examples, the
+    deployment's config `conf`."""
     return {**os.environ, "AIRFLOW_HOME": str(home), "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False", "AIRFLOW__CORE__UNIT_TEST_MODE": "False"}
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False", "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
+            "MNIST_CONF": str(conf), "MNIST_PACKAGE": str(package)}
 
 
-@pytest.fixture(scope="module")
-def dag_facts(tmp_path_factory):
-    """What tests/airflow_probe.py reports about dags/, for a scheduled run at midnight of 2026-11-25 and a manual
-    run dated 2026-11-25."""
-    home = tmp_path_factory.mktemp("airflow")
+def probe(home, conf, package) -> dict:
+    """What tests/airflow_probe.py reports about dags/, for a scheduled run at midnight of 2026-11-25 and manual
+    runs dated 2026-11-25."""
     out = home / "facts.json"
     proc = subprocess.run([str(AIRFLOW_BIN / "python"), str(REPO_ROOT / "tests" / "airflow_probe.py"), str(DAGS),
                            str(out), "2026-11-25T00:00:00+00:00", "2026-11-25T00:00:00+00:00"],
-                          env=airflow_env(home), capture_output=True, text=True, timeout=300)
+                          env=airflow_env(home, conf, package), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(out.read_text())
+
+
+@pytest.fixture(scope="module")
+def ready_conf(tmp_path_factory, small_mnist_model, tiny_world):
+    """A deployment the DAGs accept: a champion in its registry, and curated data (the readiness check looks for
+    the curated manifest: a stand-in here, the structure tests read nothing else)."""
+    root = tmp_path_factory.mktemp("ready")
+    conf = write_config(root, tiny_world)
+    cfg = load_config(conf)
+    storage.write_json(Layout.from_config(cfg).prepared_manifest, {"stand_in": "for tests/test_dags.py"})
+    make_champion(cfg, small_mnist_model["untrained"], "model_1", 0.6)
+    return conf
+
+
+@pytest.fixture(scope="module")
+def dag_facts(tmp_path_factory, ready_conf, dist):
+    return probe(tmp_path_factory.mktemp("airflow"), ready_conf, dist)
 
 
 def test_dags_import_without_errors(dag_facts):
     assert dag_facts["import_errors"] == {}
     assert sorted(dag_facts["dags"]) == [DAILY, RETRAINING]
+
+
+def test_a_deployment_that_is_not_ready_is_an_import_error_naming_what_to_run(tmp_path, tiny_world, dist):
+    conf = write_config(tmp_path, tiny_world)
+    errors = probe(tmp_path, conf, dist)["import_errors"]
+    assert sorted(os.path.basename(path) for path in errors) == ["mnist_daily_scoring.py", "mnist_retraining.py"]
+    for error in errors.values():
+        assert error.startswith(f"RuntimeError: {conf} (profile full) is not ready: no curated data at "), error
+        assert "make run PROFILE=full" in error
+    (daily,) = [error for path, error in errors.items() if path.endswith("mnist_daily_scoring.py")]
+    assert "has no champion to score with" in daily
+
+
+def test_the_dags_know_the_jobs_exit_code_for_no_retry():
+    assert re.search(rf"^EXIT_NOT_RETRYABLE = {EXIT_NOT_RETRYABLE}$", (DAGS / "mnist_jobs.py").read_text(), re.M)
+
+
+def test_spark_tasks_take_the_pool_and_retry_only_what_a_retry_can_fix(dag_facts):
+    for dag in dag_facts["dags"].values():
+        assert set(dag["pools"].values()) == {SPARK_POOL}
+        assert set(dag["retries"].values()) == {2}  # a job's EXIT_NOT_RETRYABLE fails its task at once
+
+
+def test_a_manual_run_names_its_day_with_the_ds_param(dag_facts):
+    for dag in dag_facts["dags"].values():
+        assert dag["params"]["ds"]["type"] == ["null", "string"] and dag["params"]["ds"]["format"] == "date"
+        assert dag["manual_with_ds"]["batch_dates"] == ["2026-11-02"]
+
+
+def test_a_run_with_no_logical_date_takes_the_day_before_it_was_triggered(dag_facts):
+    """`airflow dags trigger mnist_retraining` (no logical date, no data interval) at 10:00 on the 25th."""
+    for dag in dag_facts["dags"].values():
+        assert dag["manual_without_logical_date"]["batch_dates"] == ["2026-11-24"]
+
+
+def test_a_cli_trigger_whose_interval_came_from_now_fails_instead_of_scoring_another_day(dag_facts):
+    """Airflow 3.3's `dags trigger --logical-date` infers the interval from the current time, not the date."""
+    # Triggered ten days after the logical date it names: the daily interval ends that day, the weekly one on the
+    # Monday before.
+    interval_ends = {DAILY: "2026-12-05", RETRAINING: "2026-11-30"}
+    for dag_id, dag in dag_facts["dags"].items():
+        (error,) = dag["cli_logical_date"]["batch_dates"]
+        assert error.startswith(f"AirflowFailException: this run's data interval ends {interval_ends[dag_id]}, after "
+                                "its logical date 2026-11-25"), error
+        assert f"airflow dags trigger {dag_id} -c '{{\"ds\": \"YYYY-MM-DD\"}}'" in error
 
 
 def test_daily_dag_scores_then_checks_drift_then_reports(dag_facts):
@@ -65,8 +133,9 @@ def test_both_dags_use_data_interval_timetables(dag_facts):
 def test_the_daily_run_at_midnight_processes_the_day_that_ended(dag_facts):
     daily = dag_facts["dags"][DAILY]
     assert daily["scheduled"] == {"run_after": "2026-11-25T00:00:00+00:00", "batch_dates": ["2026-11-24"]}
-    # `airflow dags test mnist_daily_scoring 2026-11-25` processes the same day.
+    # `airflow dags test mnist_daily_scoring 2026-11-25` and the REST API's run dated the 25th process the same day.
     assert daily["manual"]["batch_dates"] == ["2026-11-24"]
+    assert daily["backfill"]["batch_dates"] == ["2026-11-24"]
 
 
 def test_daily_schedule_shorthand_would_process_the_day_that_has_not_ended(dag_facts):
@@ -81,11 +150,11 @@ def test_weekly_retraining_covers_the_week_up_to_its_last_day(dag_facts):
     assert retraining["scheduled"] == {"run_after": "2026-11-30T02:00:00+00:00", "batch_dates": ["2026-11-29"]}
 
 
-def test_tasks_run_the_project_jobs_with_the_project_spark_submit(dag_facts):
+def test_tasks_run_the_project_jobs_with_the_project_spark_submit(dag_facts, ready_conf):
     for dag in dag_facts["dags"].values():
         for task, command in dag["commands"].items():
             spark_submit, job, *args = command
             assert spark_submit == str(REPO_ROOT / ".venv" / "bin" / "spark-submit"), task
             assert (REPO_ROOT / "jobs").samefile(os.path.dirname(job)) and os.path.exists(job), (task, job)
-            assert args[:2] == ["--conf", str(REPO_ROOT / "conf" / "local.yaml")], task
+            assert args[:2] == ["--conf", str(ready_conf)], task
             assert "--ds" in args, task
