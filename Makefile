@@ -21,7 +21,7 @@ HOROVOD_FLAGS := HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITH_GLOO=1 HOROVOD_WITHOUT_M
                  HOROVOD_WITHOUT_PYTORCH=1 HOROVOD_WITHOUT_MXNET=1
 
 .PHONY: setup airflow-setup airflow-constraints schedule-demo run test test-fast lint bench bench-model4 dist pack clean check-prereqs cluster-up cluster-down cluster-status \
-        cluster-check cluster-run test-cluster constraints mlflow-ui tensorboard
+        cluster-check cluster-run test-cluster constraints mlflow-ui tensorboard airflow-up airflow-down airflow-status
 
 setup: $(STAMP)
 
@@ -77,6 +77,17 @@ run: $(STAMP)
 # Three days of arrivals through the daily DAG, then the retraining DAG (airflow dags test: no scheduler).
 schedule-demo: $(STAMP) $(AIRFLOW_STAMP) dist
 	$(PY) scripts/schedule_demo.py $(ARGS)
+
+# A real Airflow for this checkout (api-server, scheduler, dag-processor, triggerer) on 127.0.0.1:8280, state in
+# output/airflow; the DAGs run CONF and PROFILE: make run PROFILE=quick && make airflow-up PROFILE=quick
+airflow-up: $(STAMP) $(AIRFLOW_STAMP) dist
+	@MNIST_CONF=$(CONF) MNIST_PROFILE=$(PROFILE) AIRFLOW_VENV=$(AIRFLOW_VENV) $(PY) scripts/airflow_service.py up
+
+airflow-down:
+	@$(PY) scripts/airflow_service.py down
+
+airflow-status:
+	@$(PY) scripts/airflow_service.py status
 
 # The whole suite (what CI runs). Its ten slowest tests are printed at the end (pyproject.toml).
 test: $(STAMP) $(AIRFLOW_STAMP)

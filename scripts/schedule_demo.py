@@ -1,6 +1,6 @@
 """make schedule-demo: three days of arrivals scored by the daily DAG, then the retraining DAG, with Airflow's
-`dags test` (no scheduler, SQLite metadata under output/airflow). Prints where the batch reports and the
-retraining decision are.
+`dags test` (no scheduler, SQLite metadata under output/airflow-demo, apart from `make airflow-up`'s). Prints where
+the batch reports and the retraining decision are.
 
 The days are fixed (Friday 2026-11-20 to Sunday 2026-11-22, labels arriving for the first two), so the weekly
 retraining run of Monday 2026-11-23 02:00 covers them. The profile's pipeline runs first (it skips what is done):
@@ -76,7 +76,7 @@ def parse_args() -> argparse.Namespace:
 
 
 def airflow_env(args: argparse.Namespace) -> dict[str, str]:
-    return {**os.environ, "AIRFLOW_HOME": str(CHECKOUT / "output" / "airflow"),
+    return {**os.environ, "AIRFLOW_HOME": str(CHECKOUT / "output" / "airflow-demo"),
             "AIRFLOW__CORE__DAGS_FOLDER": str(CHECKOUT / "dags"), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             "MNIST_CONF": str(Path(args.conf).resolve()), "MNIST_PROFILE": args.profile}
 
