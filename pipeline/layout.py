@@ -30,6 +30,18 @@ def model_file_in(model_dir: str) -> str:
     return f"{model_dir}/{MODEL_FILE}"
 
 
+_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def checked_run_id(run_id: str) -> str:
+    """`run_id` when it is a plain folder name; otherwise one line saying so. A run id becomes a folder under
+    paths.runs: `../x`, `a/b` or an absolute path would write outside it."""
+    if not _RUN_ID.fullmatch(run_id) or ".." in run_id:
+        raise PipelineError(f"--run-id {run_id}: expected a plain folder name (letters, digits, '.', '_', '-'; at "
+                            "most 128 characters, no '..'), e.g. quick-retry-2")
+    return run_id
+
+
 @dataclass(frozen=True)
 class CheckpointFiles:
     """One model's checkpoint folder: TensorFlow's weights (files under a prefix) and the epoch state."""
@@ -357,7 +369,7 @@ class Layout:
     def from_config(cls, cfg: PipelineConfig, run_id: str | None = None) -> Layout:
         raw_root = f"{cfg.resolve(cfg.paths.data).rstrip('/')}/ingest-{ingest_hash(cfg)}"
         curated_root = f"{raw_root}/curated-{cfg.section_hash('data', 'prepare')}"
-        run_root = f"{cfg.resolve(cfg.paths.runs).rstrip('/')}/{run_id or default_run_id(cfg)}"
+        run_root = f"{cfg.resolve(cfg.paths.runs).rstrip('/')}/{checked_run_id(run_id or default_run_id(cfg))}"
         return cls(cfg.resolve(cfg.paths.input), raw_root, curated_root, run_root,
                    cfg.resolve(cfg.paths.landing).rstrip("/"), cfg.resolve(cfg.paths.batches).rstrip("/"),
                    mlflow_root=cfg.resolve(cfg.paths.mlflow).rstrip("/"))

@@ -3,6 +3,9 @@ from __future__ import annotations
 
 import dataclasses
 
+import pytest
+
+from pipeline.errors import PipelineError
 from pipeline.layout import CheckpointFiles, Layout, model_file_in
 
 
@@ -51,3 +54,19 @@ def test_the_published_folders_keep_their_file_names(make_config):
         "/r/run-1/predict/digits/predictions.parquet", "/r/run-1/predict/digits/metrics.json",
         "/r/run-1/predict/digits/confusion_matrix.csv", "/r/run-1/predict/digits/manifest.json",
         "/r/run-1/predict/digits/unreadable.csv", "/r/run-1/predict/digits.unreadable.csv")
+
+
+@pytest.mark.parametrize("run_id", ["../../elsewhere", "a/b", "/tmp/x", "..", "a..b", ".hidden", "x" * 129])
+def test_a_run_id_that_is_not_a_plain_folder_name_is_one_line(make_config, run_id):
+    with pytest.raises(PipelineError, match=r"^--run-id .*: expected a plain folder name"):
+        Layout.from_config(make_config(), run_id)
+
+
+def test_a_run_id_from_the_command_line_is_checked_before_anything_is_written(tmp_path, capsys):
+    from jobs.train import _main
+    from pipeline.errors import EXIT_NOT_RETRYABLE
+    code = _main(["--set", f"paths.runs={tmp_path / 'runs'}", "--set", f"paths.data={tmp_path / 'data'}",
+                  "--run-id", "../../../elsewhere"])
+    assert code == EXIT_NOT_RETRYABLE
+    assert capsys.readouterr().err.strip().startswith("ERROR [train]: --run-id ../../../elsewhere: expected a plain")
+    assert not (tmp_path / "elsewhere").exists() and not (tmp_path / "runs").exists()
