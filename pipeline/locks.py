@@ -1,9 +1,10 @@
 """One writer per output folder: a lock file beside the folder, held for the whole stage.
 
 `output_lock(path, stage)` creates `<path>.lock` (beside the folder, not inside it, so it survives the stage's
-own removal or publication of the folder) holding JSON {pid, host, stage, since, command, token}. A second
-writer stops at once with a one-line RetryableError naming the holder. A lock whose holder ran on this host and
-no longer exists is stale: it is taken over with a warning. Only the owner (same token) removes the lock.
+own removal or publication of the folder) holding JSON {pid, host, stage, since, job, token}, readable by its
+owner only, and never the command line (a `--set` value may be a secret). A second writer stops at once with
+a one-line RetryableError naming the holder. A lock whose holder ran on this host and no longer exists is stale:
+it is taken over with a warning. Only the owner (same token) removes the lock.
 
 Limitations:
 - Local paths (and file:// URIs) use an atomic create-exclusive (O_CREAT | O_EXCL). pyarrow's filesystems for
@@ -18,7 +19,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shlex
 import socket
 import sys
 import uuid
@@ -64,7 +64,7 @@ def output_lock(path: str, stage: str) -> Iterator[None]:
 
 def _owner_record(stage: str) -> dict:
     return {"pid": os.getpid(), "host": socket.gethostname(), "stage": stage,
-            "since": datetime.now(UTC).isoformat(timespec="seconds"), "command": shlex.join(sys.argv),
+            "since": datetime.now(UTC).isoformat(timespec="seconds"), "job": os.path.basename(sys.argv[0]),
             "token": uuid.uuid4().hex}
 
 
@@ -98,7 +98,7 @@ def _create(lock_file: str, record: dict) -> bool:
 
 def _create_local(p: str, data: bytes) -> bool:
     try:
-        fd = os.open(p, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        fd = os.open(p, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
     except FileExistsError:
         return False
     try:

@@ -70,6 +70,17 @@ def write_lock(output: str, **record) -> None:
                                                    "token": "theirs", **record}))
 
 
+def test_a_lock_is_private_and_holds_no_command_line(tmp_path, monkeypatch):
+    """A `--set` value may be a secret, and the lock outlives a crash: it records the job, not its arguments."""
+    secret = "spark.settings.spark.hadoop.fs.s3a.secret.key=hunter2"
+    monkeypatch.setattr(sys, "argv", ["jobs/train.py", "--set", secret])
+    output = str(tmp_path / "train" / "model_1")
+    with output_lock(output, "train"):
+        text = Path(lock_path(output)).read_text()
+        assert "hunter2" not in text and json.loads(text)["job"] == "train.py"
+        assert Path(lock_path(output)).stat().st_mode & 0o777 == 0o600
+
+
 def test_a_second_writer_stops_at_once_naming_the_holder(tmp_path):
     output = str(tmp_path / "train" / "model_1")
     with held_by_another_process(output, "train") as holder:
