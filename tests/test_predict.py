@@ -49,6 +49,53 @@ def test_to_mnist_gives_the_same_digit_for_dark_on_light_colour_pictures():
     assert not to_mnist(Image.new("L", (50, 40), 255)).any()  # a blank page stays blank
 
 
+def _ell_picture() -> np.ndarray:
+    """Dark ink on white paper, an L (no symmetry: any turn or flip of it is a different picture)."""
+    canvas = np.full((120, 90), 255, dtype=np.uint8)
+    canvas[10:110, 20:35] = 0
+    canvas[95:110, 20:75] = 0
+    return canvas
+
+
+@pytest.mark.parametrize(("mode", "to_wide"), [
+    ("I;16", lambda grey: grey.astype(np.uint16) * 257),          # a 16-bit scan
+    ("I", lambda grey: grey.astype(np.int32) * 257),              # 32-bit integers holding 16-bit values
+    ("F", lambda grey: grey.astype(np.float32) / 255),            # floats in [0, 1]
+])
+def test_a_wide_greyscale_picture_reads_as_its_8_bit_version(tmp_path, mode, to_wide):
+    """PIL's convert("L") clips such values at 255: a 16-bit scan of a digit turned into a blank page."""
+    Image.fromarray(_ell_picture()).save(tmp_path / "eight.png")
+    wide = Image.fromarray(to_wide(_ell_picture()))
+    assert wide.mode == mode
+    wide.save(tmp_path / "wide.tif")
+    eight, wide_read = (decode_image_file(str(tmp_path / name), 10**6) for name in ("eight.png", "wide.tif"))
+    assert wide_read[1] is None and wide_read[0].any()
+    np.testing.assert_allclose(wide_read[0], eight[0], atol=1e-5)
+
+
+def test_a_16_bit_png_reads_as_its_8_bit_version(tmp_path):
+    Image.fromarray(_ell_picture()).save(tmp_path / "eight.png")
+    Image.fromarray(_ell_picture().astype(np.uint16) * 257).save(tmp_path / "sixteen.png")
+    eight, sixteen = (decode_image_file(str(tmp_path / name), 10**6)[0] for name in ("eight.png", "sixteen.png"))
+    assert sixteen.any()
+    np.testing.assert_allclose(sixteen, eight, atol=1e-5)
+
+
+@pytest.mark.parametrize(("orientation", "stored_as"), [(6, Image.Transpose.ROTATE_90), (8, Image.Transpose.ROTATE_270),
+                                                         (3, Image.Transpose.ROTATE_180),
+                                                         (2, Image.Transpose.FLIP_LEFT_RIGHT)])
+def test_a_picture_stored_turned_is_read_the_way_its_exif_orientation_shows_it(tmp_path, orientation, stored_as):
+    """A phone keeps the sensor's pixels and says in EXIF how to turn them; viewers (and people) see it turned."""
+    upright = Image.fromarray(_ell_picture())
+    upright.save(tmp_path / "upright.png")
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    upright.transpose(stored_as).save(tmp_path / "stored.png", exif=exif)
+    read, expected = (decode_image_file(str(tmp_path / name), 10**6) for name in ("stored.png", "upright.png"))
+    assert read[1] is None
+    np.testing.assert_allclose(read[0], expected[0], atol=1e-6)
+
+
 def _digit_picture(image: np.ndarray, style: str) -> Image.Image:
     """An MNIST digit as a user might photograph or draw it: upscaled, off-centre, in a chosen polarity."""
     digit = Image.fromarray(np.round(image.reshape(28, 28) * 255).astype(np.uint8)).resize((70, 70), Image.BICUBIC)

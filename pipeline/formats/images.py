@@ -14,7 +14,7 @@ from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 from pyspark.sql import DataFrame
 from pyspark.sql.types import ArrayType, FloatType, StringType, StructField, StructType
 
@@ -45,11 +45,26 @@ def to_mnist(image: Image.Image) -> np.ndarray:
 
 
 def greyscale(image: Image.Image) -> np.ndarray:
-    """Luminance 0..255 as float32; transparent areas count as white paper."""
+    """Luminance 0..255 as float32; transparent areas count as white paper; 16-bit, 32-bit and float greyscale
+    scaled from their full range (PIL's convert("L") would clip them at 255: a 16-bit scan turns blank)."""
+    if image.mode.startswith("I;16") or image.mode in ("I", "F"):
+        values = np.asarray(image, dtype=np.float32)
+        return values * np.float32(255.0 / _full_range(image.mode, float(values.max(initial=0.0))))
     if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
         rgba = image.convert("RGBA")
         image = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
     return np.asarray(image if image.mode == "L" else image.convert("L"), dtype=np.float32)
+
+
+def _full_range(mode: str, peak: float) -> float:
+    """White in a wide greyscale mode: 16-bit files use 0..65535; 32-bit integer and float images carry no depth,
+    so the smallest usual range that holds their values ([0, 1] floats, 8, 16 bits, else their own peak)."""
+    if mode.startswith("I;16"):
+        return 65535.0
+    for white in ((1.0,) if mode == "F" else ()) + (255.0, 65535.0):
+        if peak <= white:
+            return white
+    return peak
 
 
 def light_ink_on_dark(grey: np.ndarray) -> np.ndarray:
@@ -126,6 +141,8 @@ def _decode_stream(stream, max_pixels: int) -> tuple[np.ndarray | None, str | No
                     return None, (f"{width}x{height} = {width * height} pixels, more than "
                                   f"predict.max_image_pixels {max_pixels}")
                 image.load()
+                # A phone or scanner may store the picture sideways and say so in EXIF: turn it as viewers do.
+                ImageOps.exif_transpose(image, in_place=True)
                 return to_mnist(image), None
     except (OSError, ValueError, SyntaxError, MemoryError, Image.DecompressionBombError) as exc:
         return None, _reason(exc)
