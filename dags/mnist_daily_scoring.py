@@ -1,8 +1,9 @@
 """Daily scoring: the images that arrived on a day are checked, scored with the registry's champion, checked
 for drift against the training data, and described in a batch report.
 
-Schedule: at midnight UTC, for the day that has just ended (CronDataIntervalTimetable; `@daily` in Airflow 3 is
-a CronTriggerTimetable, whose run at midnight of the 25th would process the 25th, a day that has not happened).
+Schedule: at midnight UTC, for the day that has just ended (BatchDayTimetable, a CronDataIntervalTimetable;
+`@daily` in Airflow 3 is a CronTriggerTimetable, whose run at midnight of the 25th would process the 25th, a day
+that has not happened).
 A manual run names its day: `airflow dags trigger mnist_daily_scoring -c '{"ds": "2026-12-01"}'`.
 Every task replaces its own day's outputs in one move, so retries, reruns and backfills never duplicate rows or
 touch another day; the Spark tasks queue on one pool, so backfills and manual runs never run beside them.
@@ -11,15 +12,15 @@ from __future__ import annotations
 
 import pendulum
 from airflow.sdk import DAG, TriggerRule, task
-from airflow.timetables.interval import CronDataIntervalTimetable
 from mnist_jobs import DAG_SETTINGS, require_ready, spark_job
+from mnist_timetable import BatchDayTimetable
 
 require_ready("daily")
 
 with DAG(
     dag_id="mnist_daily_scoring",
     description="Score the day's arrivals with the champion, check drift, write the batch report",
-    schedule=CronDataIntervalTimetable("0 0 * * *", timezone="UTC"),
+    schedule=BatchDayTimetable("0 0 * * *", timezone="UTC"),
     start_date=pendulum.datetime(2026, 11, 1, tz="UTC"),
     catchup=False,            # backfill a range on purpose: airflow backfill create --dag-id ... --from-date ...
     max_active_runs=1,

@@ -26,6 +26,7 @@ import datetime as dt
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
@@ -81,6 +82,11 @@ def ask_project(*args: str) -> dict:
     return json.loads(proc.stdout)
 
 
+PLUGINS = PROJECT / "dags" / "plugins"
+if not any(Path(entry).resolve() == PLUGINS.resolve() for entry in sys.path if entry):
+    # The DAGs' timetable is a plugin: the scheduler can only read it back from there.
+    raise RuntimeError(f"set AIRFLOW__CORE__PLUGINS_FOLDER={PLUGINS} (make airflow-up's mnist.env sets it): the DAGs' "
+                       "timetable, mnist_timetable.BatchDayTimetable, is an Airflow plugin there")
 if not Path(PACKAGE).is_file():
     raise RuntimeError(f"{PACKAGE} not found: run `make dist` in {PROJECT} (the jobs ship it with --py-files)")
 DEPLOYMENT = ask_project("readiness")

@@ -10,15 +10,15 @@ from __future__ import annotations
 import pendulum
 from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.sdk import DAG
-from airflow.timetables.interval import CronDataIntervalTimetable
 from mnist_jobs import DAG_SETTINGS, decision_branch, require_ready, spark_job
+from mnist_timetable import BatchDayTimetable
 
 require_ready("retraining")
 
 with DAG(
     dag_id="mnist_retraining",
     description="Retrain on the labelled batches and promote the challenger only when it is better",
-    schedule=CronDataIntervalTimetable("0 2 * * 1", timezone="UTC"),
+    schedule=BatchDayTimetable("0 2 * * 1", timezone="UTC"),
     start_date=pendulum.datetime(2026, 11, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,

@@ -78,6 +78,7 @@ def parse_args() -> argparse.Namespace:
 def airflow_env(args: argparse.Namespace) -> dict[str, str]:
     return {**os.environ, "AIRFLOW_HOME": str(CHECKOUT / "output" / "airflow-demo"),
             "AIRFLOW__CORE__DAGS_FOLDER": str(CHECKOUT / "dags"), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(CHECKOUT / "dags" / "plugins"),
             "MNIST_CONF": str(Path(args.conf).resolve()), "MNIST_PROFILE": args.profile}
 
 

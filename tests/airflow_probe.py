@@ -9,8 +9,10 @@ import pendulum
 from airflow.dag_processing.dagbag import DagBag
 from airflow.sdk import DAG
 from airflow.sdk.execution_time import macros
-from airflow.serialization.encoders import coerce_to_core_timetable
+from airflow.serialization.decoders import decode_timetable
+from airflow.serialization.encoders import coerce_to_core_timetable, encode_timetable
 from airflow.timetables.base import DataInterval, TimeRestriction
+from airflow.utils.types import DagRunType
 
 dags_folder, out_file = sys.argv[1], sys.argv[2]
 scheduled_at, manual_at = pendulum.parse(sys.argv[3]), pendulum.parse(sys.argv[4])
@@ -68,6 +70,11 @@ def describe(dag) -> dict:
                                                              run_after=manual_at.add(hours=10))},
         "cli_logical_date": {"batch_dates": dates("manual", cli_interval, manual_at)},
         "commands": {t.task_id: [t._spark_binary, t.application, *t.application_args] for t in spark_tasks},
+        # What the scheduler reads back from the serialized DAG (a custom timetable must be a registered plugin).
+        "serialized_timetable": type(decode_timetable(encode_timetable(timetable))).__name__,
+        "run_ids": {kind.value: timetable.generate_run_id(run_type=kind, run_after=scheduled.run_after,
+                                                          data_interval=scheduled.data_interval)
+                    for kind in (DagRunType.SCHEDULED, DagRunType.BACKFILL_JOB, DagRunType.MANUAL)},
     }
 
 

@@ -133,6 +133,7 @@ def test_a_scheduled_run_takes_the_day_that_ended_and_fails_at_once_without_its_
     scheduled = first_days["scheduled"]
     assert scheduled["state"] == "failed"
     assert deployment.batch_dates(DAILY, scheduled) == {YESTERDAY}
+    assert scheduled["dag_run_id"].startswith(f"scheduled__batch-{YESTERDAY}__"), scheduled  # its day, in its id
     score = deployment.airflow.task_instances(DAILY, scheduled["dag_run_id"])["score"]
     # A missing landing folder is not something a retry fixes: one attempt, though two retries are configured.
     assert (score["state"], score["try_number"], score["max_tries"]) == ("failed", 1, 2), score
@@ -166,6 +167,7 @@ def test_the_weekly_run_retrains_on_the_labelled_day_and_promotes(deployment, we
     assert weekly["run_type"] == "scheduled" and weekly["state"] == "success", weekly
     (ds,) = deployment.batch_dates(RETRAINING, weekly)
     assert dt.date.fromisoformat(ds).weekday() == 6 and GOOD_DAY <= ds < TODAY.isoformat()  # the Sunday that ended
+    assert weekly["dag_run_id"].startswith(f"scheduled__batch-{ds}__"), weekly
     decision = storage.read_json(deployment.layout.batch_files(ds).retrain_decision)
     assert decision["promoted"] is True and decision["champion"]["version"] == deployment.champion, decision
     assert decision["newest_batches"]["days"] == [GOOD_DAY], decision
@@ -208,6 +210,7 @@ def test_a_day_named_through_the_rest_api_is_scored_by_the_new_champion_flagged_
 def test_a_backfill_processes_each_of_its_days(deployment, concurrent):
     backfilled = [r for r in concurrent["daily"] if r["run_type"] == "backfill"]
     assert sorted(d for r in backfilled for d in deployment.batch_dates(DAILY, r)) == list(BACKFILLED)
+    assert sorted(r["dag_run_id"].split("__")[1] for r in backfilled) == [f"batch-{ds}" for ds in BACKFILLED]
     assert all(r["state"] == "success" for r in backfilled), backfilled
     for ds in BACKFILLED:
         assert storage.exists(deployment.layout.batch_files(ds).report_html)

@@ -17,6 +17,7 @@ import json
 import os
 import random
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -28,6 +29,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
+import yaml
 from tiny_world import PROFILE, TEST_IMAGES, TRAIN_IMAGES
 
 from pipeline.config import REPO_ROOT, load_config
@@ -37,6 +39,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.cluster, pytest.mark.horovod]
 
 PYTHON = str(REPO_ROOT / ".venv" / "bin" / "python")
 SPARK_SUBMIT = str(REPO_ROOT / ".venv" / "bin" / "spark-submit")
+AIRFLOW = str(REPO_ROOT / ".venv-airflow" / "bin" / "airflow")
 CLUSTER_SCRIPT = str(REPO_ROOT / "scripts" / "cluster.py")
 REPORT_SECTIONS = 10
 ONE_MODEL = "train.models={model_1: {epochs: 2}}"    # one Horovod run proves the cluster's ranks
@@ -519,6 +522,61 @@ def test_horovod_rank_lost_fails_fast_then_rerun_resumes_from_checkpoint(cluster
     assert history["resumed_from_epoch"] >= state["epoch"] >= 1
     assert history["complete"] and history["epochs_completed"] == RESUME_EPOCHS
     assert [e["epoch"] for e in history["epochs"]] == list(range(1, RESUME_EPOCHS + 1))
+
+
+def scheduled_cluster_config(cluster: Cluster, out: Path) -> Path:
+    """A deployment config for the DAGs: conf/cluster-local.yaml with the quick run's overrides (so the same
+    curated data and registry), this cluster's master, and Spark's event log on."""
+    conf = yaml.safe_load((REPO_ROOT / "conf" / "cluster-local.yaml").read_text())
+    conf["profile"] = PROFILE
+    conf["spark"]["master"] = cluster.master_url
+    conf["spark"]["settings"].update({"spark.eventLog.enabled": "true",
+                                      "spark.eventLog.dir": f"file://{cluster.events('scheduled.log')}"})
+    conf["paths"] = {"input": str(cluster.tiny_world), "data": str(out / "data"), "runs": str(out / "runs"),
+                     "mlflow": str(out / "mlflow"), "landing": str(out / "landing"), "batches": str(out / "batches")}
+    conf["train"]["models"] = yaml.safe_load(ONE_MODEL.split("=", 1)[1])
+    path = cluster.root / "conf" / "scheduled.yaml"
+    shutil.copytree(REPO_ROOT / "conf" / "profiles", path.parent / "profiles", dirs_exist_ok=True)
+    path.write_text(yaml.safe_dump(conf))
+    return path
+
+
+def test_a_scheduled_day_is_scored_by_the_cluster_executors_as_in_local_mode(cluster, quick_run, dist, spark):
+    """The daily DAG (airflow dags test) with the deployment's config pointing at this cluster: every task a
+    spark-submit to its master, the scoring done by its executors, with the rows a local-mode scoring gives."""
+    from pipeline.batch.score import run_batch_scoring
+    from pipeline.layout import Layout
+    out, _ = quick_run
+    conf = scheduled_cluster_config(cluster, out)
+    ds = "2026-11-24"
+    subprocess.run([PYTHON, str(REPO_ROOT / "scripts" / "simulate_arrivals.py"), "--conf", str(conf), "--ds", ds,
+                    "--count", "40"], check=True, capture_output=True, timeout=300)
+    home = cluster.root / "airflow"
+    env = {**cluster.env, "AIRFLOW_HOME": str(home), "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
+           "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO_ROOT / "dags" / "plugins"),
+           "AIRFLOW__CORE__LOAD_EXAMPLES": "False", "MNIST_CONF": str(conf), "MNIST_PACKAGE": str(dist)}
+    for command in (["db", "migrate"], ["dags", "test", "mnist_daily_scoring", "2026-11-25"]):
+        proc = subprocess.run([AIRFLOW, *command], env=env, cwd=home.parent, capture_output=True, text=True,
+                              timeout=900)
+        assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    events = spark_events(cluster.events("scheduled.log"))
+    masters = {e["Spark Properties"]["spark.master"] for e in events
+               if e.get("Event") == "SparkListenerEnvironmentUpdate"}
+    assert masters == {cluster.master_url}  # score, check_drift and batch_report: every application on the cluster
+    executors = {t["executor"] for t in task_ends(cluster.events("scheduled.log")) if t["reason"] == "Success"}
+    assert executors and "driver" not in executors, executors
+    cfg = load_config(conf)
+    on_cluster = spark.read.parquet(Layout.from_config(cfg).batch_files(ds).predictions)
+    local_cfg = load_config(conf, None, ["spark.master=local[2]", f"paths.batches={out / 'batches-local'}"])
+    run_batch_scoring(spark, local_cfg, Layout.from_config(local_cfg), ds)
+    in_local_mode = spark.read.parquet(Layout.from_config(local_cfg).batch_files(ds).predictions)
+    def rows(predictions):
+        return {r["record_id"]: (r["prediction"], r["model_version"], r["confidence"]) for r in predictions.collect()}
+    cluster_rows, local_rows = rows(on_cluster), rows(in_local_mode)
+    assert len(cluster_rows) == 40 and cluster_rows.keys() == local_rows.keys()
+    for record_id, (prediction, version, confidence) in cluster_rows.items():
+        assert (prediction, version) == local_rows[record_id][:2], record_id
+        assert confidence == pytest.approx(local_rows[record_id][2], abs=1e-5), record_id
 
 
 def test_cluster_down_stops_exactly_the_recorded_processes(cluster, quick_run, job_cleanup):

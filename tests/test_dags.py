@@ -6,6 +6,7 @@ import json
 import os
 import re
 import subprocess
+from pathlib import Path
 
 import pytest
 from registry_versions import make_champion
@@ -22,21 +23,23 @@ DAGS = REPO_ROOT / "dags"
 pytestmark = pytest.mark.airflow
 
 
-def airflow_env(home, conf, package) -> dict:
+def airflow_env(home, conf, package, plugins: Path | None = DAGS / "plugins") -> dict:
     """An Airflow of its own for one test: SQLite metadata under `home`, our dags/ folder, no examples, the
     deployment's config `conf`."""
     return {**os.environ, "AIRFLOW_HOME": str(home), "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(plugins or home / "plugins"),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False", "AIRFLOW__CORE__UNIT_TEST_MODE": "False",
             "MNIST_CONF": str(conf), "MNIST_PACKAGE": str(package)}
 
 
-def probe(home, conf, package) -> dict:
+def probe(home, conf, package, plugins: Path | None = DAGS / "plugins") -> dict:
     """What tests/airflow_probe.py reports about dags/, for a scheduled run at midnight of 2026-11-25 and manual
     runs dated 2026-11-25."""
     out = home / "facts.json"
     proc = subprocess.run([str(AIRFLOW_BIN / "python"), str(REPO_ROOT / "tests" / "airflow_probe.py"), str(DAGS),
                            str(out), "2026-11-25T00:00:00+00:00", "2026-11-25T00:00:00+00:00"],
-                          env=airflow_env(home, conf, package), capture_output=True, text=True, timeout=300)
+                          env=airflow_env(home, conf, package, plugins), capture_output=True, text=True,
+                          timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(out.read_text())
 
@@ -72,6 +75,13 @@ def test_a_deployment_that_is_not_ready_is_an_import_error_naming_what_to_run(tm
         assert "make run PROFILE=full" in error
     (daily,) = [error for path, error in errors.items() if path.endswith("mnist_daily_scoring.py")]
     assert "has no champion to score with" in daily
+
+
+def test_without_the_plugins_folder_the_dags_say_how_to_set_it(tmp_path, tiny_world, dist):
+    errors = probe(tmp_path, write_config(tmp_path, tiny_world), dist, plugins=None)["import_errors"]
+    assert len(errors) == 2
+    for error in errors.values():
+        assert error.startswith(f"RuntimeError: set AIRFLOW__CORE__PLUGINS_FOLDER={DAGS / 'plugins'} "), error
 
 
 def test_the_dags_know_the_jobs_exit_code_for_no_retry():
@@ -126,8 +136,19 @@ def test_retraining_branches_on_its_decision(dag_facts):
                                                       "champion_replaced": ["decide"], "champion_kept": ["decide"]}
 
 
-def test_both_dags_use_data_interval_timetables(dag_facts):
-    assert {dag["timetable"] for dag in dag_facts["dags"].values()} == {"CronDataIntervalTimetable"}
+def test_both_dags_use_data_interval_timetables_the_scheduler_can_read_back(dag_facts):
+    """BatchDayTimetable is a CronDataIntervalTimetable (dags/plugins/mnist_timetable.py), registered as a plugin."""
+    for dag in dag_facts["dags"].values():
+        assert dag["timetable"] == dag["serialized_timetable"] == "BatchDayTimetable"
+
+
+def test_scheduled_and_backfill_run_ids_name_the_day_they_process(dag_facts):
+    daily = dag_facts["dags"][DAILY]["run_ids"]
+    assert daily["scheduled"] == "scheduled__batch-2026-11-24__2026-11-25T00:00:00+00:00"
+    assert daily["backfill"] == "backfill__batch-2026-11-24__2026-11-25T00:00:00+00:00"
+    assert daily["manual"] == "manual__2026-11-25T00:00:00+00:00"  # its day may be in its conf: Airflow's own id
+    weekly = dag_facts["dags"][RETRAINING]["run_ids"]
+    assert weekly["scheduled"] == "scheduled__batch-2026-11-29__2026-11-30T02:00:00+00:00"  # the week to Sunday
 
 
 def test_the_daily_run_at_midnight_processes_the_day_that_ended(dag_facts):
