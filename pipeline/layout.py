@@ -23,6 +23,9 @@ SPLITS = ("train", "validation", "test")
 MANIFEST = "manifest.json"
 MODEL_FILE = "model.keras"
 LABELS_FILE = "labels.csv"
+# In each folder of a scored day: the token of the scoring that wrote it (pipeline/day_publication.py). Its
+# leading "_" keeps Spark and pyarrow from reading it as data.
+PUBLICATION_MARKER = "_publication"
 
 
 def model_file_in(model_dir: str) -> str:
@@ -263,6 +266,11 @@ class BatchFiles:
     @property
     def reports(self) -> str:
         return f"{self.root}/reports/{self.partition}"
+
+    @property
+    def scored_tables(self) -> dict[str, str]:
+        """The day's table folders a scoring publishes before its reports folder (scoring.json)."""
+        return {"images": self.images, "quarantine": self.quarantine, "predictions": self.predictions}
 
     @property
     def report_files(self) -> BatchReportFiles:

@@ -51,7 +51,8 @@ def make_config(tmp_path):
     """A config whose outputs go under this test's tmp_path; extra `section.key=value` overrides allowed."""
     def _make(*overrides: str, profile: str = "full", input_dir: str | None = None) -> PipelineConfig:
         base = [f"paths.data={tmp_path / 'data'}", f"paths.runs={tmp_path / 'runs'}",
-                f"paths.mlflow={tmp_path / 'mlflow'}", "spark.master=local[2]"]
+                f"paths.mlflow={tmp_path / 'mlflow'}", f"paths.landing={tmp_path / 'landing'}",
+                f"paths.batches={tmp_path / 'batches'}", "spark.master=local[2]"]
         if input_dir is not None:
             base.append(f"paths.input={input_dir}")
         return load_config(None, profile, [*base, *overrides])

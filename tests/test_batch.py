@@ -3,6 +3,7 @@ and daily scoring of small days end to end: published partitions, reruns that re
 corrupt days that publish nothing."""
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import hashlib
@@ -283,3 +284,56 @@ def test_a_day_landed_as_one_csv_file_is_read_like_ingest_reads_it(spark, small_
     assert [(r["record_id"], r["reason"]) for r in spark.read.parquet(files.quarantine).collect()] == [
         ("arrivals.csv:3", "pixel value out of range (not an integer 0-255)")]
     assert storage.read_json(files.validation_report)["input_kind"] == "csv"
+
+
+class Killed(BaseException):
+    """A kill between two of a scoring's moves (BaseException: nothing on the way catches it)."""
+
+
+def stopping_after(moves: int):
+    """storage.publishing whose scoring is killed after `moves` of the day's four folders moved into place."""
+    real, done = storage.publishing, []
+
+    @contextlib.contextmanager
+    def publishing(final_path: str):
+        with real(final_path) as tmp:
+            yield tmp
+            if len(done) == moves:
+                raise Killed(final_path)
+            done.append(final_path)
+    return publishing
+
+
+@pytest.mark.slow
+def test_a_day_whose_scoring_was_killed_between_its_moves_is_not_read_until_rescored(spark, small_mnist_model,
+                                                                                      make_config, monkeypatch):
+    """Predictions, quarantine and images move before the reports folder (scoring.json): killed after one, two or
+    three of the four moves, the day holds folders of two scorings. Drift, report and retraining refuse it in one
+    line; the rerun the line asks for makes it whole."""
+    from pipeline.batch import score
+    from pipeline.batch.batch_report import run_batch_report
+    from pipeline.batch.drift import run_drift_check
+    from pipeline.day_publication import scored_day
+    from pipeline.retrain.training_set import find_batch_days
+    cfg = make_config()
+    layout = Layout.from_config(cfg)
+    files = layout.batch_files(DAY)
+    simulate_day(cfg, files, COUNT, labels=True)
+    run_batch_scoring(spark, cfg, layout, DAY, model=small_mnist_model["trained"])
+    trained = scored_day(files)["model"]["version"]
+    interrupted = (f"a scoring was interrupted between its moves; rerun jobs/score_batch.py --ds {DAY}")
+    for moves, first_mixed in ((1, "predictions"), (2, "quarantine"), (3, "images")):
+        with monkeypatch.context() as patch:
+            patch.setattr(score.storage, "publishing", stopping_after(moves))
+            with pytest.raises(Killed):
+                run_batch_scoring(spark, cfg, layout, DAY, model=small_mnist_model["untrained"])
+        versions = {r["model_version"] for r in spark.read.parquet(files.predictions).collect()}
+        assert versions != {trained} and storage.read_json(files.scoring)["model"]["version"] == trained
+        for reader in (run_drift_check, run_batch_report):
+            with pytest.raises(PipelineError, match=rf"the {first_mixed} of {DAY} .* are from another scoring than "
+                                                    rf".*scoring\.json records: {interrupted}$"):
+                reader(spark, cfg, layout, DAY)
+        days = find_batch_days(layout, DAY)
+        assert days.labelled == [] and days.skipped[0]["ds"] == DAY and interrupted in days.skipped[0]["reason"]
+        run_batch_scoring(spark, cfg, layout, DAY, model=small_mnist_model["trained"])
+        assert scored_day(files)["model"]["version"] == trained and find_batch_days(layout, DAY).labelled == [DAY]

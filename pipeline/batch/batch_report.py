@@ -21,13 +21,13 @@ from pyspark.sql import DataFrame, SparkSession
 from pipeline import storage
 from pipeline.batch import report_figures
 from pipeline.batch.drift import (
-    SCORING_JOB,
     class_counts,
     low_confidence_count,
     read_batch_table,
     scoring_model,
 )
 from pipeline.config import PipelineConfig
+from pipeline.day_publication import scored_day
 from pipeline.layout import BatchFiles, BatchReportFiles, Layout
 from pipeline.locks import output_lock
 from pipeline.rendering import markdown_to_html, to_png
@@ -76,7 +76,7 @@ def least_confident(predictions: DataFrame, images: DataFrame, count: int) -> li
 
 
 def load_day(spark: SparkSession, cfg: PipelineConfig, batch: BatchFiles) -> DayOutputs:
-    scoring = storage.read_stage_output(batch.scoring, SCORING_JOB)
+    scoring = scored_day(batch)
     predictions = read_batch_table(spark, batch.predictions, BATCH_PREDICTIONS_SCHEMA.fieldNames())
     images = read_batch_table(spark, batch.images, ["record_id", "image"])
     drift = storage.read_stage_output(batch.drift, DRIFT_JOB) if storage.exists(batch.drift) else None

@@ -31,6 +31,7 @@ from pyspark.sql import DataFrame, SparkSession
 
 from pipeline import storage
 from pipeline.config import DriftConfig, PipelineConfig
+from pipeline.day_publication import SCORING_JOB, scored_day
 from pipeline.errors import GateError, PipelineError
 from pipeline.fingerprint import fingerprint_of
 from pipeline.layout import BatchFiles, Layout, drift_baseline_of
@@ -42,7 +43,6 @@ log = logging.getLogger(__name__)
 
 BASELINE_SPLIT = "train"
 BASELINE_FORMAT_VERSION = 1   # bump when the baseline's content changes, so an old file is recomputed
-SCORING_JOB = "score_batch"   # the job that writes a day's images, predictions and scoring.json
 
 MEANINGS = {
     "pixel_mean": "mean pixel level (0 background, 1 full ink)",
@@ -282,7 +282,7 @@ def drift_record(batch: BatchFiles, day: DayMeasures, baseline: Mapping, statist
 def run_drift_check(spark: SparkSession, cfg: PipelineConfig, layout: Layout, ds: str) -> StageResult:
     """Measure day `ds`, write its drift.json, then fail (or warn) in one line if a statistic moved."""
     batch = layout.batch_files(ds)
-    storage.require_stage_output(batch.scoring, SCORING_JOB)   # written last by scoring: the day is complete
+    scored_day(batch)   # every folder of the day from the scoring its scoring.json (published last) names
     baseline = baseline_record(spark, cfg, *training_split(cfg, layout, batch))
     # The day's reports folder is one output: scoring republishes it whole, later tasks add their files to it.
     with output_lock(batch.reports, "check_drift"):

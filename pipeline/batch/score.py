@@ -21,7 +21,7 @@ from pyspark import StorageLevel
 from pyspark.errors import PySparkException
 from pyspark.sql import DataFrame, SparkSession
 
-from pipeline import storage
+from pipeline import day_publication, storage
 from pipeline.batch import checks
 from pipeline.batch.landing import Arrivals, read_landing
 from pipeline.batch.model import ScoringModel, scoring_model
@@ -89,7 +89,8 @@ def check_and_publish(spark: SparkSession, cfg: PipelineConfig, files: BatchFile
 def publish_day(spark: SparkSession, cfg: PipelineConfig, files: BatchFiles, checked: DataFrame,
                 scorer: ScoringModel, report: dict) -> dict:
     """Write the four folders in temporary siblings; on success they replace the day's in one move each, the
-    reports folder last (the stack publishes in reverse order of entry)."""
+    reports folder last (the stack publishes in reverse order of entry), its scoring.json naming the token every
+    other folder carries (pipeline/day_publication.py)."""
     rows = cfg.data.row_group_rows
     with ExitStack() as stack:
         reports, images, quarantine, predictions = (
@@ -98,7 +99,11 @@ def publish_day(spark: SparkSession, cfg: PipelineConfig, files: BatchFiles, che
         checks.valid_images(checked).write.mode("error").option("maxRecordsPerFile", rows).parquet(images)
         checks.quarantined_records(checked).write.mode("error").option("maxRecordsPerFile", rows).parquet(quarantine)
         score_to(spark, cfg, images, scorer, predictions)
-        summary = scoring_summary(spark.read.parquet(predictions), files, scorer, report)
+        # The four moves are not one: readers trust the day only when every folder has this scoring's token.
+        token = day_publication.new_token()
+        for folder in (images, quarantine, predictions):
+            day_publication.stamp(folder, token)
+        summary = {**scoring_summary(spark.read.parquet(predictions), files, scorer, report), "publication": token}
         out = BatchReportFiles(reports)
         storage.write_json(out.validation_report, report)
         storage.write_json(out.scoring, summary)

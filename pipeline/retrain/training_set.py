@@ -19,6 +19,8 @@ from pyspark.sql import DataFrame, SparkSession
 
 from pipeline import storage
 from pipeline.config import PipelineConfig, RetrainConfig
+from pipeline.day_publication import scored_day
+from pipeline.errors import PipelineError
 from pipeline.fingerprint import fingerprint_of
 from pipeline.layout import Layout, RetrainingFiles
 from pipeline.retrain.labels import check_labels_known, read_labels, with_labels
@@ -51,10 +53,15 @@ def find_batch_days(layout: Layout, ds: str) -> BatchDays:
     for day in days:
         files = layout.batch_files(day)
         has_labels, has_images = storage.exists(files.labels), storage.exists(files.images)
-        if has_labels and has_images:
-            labelled.append(day)
-        else:
+        if not (has_labels and has_images):
             skipped.append({"ds": day, "reason": skip_reason(has_labels, has_images)})
+            continue
+        try:
+            scored_day(files)  # its images and quarantine from one scoring: the labels are checked against both
+        except PipelineError as exc:
+            skipped.append({"ds": day, "reason": str(exc)})
+            continue
+        labelled.append(day)
     for day in skipped:
         log.info("retraining for %s leaves out the batch of %s: %s", ds, day["ds"], day["reason"])
     return BatchDays(labelled, skipped)
