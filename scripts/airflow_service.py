@@ -26,12 +26,11 @@ import shlex
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from daemons import is_running, last_line, start, stop_processes, write_state
+from daemons import is_running, start, stop_processes, stop_recorded, wait_until_ready, write_state
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
@@ -181,27 +180,18 @@ def unhealthy(report: dict | None) -> list[str]:
 
 
 def _wait_until_healthy(settings: Settings, state: dict) -> None:
-    deadline = time.monotonic() + settings.timeout
-    while time.monotonic() < deadline:
-        dead = [p for p in state["processes"] if not is_running(p)]
-        if dead:
-            raise ServiceError(f"{dead[0]['name']} exited at start: {last_line(dead[0]['log'])}")
-        if not unhealthy(health(settings)):
-            return
-        time.sleep(1.0)
-    raise ServiceError(f"not healthy within {settings.timeout:.0f}s: {', '.join(unhealthy(health(settings)))} "
-                       f"(logs: {settings.home / 'logs'})")
+    problem = wait_until_ready(state["processes"], lambda: not unhealthy(health(settings)), settings.timeout)
+    if problem == "timeout":
+        problem = (f"not healthy within {settings.timeout:.0f}s: {', '.join(unhealthy(health(settings)))} "
+                   f"(logs: {settings.home / 'logs'})")
+    if problem:
+        raise ServiceError(problem)
 
 
 def down(settings: Settings) -> list[str]:
     """Stop exactly the recorded processes and their process groups; the names of those that were running."""
-    if not settings.pid_file.exists():
-        return []
-    processes = json.loads(settings.pid_file.read_text())["processes"]
-    stopped = [p["name"] for p in processes if is_running(p)]
-    stop_processes(processes, grace=30.0)
-    settings.pid_file.unlink()
-    return stopped
+    return stop_recorded(settings.pid_file, grace=30.0)
+
 
 
 def _recorded_alive(settings: Settings) -> bool:

@@ -17,12 +17,11 @@ import json
 import os
 import socket
 import sys
-import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from daemons import is_running, last_line, start, stop_processes, write_state
+from daemons import is_running, start, stop_processes, stop_recorded, wait_until_ready, write_state
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
@@ -145,28 +144,20 @@ def _start(settings: Settings, name: str, argv: list[str]) -> dict:
 
 
 def _wait_for_workers(settings: Settings, state: dict) -> None:
-    deadline = time.monotonic() + settings.timeout
-    while time.monotonic() < deadline:
-        dead = [p for p in state["processes"] if not is_running(p)]
-        if dead:
-            raise ClusterError(f"{dead[0]['name']} exited at start: {last_line(dead[0]['log'])}")
-        if alive_workers(master_status(settings)) >= settings.workers:
-            return
-        time.sleep(1.0)
-    found = alive_workers(master_status(settings))
-    raise ClusterError(f"only {found} of {settings.workers} workers registered with {settings.master_url} within "
-                       f"{settings.timeout:.0f}s (logs: {settings.cluster_dir / 'logs'})")
+    problem = wait_until_ready(state["processes"], lambda: alive_workers(master_status(settings)) >= settings.workers,
+                               settings.timeout)
+    if problem == "timeout":
+        found = alive_workers(master_status(settings))
+        problem = (f"only {found} of {settings.workers} workers registered with {settings.master_url} within "
+                   f"{settings.timeout:.0f}s (logs: {settings.cluster_dir / 'logs'})")
+    if problem:
+        raise ClusterError(problem)
 
 
 def down(settings: Settings) -> list[str]:
     """Stop exactly the recorded processes (workers first); return the names of those that were running."""
-    if not settings.pid_file.exists():
-        return []
-    processes = json.loads(settings.pid_file.read_text())["processes"]
-    stopped = [p["name"] for p in processes if is_running(p)]
-    stop_processes(processes)
-    settings.pid_file.unlink()
-    return stopped
+    return stop_recorded(settings.pid_file)
+
 
 
 

@@ -89,3 +89,30 @@ def write_state(pid_file: Path, state: dict) -> None:
 def last_line(path: str) -> str:
     lines = [line for line in Path(path).read_text(errors="replace").splitlines() if line.strip()]
     return lines[-1].strip() if lines else f"no output (see {path})"
+
+
+def wait_until_ready(processes: list[dict], ready, timeout: float) -> str | None:
+    """Poll `ready()` each second until it is true (None) or `timeout` seconds pass; a recorded process that
+    exits first ends the wait. Returns why it was not ready: '<name> exited at start: <its log's last line>',
+    or 'timeout'."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        dead = [p for p in processes if not is_running(p)]
+        if dead:
+            return f"{dead[0]['name']} exited at start: {last_line(dead[0]['log'])}"
+        if ready():
+            return None
+        time.sleep(1.0)
+    return "timeout"
+
+
+def stop_recorded(pid_file: Path, grace: float = 15.0) -> list[str]:
+    """Stop exactly the processes recorded in `pid_file` and their process groups, then forget them; the names of
+    those that were running."""
+    if not pid_file.exists():
+        return []
+    processes = json.loads(pid_file.read_text())["processes"]
+    stopped = [p["name"] for p in processes if is_running(p)]
+    stop_processes(processes, grace=grace)
+    pid_file.unlink()
+    return stopped
