@@ -233,6 +233,27 @@ def test_the_logged_version_holds_our_keras_file_and_no_savedmodel_or_hdf5(regis
     assert [spec["tensor-spec"]["shape"] for spec in json.loads(mlmodel["signature"]["inputs"])] == [[-1, 28, 28, 1]]
 
 
+def test_a_corrupt_store_is_one_line_naming_it(make_config, tmp_path):
+    """A damaged mlflow.db (a disk error, a copy cut short) gave a 99-line SQLAlchemy traceback."""
+    from pipeline.errors import EXIT_NOT_RETRYABLE
+    from pipeline.tracking.store import connect
+    cfg = make_config()
+    db = tmp_path / "mlflow" / "mlflow.db"
+    db.parent.mkdir(parents=True)
+    db.write_bytes(b"\x13not a database" * 400)
+    with pytest.raises(PipelineError, match=rf"^MLflow tracking store sqlite:///{db}: opening failed: "
+                                            r"\(sqlite3.DatabaseError\) file is not a database$"):
+        connect(cfg)
+    conf = tmp_path / "conf.yaml"
+    conf.write_text(yaml.safe_dump({"paths": {"mlflow": str(db.parent), "data": str(tmp_path / "data")}}))
+    asked = subprocess.run([sys.executable, "-m", "pipeline.deployment", "--conf", str(conf), "readiness"],
+                           capture_output=True, text=True, cwd=REPO_ROOT, timeout=300)
+    assert asked.returncode == EXIT_NOT_RETRYABLE
+    assert asked.stderr.strip().splitlines() == [
+        f"ERROR [deployment]: MLflow tracking store sqlite:///{db}: opening failed: (sqlite3.DatabaseError) file is "
+        "not a database"]
+
+
 def test_logging_a_model_prints_no_keras_progress_bar(make_config, small_mnist_model, capfd):
     """MLflow checks the input example with model.predict; in a job's log that is a progress bar per model."""
     from tensorflow import keras

@@ -67,8 +67,8 @@ def connect(cfg: PipelineConfig) -> Store:
     if uri == f"sqlite:///{layout.mlflow_db}":
         os.makedirs(layout.mlflow_root, exist_ok=True)
     _set_process_uris(uri)
-    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
-    with store_errors(uri, "opening"):
+    with store_errors(uri, "opening"):  # a client checks the store's schema as it is made
+        client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
         experiment_id = _experiment_id(client, cfg.tracking.experiment, artifact_location(cfg, layout, uri))
     return Store(client, uri, experiment_id)
 
@@ -108,10 +108,11 @@ def _experiment_id(client, name: str, location: str | None) -> str:
 def store_errors(uri: str, doing: str) -> Iterator[None]:
     """MLflow's and the network's errors as one PipelineError line naming the store."""
     from mlflow.exceptions import MlflowException
+    from sqlalchemy.exc import SQLAlchemyError  # a damaged or locked SQLite file, below MLflow's own errors
     try:
         yield
     except PipelineError:
         raise
-    except (MlflowException, OSError) as exc:
+    except (MlflowException, SQLAlchemyError, OSError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
         raise PipelineError(f"MLflow tracking store {redacted(uri)}: {doing} failed: {first}") from exc
