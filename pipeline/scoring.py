@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pyspark.sql.functions as F
 from pyspark.sql import Column, DataFrame, SparkSession
-from pyspark.sql.types import ArrayType, FloatType, IntegerType, StringType, StructField, StructType
+from pyspark.sql.types import ArrayType, BooleanType, FloatType, IntegerType, StringType, StructField, StructType
 
 from pipeline.metrics import confusion_matrix_from_counts
 from pipeline.model_files import load_keras_model
@@ -28,7 +28,9 @@ PREDICTION_FIELDS = [StructField("prediction", IntegerType(), nullable=False),
 SCORED_FILE_FIELDS = [StructField("path", StringType(), nullable=False),
                       StructField("prediction", IntegerType(), nullable=True),
                       StructField("probabilities", ArrayType(FloatType(), containsNull=False), nullable=True),
-                      StructField("error", StringType(), nullable=True)]
+                      StructField("error", StringType(), nullable=True),
+                      # No ink at all (a blank page, an empty scan): data.blank_images decides (predict/stage.py).
+                      StructField("blank", BooleanType(), nullable=True)]
 LOSS_EPSILON = 1e-7  # Keras clips probabilities the same way in categorical cross-entropy
 
 _MODEL_CACHE: dict[str, object] = {}
@@ -96,7 +98,8 @@ def score_file_batches(batches: Iterator[pd.DataFrame], model_path: str, batch_s
                 predictions[i], probabilities[i] = int(row_scores.argmax()), row_scores
         yield pd.DataFrame({"path": batch["path"].to_numpy(), "prediction": pd.Series(predictions, dtype=object),
                             "probabilities": pd.Series(probabilities, dtype=object),
-                            "error": [error for _, error in decoded]})
+                            "error": [error for _, error in decoded],
+                            "blank": [None if image is None else not image.any() for image, _ in decoded]})
 
 
 def predict_probabilities(model, images: pd.Series) -> np.ndarray:

@@ -249,6 +249,34 @@ def test_every_unreadable_image_is_listed_whether_the_job_fails_or_skips_it(spar
     assert not failed_list.exists()  # the failed attempt's list went with its failure
 
 
+@pytest.mark.parametrize("policy", ["quarantine", "drop", "warn", "fail"])
+def test_a_blank_page_follows_data_blank_images_as_in_ingest_and_scheduled_scoring(spark, make_config,
+                                                                                   small_mnist_model, digit_folder,
+                                                                                   tmp_path, policy):
+    """A blank white page has no digit, yet a model names one at 0.99: it is a blank image, by the same policy."""
+    folder = tmp_path / "pages"
+    folder.mkdir()
+    digit = sorted(digit_folder[0].iterdir())[0]
+    shutil.copy(digit, folder / digit.name)
+    Image.new("L", (120, 160), 255).save(folder / "white_page.png")
+    cfg = make_config(f"data.blank_images={policy}", "predict.skip_unreadable_images=true")
+    layout, out = Layout.from_config(cfg, "run"), str(tmp_path / "out")
+    if policy == "fail":
+        with pytest.raises(PipelineError, match=r"^blank image .*/white_page\.png \(no ink\) in .*pages: 1 blank "
+                                                r"file\(s\) and data\.blank_images is fail$"):
+            run_prediction(spark, cfg, layout, input_path=str(folder), model=small_mnist_model["trained"], output=out)
+        assert not Path(out).exists()
+        return
+    summary = run_prediction(spark, cfg, layout, input_path=str(folder), model=small_mnist_model["trained"],
+                             output=out).details
+    predicted = sorted(Path(r["path"]).name for r in spark.read.parquet(PredictionFiles(out).predictions).collect())
+    assert predicted == sorted([digit.name] + (["white_page.png"] if policy == "warn" else []))
+    assert summary["blank_images"] == {"count": 1, "policy": policy, "first": str(folder / "white_page.png")}
+    if policy == "quarantine":
+        assert _csv_rows(Path(PredictionFiles(out).unreadable_list))[1] == [
+            str(folder / "white_page.png"), "blank image: no ink (data.blank_images is quarantine)"]
+
+
 def test_parquet_with_wrong_image_size_or_values_is_named_and_nothing_published(spark, make_config,
                                                                                small_mnist_model, tmp_path):
     cfg = make_config()

@@ -18,6 +18,7 @@ from pyspark.sql.types import FloatType, StringType
 
 from pipeline import storage
 from pipeline.config import PipelineConfig
+from pipeline.errors import PipelineError
 from pipeline.layout import Layout, PredictionFiles
 from pipeline.locks import output_lock
 from pipeline.metrics import accuracy, confusion_matrix_csv, confusion_matrix_from_counts
@@ -25,6 +26,7 @@ from pipeline.model_files import check_model_file
 from pipeline.predict.inputs import LoadedInput, PredictionInput, load_input, require_readable_images, resolve_input
 from pipeline.predict.model_source import ModelChoice, choose_model
 from pipeline.predict.unreadable import enforce_policy, write_list
+from pipeline.record_checks import FINDINGS
 from pipeline.result import StageResult
 from pipeline.schema import NUM_CLASSES
 from pipeline.scoring import confidence, score_image_files, score_images, set_arrow_batch_rows
@@ -72,10 +74,11 @@ def score_and_publish(spark: SparkSession, cfg: PipelineConfig, layout: Layout, 
     scored_files = score_image_files(loaded.files, model.path, cfg.predict.batch_size, cfg.predict.tf_threads,
                                      cfg.predict.max_image_pixels).cache()
     try:
-        unreadable = (scored_files.filter(F.col("error").isNotNull()).select("path", F.col("error").alias("reason"))
+        screened, blank_notes = apply_blank_policy(scored_files, cfg.data.blank_images, source.path)
+        unreadable = (screened.filter(F.col("error").isNotNull()).select("path", F.col("error").alias("reason"))
                       .unionByName(loaded.refused))
-        scored = readable_files(scored_files)
-        notes = {**loaded.notes, **screen_unreadable(unreadable, scored, cfg, source.path, out)}
+        scored = readable_files(screened)
+        notes = {**loaded.notes, **blank_notes, **screen_unreadable(unreadable, scored, cfg, source.path, out)}
         return publish(spark, layout, scored, notes, unreadable, source, model, out)
     finally:
         scored_files.unpersist()
@@ -97,6 +100,31 @@ def publish(spark: SparkSession, layout: Layout, scored: DataFrame, notes: dict,
                        input_kind=source.kind, run_id=layout.run_id, output=out.root, **notes)
         storage.write_json(tmp.manifest, summary)
     return summary
+
+
+def apply_blank_policy(scored_files: DataFrame, policy: str, input_path: str) -> tuple[DataFrame, dict]:
+    """data.blank_images for image files, as ingest and scheduled scoring apply it: a picture with no ink (a blank
+    page, an empty scan) has no digit to predict, and a model still names one with high confidence. fail: the job
+    fails naming the first; warn: scored, with a warning; quarantine: set aside with the unreadable files, with
+    its reason; drop: left out. Returns the files to go on with and the manifest's note."""
+    blank = scored_files.filter(F.col("error").isNull() & F.col("blank"))
+    count = blank.count()
+    if count == 0:
+        return scored_files, {}
+    first = blank.agg(F.min("path")).first()[0]
+    if policy == "fail":
+        raise PipelineError(f"blank image {first} (no ink) in {input_path}: {count} blank file(s) and "
+                            "data.blank_images is fail")
+    note = {"blank_images": {"count": count, "policy": policy, "first": first}}
+    if policy == "warn":
+        log.warning("%d blank image(s) (no ink) scored anyway (data.blank_images=warn), the first %s", count, first)
+        return scored_files, note
+    if policy == "drop":
+        log.info("%d blank image(s) (no ink) left out (data.blank_images=drop), the first %s", count, first)
+        return scored_files.filter(~(F.col("error").isNull() & F.col("blank"))), note
+    reason = F.lit(f"{FINDINGS['blank_images'].reason}: no ink (data.blank_images is quarantine)")
+    return scored_files.withColumn("error", F.when(F.col("error").isNull() & F.col("blank"), reason)
+                                   .otherwise(F.col("error"))), note
 
 
 def screen_unreadable(unreadable: DataFrame, readable: DataFrame, cfg: PipelineConfig, input_path: str,
