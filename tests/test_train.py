@@ -117,7 +117,7 @@ def interrupted_then_resumed(spark, curated_subset, tmp_path_factory):
     final = json.loads(Path(layout.history("model_1")).read_text())
     return {"summaries": (first.details, second.details, third.details), "results": (first, second, third),
             "after_stop": after_stop, "state_after_stop": state_after_stop, "final": final,
-            "layout": layout, "log": handler.lines}
+            "layout": layout, "cfg": cfg, "log": handler.lines}
 
 
 def test_a_stopped_run_leaves_one_epoch_and_a_checkpoint(interrupted_then_resumed):
@@ -150,6 +150,36 @@ def test_a_finished_model_is_skipped(interrupted_then_resumed):
     results = interrupted_then_resumed["results"]
     assert [r.skipped for r in results] == [False, False, True]
     assert results[2].outputs == {"model_1": interrupted_then_resumed["layout"].model_dir("model_1")}
+
+
+def test_a_forced_retraining_builds_beside_and_a_failed_one_keeps_the_model(spark, interrupted_then_resumed,
+                                                                            curated_subset, monkeypatch):
+    """`train --force` used to delete the model first: a failed or killed forced run left none."""
+    import shutil
+
+    from pipeline.errors import RetryableError
+    from pipeline.train import stage
+    cfg = interrupted_then_resumed["cfg"]
+    layout = dataclasses.replace(layout_over(cfg, curated_subset), run_root=f"{cfg.paths.runs}/forced")
+    shutil.copytree(interrupted_then_resumed["layout"].model_dir("model_1"), layout.model_dir("model_1"))
+    model_dir = Path(layout.model_dir("model_1"))
+    before = {p.relative_to(model_dir): p.read_bytes() for p in model_dir.rglob("*") if p.is_file()}
+
+    def lost_workers(*args, **kwargs):
+        raise RetryableError("training model_1 failed on the Horovod workers: a rank was lost")
+    with monkeypatch.context() as patch:
+        patch.setattr(stage, "launch", lost_workers)
+        with pytest.raises(RetryableError):
+            run_training(spark, cfg, layout, force=True)
+    assert {p.relative_to(model_dir): p.read_bytes() for p in model_dir.rglob("*") if p.is_file()} == before
+    assert os.listdir(model_dir.parent) == ["model_1"]  # nothing left beside it, the lock released
+
+    forced = run_training(spark, cfg, layout, force=True).details["model_1"]
+    final = json.loads((model_dir / "history.json").read_text())
+    assert forced["skipped"] is False and final["complete"] and final["resumed_from_epoch"] in (None, 0)
+    assert (model_dir / "model.keras").read_bytes() != before[Path("model.keras")]
+    assert (model_dir / "curves.png").exists() and (model_dir / "checkpoint").is_dir()
+    assert os.listdir(model_dir.parent) == ["model_1"]
 
 
 def test_both_ranks_trained_the_same_weights_on_their_own_shards(interrupted_then_resumed):

@@ -6,6 +6,7 @@ horovod.spark.run, then finalises history.json (wall time, peak memory per worke
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 
@@ -113,31 +114,48 @@ def train_model(spark: SparkSession, cfg: PipelineConfig, layout: Layout, name: 
                 ranks: tuple[int, int], force: bool) -> dict:
     """Skip, resume or train one model on `ranks` (Horovod ranks, TF threads each); then finalise its history and
     curves. TF threads are not in the fingerprint: they change the speed, not the weights."""
-    num_workers, tf_threads = ranks
     model_dir = layout.model_dir(name)
     with output_lock(model_dir, "train"):  # from the skip decision through finalisation
-        fingerprint = training_fingerprint(cfg, name, str(manifest.get("fingerprint")), num_workers)
+        fingerprint = training_fingerprint(cfg, name, str(manifest.get("fingerprint")), ranks[0])
         previous = history.read(layout.history(name))
         if force:
-            storage.remove(model_dir)
-        elif previous and previous.get("complete") and previous.get("fingerprint") == fingerprint:
+            params = build_params(cfg, layout, name, manifest["counts"], ranks, 0, fingerprint)
+            # Built beside the model it replaces, which stays whole until this one is: a forced run that fails
+            # or is killed leaves the previous model (and the next run under this lock clears what it left).
+            with storage.publishing(model_dir) as staging:
+                return trained(spark, cfg, name, placed_in(params, model_dir, staging),
+                               layout.curves(name).replace(model_dir, staging, 1), [], previous)
+        if previous and previous.get("complete") and previous.get("fingerprint") == fingerprint:
             log.info("%s already trained for this config (%s): skipping (use --force to retrain)", name, model_dir)
             return model_summary(previous, skipped=True)
         recover_checkpoint(layout, name)
         epochs_done = resume_point(layout, name, fingerprint)
         params = build_params(cfg, layout, name, manifest["counts"], ranks, len(epochs_done), fingerprint)
-        storage.write_json(params.history_path, history.skeleton(params, describe(name), epochs_done, previous))
-        results, seconds = launch(spark, params, cfg.train.start_timeout)
-        best = checkpoint.read_best_state(params.best_dir, fingerprint) if params.keep == "best" else None
-        final = history.with_kept_epoch(history.finalised(history.read(params.history_path), seconds, results),
-                                        best["epoch"] if best else None)
-        storage.write_json(params.history_path, final)
-        history.plot_curves(final, layout.curves(name))
-        log.info("%s: %d/%d epochs, kept epoch %s (%s), val_accuracy %.4f, %.1f s on %d worker(s)%s", name,
-                 final["epochs_completed"], final["epochs_planned"], final["kept_epoch"], final["keep"],
-                 kept_record(final)["val_accuracy"], seconds, num_workers,
-                 "" if final["complete"] else " (stopped early: rerun to resume)")
-        return model_summary(final, skipped=False)
+        return trained(spark, cfg, name, params, layout.curves(name), epochs_done, previous)
+
+
+def placed_in(params: TrainParams, model_dir: str, folder: str) -> TrainParams:
+    """`params` with every output of the model's folder `model_dir` in `folder` instead."""
+    fields = ("model_path", "history_path", "checkpoint_dir", "tensorboard_dir", "best_dir")
+    return dataclasses.replace(params, **{f: getattr(params, f).replace(model_dir, folder, 1) for f in fields
+                                          if getattr(params, f)})
+
+
+def trained(spark: SparkSession, cfg: PipelineConfig, name: str, params: TrainParams, curves: str,
+            epochs_done: list[dict], previous: dict | None) -> dict:
+    """Train `name` from after `epochs_done` into the folders `params` name; finalise its history and `curves`."""
+    storage.write_json(params.history_path, history.skeleton(params, describe(name), epochs_done, previous))
+    results, seconds = launch(spark, params, cfg.train.start_timeout)
+    best = checkpoint.read_best_state(params.best_dir, params.fingerprint) if params.keep == "best" else None
+    final = history.with_kept_epoch(history.finalised(history.read(params.history_path), seconds, results),
+                                    best["epoch"] if best else None)
+    storage.write_json(params.history_path, final)
+    history.plot_curves(final, curves)
+    log.info("%s: %d/%d epochs, kept epoch %s (%s), val_accuracy %.4f, %.1f s on %d worker(s)%s", name,
+             final["epochs_completed"], final["epochs_planned"], final["kept_epoch"], final["keep"],
+             kept_record(final)["val_accuracy"], seconds, params.num_workers,
+             "" if final["complete"] else " (stopped early: rerun to resume)")
+    return model_summary(final, skipped=False)
 
 
 def recover_checkpoint(layout: Layout, name: str) -> None:
