@@ -7,9 +7,11 @@ import sys
 
 from pyspark.sql import SparkSession
 
-from pipeline.config import SparkConfig
+from pipeline.config import SparkConfig, looks_secret
 from pipeline.errors import PipelineError
 from pipeline.services import DAEMON_MODULE, SERVICES_INTERFACE_ENV, interface_for
+
+HADOOP_PREFIX = "spark.hadoop."  # Spark copies these settings, without it, into the Hadoop configuration
 
 
 def check_java() -> None:
@@ -44,11 +46,33 @@ def build_spark_session(cfg: SparkConfig, job_name: str) -> SparkSession:
         builder = builder.config("spark.driver.host", "127.0.0.1").config("spark.driver.bindAddress", "127.0.0.1")
         builder = builder.config("spark.ui.host", "127.0.0.1")
     builder = _with_services_interface(builder, cfg)
-    for key, value in cfg.settings.items():
+    settings, hadoop_secrets = _secrets_apart(cfg.settings)
+    for key, value in settings.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(cfg.log_level)
+    hadoop_conf = spark.sparkContext._jsc.hadoopConfiguration()
+    for key, value in hadoop_secrets.items():  # read from here by every file source, and shipped with its tasks
+        hadoop_conf.set(key, value)
     return spark
+
+
+def _secrets_apart(settings: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+    """(settings for the builder, Hadoop secrets to set once the JVM runs). A Python process that starts Spark
+    itself launches the JVM with every builder setting as `--conf key=value` on its command line, which any user
+    of the machine can read (ps): secret-looking spark.hadoop.* keys are set on the Hadoop configuration instead,
+    and any other secret is refused. Under spark-submit the JVM already runs and settings travel over its
+    gateway: nothing to hide."""
+    if "PYSPARK_GATEWAY_PORT" in os.environ:
+        return dict(settings), {}
+    secrets = {key: value for key, value in settings.items() if looks_secret(key)}
+    others = sorted(key for key in secrets if not key.startswith(HADOOP_PREFIX))
+    if others:
+        raise PipelineError(f"spark.settings.{others[0]} would be on the Spark JVM's command line, readable by "
+                            "every user of this machine: give it to Spark in a file, e.g. spark-submit "
+                            "--properties-file <a file only you can read>, or use its *.file setting if it has one")
+    return ({key: value for key, value in settings.items() if key not in secrets},
+            {key.removeprefix(HADOOP_PREFIX): value for key, value in secrets.items()})
 
 
 def _with_services_interface(builder: SparkSession.Builder, cfg: SparkConfig) -> SparkSession.Builder:

@@ -1,7 +1,58 @@
 """The one way to build a SparkSession: what it sets beyond the config."""
 
+import os
+
 
 def test_no_progress_bar_repaints_when_stderr_is_not_a_terminal(spark):
     """A job's log file or a scheduler's task log gets stage lines, not Spark's console bar (which a Python job
     launched through pyspark-shell would otherwise show). Under pytest stderr is captured, not a terminal."""
     assert spark.sparkContext.getConf().get("spark.ui.showConsoleProgress") == "false"
+
+
+# Started by the test in a process of its own (the suite's session already runs): the session it builds, what its
+# JVM's command line and Hadoop configuration hold, and whether a read through that configuration works.
+SECRET_SESSION = """
+import json, os, sys
+from pipeline.config import SparkConfig
+from pipeline.spark import build_spark_session
+settings = {"spark.hadoop.fs.s3a.secret.key": "hunter2-secret", "spark.hadoop.fs.s3a.endpoint": "http://127.0.0.1:9"}
+spark = build_spark_session(SparkConfig(master="local[1]", settings=settings), "secret-test")
+jvms = []  # what this process started: the JVM (spark-submit execs java)
+for pid in os.listdir("/proc"):
+    try:
+        if pid.isdigit() and int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1]) == os.getpid():
+            jvms.append(open(f"/proc/{pid}/cmdline", "rb").read().decode(errors="replace"))
+    except (OSError, ValueError, IndexError):
+        pass
+conf = spark.sparkContext._jsc.hadoopConfiguration()
+print(json.dumps({"jvm": any("java" in c for c in jvms), "on_a_command_line": any("hunter2" in c for c in jvms),
+                  "hadoop": conf.get("fs.s3a.secret.key"), "endpoint": conf.get("fs.s3a.endpoint")}))
+"""
+
+
+def test_a_hadoop_secret_reaches_hadoop_but_no_command_line(tmp_path):
+    """A process that starts Spark itself passes every builder setting to spark-submit as --conf k=v: a secret
+    there is readable by every user of the machine (ps)."""
+    import json
+    import subprocess
+    import sys
+
+    from pipeline.config import REPO_ROOT
+    env = {k: v for k, v in os.environ.items() if k != "PYSPARK_GATEWAY_PORT"}
+    proc = subprocess.run([sys.executable, "-c", SECRET_SESSION], capture_output=True, text=True, cwd=REPO_ROOT,
+                          env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    found = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert found == {"jvm": True, "on_a_command_line": False, "hadoop": "hunter2-secret",
+                     "endpoint": "http://127.0.0.1:9"}
+
+
+def test_another_secret_setting_is_refused_in_one_line():
+    import pytest
+
+    from pipeline.config import SparkConfig
+    from pipeline.errors import PipelineError
+    from pipeline.spark import build_spark_session
+    with pytest.raises(PipelineError, match=r"^spark\.settings\.spark\.ssl\.keyPassword would be on the Spark JVM's "
+                                            r"command line"):
+        build_spark_session(SparkConfig(master="local[1]", settings={"spark.ssl.keyPassword": "x"}), "refused")
