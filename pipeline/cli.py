@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from pipeline.config import DEFAULT_CONF, PipelineConfig, known_profiles, load_config, profiles_dir
 from pipeline.errors import PipelineError
-from pipeline.layout import Layout, checked_ds
+from pipeline.layout import Layout, checked_ds, checked_run_id
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -113,8 +113,11 @@ def run_job(parser: argparse.ArgumentParser, argv: list[str] | None, job_name: s
     configure_logging()
     spark = None
     try:
+        # Before the session starts: a mistyped date or run id costs no Spark start-up.
         if getattr(args, "ds", None) is not None:
-            checked_ds(args.ds)  # before the session starts: a mistyped date costs no Spark start-up
+            checked_ds(args.ds)
+        if getattr(args, "run_id", None) is not None:
+            checked_run_id(args.run_id)
         cfg = load_config(args.conf or default_conf(), args.profile, args.overrides)
         spark = build_spark_session(cfg.spark, job_name)
         work(spark, cfg, args)
