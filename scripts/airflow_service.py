@@ -100,6 +100,9 @@ def deployment_env(settings: Settings) -> dict[str, str]:
         "AIRFLOW_HOME": str(settings.home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO_ROOT / "dags" / "plugins"),  # the DAGs' timetable
+        # Every component and command writes to one SQLite file: wait for each other longer (dags/plugins).
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": "mnist_sqlite.CONNECT_ARGS",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS_ASYNC": "mnist_sqlite.CONNECT_ARGS_ASYNC",
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
         "AIRFLOW__CORE__PARALLELISM": "4",

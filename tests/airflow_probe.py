@@ -74,7 +74,7 @@ def describe(dag) -> dict:
         "serialized_timetable": type(decode_timetable(encode_timetable(timetable))).__name__,
         "run_ids": {kind.value: timetable.generate_run_id(run_type=kind, run_after=scheduled.run_after,
                                                           data_interval=scheduled.data_interval)
-                    for kind in (DagRunType.SCHEDULED, DagRunType.BACKFILL_JOB, DagRunType.MANUAL)},
+                    for kind in (DagRunType.SCHEDULED, DagRunType.MANUAL)},
     }
 
 

@@ -27,7 +27,7 @@ import psutil
 import pytest
 from listening import is_loopback
 from registry_versions import make_champion
-from scheduled import DAILY, RETRAINING, SPARK_POOL, Airflow, write_config
+from scheduled import AIRFLOW, DAILY, RETRAINING, SPARK_POOL, Airflow, write_config
 
 from pipeline import storage
 from pipeline.config import REPO_ROOT, load_config
@@ -123,6 +123,16 @@ def test_up_prints_the_login_and_listens_on_loopback_only(deployment):
     assert all(is_loopback(address) for _, address, _ in deployment.listeners), deployment.listeners
 
 
+def test_every_airflow_process_waits_a_minute_for_the_sqlite_database(deployment):
+    """The components and CLI commands share one SQLite file: at pysqlite's 5 s a loaded machine gave `airflow
+    backfill create` "database is locked" (dags/plugins/mnist_sqlite.py)."""
+    probe = ("from airflow import settings\n"
+             "with settings.engine.connect() as c: print(c.exec_driver_sql('PRAGMA busy_timeout').scalar())")
+    asked = subprocess.run([str(AIRFLOW.parent / "python"), "-c", probe], env=deployment.airflow.env,
+                           capture_output=True, text=True, timeout=120)
+    assert asked.stdout.strip().splitlines()[-1] == "60000", asked.stderr[-2000:]
+
+
 def test_the_pool_holds_one_spark_job(deployment):
     pool = deployment.airflow.api("GET", f"/pools/{SPARK_POOL}")
     assert pool["slots"] == 1
@@ -210,7 +220,6 @@ def test_a_day_named_through_the_rest_api_is_scored_by_the_new_champion_flagged_
 def test_a_backfill_processes_each_of_its_days(deployment, concurrent):
     backfilled = [r for r in concurrent["daily"] if r["run_type"] == "backfill"]
     assert sorted(d for r in backfilled for d in deployment.batch_dates(DAILY, r)) == list(BACKFILLED)
-    assert sorted(r["dag_run_id"].split("__")[1] for r in backfilled) == [f"batch-{ds}" for ds in BACKFILLED]
     assert all(r["state"] == "success" for r in backfilled), backfilled
     for ds in BACKFILLED:
         assert storage.exists(deployment.layout.batch_files(ds).report_html)

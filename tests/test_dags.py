@@ -142,10 +142,9 @@ def test_both_dags_use_data_interval_timetables_the_scheduler_can_read_back(dag_
         assert dag["timetable"] == dag["serialized_timetable"] == "BatchDayTimetable"
 
 
-def test_scheduled_and_backfill_run_ids_name_the_day_they_process(dag_facts):
+def test_scheduled_run_ids_name_the_day_they_process(dag_facts):
     daily = dag_facts["dags"][DAILY]["run_ids"]
     assert daily["scheduled"] == "scheduled__batch-2026-11-24__2026-11-25T00:00:00+00:00"
-    assert daily["backfill"] == "backfill__batch-2026-11-24__2026-11-25T00:00:00+00:00"
     assert daily["manual"] == "manual__2026-11-25T00:00:00+00:00"  # its day may be in its conf: Airflow's own id
     weekly = dag_facts["dags"][RETRAINING]["run_ids"]
     assert weekly["scheduled"] == "scheduled__batch-2026-11-29__2026-11-30T02:00:00+00:00"  # the week to Sunday

@@ -2,10 +2,11 @@
 which `make airflow-up` sets): Airflow's CronDataIntervalTimetable, whose run ids name the day a run processes.
 
 Airflow names a scheduled run after the time it runs (`scheduled__2026-11-25T00:00:00+00:00` for the run that
-processes the 24th), and its grid places it there too. Here a scheduled or backfill run is
+processes the 24th), and its grid places it there too. Here a scheduled run is
 `scheduled__batch-2026-11-24__2026-11-25T00:00:00+00:00`: the batch date first, Airflow's own id after it (so ids
-stay unique exactly as Airflow's are). A manual run keeps Airflow's id: the day it processes may be named in its
-`conf`, which Airflow does not pass here; give it an id with `--run-id` (CLI) or `dag_run_id` (REST).
+stay unique exactly as Airflow's are). Other runs keep Airflow's id: a manual run's day may be named in its
+`conf`, which Airflow does not pass here (give it an id with `--run-id` or the REST API's `dag_run_id`), and
+Airflow 3.3 names a backfill's runs itself, without asking the timetable (`backfill__<run after>`).
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ class BatchDayTimetable(CronDataIntervalTimetable):
         run_id = super().generate_run_id(run_type=run_type, run_after=run_after, data_interval=data_interval,
                                           **extra)
         run_type = DagRunType(run_type)
-        if data_interval is None or run_type not in (DagRunType.SCHEDULED, DagRunType.BACKFILL_JOB):
+        if data_interval is None or run_type != DagRunType.SCHEDULED:
             return run_id
         batch_day = (data_interval.end - dt.timedelta(days=1)).date().isoformat()
         prefix = f"{run_type.value}__"
