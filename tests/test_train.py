@@ -160,6 +160,8 @@ def test_a_forced_retraining_builds_beside_and_a_failed_one_keeps_the_model(spar
     from pipeline.errors import RetryableError
     from pipeline.train import stage
     cfg = interrupted_then_resumed["cfg"]
+    # Untracked: the module's store keeps exactly the runs the tests above count.
+    cfg = dataclasses.replace(cfg, tracking=dataclasses.replace(cfg.tracking, enabled=False))
     layout = dataclasses.replace(layout_over(cfg, curated_subset), run_root=f"{cfg.paths.runs}/forced")
     shutil.copytree(interrupted_then_resumed["layout"].model_dir("model_1"), layout.model_dir("model_1"))
     model_dir = Path(layout.model_dir("model_1"))

@@ -57,7 +57,8 @@ def find_batch_days(layout: Layout, ds: str) -> BatchDays:
             skipped.append({"ds": day, "reason": skip_reason(has_labels, has_images)})
             continue
         try:
-            scored_day(files)  # its images and quarantine from one scoring: the labels are checked against both
+            if storage.exists(files.scoring):  # its images and quarantine from one scoring: labels check both
+                scored_day(files)
         except PipelineError as exc:
             skipped.append({"ds": day, "reason": str(exc)})
             continue
