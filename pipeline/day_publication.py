@@ -41,3 +41,13 @@ def scored_day(files: BatchFiles) -> dict:
             raise PipelineError(f"{what}: a scoring was interrupted between its moves; rerun "
                                 f"{storage.job_for(SCORING_JOB)} --ds {files.ds}")
     return scoring
+
+
+def check_readable_day(files: BatchFiles) -> None:
+    """A day with images and no scoring.json is read only if no scoring stamped it: one written before tokens
+    existed, or by hand. Stamped images without scoring.json are a first scoring killed before its last move."""
+    if storage.exists(files.scoring):
+        scored_day(files)
+    elif storage.exists(f"{files.images}/{PUBLICATION_MARKER}"):
+        raise PipelineError(f"the images of {files.ds} ({files.images}) have no {files.scoring}: a scoring was "
+                            f"interrupted between its moves; rerun {storage.job_for(SCORING_JOB)} --ds {files.ds}")

@@ -127,6 +127,17 @@ def test_labelled_days_up_to_ds_count_and_the_others_are_reported(spark, batch_c
         {"ds": "2026-11-22", "reason": "labels.csv but no images partition: the day was not scored"}])
 
 
+def test_a_day_whose_first_scoring_was_killed_before_its_summary_does_not_count(spark, batch_config):
+    from pipeline.day_publication import stamp
+    layout = Layout.from_config(batch_config())
+    write_day(spark, layout, "2026-11-20", {"a.png": 0.1}, "file,label\na.png,1\n")
+    stamp(layout.batch_files("2026-11-20").images, "token-of-a-scoring-killed-before-scoring.json")
+    days = find_batch_days(layout, "2026-11-24")
+    assert days.labelled == []
+    assert days.skipped[0]["reason"].endswith("a scoring was interrupted between its moves; "
+                                              "rerun jobs/score_batch.py --ds 2026-11-20")
+
+
 def test_the_newest_days_are_trained_on_or_held_out_by_config(batch_config):
     days = BatchDays(["2026-11-20", "2026-11-21", "2026-11-23"])
     held_out = batch_config("retrain.newest_days=2").retrain   # the default

@@ -19,7 +19,7 @@ from pyspark.sql import DataFrame, SparkSession
 
 from pipeline import storage
 from pipeline.config import PipelineConfig, RetrainConfig
-from pipeline.day_publication import scored_day
+from pipeline.day_publication import check_readable_day
 from pipeline.errors import PipelineError
 from pipeline.fingerprint import fingerprint_of
 from pipeline.layout import Layout, RetrainingFiles
@@ -57,8 +57,7 @@ def find_batch_days(layout: Layout, ds: str) -> BatchDays:
             skipped.append({"ds": day, "reason": skip_reason(has_labels, has_images)})
             continue
         try:
-            if storage.exists(files.scoring):  # its images and quarantine from one scoring: labels check both
-                scored_day(files)
+            check_readable_day(files)  # its images and quarantine from one scoring: the labels check both
         except PipelineError as exc:
             skipped.append({"ds": day, "reason": str(exc)})
             continue
