@@ -105,8 +105,9 @@ def _drop_py4j_retry_notes(record: logging.LogRecord) -> bool:
 
 def run_job(parser: argparse.ArgumentParser, argv: list[str] | None, job_name: str,
             work: Callable[[SparkSession, PipelineConfig, argparse.Namespace], object]) -> int:
-    """Parse `argv`, load config, build the session, run `stage`; a PipelineError becomes one line and its exit
-    code (pipeline.errors: whether a retry can help)."""
+    """Parse `argv`, load config, build the session, run `stage`; a PipelineError, a full disk or an unreachable
+    store becomes one line and its exit code (pipeline.errors: whether a retry can help)."""
+    from pipeline.failures import environment_failure
     from pipeline.spark import build_spark_session
 
     args = parser.parse_args(argv)
@@ -125,6 +126,15 @@ def run_job(parser: argparse.ArgumentParser, argv: list[str] | None, job_name: s
     except PipelineError as exc:
         print(f"ERROR [{job_name}]: {exc}", file=sys.stderr)
         return exc.exit_code
+    except Exception as exc:
+        # A full disk or an unreachable store, however deep in Spark's or Arrow's trace; anything else is a bug,
+        # and its traceback is what a developer needs.
+        known = environment_failure(exc)
+        if known is None:
+            raise
+        log.debug("%s failed", job_name, exc_info=exc)
+        print(f"ERROR [{job_name}]: {known}", file=sys.stderr)
+        return known.exit_code
     finally:
         if spark is not None:
             spark.stop()

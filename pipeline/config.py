@@ -335,6 +335,28 @@ _SECRET_KEY = re.compile(r"secret|passw(or)?d|token|credential|private[ ._-]?key
 _URI_PASSWORD = re.compile(r"(://[^/@:\s]*:)[^@\s]+@")
 
 
+def refuse_uri_password(path: str, what: str) -> str:
+    """`path`, unless it is a URI carrying a password: libraries (Arrow, Hadoop) print a path whole in their
+    errors, so a password in one would reach logs and tracebacks. Credentials go in settings, which are redacted."""
+    if _URI_PASSWORD.search(path):
+        raise PipelineError(f"{what} {redacted(path)} holds a password in the URI: pass credentials as settings "
+                            "(e.g. spark.settings.spark.hadoop.fs.s3a.secret.key, redacted everywhere) or the "
+                            "store's environment variables, never in a path")
+    return path
+
+
+def _refuse_uri_passwords(node: Any, key: str) -> None:
+    """Every string value of the config (paths, the tracking URI, Spark settings) through refuse_uri_password."""
+    if isinstance(node, dict):
+        for name, value in node.items():
+            _refuse_uri_passwords(value, f"{key}.{name}" if key else str(name))
+    elif isinstance(node, list):
+        for item in node:
+            _refuse_uri_passwords(item, key)
+    elif isinstance(node, str):
+        refuse_uri_password(node, f"{key}:")
+
+
 def looks_secret(key: str) -> bool:
     return _SECRET_KEY.search(key) is not None
 
@@ -369,6 +391,7 @@ def load_config(conf_file: str | Path | None = None, profile: str | None = None,
             raise PipelineError(f"--set expects section.key=value, got '{item}'")
         _set_dotted(raw, key.strip(), _parse_value(key.strip(), value))
     cfg = _build(PipelineConfig, raw, "")
+    _refuse_uri_passwords(cfg.to_dict(), "")
     root = _paths_root(cfg.paths.root, conf_file)
     return dataclasses.replace(cfg, paths=dataclasses.replace(cfg.paths, root=root))
 

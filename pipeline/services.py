@@ -56,7 +56,7 @@ def bind_horovod_services(interface: str) -> list:
 
 
 def run_horovod(spark, fn, args: tuple = (), num_proc: int = 1, start_timeout: int = 180,
-                env: dict[str, str] | None = None) -> list:
+                env: dict[str, str] | None = None, stderr=None) -> list:
     """horovod.spark.run with its services on the session's services interface, closed when it returns.
 
     The one way this project launches Horovod (training, the cluster check, the smoke test). Horovod stops its
@@ -67,7 +67,8 @@ def run_horovod(spark, fn, args: tuple = (), num_proc: int = 1, start_timeout: i
     started = bind_horovod_services(interface) if interface else []
     try:
         return horovod.spark.run(fn, args=args, num_proc=num_proc, start_timeout=start_timeout, env=env,
-                                 use_gloo=True, verbose=0, nics={interface} if interface else None)
+                                 use_gloo=True, verbose=0, nics={interface} if interface else None,
+                                 stderr=stderr)
     finally:
         for server in started:
             server.server_close()

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from pyarrow import fs as pafs
 
+from pipeline.config import refuse_uri_password
 from pipeline.errors import PipelineError
 
 if TYPE_CHECKING:
@@ -27,7 +28,7 @@ def filesystem(path: str) -> tuple[pafs.FileSystem, str]:
     """The pyarrow filesystem serving `path`, and the path as that filesystem names it."""
     if "://" not in path:
         return pafs.LocalFileSystem(), path
-    uri = path.replace("s3a://", "s3://", 1)
+    uri = refuse_uri_password(path, "path").replace("s3a://", "s3://", 1)
     return pafs.FileSystem.from_uri(uri)
 
 

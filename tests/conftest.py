@@ -138,3 +138,24 @@ def mnist_curated(spark, tmp_path_factory):
     run_ingest(spark, cfg, layout)
     run_prepare(spark, cfg, layout)
     return cfg, layout
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """`small_disk(kb)`: a new folder on a tmpfs of that size, to fill up: where a job's output meets a full disk.
+    Mounting needs root, which this project's CI and dev machines have; elsewhere the test is skipped, saying so."""
+    import subprocess
+    mounts = []
+
+    def mount(kb: int):
+        folder = tmp_path / f"small-disk-{len(mounts)}"
+        folder.mkdir()
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={kb}k,mode=0700", "tmpfs", str(folder)],
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+        mounts.append(folder)
+        return folder
+    yield mount
+    for folder in mounts:
+        subprocess.run(["umount", "--lazy", str(folder)], check=True)

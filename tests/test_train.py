@@ -184,6 +184,23 @@ def test_a_forced_retraining_builds_beside_and_a_failed_one_keeps_the_model(spar
     assert os.listdir(model_dir.parent) == ["model_1"]
 
 
+def test_a_full_disk_under_training_names_the_file_and_the_cause(spark, interrupted_then_resumed, curated_subset,
+                                                                    small_disk):
+    """Horovod says only that a worker "exited with non-zero status": the worker's own error is the line."""
+    from pipeline.failures import environment_failure
+    cfg = interrupted_then_resumed["cfg"]
+    cfg = dataclasses.replace(cfg, tracking=dataclasses.replace(cfg.tracking, enabled=False))
+    disk = small_disk(256)   # room for the run's small files, not for model_1's first checkpoint
+    layout = dataclasses.replace(layout_over(cfg, curated_subset), run_root=str(disk / "run"))
+    with pytest.raises(Exception) as failed:
+        run_training(spark, cfg, layout)
+    # What the job prints (pipeline.cli.run_job): a PipelineError's text, or the environment failure it finds.
+    line = str(failed.value) if isinstance(failed.value, PipelineError) else str(environment_failure(failed.value))
+    assert line.startswith(f"training model_1 failed on the Horovod workers: no space left on device writing "
+                           f"{disk}/run/train/model_1/"), line
+    assert "\n" not in line and "exited with non-zero status" not in line
+
+
 def test_both_ranks_trained_the_same_weights_on_their_own_shards(interrupted_then_resumed):
     workers = interrupted_then_resumed["final"]["workers"]
     assert [w["rank"] for w in workers] == [0, 1]

@@ -11,7 +11,6 @@ error) publishes nothing: what an earlier successful run published for that day 
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 
@@ -27,6 +26,7 @@ from pipeline.batch.landing import Arrivals, read_landing
 from pipeline.batch.model import ScoringModel, scoring_model
 from pipeline.config import PipelineConfig
 from pipeline.errors import PipelineError, RetryableError
+from pipeline.failures import environment_failure, worker_error
 from pipeline.layout import BatchFiles, BatchReportFiles, Layout
 from pipeline.locks import output_lock
 from pipeline.model_files import check_model_file
@@ -37,7 +37,6 @@ from pipeline.scoring import confidence, score_images, set_arrow_batch_rows
 log = logging.getLogger(__name__)
 
 STAGE = "score_batch"
-_PYTHON_ERROR = re.compile(r"^\w*(?:Error|Exception): .*$", re.MULTILINE)
 
 
 def run_batch_scoring(spark: SparkSession, cfg: PipelineConfig, layout: Layout, ds: str,
@@ -120,15 +119,12 @@ def score_to(spark: SparkSession, cfg: PipelineConfig, images: str, scorer: Scor
         with_batch_prediction_columns(scored, scorer).write.mode("error").option(
             "maxRecordsPerFile", cfg.data.row_group_rows).parquet(out)
     except (Py4JJavaError, PySparkException) as exc:
+        known = environment_failure(exc)
+        if known is not None:
+            raise known from exc
         # A lost executor looks the same as a model that will not load: let the scheduler try again.
         raise RetryableError(f"scoring with {scorer.name} version {scorer.version} ({scorer.model_file}) failed: "
                             f"{worker_error(str(exc))}") from exc
-
-
-def worker_error(text: str) -> str:
-    """The last Python error line ('ValueError: ...') in a Spark failure's text, else its first line."""
-    found = _PYTHON_ERROR.findall(text)
-    return found[-1].strip() if found else (text.strip().splitlines() or ["unknown error"])[0]
 
 
 def with_batch_prediction_columns(scored: DataFrame, scorer: ScoringModel) -> DataFrame:

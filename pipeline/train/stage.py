@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import sys
 import time
 
 from pyspark.sql import SparkSession
 
 from pipeline import storage
-from pipeline.config import PipelineConfig
+from pipeline.config import PipelineConfig, redacted
 from pipeline.errors import PipelineError, RetryableError
+from pipeline.failures import TeeLines, environment_failure, horovod_worker_cause, worker_error
 from pipeline.kept_epoch import kept_record
 from pipeline.layout import Layout
 from pipeline.locks import output_lock
@@ -199,13 +201,15 @@ def launch(spark: SparkSession, params: TrainParams, start_timeout: int) -> tupl
              params.model, params.initial_epoch + 1, params.end_epoch, params.epochs, params.num_workers,
              params.tf_threads, params.steps_per_epoch, params.batch_size)
     started = time.perf_counter()
+    # Horovod reports a dead worker as "exited with non-zero status": the cause is in what the worker printed.
+    worker_output = TeeLines(sys.stderr)
     try:
         results = run_horovod(spark, train_worker, args=(params.to_dict(),), num_proc=params.num_workers,
-                              start_timeout=start_timeout, env={"TF_CPP_MIN_LOG_LEVEL": "2"})
-    except Exception as exc:  # Horovod wraps worker failures in generic exceptions
-        raise RetryableError(f"training {params.model} failed on the Horovod workers: "
-                            f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__} "
-                            f"(the epochs completed so far are checkpointed in {params.checkpoint_dir})") from exc
+                              start_timeout=start_timeout, env={"TF_CPP_MIN_LOG_LEVEL": "2"}, stderr=worker_output)
+    except Exception as exc:
+        cause = environment_failure(exc) or horovod_worker_cause(worker_output.text) or worker_error(str(exc))
+        raise RetryableError(redacted(f"training {params.model} failed on the Horovod workers: {cause} (the epochs "
+                                      f"completed so far are checkpointed in {params.checkpoint_dir})")) from exc
     failure = next((r["failure"] for r in results if r.get("failure")), None)
     if failure:
         raise RetryableError(f"training {params.model} stopped at {failure} (the epochs before it are checkpointed "
