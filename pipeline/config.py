@@ -74,6 +74,17 @@ class Choices:
         return f"one of {', '.join(self.options)}"
 
 
+@dataclass(frozen=True)
+class PlainName:
+    """A name that becomes a folder name (the registry's model cache): letters, digits, '.', '_', '-', and not
+    '.' or '..', so it cannot lead outside its folder."""
+    def admits(self, value: str) -> bool:
+        return re.fullmatch(r"[A-Za-z0-9._-]+", value) is not None and value not in (".", "..")
+
+    def __str__(self) -> str:
+        return "a plain name (letters, digits, '.', '_', '-')"
+
+
 def between(low: float, high: float, default: Any = dataclasses.MISSING) -> Any:
     """A numeric field and its inclusive range, checked when the config is loaded."""
     return field(default=default, metadata={"allowed": Bounds(low, high)})
@@ -238,7 +249,7 @@ class TrackingConfig:
     # choice for a tracking server.
     artifact_location: str = ""
     experiment: str = "mnist-spark-pipeline"
-    registered_model: str = "mnist-digit-classifier"
+    registered_model: str = field(default="mnist-digit-classifier", metadata={"allowed": PlainName()})
     # The challenger replaces the champion only when its test accuracy (on the same test set) is higher by at least
     # this much, and at least evaluate.target_accuracy.
     promotion_margin: float = fraction(0.001)
@@ -506,7 +517,7 @@ def _has_no_default(f: dataclasses.Field) -> bool:
     return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
 
 
-def _check_allowed(allowed: Bounds | CountOrFraction | Choices, value: Any, key: str) -> None:
+def _check_allowed(allowed: Bounds | CountOrFraction | Choices | PlainName, value: Any, key: str) -> None:
     """The value (or every value of a mapping, named by its own key) must be one the field declares allowed."""
     if isinstance(value, dict):
         for name, item in value.items():

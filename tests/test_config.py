@@ -124,6 +124,11 @@ def test_wrong_type_is_named():
      "config key 'data.test_images_in_train' must be one of fail, warn, quarantine, drop, got 'ignore'"),
     ("spark.log_level=loud",
      "config key 'spark.log_level' must be one of ALL, DEBUG, ERROR, FATAL, INFO, OFF, TRACE, WARN, got 'loud'"),
+    ("tracking.registered_model=../../elsewhere",   # a folder name: the registry cache's
+     "config key 'tracking.registered_model' must be a plain name (letters, digits, '.', '_', '-'), got "
+     "'../../elsewhere'"),
+    ("tracking.registered_model=..",
+     "config key 'tracking.registered_model' must be a plain name (letters, digits, '.', '_', '-'), got '..'"),
 ])
 def test_value_out_of_range_names_the_key_and_the_range(override, message):
     with pytest.raises(PipelineError, match=f"^{re.escape(message)}$"):
