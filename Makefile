@@ -122,7 +122,7 @@ bench-model4: $(STAMP)
 
 # The artefacts shipped to a real cluster: the package for --py-files, and the config folder for a driver that
 # runs on the cluster (deploy mode cluster: --archives dist/conf.zip#conf, then --conf conf/cluster.yaml). Profiles
-# are read beside the --conf file, relative paths resolve against paths.root (README "Configuration"), so the job
+# are read beside the --conf file, relative paths resolve against paths.root (docs/configuration.md), so the job
 # runs from any directory. Only zip is needed, not the venv.
 dist:
 	@mkdir -p dist && rm -f dist/pipeline.zip dist/conf.zip

@@ -270,7 +270,8 @@ class RetrainConfig:
 @dataclass(frozen=True)
 class DriftConfig:
     """How far a scheduled day's batch may stray from the training data before it is flagged (no labels needed).
-    The defaults are calibrated in README "Drift check": scanned MNIST-like digits pass, non-digit images do not."""
+    The defaults are calibrated in docs/scheduling.md "Drift check": scanned MNIST-like digits pass, non-digit
+    images do not."""
     on_drift: str = one_of(*DRIFT_ACTIONS, default="fail")   # a flagged batch fails its job, or only warns
     ink_threshold: float = fraction(0.5, zero=False)         # a pixel at or above this level is ink
     low_confidence: float = fraction(0.8, zero=False)        # a prediction whose top probability is below is unsure

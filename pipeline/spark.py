@@ -80,7 +80,7 @@ def _with_services_interface(builder: SparkSession.Builder, cfg: SparkConfig) ->
 
     In local mode the workers are this machine's processes and the daemon module is importable from this
     environment; on a cluster the environment shipped to executors must hold the package to set the daemon
-    module (conf/cluster-local.yaml does; README "Running on a cluster").
+    module (conf/cluster-local.yaml does; docs/cluster.md).
     """
     interface = interface_for(cfg.master, cfg.services_interface)
     if not interface:

@@ -77,7 +77,7 @@ def decision_summary(record: dict) -> str:
     marks = {True: "passed", False: "FAILED", None: "does not apply"}
     conditions = [f"- **{c['name']}** ({marks[c['passed']]}): {c['detail']}" for c in record["conditions"]]
     recipe = ", ".join(f"{k} {v}" for k, v in record["challenger"]["recipe"].items())
-    return (head + "\n".join(rows) + "\n\nThe rule (README \"Retraining\"), condition by condition:\n\n"
+    return (head + "\n".join(rows) + "\n\nThe rule (docs/scheduling.md, \"Retraining\"), condition by condition:\n\n"
             + "\n".join(conditions or ["- (no condition was judged)"]) + f"\n\nVerdict: {record['reason']}.\n\n"
             f"Challenger recipe: {recipe}. Decided at {record['decided_at']}.\n")
 
