@@ -7,8 +7,15 @@ SQLite file, one writer at a time (Airflow turns WAL on, which lets readers thro
 others up to a busy timeout, pysqlite's 5 s by default: on a loaded 2-core machine the scheduler's transactions
 took longer, and `airflow backfill create` failed with "database is locked". A minute is long enough for any of
 them, and short enough that a real deadlock still ends. Postgres is the choice for more than one machine.
+
+The timeout alone did not do: a transaction begun DEFERRED takes its snapshot first and the write lock at its
+first write; in WAL mode, when another writer committed meanwhile, SQLite answers SQLITE_BUSY at once (the
+snapshot is stale, so waiting cannot help) and `backfill create` failed under a busy scheduler all the same.
+Transactions begun IMMEDIATE take the write lock first, waiting up to the timeout, then read a fresh snapshot.
 """
 BUSY_TIMEOUT_SECONDS = 60
 
-CONNECT_ARGS = {"timeout": BUSY_TIMEOUT_SECONDS}          # sqlite3.connect (the sync engine)
-CONNECT_ARGS_ASYNC = {"timeout": BUSY_TIMEOUT_SECONDS}    # aiosqlite.connect, which passes it to sqlite3
+# sqlite3.connect (the sync engine): pysqlite begins each transaction before its first write, as BEGIN IMMEDIATE
+CONNECT_ARGS = {"timeout": BUSY_TIMEOUT_SECONDS, "isolation_level": "IMMEDIATE"}
+# aiosqlite.connect, which passes both to sqlite3
+CONNECT_ARGS_ASYNC = {"timeout": BUSY_TIMEOUT_SECONDS, "isolation_level": "IMMEDIATE"}
