@@ -21,7 +21,7 @@ HOROVOD_FLAGS := HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITH_GLOO=1 HOROVOD_WITHOUT_M
                  HOROVOD_WITHOUT_PYTORCH=1 HOROVOD_WITHOUT_MXNET=1
 
 .PHONY: setup airflow-setup airflow-constraints schedule-demo run test test-fast lint bench bench-model4 dist pack clean check-prereqs cluster-up cluster-down cluster-status \
-        cluster-check cluster-run test-cluster constraints mlflow-ui tensorboard airflow-up airflow-down airflow-status
+        cluster-check cluster-run test-cluster constraints mlflow-ui tensorboard airflow-up airflow-down airflow-status serve
 
 setup: $(STAMP)
 
@@ -104,6 +104,12 @@ lint: $(STAMP)
 PORT ?= 5000
 mlflow-ui: $(STAMP)
 	$(PY) -m pipeline.tracking.ui --conf $(CONF) --port $(PORT)
+
+# The registry's champion (or MODEL=models:/<name>/<version>) behind MLflow's scoring server on 127.0.0.1 only:
+# POST images to http://127.0.0.1:$(SERVE_PORT)/invocations (docs/serving.md). Ctrl-C stops it and its workers.
+SERVE_PORT ?= 5001
+serve: $(STAMP)
+	$(PY) scripts/serve.py --conf $(CONF) --profile $(PROFILE) --port $(SERVE_PORT) $(if $(MODEL),--model $(MODEL))
 
 # TensorBoard over every run's training logs (<runs>/<run id>/train/<model>/tensorboard), on 127.0.0.1 only.
 TB_PORT ?= 6006

@@ -230,7 +230,12 @@ def test_the_logged_version_holds_our_keras_file_and_no_savedmodel_or_hdf5(regis
     mlmodel = yaml.safe_load((root / "MLmodel").read_text())
     assert mlmodel["artifact_path"].startswith(f"file://{cfg.paths.mlflow}/artifacts/")  # never ./mlruns
     assert mlmodel["flavors"]["tensorflow"]["save_format"] == "keras"
-    assert [spec["tensor-spec"]["shape"] for spec in json.loads(mlmodel["signature"]["inputs"])] == [[-1, 28, 28, 1]]
+    # Served by our pyfunc (pipeline.tracking.served_model, shipped under code/), which tells its inputs apart.
+    assert mlmodel["flavors"]["python_function"]["loader_module"] == "pipeline.tracking.served_model"
+    assert "code/pipeline/tracking/served_model.py" in files and "data/serving.json" in files
+    assert [spec["name"] for spec in json.loads(mlmodel["signature"]["outputs"])] == ["digit", "confidence",
+                                                                                      "probabilities"]
+    assert "0-255 integers" in mlmodel["metadata"]["accepts"]
 
 
 def test_a_corrupt_store_is_one_line_naming_it(make_config, tmp_path):

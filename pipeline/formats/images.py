@@ -8,6 +8,7 @@ the driver. A picture larger than predict.max_image_pixels is refused from its h
 """
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from collections.abc import Iterator
@@ -118,6 +119,16 @@ def decode_image_file(path: str, max_pixels: int) -> tuple[np.ndarray | None, st
                 return None, "empty file (0 bytes)"
             stream.seek(0)
             return _decode_stream(stream, max_pixels)
+    except OSError as exc:
+        return None, _reason(exc)
+
+
+def decode_image_bytes(data: bytes, max_pixels: int) -> tuple[np.ndarray | None, str | None]:
+    """`decode_image_file` for a file's contents already in memory (an image posted to the served model)."""
+    if not data:
+        return None, "empty file (0 bytes)"
+    try:
+        return _decode_stream(io.BytesIO(data), max_pixels)
     except OSError as exc:
         return None, _reason(exc)
 

@@ -103,8 +103,7 @@ def _log_new_training(store: Store, cfg: PipelineConfig, layout: Layout, model: 
                         TRAINING_DATA_TAG: layout.curated("train"), "model_sha256": sha,
                         "pipeline_run": layout.run_id}
         with _local(layout.model_file(model)) as local:
-            version = log_keras_model(store.client, run_id, local, input_example(layout),
-                                      cfg.tracking.registered_model, version_tags)
+            version = log_keras_model(store.client, run_id, local, input_example(layout), cfg, version_tags)
         store.client.set_terminated(run_id, "FINISHED")
     except BaseException:
         store.client.set_terminated(run_id, "FAILED")
