@@ -253,6 +253,8 @@ class TrackingConfig:
     # The challenger replaces the champion only when its test accuracy (on the same test set) is higher by at least
     # this much, and at least evaluate.target_accuracy.
     promotion_margin: float = fraction(0.001)
+    # How often MLflow samples CPU, memory, disk and network (system/* metrics) while a model trains.
+    system_metrics_seconds: int = between(1, 3600, default=10)
 
 
 @dataclass(frozen=True)

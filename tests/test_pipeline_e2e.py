@@ -29,7 +29,8 @@ BN_MODEL = "model_4"   # the test profile's model with batch normalisation
 def quick_run(spark, tiny_world, tmp_path_factory):
     from pipeline.config import load_config
     root = tmp_path_factory.mktemp("e2e")
-    cfg = load_config(None, PROFILE, tiny_overrides(root, tiny_world, "spark.master=local[2]", "train.num_workers=2"))
+    cfg = load_config(None, PROFILE, tiny_overrides(root, tiny_world, "spark.master=local[2]", "train.num_workers=2",
+                                                    "tracking.system_metrics_seconds=1"))
     layout = Layout.from_config(cfg)
     before = {(address, port) for _, address, port in listening_sockets()}
     watch = ListeningSockets()
@@ -57,7 +58,8 @@ def worse_run(spark, tiny_world, quick_run):
     cfg = quick_run[0]
     small = load_config(None, PROFILE, [f"paths.input={tiny_world}", f"paths.data={cfg.paths.data}",
                                         f"paths.runs={cfg.paths.runs}", f"paths.mlflow={cfg.paths.mlflow}",
-                                        "spark.master=local[2]", "train.num_workers=2", *SMALL_RUN])
+                                        "spark.master=local[2]", "train.num_workers=2",
+                                        "tracking.system_metrics_seconds=1", *SMALL_RUN])
     assert dataclasses.replace(small, train=cfg.train, evaluate=cfg.evaluate) == cfg
     layout = Layout.from_config(small)
     return small, layout, run_pipeline(spark, small, layout)
@@ -145,6 +147,34 @@ def test_one_mlflow_run_per_model_with_every_epoch_even_after_the_rerun(quick_ru
         artifacts = {a.path for a in store.client.list_artifacts(run.info.run_id, "evaluation")}
         assert "evaluation/confusion_matrix.png" in artifacts and "evaluation/misclassified.png" in artifacts
     assert [a.path for a in store.client.list_artifacts(parents[0].info.run_id)] == ["report.html"]
+
+
+def test_mlflow_runs_read_well_in_the_ui(quick_run):
+    """Named model first, live-logged with system metrics and the data as dataset inputs, models named and
+    described, the pipeline's run summarising the whole run."""
+    cfg, layout, first = quick_run[:3]
+    store = mlflow_store(cfg)
+    client, name = store.client, cfg.tracking.registered_model
+    curated = storage.read_json(layout.curated_manifest)
+    for run in training_runs(store):
+        model = run.data.tags["pipeline.model"]
+        assert run.info.run_name == f"{model} · {layout.run_id}"
+        assert [k for k in run.data.metrics if k.startswith("system/")], (model, "no system metrics")
+        assert {(d.dataset.name, d.dataset.digest) for d in run.inputs.dataset_inputs} == {
+            ("mnist-train", curated["fingerprint"]), ("mnist-validation", curated["fingerprint"])}
+        version = client.search_model_versions(f"name = '{name}' and run_id = '{run.info.run_id}'")[0]
+        from pipeline.tracking.runs import logged_model_id
+        logged = client.get_logged_model(logged_model_id(version))
+        assert logged.name == model and {m.key for m in logged.metrics} >= {"test_accuracy", "test_loss"}
+        assert version.description.startswith(f"{model} from pipeline run {layout.run_id}: ")
+        assert "0-255 integers" in version.description and "Test accuracy 0." in version.description
+    assert "make serve" in client.get_registered_model(name).description
+    [parent] = store.client.search_runs([store.experiment_id], "tags.`pipeline.kind` = 'pipeline'")
+    assert parent.data.tags["pipeline.best_model"] == first["headline"]["best_model"]
+    assert parent.data.metrics["best_test_accuracy"] == pytest.approx(first["headline"]["best_test_accuracy"])
+    assert {f"{m}.test_accuracy" for m in cfg.train.models} <= set(parent.data.metrics)
+    assert parent.data.params["train_images"] == str(curated["counts"]["train"])
+    assert {"stage_seconds.ingest", "stage_seconds.train", "stage_seconds.evaluate"} <= set(parent.data.metrics)
 
 
 def test_a_version_per_model_the_best_is_challenger_and_the_first_champion(quick_run):

@@ -107,6 +107,8 @@ def interrupted_then_resumed(spark, curated_subset, tmp_path_factory):
     logger.setLevel(logging.INFO)
     try:
         first = run_training(spark, stopped_cfg, layout_over(stopped_cfg, curated_subset))
+        runs_after_stop = [(r.info.status, len(_client(cfg).get_metric_history(r.info.run_id, "val_accuracy")))
+                           for r in _training_runs(cfg)]
         layout = layout_over(cfg, curated_subset)
         after_stop = json.loads(Path(layout.history("model_1")).read_text())
         state_after_stop = json.loads(Path(CheckpointFiles(layout.checkpoint_dir("model_1")).state).read_text())
@@ -117,7 +119,19 @@ def interrupted_then_resumed(spark, curated_subset, tmp_path_factory):
     final = json.loads(Path(layout.history("model_1")).read_text())
     return {"summaries": (first.details, second.details, third.details), "results": (first, second, third),
             "after_stop": after_stop, "state_after_stop": state_after_stop, "final": final,
-            "layout": layout, "cfg": cfg, "log": handler.lines}
+            "layout": layout, "cfg": cfg, "log": handler.lines, "runs_after_stop": runs_after_stop}
+
+
+def _client(cfg):
+    from pipeline.tracking.store import connect
+    return connect(cfg).client
+
+
+def _training_runs(cfg) -> list:
+    from pipeline.tracking.runs import TAG_KIND
+    from pipeline.tracking.store import connect
+    store = connect(cfg)
+    return store.client.search_runs([store.experiment_id], f"tags.`{TAG_KIND}` = 'training'")
 
 
 def test_a_stopped_run_leaves_one_epoch_and_a_checkpoint(interrupted_then_resumed):
@@ -228,8 +242,10 @@ def test_history_follows_the_contract(interrupted_then_resumed):
     assert final["steps_per_epoch"] == 10 * TRAIN_PER_CLASS // (32 * 2)
     assert [layer["type"] for layer in final["layers"]] == ["Conv2D", "MaxPooling2D", "Flatten", "Dense", "Dense"]
     for epoch in final["epochs"]:
-        assert set(epoch) == {"epoch", "loss", "accuracy", "val_loss", "val_accuracy", "validation_rows", "seconds"}
+        assert set(epoch) == {"epoch", "loss", "accuracy", "val_loss", "val_accuracy", "validation_rows", "seconds",
+                              "learning_rate"}
         assert epoch["seconds"] > 0 and epoch["validation_rows"] == 10 * VALIDATION_PER_CLASS
+        assert 0 < epoch["learning_rate"] <= final["learning_rate_scaled"] * 1.000001  # the warm-up climbs to it
     assert final["total_seconds"] >= sum(e["seconds"] for e in final["epochs"])
 
 
@@ -351,8 +367,10 @@ def test_a_checkpoint_publish_killed_between_its_moves_is_restored_not_lost(make
     assert resume_point(layout, "model_1", "f") == epochs
 
 
-def test_the_model_is_logged_once_from_the_driver_not_per_rank(interrupted_then_resumed):
-    """Three invocations on two ranks (stopped, resumed, skipped): one MLflow run and one registered version."""
+def test_a_stopped_and_resumed_training_is_one_mlflow_run_and_one_version(interrupted_then_resumed):
+    """Three invocations on two ranks (stopped, resumed, skipped): rank 0 closes the stopped attempt's run as KILLED
+    with its epoch, the resumed one reopens it; one run, one point per epoch, one registered version."""
+    assert interrupted_then_resumed["runs_after_stop"] == [("KILLED", 1)]
     from mlflow import MlflowClient
 
     from pipeline.config import load_config
@@ -378,3 +396,68 @@ def test_rank_0_writes_tensorboard_logs(interrupted_then_resumed):
     logs = Path(interrupted_then_resumed["layout"].tensorboard_dir("model_1"))
     events = sorted(p.parent.name for p in logs.rglob("events.out.tfevents.*"))
     assert set(events) == {"train", "validation"} and len(events) == 4  # one file per split per invocation
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    train = EventAccumulator(str(logs / "train"))
+    train.Reload()
+    epochs = interrupted_then_resumed["final"]["epochs"]
+    # Epochs counted from 1, as history.json and MLflow count them; the learning rate beside the curves.
+    assert [e.step for e in train.Tensors("epoch_loss")] == [e["epoch"] for e in epochs] == [1, 2]
+    assert [e.step for e in train.Tensors("epoch_learning_rate")] == [1, 2]
+
+
+_WATCH_RUNS = """
+import json, os, sqlite3, sys, time
+db, stop = sys.argv[1], sys.argv[2]
+client, seen = None, []
+while not os.path.exists(stop):
+    time.sleep(0.1)
+    if client is None:  # a client on a store still being created would create it too: wait for the experiment
+        try:
+            with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as con:
+                if not con.execute("select count(*) from experiments where name != 'Default'").fetchone()[0]:
+                    continue
+        except sqlite3.Error:
+            continue
+        import mlflow
+        client = mlflow.MlflowClient(f"sqlite:///{db}")
+        experiment = client.get_experiment_by_name("mnist-spark-pipeline").experiment_id
+    for run in client.search_runs([experiment], "tags.`pipeline.kind` = 'training'"):
+        seen.append([run.info.status, len(client.get_metric_history(run.info.run_id, "val_accuracy"))])
+print(json.dumps(seen))
+"""
+
+
+def test_the_model_run_is_live_while_it_trains(spark, curated_subset, tmp_path):
+    """Read from another process while rank 0 (a Spark worker process) trains: the model's run is RUNNING with
+    epochs already logged; afterwards it is FINISHED, its duration covers the training, every epoch has its own
+    time, system metrics were sampled."""
+    import subprocess
+    import sys
+
+    from pipeline.config import load_config
+    cfg = load_config(None, "full", [f"paths.runs={tmp_path / 'runs'}", f"paths.mlflow={tmp_path / 'mlflow'}",
+                                     "spark.master=local[2]", "train.models={model_1: {epochs: 5}}",
+                                     "train.num_workers=1", "tracking.system_metrics_seconds=1"])
+    layout = layout_over(cfg, curated_subset)
+    stop = tmp_path / "stop-watching"
+    watcher = subprocess.Popen([sys.executable, "-c", _WATCH_RUNS, layout.mlflow_db, str(stop)],
+                               stdout=subprocess.PIPE, text=True)
+    try:
+        run_training(spark, cfg, layout)
+    finally:
+        stop.touch()
+        seen = json.loads(watcher.communicate(timeout=120)[0])
+    assert [epochs for status, epochs in seen if status == "RUNNING" and epochs], \
+        f"the model's run was never seen RUNNING with an epoch logged: {seen}"
+    [run] = _training_runs(cfg)
+    history = json.loads(Path(layout.history("model_1")).read_text())
+    assert run.info.status == "FINISHED" and run.info.run_name == f"model_1 · {RUN_ID}"
+    assert (run.info.end_time - run.info.start_time) / 1000 >= sum(e["seconds"] for e in history["epochs"])
+    points = _client(cfg).get_metric_history(run.info.run_id, "val_accuracy")
+    assert [p.step for p in points] == [1, 2, 3, 4, 5] == [e["epoch"] for e in history["epochs"]]
+    assert len({p.timestamp for p in points}) == 5 and run.info.start_time <= points[0].timestamp
+    rates = _client(cfg).get_metric_history(run.info.run_id, "learning_rate")
+    assert [p.value for p in rates] == pytest.approx([e["learning_rate"] for e in history["epochs"]])
+    assert run.data.tags["mlflow.source.name"] == "jobs/train.py" and run.data.tags["mlflow.user"]
+    assert run.data.tags["mlflow.source.git.commit"]
+    assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= set(run.data.metrics)

@@ -1,18 +1,20 @@
-"""What the stages log: one MLflow run per pipeline run, one nested run per trained model, logged from the driver
-after training (the Horovod ranks never log), test metrics added by evaluation, the report uploaded by the report.
+"""What the stages log: one MLflow run per pipeline run, one nested run per trained model (opened live by rank 0
+while the model trains, pipeline.tracking.live, and completed here from the driver), test metrics added by
+evaluation, the report uploaded by the report.
 
-Every call is idempotent: a model's run is found again by its tags (pipeline run id, model name, sha256 of its
+Every call is idempotent: a model's run is found again by its tags (pipeline run id, model, sha256 of its
 model.keras), so rerunning a job that skips a complete stage logs nothing twice, and retraining a model (new bytes)
 logs a new run and version.
 """
 from __future__ import annotations
 
+import getpass
 import hashlib
+import json
 import logging
 import os
 import shutil
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -20,19 +22,25 @@ from pipeline import storage
 from pipeline.config import PipelineConfig
 from pipeline.layout import EvaluationFiles, Layout
 from pipeline.tracking import record
+from pipeline.tracking.live import (  # noqa: F401 (tests and tools read the tags from here)
+    KIND_PIPELINE,
+    KIND_TRAINING,
+    PARENT_TAG,
+    SOURCE_NAME,
+    TAG_KIND,
+    TAG_MODEL,
+    TAG_MODEL_SHA,
+    TAG_PIPELINE_RUN,
+    TAG_TRAINING_FINGERPRINT,
+    find_attempt,
+    run_name,
+)
+from pipeline.tracking.live import epoch_metrics as epoch_metric_points
 from pipeline.tracking.registry import TRAINING_DATA_TAG
 from pipeline.tracking.store import Store, connect, store_errors
 
 log = logging.getLogger(__name__)
 
-TAG_PIPELINE_RUN = "pipeline.run_id"     # the run folder's name
-TAG_KIND = "pipeline.kind"               # KIND_PIPELINE or KIND_TRAINING
-TAG_MODEL = "pipeline.model"
-TAG_MODEL_SHA = "pipeline.model_sha256"
-KIND_PIPELINE, KIND_TRAINING = "pipeline", "training"
-PARENT_TAG = "mlflow.parentRunId"        # what nests a run under another in MLflow's UI
-EPOCH_METRICS = {"loss": "loss", "accuracy": "accuracy", "val_loss": "val_loss", "val_accuracy": "val_accuracy",
-                 "seconds": "epoch_seconds"}  # history.json key -> MLflow metric, logged with step = epoch
 TEST_METRICS = ("test_accuracy", "test_loss")
 INPUT_EXAMPLE_ROWS = 2
 
@@ -45,7 +53,8 @@ def pipeline_run(store: Store, cfg: PipelineConfig, layout: Layout) -> str:
     from pipeline.manifest import git_commit
     run = store.client.create_run(store.experiment_id, run_name=layout.run_id, tags={
         TAG_KIND: KIND_PIPELINE, TAG_PIPELINE_RUN: layout.run_id, "pipeline.profile": cfg.profile,
-        "pipeline.run_folder": layout.run_root, "mlflow.source.git.commit": git_commit()})
+        "pipeline.run_folder": layout.run_root, "mlflow.source.git.commit": git_commit(),
+        "mlflow.source.name": "jobs/run_pipeline.py", "mlflow.source.type": "JOB", "mlflow.user": getpass.getuser()})
     store.client.set_terminated(run.info.run_id, "FINISHED")  # it spans several jobs: nothing stays RUNNING
     return run.info.run_id
 
@@ -86,15 +95,22 @@ def _entry(run_id: str, version: str, sha: str) -> dict:
 
 
 def _log_new_training(store: Store, cfg: PipelineConfig, layout: Layout, model: str, sha: str, parent: str) -> dict:
+    """Complete the run rank 0 opened for this training (or, if it opened none, one made now): parameters, any epoch
+    it did not log, the training data as dataset inputs, artifacts, the model and its registered version."""
     from pipeline.tracking.model_log import log_keras_model
     history = storage.read_stage_output(layout.history(model), "train")
-    run = store.client.create_run(store.experiment_id, run_name=f"{layout.run_id}/{model}", tags={
-        PARENT_TAG: parent, TAG_KIND: KIND_TRAINING, TAG_PIPELINE_RUN: layout.run_id, TAG_MODEL: model,
-        TAG_MODEL_SHA: sha})
-    run_id = run.info.run_id
+    tags = {PARENT_TAG: parent, TAG_KIND: KIND_TRAINING, TAG_PIPELINE_RUN: layout.run_id, TAG_MODEL: model,
+            TAG_TRAINING_FINGERPRINT: str(history.get("fingerprint"))}
+    attempt = find_attempt(store.client, store.experiment_id, tags)
+    if attempt is None:  # trained with tracking off, or the run's store was not reachable from rank 0
+        attempt = store.client.create_run(store.experiment_id, run_name=run_name(model, layout.run_id), tags={
+            **tags, "mlflow.source.name": SOURCE_NAME, "mlflow.source.type": "JOB", "mlflow.user": getpass.getuser()})
+    run_id = attempt.info.run_id
+    store.client.set_tag(run_id, TAG_MODEL_SHA, sha)
     try:
-        store.client.log_batch(run_id, metrics=epoch_metrics(history),
+        store.client.log_batch(run_id, metrics=_missing_epochs(store, run_id, history),
                                params=[_param(k, v) for k, v in training_params(cfg, layout, history).items()])
+        _log_datasets(store, run_id, layout)
         for path in (layout.history(model), layout.curves(model)):
             with _local(path) as local:
                 store.client.log_artifact(run_id, local, "training")
@@ -103,20 +119,48 @@ def _log_new_training(store: Store, cfg: PipelineConfig, layout: Layout, model: 
                         TRAINING_DATA_TAG: layout.curated("train"), "model_sha256": sha,
                         "pipeline_run": layout.run_id}
         with _local(layout.model_file(model)) as local:
-            version = log_keras_model(store.client, run_id, local, input_example(layout), cfg, version_tags)
-        store.client.set_terminated(run_id, "FINISHED")
+            version = log_keras_model(store.client, run_id, local, input_example(layout), cfg, version_tags,
+                                      name=model, description=version_description(layout, model, history))
+        if store.client.get_run(run_id).info.status != "FINISHED":  # rank 0 closes its run as training ends
+            store.client.set_terminated(run_id, "FINISHED")
     except BaseException:
         store.client.set_terminated(run_id, "FAILED")
         raise
     return _entry(run_id, version.version, sha)
 
 
-def epoch_metrics(history: dict) -> list:
-    """Every epoch's loss, accuracy, validation loss and accuracy and seconds, as metrics with step = epoch."""
-    from mlflow.entities import Metric
-    now = int(time.time() * 1000)
-    return [Metric(metric, float(epoch[key]), now, int(epoch["epoch"]))
-            for epoch in history.get("epochs", []) for key, metric in EPOCH_METRICS.items() if key in epoch]
+def _missing_epochs(store: Store, run_id: str, history: dict) -> list:
+    """history.json's epochs the run does not hold yet (all of them when rank 0 did not log them live)."""
+    logged = {point.step for point in store.client.get_metric_history(run_id, "val_accuracy")}
+    return [point for epoch in history.get("epochs", []) if int(epoch["epoch"]) not in logged
+            for point in epoch_metric_points(int(epoch["epoch"]), epoch)]
+
+
+def _log_datasets(store: Store, run_id: str, layout: Layout) -> None:
+    """The curated train and validation splits as the run's dataset inputs: source = their Parquet folder, digest =
+    the curated data's fingerprint, profile = their row counts."""
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+    manifest = storage.read_json_if_valid(layout.curated_manifest) or {}
+    counts = manifest.get("counts", {})
+    store.client.log_inputs(run_id, datasets=[
+        DatasetInput(Dataset(name=f"mnist-{split}", digest=str(manifest.get("fingerprint", "unknown")),
+                             source_type="local", source=json.dumps({"uri": layout.curated(split)}),
+                             profile=json.dumps({"num_rows": counts.get(split)})),
+                     [InputTag("mlflow.data.context", context)])
+        for split, context in (("train", "training"), ("validation", "validation"))])
+
+
+def version_description(layout: Layout, model: str, history: dict) -> str:
+    """What a registered version is, for the registry's pages: recipe, data, what it takes and returns."""
+    from pipeline.tracking import served_model
+    manifest = storage.read_json_if_valid(layout.curated_manifest) or {}
+    counts = manifest.get("counts", {})
+    return (f"{model} from pipeline run {layout.run_id}: {history.get('epochs_completed')} epochs, kept epoch "
+            f"{history.get('kept_epoch')} ({history.get('keep')}); batch {history.get('batch_size_per_worker')} per "
+            f"worker on {history.get('num_workers')} worker(s), learning rate {history.get('learning_rate')}, "
+            f"schedule {history.get('schedule')}, augmentation {history.get('augment')}. Trained on curated MNIST "
+            f"{manifest.get('fingerprint')} ({counts.get('train')} train / {counts.get('validation')} validation "
+            f"images). Takes {served_model.ACCEPTS}. Returns {served_model.RETURNS}.")
 
 
 def training_params(cfg: PipelineConfig, layout: Layout, history: dict) -> dict:
@@ -156,37 +200,82 @@ def input_example(layout: Layout):
 
 
 def log_evaluation(cfg: PipelineConfig, layout: Layout, summary: dict, files: EvaluationFiles) -> dict[str, dict]:
-    """Test metrics and evaluation figures added to every evaluated model's run, test accuracy tagged on its
-    version (the training is logged first if it was not). Returns model -> {"run_id", "version", ...}."""
+    """Test metrics and evaluation figures added to every evaluated model's run (the metrics on its logged model
+    too), test accuracy tagged on its version and added to its description, every model's accuracy and the best
+    one on the pipeline's run (the training is logged first if it was not). Returns model -> {"run_id",
+    "version", ...}."""
     store = connect(cfg)
+    name = cfg.tracking.registered_model
     entries = {}
     for model, figures in summary["models"].items():
         entry = log_training(cfg, layout, model, store)
         with store_errors(store.uri, f"logging the evaluation of {model}"):
+            version = store.client.get_model_version(name, entry["version"])
             logged = store.client.get_run(entry["run_id"]).data.metrics
             metrics = {k: float(figures[k]) for k in TEST_METRICS if logged.get(k) != float(figures[k])}
             for key, value in metrics.items():
-                store.client.log_metric(entry["run_id"], key, value)
+                store.client.log_metric(entry["run_id"], key, value, model_id=logged_model_id(version))
             for path in (files.metrics(model), files.confusion_matrix_csv(model), files.confusion_matrix_png(model),
                          files.misclassified_png(model)):
                 with _local(path) as local:
                     store.client.log_artifact(entry["run_id"], local, "evaluation")
-            store.client.set_model_version_tag(cfg.tracking.registered_model, entry["version"], "test_accuracy",
+            store.client.set_model_version_tag(name, entry["version"], "test_accuracy",
                                                f"{figures['test_accuracy']:.6f}")
+            tested = f" Test accuracy {figures['test_accuracy']:.4f} on {summary.get('test_count')} test images."
+            if tested not in (version.description or ""):
+                store.client.update_model_version(name, entry["version"], (version.description or "") + tested)
         entries[model] = {**entry, "test_accuracy": figures["test_accuracy"]}
+    with store_errors(store.uri, "logging the evaluation summary"):
+        parent = pipeline_run(store, cfg, layout)
+        logged = store.client.get_run(parent).data.metrics
+        summary_metrics = {f"{model}.test_accuracy": float(figures["test_accuracy"])
+                           for model, figures in summary["models"].items()}
+        summary_metrics["best_test_accuracy"] = float(summary["best_test_accuracy"])
+        for key, value in summary_metrics.items():
+            if logged.get(key) != value:
+                store.client.log_metric(parent, key, value)
+        store.client.set_tag(parent, "pipeline.best_model", summary["best_model"])
     record.update(layout, "evaluate", models=entries)
     return entries
 
 
+def logged_model_id(version) -> str | None:
+    """The logged model a registered version was made from (MLflow 3 names it in the version's source,
+    models:/<model id>, and leaves ModelVersion.model_id empty on a SQL store)."""
+    if version.model_id:
+        return version.model_id
+    source = version.source or ""
+    return source.removeprefix("models:/") if source.startswith("models:/m-") else None
+
+
 def log_report(cfg: PipelineConfig, layout: Layout) -> str:
-    """report.html uploaded to the pipeline run's artifacts; returns that run's id."""
+    """report.html uploaded to the pipeline run's artifacts, with the run's summary: data counts and fingerprint
+    (parameters), each stage's seconds so far (metrics). Returns that run's id."""
     store = connect(cfg)
     with store_errors(store.uri, "uploading the report"):
         parent = pipeline_run(store, cfg, layout)
         with _local(layout.report_html) as local:
             store.client.log_artifact(parent, local)
+        curated = storage.read_json_if_valid(layout.curated_manifest) or {}
+        given = store.client.get_run(parent).data.params
+        params = {f"{split}_images": count for split, count in (curated.get("counts") or {}).items()}
+        params["data_fingerprint"] = curated.get("fingerprint")
+        params = {k: v for k, v in params.items() if k not in given}  # a parameter is written once
+        manifest = storage.read_json_if_valid(layout.run_manifest) or {}
+        metrics = {f"stage_seconds.{entry['stage']}": float(entry["seconds"]) for entry in manifest.get("stages", [])
+                   if entry.get("seconds") is not None}
+        store.client.log_batch(parent, params=[_param(k, v) for k, v in params.items()],
+                               metrics=_metrics_now(metrics))
     record.update(layout, "report", pipeline_run_id=parent, report_artifact=os.path.basename(layout.report_html))
     return parent
+
+
+def _metrics_now(values: dict[str, float]) -> list:
+    import time
+
+    from mlflow.entities import Metric
+    now = int(time.time() * 1000)
+    return [Metric(key, value, now, 0) for key, value in values.items()]
 
 
 def log_retraining(cfg: PipelineConfig, decision: dict) -> str:

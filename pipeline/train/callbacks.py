@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 
 import horovod.tensorflow.keras as hvd
@@ -62,7 +63,8 @@ class AverageMovingStatistics(keras.callbacks.Callback):
 
 
 class EpochRecorder(keras.callbacks.Callback):
-    """Rank 0 only: after each epoch, checkpoint, append to history.json and log one progress line."""
+    """Rank 0 only: after each epoch, checkpoint, append to history.json and log one progress line. It leaves the
+    epoch's learning rate and seconds in `logs` for the callbacks after it (TensorBoard, MLflow)."""
 
     def __init__(self, params: TrainParams, base_history: dict, validation: ExactValidation):
         super().__init__()
@@ -78,7 +80,9 @@ class EpochRecorder(keras.callbacks.Callback):
         p = self.train_params
         if self.validation.failure:
             return  # ExactValidation stops training: an epoch with wrong validation metrics is not recorded
+        logs["learning_rate"] = float(keras.backend.get_value(self.model.optimizer.learning_rate))
         record = history.epoch_record(epoch + 1, logs, time.perf_counter() - self.started)
+        logs["seconds"] = record["seconds"]
         self.history = history.with_epoch(self.history, record)
         checkpoint.save(self.model, p.checkpoint_dir, epoch + 1, p.fingerprint, self.history["epochs"])
         storage.write_json(p.history_path, self.history)
@@ -106,3 +110,89 @@ class KeepBest(keras.callbacks.Callback):
             self.best = float(logs["val_accuracy"])
             checkpoint.save_best(self.model, self.train_params.best_dir, epoch + 1, self.best,
                                  self.train_params.fingerprint)
+
+
+class EpochSummaries(keras.callbacks.Callback):
+    """Rank 0 only: TensorBoard's epoch curves (loss, accuracy; learning rate under train/) with epochs counted from
+    1 as in history.json and MLflow (Keras' own TensorBoard callback counts from 0), so a resumed run continues its
+    curves. No graph and no profiler, which would cost time on every run for what history.json already says."""
+
+    def __init__(self, log_dir: str, validation: ExactValidation):
+        super().__init__()
+        self.log_dir = log_dir
+        self.validation = validation
+        self.writers = {}
+
+    def on_train_begin(self, logs=None):
+        import tensorflow as tf
+        self.writers = {split: tf.summary.create_file_writer(os.path.join(self.log_dir, split))
+                        for split in ("train", "validation")}
+
+    def on_epoch_end(self, epoch, logs=None):
+        import tensorflow as tf
+        if self.validation.failure or not logs:
+            return
+        scalars = {"train": {"epoch_loss": logs["loss"], "epoch_accuracy": logs["accuracy"],
+                             "epoch_learning_rate": logs.get("learning_rate")},
+                   "validation": {"epoch_loss": logs["val_loss"], "epoch_accuracy": logs["val_accuracy"]}}
+        for split, values in scalars.items():
+            with self.writers[split].as_default():
+                for name, value in values.items():
+                    if value is not None:
+                        tf.summary.scalar(name, float(value), step=epoch + 1)
+            self.writers[split].flush()
+
+    def on_train_end(self, logs=None):
+        for writer in self.writers.values():
+            writer.close()
+
+
+class LiveRun(keras.callbacks.Callback):
+    """Rank 0 only: the model's MLflow run while it trains (pipeline.tracking.live). Opened (or an unfinished attempt
+    reopened) as training starts, with MLflow's system metrics; each epoch's metrics logged as it ends; closed as
+    training ends: FINISHED after the last planned epoch, KILLED when stopped early to be resumed (stop_after_epochs),
+    FAILED when validation stopped it. A store that cannot be reached is a warning, not a failed training: the
+    driver logs every epoch afterwards from history.json."""
+
+    def __init__(self, params: TrainParams, validation: ExactValidation):
+        super().__init__()
+        self.spec = params.tracking
+        self.train_params = params
+        self.validation = validation
+        self.client = None
+        self.run_id = None
+
+    def on_train_begin(self, logs=None):
+        self._safely("opening", self._open)
+
+    def _open(self):
+        import mlflow
+
+        from pipeline.tracking.live import open_attempt
+        mlflow.set_tracking_uri(self.spec["uri"])
+        mlflow.set_system_metrics_sampling_interval(self.spec["system_metrics_seconds"])
+        self.client = mlflow.MlflowClient(self.spec["uri"])
+        self.run_id = open_attempt(self.client, self.spec)
+        mlflow.start_run(run_id=self.run_id, log_system_metrics=True)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.run_id is None or self.validation.failure or not logs:
+            return
+        from pipeline.tracking.live import epoch_metrics
+        self._safely("logging an epoch", lambda: self.client.log_batch(self.run_id, epoch_metrics(epoch + 1, logs)))
+
+    def on_train_end(self, logs=None):
+        if self.run_id is None:
+            return
+        import mlflow
+        p = self.train_params
+        status = ("FAILED" if self.validation.failure else "FINISHED" if p.end_epoch == p.epochs else "KILLED")
+        self._safely("closing", lambda: mlflow.end_run(status))
+
+    def _safely(self, doing: str, action) -> None:
+        try:
+            action()
+        except Exception as exc:  # MLflow's and the network's errors alike: tracking must not stop training
+            log.warning("MLflow run of %s: %s failed, live logging stops (the driver logs the epochs after "
+                        "training): %s", self.train_params.model, doing, str(exc).splitlines()[0][:300])
+            self.run_id = None

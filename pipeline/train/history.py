@@ -35,8 +35,11 @@ def skeleton(params: TrainParams, layers: list[dict], epochs_done: list[dict], p
 
 def epoch_record(epoch: int, logs: dict[str, Any], seconds: float) -> dict:
     """One epoch's averaged metrics; `epoch` counts from 1."""
-    return {"epoch": epoch, **{key: float(logs[key]) for key in EPOCH_KEYS}, "validation_rows": int(logs["val_rows"]),
-            "seconds": round(seconds, 3)}
+    record = {"epoch": epoch, **{key: float(logs[key]) for key in EPOCH_KEYS},
+              "validation_rows": int(logs["val_rows"]), "seconds": round(seconds, 3)}
+    if logs.get("learning_rate") is not None:  # the optimizer's at the epoch's end (warm-up and schedules move it)
+        record["learning_rate"] = float(logs["learning_rate"])
+    return record
 
 
 def with_epoch(history: dict, record: dict) -> dict:

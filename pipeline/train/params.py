@@ -43,6 +43,7 @@ class TrainParams:
     augment: bool = False
     schedule: str = "constant"
     best_dir: str = ""           # the best epoch's weights (keep == "best")
+    tracking: dict | None = None  # the model's live MLflow run for rank 0 (pipeline.tracking.live.attempt_spec)
 
     @property
     def steps_per_epoch(self) -> int:

@@ -36,7 +36,8 @@ def run_training(spark: SparkSession, cfg: PipelineConfig, layout: Layout, force
     num_workers, tf_threads = resolve_ranks(cfg, spark)
     for split in ("train", "validation"):
         check_row_groups(layout.curated(split), num_workers)
-    per_model = {name: train_model(spark, cfg, layout, name, manifest, (num_workers, tf_threads), force)
+    live = live_runs(cfg, layout)
+    per_model = {name: train_model(spark, cfg, layout, name, manifest, (num_workers, tf_threads), force, live)
                  for name in names}
     if cfg.tracking.enabled:
         track_models(cfg, layout, per_model)
@@ -45,9 +46,24 @@ def run_training(spark: SparkSession, cfg: PipelineConfig, layout: Layout, force
                        counts={"models": len(names), "workers": num_workers}, details=per_model)
 
 
+def live_runs(cfg: PipelineConfig, layout: Layout):
+    """With tracking on, a function giving the live MLflow run rank 0 opens for (model, training fingerprint):
+    plain values for the worker (pipeline.tracking.live). The pipeline's run, which nests them, is made first."""
+    if not cfg.tracking.enabled:
+        return None
+    from pipeline.tracking.live import attempt_spec
+    from pipeline.tracking.runs import pipeline_run
+    from pipeline.tracking.store import connect, store_errors
+    store = connect(cfg)
+    with store_errors(store.uri, "opening the pipeline's run"):
+        parent = pipeline_run(store, cfg, layout)
+    return lambda model, fingerprint: attempt_spec(store, parent, layout.run_id, model, fingerprint,
+                                                   cfg.tracking.system_metrics_seconds)
+
+
 def track_models(cfg: PipelineConfig, layout: Layout, per_model: dict[str, dict]) -> None:
-    """Log every complete model to MLflow from the driver, once (a skipped model already logged is found again):
-    the ranks never log. Its run and registered version join the model's summary."""
+    """Complete every trained model's MLflow run from the driver, once (a skipped model already logged is found
+    again): parameters, artifacts, the model and its registered version, which join the model's summary."""
     from pipeline.tracking.runs import log_training
     for name, summary in per_model.items():
         if summary["complete"]:
@@ -113,15 +129,18 @@ def check_row_groups(path: str, num_workers: int) -> None:
 
 
 def train_model(spark: SparkSession, cfg: PipelineConfig, layout: Layout, name: str, manifest: dict,
-                ranks: tuple[int, int], force: bool) -> dict:
+                ranks: tuple[int, int], force: bool, live=None) -> dict:
     """Skip, resume or train one model on `ranks` (Horovod ranks, TF threads each); then finalise its history and
-    curves. TF threads are not in the fingerprint: they change the speed, not the weights."""
+    curves. TF threads are not in the fingerprint: they change the speed, not the weights. `live` (live_runs) gives
+    rank 0 its MLflow run."""
     model_dir = layout.model_dir(name)
     with output_lock(model_dir, "train"):  # from the skip decision through finalisation
         fingerprint = training_fingerprint(cfg, name, str(manifest.get("fingerprint")), ranks[0])
         previous = history.read(layout.history(name))
+        tracking = live(name, fingerprint) if live else None
         if force:
-            params = build_params(cfg, layout, name, manifest["counts"], ranks, 0, fingerprint)
+            params = dataclasses.replace(build_params(cfg, layout, name, manifest["counts"], ranks, 0, fingerprint),
+                                         tracking=tracking)
             # Built beside the model it replaces, which stays whole until this one is: a forced run that fails
             # or is killed leaves the previous model (and the next run under this lock clears what it left).
             with storage.publishing(model_dir) as staging:
@@ -132,7 +151,9 @@ def train_model(spark: SparkSession, cfg: PipelineConfig, layout: Layout, name: 
             return model_summary(previous, skipped=True)
         recover_checkpoint(layout, name)
         epochs_done = resume_point(layout, name, fingerprint)
-        params = build_params(cfg, layout, name, manifest["counts"], ranks, len(epochs_done), fingerprint)
+        params = dataclasses.replace(
+            build_params(cfg, layout, name, manifest["counts"], ranks, len(epochs_done), fingerprint),
+            tracking=tracking)
         return trained(spark, cfg, name, params, layout.curves(name), epochs_done, previous)
 
 
@@ -147,7 +168,13 @@ def trained(spark: SparkSession, cfg: PipelineConfig, name: str, params: TrainPa
             epochs_done: list[dict], previous: dict | None) -> dict:
     """Train `name` from after `epochs_done` into the folders `params` name; finalise its history and `curves`."""
     storage.write_json(params.history_path, history.skeleton(params, describe(name), epochs_done, previous))
-    results, seconds = launch(spark, params, cfg.train.start_timeout)
+    try:
+        results, seconds = launch(spark, params, cfg.train.start_timeout)
+    except BaseException:
+        if params.tracking:
+            from pipeline.tracking.live import close_attempt
+            close_attempt(params.tracking, "FAILED")
+        raise
     best = checkpoint.read_best_state(params.best_dir, params.fingerprint) if params.keep == "best" else None
     final = history.with_kept_epoch(history.finalised(history.read(params.history_path), seconds, results),
                                     best["epoch"] if best else None)

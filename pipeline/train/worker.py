@@ -73,12 +73,19 @@ def compiled_model(params, size: int):
 def worker_callbacks(params, counter) -> list:
     """Order matters: weights broadcast from rank 0, moving statistics averaged before validation, validation
     checked and weighted before the metric average, then the warm-up and the schedule that takes over after it;
-    only rank 0 records (best epoch, checkpoint, history, log, TensorBoard), last, so that it records what every
-    rank agrees on."""
+    only rank 0 records (best epoch, checkpoint, history, log, TensorBoard, the live MLflow run), last, so that it
+    records what every rank agrees on."""
     import horovod.tensorflow.keras as hvd
 
     from pipeline.train import history
-    from pipeline.train.callbacks import AverageMovingStatistics, EpochRecorder, ExactValidation, KeepBest
+    from pipeline.train.callbacks import (
+        AverageMovingStatistics,
+        EpochRecorder,
+        EpochSummaries,
+        ExactValidation,
+        KeepBest,
+        LiveRun,
+    )
     validation = ExactValidation(counter, params.validation_rows)
     callbacks = [AverageMovingStatistics(), validation, hvd.callbacks.MetricAverageCallback()]
     if hvd.size() > 1:
@@ -95,16 +102,10 @@ def worker_callbacks(params, counter) -> list:
         if params.keep == "best":
             callbacks.append(KeepBest(params, validation))
         callbacks += [EpochRecorder(params, history.read(params.history_path), validation),
-                      tensorboard_callback(params.tensorboard_dir)]
+                      EpochSummaries(params.tensorboard_dir, validation)]
+        if params.tracking:
+            callbacks.append(LiveRun(params, validation))
     return callbacks
-
-
-def tensorboard_callback(log_dir: str):
-    """Rank 0's TensorBoard logs: the averaged metrics of every epoch (step = epoch, so a resumed run continues its
-    curves); no graph and no profiler, which would cost time on every run for what history.json already says."""
-    from tensorflow import keras
-    return keras.callbacks.TensorBoard(log_dir=log_dir, histogram_freq=0, write_graph=False, write_images=False,
-                                       update_freq="epoch", profile_batch=0)
 
 
 def save_final_model(model, params, size: int) -> None:
