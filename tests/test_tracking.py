@@ -382,3 +382,25 @@ def test_a_retraining_decision_is_logged_once_to_its_run(make_config, tmp_path):
     assert len(client.get_metric_history(run_id, "champion_newest_batches_accuracy")) == 1
     assert run.data.tags["pipeline.retraining.promoted"] == "false"
     assert [a.path for a in client.list_artifacts(run_id, "retraining")] == ["retraining/decision.json"]
+
+
+def test_the_package_served_with_a_version_is_copied_alike_from_a_folder_or_the_spark_submit_zip(tmp_path):
+    """spark-submit ships the package as dist/pipeline.zip (--py-files): the version's code/ must not need a folder."""
+    import zipfile
+
+    from pipeline.tracking.model_log import PACKAGE_DIR, copy_package
+    archive = tmp_path / "dist" / "pipeline.zip"
+    archive.parent.mkdir()
+    with zipfile.ZipFile(archive, "w") as bundle:  # as `make dist` builds it
+        for path in Path(PACKAGE_DIR).rglob("*"):
+            if path.is_file() and "__pycache__" not in path.parts:
+                bundle.write(path, Path("pipeline") / path.relative_to(PACKAGE_DIR))
+    copy_package(str(tmp_path / "from-folder"))
+    copy_package(str(tmp_path / "from-zip"), f"{archive}/pipeline")
+    files = {p.relative_to(tmp_path / "from-folder"): p.read_bytes()
+             for p in (tmp_path / "from-folder").rglob("*") if p.is_file()}
+    assert Path("tracking/served_model.py") in files and not [p for p in files if p.suffix == ".pyc"]
+    assert {p.relative_to(tmp_path / "from-zip"): p.read_bytes()
+            for p in (tmp_path / "from-zip").rglob("*") if p.is_file()} == files
+    with pytest.raises(FileNotFoundError, match="neither a folder nor in a zip archive"):
+        copy_package(str(tmp_path / "nowhere"), str(tmp_path / "missing" / "pipeline"))

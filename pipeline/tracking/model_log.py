@@ -19,6 +19,7 @@ import json
 import os
 import shutil
 import types
+import zipfile
 
 from pipeline.config import PipelineConfig
 from pipeline.tracking import served_model
@@ -95,12 +96,33 @@ def _saver(model_file: str, serving: dict):
             out.write("keras")
         with open(os.path.join(data, served_model.SETTINGS_FILE), "w") as out:
             json.dump(serving, out)
-        shutil.copytree(PACKAGE_DIR, os.path.join(path, "code", "pipeline"),
-                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        copy_package(os.path.join(path, "code", "pipeline"))
         mlflow_model.flavors["tensorflow"]["save_format"] = "keras"
         mlflow_model.flavors["python_function"].update(loader_module=served_model.__name__, code="code")
         mlflow_model.save(os.path.join(path, "MLmodel"))
     return save_model
+
+
+def copy_package(destination: str, package_dir: str = PACKAGE_DIR) -> None:
+    """The pipeline package's files (no caches) into `destination`, from a folder (a checkout, a venv) or from the
+    zip that spark-submit ships with --py-files (dist/pipeline.zip: the package is then .../pipeline.zip/pipeline)."""
+    if os.path.isdir(package_dir):
+        shutil.copytree(package_dir, destination, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        return
+    archive, found, inside = package_dir.partition(".zip" + os.sep)
+    if not found or not zipfile.is_zipfile(archive + ".zip"):
+        raise FileNotFoundError(f"the pipeline package at {package_dir} is neither a folder nor in a zip archive")
+    prefix = inside.rstrip("/") + "/"
+    with zipfile.ZipFile(archive + ".zip") as bundle:
+        for member in bundle.infolist():
+            relative = member.filename[len(prefix):]
+            if (not member.filename.startswith(prefix) or member.is_dir() or "__pycache__" in relative.split("/")
+                    or relative.endswith(".pyc")):
+                continue
+            target = os.path.join(destination, *relative.split("/"))
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            with bundle.open(member) as source, open(target, "wb") as out:
+                shutil.copyfileobj(source, out)
 
 
 def requirements() -> list[str]:
