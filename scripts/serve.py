@@ -57,7 +57,8 @@ def served_version(cfg: PipelineConfig, model: str | None) -> tuple[str, str]:
         loader = mlflow.models.get_model_info(fixed).flavors.get("python_function", {}).get("loader_module")
     if loader != served_model.__name__:
         raise PipelineError(f"{uri} is version {found.version}, registered before the served model existed (its "
-                            f"pyfunc loader is {loader}): train or retrain to register a version to serve")
+                            f"pyfunc loader is {loader}): train again to register one to serve, e.g. "
+                            "make run ARGS=\"--from train\"")
     return fixed, store.uri
 
 

@@ -175,6 +175,8 @@ def test_mlflow_runs_read_well_in_the_ui(quick_run):
     assert {f"{m}.test_accuracy" for m in cfg.train.models} <= set(parent.data.metrics)
     assert parent.data.params["train_images"] == str(curated["counts"]["train"])
     assert {"stage_seconds.ingest", "stage_seconds.train", "stage_seconds.evaluate"} <= set(parent.data.metrics)
+    stages = sum(v for k, v in parent.data.metrics.items() if k.startswith("stage_seconds."))
+    assert (parent.info.end_time - parent.info.start_time) / 1000 >= stages - 1  # from the start to the report
 
 
 def test_a_version_per_model_the_best_is_challenger_and_the_first_champion(quick_run):

@@ -203,3 +203,18 @@ def test_serving_without_a_store_or_a_champion_is_one_line(champion_store, tmp_p
     answer = _serve_once(*overrides, "tracking.registered_model=other")
     assert (answer.returncode, answer.stderr.strip().splitlines()) == (1, [
         f"ERROR [serve]: no registered model 'other' in MLflow store sqlite:///{root}/mlflow/mlflow.db"])
+
+
+def test_a_version_registered_before_the_served_model_is_refused_in_one_line(small_mnist_model, tmp_path):
+    """Its pyfunc is MLflow's TensorFlow one, which answered 0-255 pixels with confident wrong digits."""
+    overrides = [f"paths.mlflow={tmp_path / 'mlflow'}", f"paths.runs={tmp_path / 'runs'}"]
+    cfg = load_config(None, "full", overrides)
+    make_champion(cfg, small_mnist_model["trained"], "model_1", 0.95)
+    [mlmodel] = (tmp_path / "mlflow" / "artifacts").rglob("MLmodel")
+    mlmodel.write_text(mlmodel.read_text().replace("loader_module: pipeline.tracking.served_model",
+                                                   "loader_module: mlflow.tensorflow"))
+    answer = _serve_once(*overrides)
+    assert (answer.returncode, answer.stderr.strip().splitlines()) == (1, [
+        "ERROR [serve]: models:/mnist-digit-classifier@champion is version 1, registered before the served model "
+        "existed (its pyfunc loader is mlflow.tensorflow): train again to register one to serve, e.g. make run "
+        'ARGS="--from train"'])

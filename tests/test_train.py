@@ -339,6 +339,45 @@ print(logs["val_rows"], check.model.stop_training, check.failure, sep="|")
 """
 
 
+_UNREACHABLE_STORE = """
+import logging, sys
+import horovod.tensorflow.keras as hvd
+from pipeline.train.callbacks import ExactValidation, LiveRun
+from pipeline.train.inputs import RowCounter
+from pipeline.train.params import TrainParams
+logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(levelname)s %(message)s")
+hvd.init()
+spec = {"uri": f"sqlite:///{sys.argv[1]}/mlflow.db", "experiment_id": "1", "run_name": "model_1 · r",
+        "system_metrics_seconds": 10, "tags": {}}
+params = TrainParams(model="model_1", run_id="r", model_path="", history_path="", checkpoint_dir="",
+                     tensorboard_dir="", train_url="", validation_url="", train_rows=8, validation_rows=8,
+                     num_workers=1, epochs=2, initial_epoch=0, end_epoch=2, batch_size=8, learning_rate=0.001,
+                     warmup_epochs=0, seed=3, tf_threads=1, reader_workers=1, reader_queue_size=1, fingerprint="f",
+                     tracking=spec)
+live = LiveRun(params, ExactValidation(RowCounter(), expected_rows=8))
+live.on_train_begin()
+live.on_epoch_end(0, {"loss": 0.5, "accuracy": 0.9, "val_loss": 0.4, "val_accuracy": 0.9, "seconds": 1.0})
+live.on_train_end()
+print("training went on", live.run_id)
+"""
+
+
+def test_a_store_rank_0_cannot_reach_is_one_warning_and_training_goes_on(tmp_path):
+    """An executor on another machine than the driver's SQLite store (a folder that is not there): rank 0 must not
+    create a store of its own there, nor fail the training; the driver logs the epochs afterwards."""
+    import subprocess
+    import sys
+    missing = tmp_path / "not-on-this-machine"
+    out = subprocess.run([sys.executable, "-c", _UNREACHABLE_STORE, str(missing)], capture_output=True, text=True,
+                         timeout=300, env={**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHONPATH": str(REPO_ROOT)})
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = out.stdout.strip().splitlines()
+    assert lines[-1] == "training went on None" and not missing.exists()
+    assert [line for line in lines if line.startswith("WARNING")] == [
+        f"WARNING MLflow run of model_1: opening failed, live logging stops (the driver logs the epochs after "
+        f"training): the local store {missing}/mlflow.db is not on this machine ({os.uname().nodename})"]
+
+
 def test_a_short_validation_pass_stops_training_and_says_why():
     """A rank that read fewer validation rows than the split holds: the epoch is not recorded, training stops."""
     import subprocess

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import time
 
 import horovod.tensorflow.keras as hvd
@@ -169,6 +170,10 @@ class LiveRun(keras.callbacks.Callback):
         import mlflow
 
         from pipeline.tracking.live import open_attempt
+        local_db = self.spec["uri"].removeprefix("sqlite:///") if self.spec["uri"].startswith("sqlite:///") else None
+        if local_db is not None and not os.path.exists(local_db):
+            # An executor on another machine than the driver's SQLite file: a client would create a store here.
+            raise FileNotFoundError(f"the local store {local_db} is not on this machine ({socket.gethostname()})")
         mlflow.set_tracking_uri(self.spec["uri"])
         mlflow.set_system_metrics_sampling_interval(self.spec["system_metrics_seconds"])
         self.client = mlflow.MlflowClient(self.spec["uri"])
