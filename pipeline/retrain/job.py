@@ -69,7 +69,7 @@ def run_retraining(spark: SparkSession, cfg: PipelineConfig, ds: str, force: boo
         if not days.labelled:
             record = untrained_record(ds, layout.run_id, f"no labelled batch up to {ds}: nothing new to train on",
                                       {"skipped_days": days.skipped})
-            return published(files, record, skipped=False)
+            return published(files, record)
         manifest, _ = assemble_training_set(spark, rcfg, layout, ds, days, force)
         training_data = {key: manifest[key] for key in ("fingerprint", "origins", "labelled_days", "skipped_days")}
         previous = storage.read_json_if_valid(files.decision)
@@ -78,7 +78,7 @@ def run_retraining(spark: SparkSession, cfg: PipelineConfig, ds: str, force: boo
             return StageResult(True, {"decision": files.decision}, details=previous)
         storage.remove(files.decision)  # a workflow never branches on the decision of other data
         record = challenge(spark, rcfg, layout, ds, days, training_data, force)
-        return published(files, record, skipped=False)
+        return published(files, record)
 
 
 def finished(previous: dict | None, run_id: str, fingerprint: str) -> bool:
@@ -152,12 +152,12 @@ def score_newest(spark: SparkSession, cfg: PipelineConfig, layout: Layout, days:
             "challenger": challenger, "champion": held}
 
 
-def published(files: RetrainingFiles, record: dict, skipped: bool) -> StageResult:
+def published(files: RetrainingFiles, record: dict) -> StageResult:
     storage.write_text(files.decision_summary, decision_summary(record))
     storage.write_json(files.decision, record)   # last: what the DAG branches on
     log.info("retraining for %s: %s (%s)", record["ds"], "promoted" if record["promoted"] else "kept the champion",
              record["reason"])
-    return StageResult(skipped, {"decision": files.decision}, details=record)
+    return StageResult(False, {"decision": files.decision}, details=record)
 
 
 def args_parser() -> argparse.ArgumentParser:

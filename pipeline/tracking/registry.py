@@ -43,10 +43,6 @@ class RegisteredVersion:
         return f"{URI_PREFIX}{self.name}/{self.version}"
 
 
-def is_registry_uri(model: str) -> bool:
-    return model.startswith(URI_PREFIX)
-
-
 def resolve_model_uri(cfg: PipelineConfig, uri: str) -> RegisteredVersion:
     """models:/<name>@<alias> or models:/<name>/<version> -> that fixed version, its model.keras local and checked.
     The alias is read once: a later move of the alias does not change what the caller scores."""

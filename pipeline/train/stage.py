@@ -14,7 +14,7 @@ import time
 from pyspark.sql import SparkSession
 
 from pipeline import storage
-from pipeline.config import PipelineConfig, redacted
+from pipeline.config import PipelineConfig
 from pipeline.errors import PipelineError, RetryableError
 from pipeline.failures import TeeLines, environment_failure, horovod_worker_cause, worker_error
 from pipeline.kept_epoch import kept_record
@@ -235,8 +235,9 @@ def launch(spark: SparkSession, params: TrainParams, start_timeout: int) -> tupl
                               start_timeout=start_timeout, env={"TF_CPP_MIN_LOG_LEVEL": "2"}, stderr=worker_output)
     except Exception as exc:
         cause = environment_failure(exc) or horovod_worker_cause(worker_output.text) or worker_error(str(exc))
-        raise RetryableError(redacted(f"training {params.model} failed on the Horovod workers: {cause} (the epochs "
-                                      f"completed so far are checkpointed in {params.checkpoint_dir})")) from exc
+        # Each cause comes redacted (pipeline.failures); paths holding a password are refused by the config.
+        raise RetryableError(f"training {params.model} failed on the Horovod workers: {cause} (the epochs "
+                             f"completed so far are checkpointed in {params.checkpoint_dir})") from exc
     failure = next((r["failure"] for r in results if r.get("failure")), None)
     if failure:
         raise RetryableError(f"training {params.model} stopped at {failure} (the epochs before it are checkpointed "
