@@ -213,8 +213,10 @@ def tracking_section(out: RunOutputs, cfg: PipelineConfig) -> str:
             for name, entry in models.items()]
     name = record.get("registered_model", cfg.tracking.registered_model)
     parts = ["## 5. Tracking and registry",
-             f"Every model's training is one MLflow run (parameters, per-epoch metrics, history, curves, test metrics "
-             f"and figures, the model with its input signature), nested under this pipeline run's MLflow run "
+             f"Every model's training is one MLflow run, logged live by rank 0 as it trained (per-epoch metrics "
+             f"with their times, learning rate, system metrics) and completed by the driver (parameters, the data "
+             f"as dataset inputs, history, curves, test metrics and figures, the model under its own name), nested "
+             f"under this pipeline run's MLflow run "
              f"`{record.get('pipeline_run_id', '-')}` (experiment `{cfg.tracking.experiment}`, store "
              f"`{record.get('tracking_uri', '-')}`), which also holds this report. Each model is a version of the "
              f"registered model `{name}`.",
@@ -231,7 +233,8 @@ def tracking_section(out: RunOutputs, cfg: PipelineConfig) -> str:
               "promoted. The weekly retraining applies the same rule, and also requires the challenger not to be worse "
               "than the champion on the newest labelled batches by more than their sampling error. Score with the "
               f"champion: `python jobs/predict.py --model models:/{name}@champion` (every "
-              "prediction row records the version in `model_version`).", tensorboard]
+              "prediction row records the version in `model_version`); serve it over HTTP with `make serve`, which "
+              "takes image files, 0-255 pixels or [0, 1] floats.", tensorboard]
     return "\n\n".join(parts)
 
 
