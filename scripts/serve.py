@@ -19,7 +19,6 @@ from daemons import group_members, wait_until
 
 from pipeline.config import DEFAULT_CONF, PipelineConfig, load_config
 from pipeline.errors import PipelineError
-from pipeline.layout import Layout
 from pipeline.tracking.ui import LOOPBACK
 
 DEFAULT_PORT = 5001
@@ -44,10 +43,10 @@ def served_version(cfg: PipelineConfig, model: str | None) -> tuple[str, str]:
 
     from pipeline.tracking import served_model
     from pipeline.tracking.registry import CHAMPION, resolve_model_uri
-    from pipeline.tracking.store import connect, store_errors, tracking_uri
-    layout = Layout.from_config(cfg)
-    if tracking_uri(cfg, layout) == f"sqlite:///{layout.mlflow_db}" and not os.path.exists(layout.mlflow_db):
-        raise PipelineError(f"no MLflow store at {layout.mlflow_db} yet: run the pipeline first (make run), which "
+    from pipeline.tracking.store import connect, missing_local_store, store_errors
+    missing = missing_local_store(cfg)
+    if missing:
+        raise PipelineError(f"no MLflow store at {missing} yet: run the pipeline first (make run), which "
                             "registers the models it trains")
     store = connect(cfg)
     uri = model or f"models:/{cfg.tracking.registered_model}@{CHAMPION}"

@@ -18,7 +18,7 @@ from pipeline.errors import PipelineError
 from pipeline.layout import MODEL_FILE, Layout, model_file_in
 from pipeline.model_files import check_model_file
 from pipeline.tracking.decision import Evidence, decide, decision_key
-from pipeline.tracking.store import Store, connect, store_errors, tracking_uri
+from pipeline.tracking.store import Store, connect, missing_local_store, store_errors
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +74,7 @@ def champion_version(cfg: PipelineConfig) -> str | None:
     that does not exist yet has none, and is not created by asking."""
     if not cfg.tracking.enabled:
         return None
-    layout = Layout.from_config(cfg)
-    if tracking_uri(cfg, layout) == f"sqlite:///{layout.mlflow_db}" and not storage.exists(layout.mlflow_db):
+    if missing_local_store(cfg):
         return None
     store = connect(cfg)
     with store_errors(store.uri, "reading the champion"):

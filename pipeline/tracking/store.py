@@ -44,6 +44,15 @@ def tracking_uri(cfg: PipelineConfig, layout: Layout) -> str:
     return f"sqlite:///{layout.mlflow_db}"
 
 
+def missing_local_store(cfg: PipelineConfig) -> str | None:
+    """The SQLite file of the local store when that is the store in use and it does not exist yet (nothing was
+    logged: asking a client would create it); None otherwise."""
+    layout = Layout.from_config(cfg)
+    if tracking_uri(cfg, layout) == f"sqlite:///{layout.mlflow_db}" and not os.path.exists(layout.mlflow_db):
+        return layout.mlflow_db
+    return None
+
+
 def is_server(uri: str) -> bool:
     return uri.startswith(SERVER_SCHEMES)
 

@@ -29,13 +29,14 @@ def args_parser() -> argparse.ArgumentParser:
 
 def server_command(cfg, port: int) -> list[str]:
     """`mlflow server` on loopback over the local store, artifacts served from its folder."""
-    from pipeline.tracking.store import artifact_location, is_server, tracking_uri
+    from pipeline.tracking.store import artifact_location, is_server, missing_local_store, tracking_uri
     layout = Layout.from_config(cfg)
     uri = tracking_uri(cfg, layout)
     if is_server(uri):
         raise PipelineError(f"the tracking store is a server ({uri}): open its own UI instead")
-    if uri == f"sqlite:///{layout.mlflow_db}" and not os.path.exists(layout.mlflow_db):
-        raise PipelineError(f"no MLflow store at {layout.mlflow_db} yet: run the pipeline with tracking on first")
+    missing = missing_local_store(cfg)
+    if missing:
+        raise PipelineError(f"no MLflow store at {missing} yet: run the pipeline with tracking on first")
     return [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
             "--default-artifact-root", artifact_location(cfg, layout, uri) or layout.mlflow_artifacts,
             "--host", LOOPBACK, "--port", str(port), "--workers", "1"]
