@@ -112,6 +112,7 @@ def _log_new_training(store: Store, cfg: PipelineConfig, layout: Layout, model: 
     it did not log, the training data as dataset inputs, artifacts, the model and its registered version."""
     from pipeline.tracking.model_log import log_keras_model
     history = storage.read_stage_output(layout.history(model), "train")
+    curated = _curated_manifest(layout)  # read once: parameters, datasets, version tags and description use it
     tags = {PARENT_TAG: parent, TAG_KIND: KIND_TRAINING, TAG_PIPELINE_RUN: layout.run_id, TAG_MODEL: model,
             TAG_TRAINING_FINGERPRINT: str(history.get("fingerprint"))}
     attempt = find_attempt(store.client, store.experiment_id, tags)
@@ -122,18 +123,18 @@ def _log_new_training(store: Store, cfg: PipelineConfig, layout: Layout, model: 
     store.client.set_tag(run_id, TAG_MODEL_SHA, sha)
     try:
         store.client.log_batch(run_id, metrics=_missing_epochs(store, run_id, history),
-                               params=[_param(k, v) for k, v in training_params(cfg, layout, history).items()])
-        _log_datasets(store, run_id, layout)
+                               params=[_param(k, v) for k, v in training_params(cfg, history, curated).items()])
+        _log_datasets(store, run_id, layout, curated)
         for path in (layout.history(model), layout.curves(model)):
             with _local(path) as local:
                 store.client.log_artifact(run_id, local, "training")
         # The data it learnt from, by fingerprint and place: a day it scores is checked for drift against that.
-        version_tags = {"run_id": run_id, "model": model, "data_fingerprint": str(_curated_fingerprint(layout)),
+        version_tags = {"run_id": run_id, "model": model, "data_fingerprint": str(curated.get("fingerprint")),
                         TRAINING_DATA_TAG: layout.curated("train"), "model_sha256": sha,
                         "pipeline_run": layout.run_id}
         with _local(layout.model_file(model)) as local:
             version = log_keras_model(store.client, run_id, local, input_example(layout), cfg, version_tags,
-                                      name=model, description=version_description(layout, model, history))
+                                      name=model, description=version_description(layout, model, history, curated))
         if store.client.get_run(run_id).info.status != "FINISHED":  # rank 0 closes its run as training ends
             store.client.set_terminated(run_id, "FINISHED")
     except BaseException:
@@ -149,11 +150,10 @@ def _missing_epochs(store: Store, run_id: str, history: dict) -> list:
             for point in epoch_metric_points(int(epoch["epoch"]), epoch)]
 
 
-def _log_datasets(store: Store, run_id: str, layout: Layout) -> None:
+def _log_datasets(store: Store, run_id: str, layout: Layout, manifest: dict) -> None:
     """The curated train and validation splits as the run's dataset inputs: source = their Parquet folder, digest =
     the curated data's fingerprint, profile = their row counts."""
     from mlflow.entities import Dataset, DatasetInput, InputTag
-    manifest = storage.read_json_if_valid(layout.curated_manifest) or {}
     counts = manifest.get("counts", {})
     store.client.log_inputs(run_id, datasets=[
         DatasetInput(Dataset(name=f"mnist-{split}", digest=str(manifest.get("fingerprint", "unknown")),
@@ -163,10 +163,9 @@ def _log_datasets(store: Store, run_id: str, layout: Layout) -> None:
         for split, context in (("train", "training"), ("validation", "validation"))])
 
 
-def version_description(layout: Layout, model: str, history: dict) -> str:
+def version_description(layout: Layout, model: str, history: dict, manifest: dict) -> str:
     """What a registered version is, for the registry's pages: recipe, data, what it takes and returns."""
     from pipeline.tracking import served_model
-    manifest = storage.read_json_if_valid(layout.curated_manifest) or {}
     counts = manifest.get("counts", {})
     return (f"{model} from pipeline run {layout.run_id}: {history.get('epochs_completed')} epochs, kept epoch "
             f"{history.get('kept_epoch')} ({history.get('keep')}); batch {history.get('batch_size_per_worker')} per "
@@ -176,7 +175,7 @@ def version_description(layout: Layout, model: str, history: dict) -> str:
             f"images). Takes {served_model.ACCEPTS}. Returns {served_model.RETURNS}.")
 
 
-def training_params(cfg: PipelineConfig, layout: Layout, history: dict) -> dict:
+def training_params(cfg: PipelineConfig, history: dict, curated: dict) -> dict:
     """What made the model: config as training used it, data fingerprint, git commit and library versions."""
     from pipeline.manifest import git_commit
     from pipeline.versions import package_versions
@@ -185,7 +184,7 @@ def training_params(cfg: PipelineConfig, layout: Layout, history: dict) -> dict:
         "learning_rate_scaled", "warmup_epochs", "steps_per_epoch", "train_rows", "validation_rows", "params",
         "resumed_from_epoch", "keep", "kept_epoch", "augment", "schedule")}
     params |= {"seed": cfg.train.seed, "training_fingerprint": history.get("fingerprint"),
-               "data_fingerprint": _curated_fingerprint(layout), "git_commit": git_commit(),
+               "data_fingerprint": curated.get("fingerprint"), "git_commit": git_commit(),
                **{f"version.{name}": version for name, version in package_versions().items()}}
     return params
 
@@ -195,9 +194,10 @@ def _param(key: str, value):
     return Param(key, "" if value is None else str(value)[:6000])
 
 
-def _curated_fingerprint(layout: Layout) -> str | None:
+def _curated_manifest(layout: Layout) -> dict:
+    """The curated data's manifest (fingerprint, counts), {} when it is missing or unreadable."""
     manifest = storage.read_json_if_valid(layout.curated_manifest)
-    return manifest.get("fingerprint") if isinstance(manifest, dict) else None
+    return manifest if isinstance(manifest, dict) else {}
 
 
 def input_example(layout: Layout):
@@ -269,7 +269,7 @@ def log_report(cfg: PipelineConfig, layout: Layout) -> str:
         parent = pipeline_run(store, cfg, layout)
         with _local(layout.report_html) as local:
             store.client.log_artifact(parent, local)
-        curated = storage.read_json_if_valid(layout.curated_manifest) or {}
+        curated = _curated_manifest(layout)
         given = store.client.get_run(parent).data.params
         params = {f"{split}_images": count for split, count in (curated.get("counts") or {}).items()}
         params["data_fingerprint"] = curated.get("fingerprint")
