@@ -7,18 +7,25 @@ and returns any function in it. So a .keras file is accepted only when every obj
 built-in, with no Lambda layer, and then it must load with safe_mode=True in a separate process on the driver
 (the pytest and driver processes never import TensorFlow) before any Spark job starts. Workers repeat the cheap
 archive check, so a file swapped after the driver's check is refused too.
+
+That loading process costs a TensorFlow import (seconds), which a small day's scoring job would pay every day for
+the same champion: a model that passed is remembered by its SHA-256, per TensorFlow version, in a folder only this
+user can write (checked_models_folder), so each version of a model is loaded in a probe once per machine.
 """
 from __future__ import annotations
 
 import hashlib
 import io
 import json
+import logging
 import os
+import stat
 import subprocess
 import sys
 import tempfile
 import zipfile
 from collections.abc import Iterator
+from pathlib import Path
 
 from pipeline.errors import PipelineError
 
@@ -42,6 +49,9 @@ for index, path in enumerate(sys.argv[1:]):
 """
 
 _VERIFIED: set[str] = set()  # sha256 of model files that passed the driver's checks in this process
+CHECKED_MODELS_ENV = "MNIST_CHECKED_MODELS"
+
+log = logging.getLogger(__name__)
 
 
 def legacy_format_refusal(path: str, kind: str) -> PipelineError:
@@ -105,24 +115,77 @@ def check_model_file(path: str) -> None:
 
 
 def check_model_files(paths: list[str]) -> None:
-    """check_model_file for several files, with one safe-mode loading process for all the unverified ones; the
-    first refused file is named."""
-    unverified = {}
+    """check_model_file for several files, with one safe-mode loading process for all the files not checked before
+    (in this process, or on this machine: checked_models_folder); the first refused file is named."""
+    passed, unverified = set(), {}
     for path in paths:
         data = _readable_keras_bytes(path)
         digest = hashlib.sha256(data).hexdigest()
-        if digest not in _VERIFIED:
-            problem = archive_problem(path, data)
-            if problem is not None:
-                raise PipelineError(f"model {path} refused: {problem}")
+        if digest in _VERIFIED:
+            continue
+        problem = archive_problem(path, data)
+        if problem is not None:
+            raise PipelineError(f"model {path} refused: {problem}")
+        if _checked_before(digest):
+            passed.add(digest)
+        else:
             unverified[path] = (digest, data)
-    if not unverified:
-        return
-    refused = _safe_load_refusal([data for _, data in unverified.values()])
-    if refused is not None:
-        index, reason = refused
-        raise PipelineError(f"model {list(unverified)[index]} cannot be loaded safely: {reason}")
-    _VERIFIED.update(digest for digest, _ in unverified.values())
+    if unverified:
+        refused = _safe_load_refusal([data for _, data in unverified.values()])
+        if refused is not None:
+            index, reason = refused
+            raise PipelineError(f"model {list(unverified)[index]} cannot be loaded safely: {reason}")
+        for digest, _ in unverified.values():
+            _remember_checked(digest)
+            passed.add(digest)
+    _VERIFIED.update(passed)
+
+
+def checked_models_folder() -> Path:
+    """Where models that loaded in safe mode are remembered: one empty file per SHA-256, in a folder per TensorFlow
+    version (another Keras must check again). $MNIST_CHECKED_MODELS, else ~/.cache/mnist-spark-pipeline/checked-models
+    ($XDG_CACHE_HOME when set)."""
+    root = os.environ.get(CHECKED_MODELS_ENV) or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "mnist-spark-pipeline", "checked-models")
+    return Path(root) / f"tensorflow-{_tensorflow_version()}"
+
+
+def _tensorflow_version() -> str:
+    from importlib import metadata
+    for distribution in ("tensorflow-cpu", "tensorflow"):
+        try:
+            return metadata.version(distribution)
+        except metadata.PackageNotFoundError:
+            continue
+    return "unknown"
+
+
+def _checked_before(digest: str) -> bool:
+    """A record of `digest` in a folder only this user can write: one anybody else could write proves nothing."""
+    folder = checked_models_folder()
+    try:
+        return _private(folder) and (folder / digest).is_file()
+    except OSError:
+        return False
+
+
+def _remember_checked(digest: str) -> None:
+    folder = checked_models_folder()
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if _private(folder):
+            (folder / digest).touch()
+    except OSError as exc:  # a read-only home: the probe simply runs again next time
+        log.debug("cannot remember the checked model %s in %s: %s", digest, folder, exc)
+
+
+def _private(folder: Path) -> bool:
+    """`folder` and the folder above it are owned by this user and writable by nobody else."""
+    for path in (folder, folder.parent):
+        info = path.stat()
+        if info.st_uid != os.getuid() or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            return False
+    return True
 
 
 def _readable_keras_bytes(path: str) -> bytes:

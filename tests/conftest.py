@@ -14,6 +14,16 @@ for _mlflow_env in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
     os.environ.pop(_mlflow_env, None)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def checked_models(tmp_path_factory):
+    """Models that passed the safe-mode load are remembered in a folder of the test run's own (inherited by every
+    job and service the tests start), never in the user's cache: each run proves its checks from scratch."""
+    from pipeline.model_files import CHECKED_MODELS_ENV
+    folder = tmp_path_factory.mktemp("checked-models")
+    os.environ[CHECKED_MODELS_ENV] = str(folder)
+    return folder
+
+
 def pytest_collection_modifyitems(items):
     """A test that asks for the Spark session is marked `spark`, however it reaches it."""
     for item in items:

@@ -4,6 +4,7 @@ to decode safely are refused with the reason."""
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 import subprocess
@@ -239,3 +240,45 @@ def test_several_models_are_checked_by_one_loading_process_that_names_the_refuse
     model_files.check_model_files(good)
     model_files.check_model_files(good)   # verified once in this process: no second probe
     assert probes == [3, 2]
+
+
+def test_a_model_that_loaded_safely_is_not_probed_again_by_the_next_job(small_mnist_model, tmp_path, monkeypatch):
+    """The safe-mode probe costs a TensorFlow import: a daily job scoring with the same champion pays it once per
+    machine, remembered by the model's SHA-256 per TensorFlow version, in a folder nobody else can write."""
+    from pipeline import model_files
+    from pipeline.config import REPO_ROOT
+    model = tmp_path / "champion.keras"
+    model.write_bytes(Path(small_mnist_model["trained"]).read_bytes() + b"\0")  # bytes no test checked before
+    digest = hashlib.sha256(model.read_bytes()).hexdigest()
+    records = tmp_path / "checked"
+    monkeypatch.setenv(model_files.CHECKED_MODELS_ENV, str(records))
+    first_job = subprocess.run([sys.executable, "-c", "import sys; from pipeline.model_files import check_model_file;"
+                                " check_model_file(sys.argv[1])", str(model)], cwd=REPO_ROOT, capture_output=True,
+                               text=True, timeout=300)
+    assert first_job.returncode == 0, first_job.stderr[-2000:]
+    assert [p.name for p in model_files.checked_models_folder().iterdir()] == [digest]
+    assert model_files.checked_models_folder().parent == records
+
+    probes = []
+    monkeypatch.setattr(model_files, "_safe_load_refusal", lambda models: probes.append(len(models)))
+    monkeypatch.setattr(model_files, "_VERIFIED", set())              # the next job: a process of its own
+    model_files.check_model_file(str(model))
+    assert probes == []
+    monkeypatch.setattr(model_files, "_VERIFIED", set())
+    monkeypatch.setattr(model_files, "_tensorflow_version", lambda: "2.16.1")   # another Keras checks again
+    model_files.check_model_file(str(model))
+    assert probes == [1]
+    monkeypatch.setattr(model_files, "_VERIFIED", set())
+    model_files.checked_models_folder().chmod(0o777)                  # a record others could have written: no proof
+    model_files.check_model_file(str(model))
+    assert probes == [1, 1]
+
+
+def test_a_refused_model_is_never_remembered(small_mnist_model, tmp_path, monkeypatch):
+    from pipeline import model_files
+    monkeypatch.setenv(model_files.CHECKED_MODELS_ENV, str(tmp_path / "checked"))
+    unknown = _rewrite_config(small_mnist_model["trained"], tmp_path / "unknown.keras", _rename_flatten)
+    for _ in range(2):
+        with pytest.raises(PipelineError, match=r"cannot be loaded safely"):
+            model_files.check_model_file(str(unknown))
+    assert not model_files.checked_models_folder().exists() or not any(model_files.checked_models_folder().iterdir())
