@@ -103,6 +103,14 @@ def test_non_digit_kinds_land_without_labels(make_config, tmp_path):
         simulate_day(cfg, files, 5, kind="noise", labels=True)
 
 
+def test_a_day_larger_than_the_test_images_is_refused_in_one_line(make_config, tiny_world, tmp_path):
+    cfg = make_config(f"paths.landing={tmp_path / 'landing'}", input_dir=str(tiny_world))
+    with pytest.raises(PipelineError, match=rf"^--count 1001: {tiny_world}/t10k-images-idx3-ubyte.gz holds 1000 "
+                                            "test images, and a day draws each at most once$"):
+        simulate_day(cfg, _day_files(cfg, DAY), 1001)
+    assert not (tmp_path / "landing").exists()
+
+
 def test_a_keras_file_is_versioned_by_its_bytes(tmp_path):
     model = tmp_path / "model_1.keras"
     model.write_bytes(b"not really a model")

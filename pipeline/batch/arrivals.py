@@ -63,6 +63,9 @@ def _digits(cfg: PipelineConfig, rng: np.random.Generator, count: int):
     folder = cfg.resolve(cfg.paths.input).rstrip("/")
     images = read_array(f"{folder}/{cfg.data.test_images}")
     labels = read_array(f"{folder}/{cfg.data.test_labels}")
+    if count > len(images):
+        raise PipelineError(f"--count {count}: {folder}/{cfg.data.test_images} holds {len(images)} test images, "
+                            "and a day draws each at most once")
     for i, index in enumerate(sorted(rng.choice(len(images), size=count, replace=False))):
         scan = scanned(images[index], rng)
         name, data = encoded(f"scan-{i:04d}", scan, rng)
