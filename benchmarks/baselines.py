@@ -262,3 +262,24 @@ def _write_predictions(out_path: str | Path, ids, predicted: np.ndarray, probabi
                       pa.ListArray.from_arrays(offsets, pa.array(probabilities.astype(np.float32).ravel()))],
                      schema=PREDICTIONS)
     pq.write_table(table, str(out_path))
+
+
+# ---- a small landed day: what jobs/score_batch.py does, in one process ----
+
+def score_landed_day(model_path: str, folder: str | Path, out_path: str | Path, max_pixels: int) -> dict:
+    """Every image file of a landing folder (labels.csv aside) read and brought to the MNIST convention with the
+    job's own conversion (pipeline.formats.images.decode_image_file), the model loaded, one model.predict, the
+    predictions written as Parquet: the daily scoring job's work without its checks, partitions or Spark."""
+    from pipeline.formats.images import decode_image_file
+    paths = sorted(str(p) for p in Path(folder).iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+    images = []
+    for path in paths:
+        image, error = decode_image_file(path, max_pixels)
+        if image is None:
+            raise ValueError(f"{path}: {error}")
+        images.append(image)
+    model = load_model(model_path)
+    probabilities = model.predict(np.stack(images).reshape(-1, 28, 28, 1), batch_size=1024, verbose=0)
+    predicted = probabilities.argmax(axis=1)
+    _write_predictions(out_path, pa.array([Path(p).name for p in paths]), predicted, probabilities)
+    return {"images": len(paths), "predicted_counts": np.bincount(predicted, minlength=10).tolist()}

@@ -8,6 +8,7 @@ from pathlib import Path
 
 GOALS = {"reader": 5.0, "data": 2.0, "prediction": 1.5, "prediction_files": 2.0,
          "end_to_end": 1.2}   # training: TRAINING_SIDES
+DAILY_GOALS = {200: 3.0, 5_000: 1.5}   # a landed day of N images: the job's seconds over one process's
 ACCURACY_TOLERANCE = 0.005
 
 
@@ -130,6 +131,27 @@ def prediction_file_rows(prediction_files: dict) -> list[dict]:
     return rows
 
 
+def daily_rows(daily: dict) -> list[dict]:
+    """The daily scoring job on a landed day (seconds from command to exit, a model version's later days) vs one
+    cold process doing the same work; its first day with a model version (the safe-mode probe); and whether both
+    predicted the same digit for every file."""
+    rows = []
+    for count, sides in sorted(daily.items(), key=lambda item: int(item[0])):
+        job, single = sides.get("job") or {}, sides.get("single") or {}
+        name = f"small day of {int(count):,} scans"
+        ratio, goal = _ratio(job.get("seconds"), single.get("seconds")), DAILY_GOALS.get(int(count))
+        rows.append(_row(f"{name}: s, jobs/score_batch.py vs one process (read, convert, load, predict, write)",
+                         job.get("seconds"), single.get("seconds"), ratio, f"<= {goal}x" if goal else "",
+                         None if ratio is None or goal is None else ratio <= goal, "s"))
+        rows.append(_row(f"{name}: s, the job's first day with a model version (safe-mode probe) vs one process",
+                         job.get("first_seconds"), single.get("seconds"),
+                         _ratio(job.get("first_seconds"), single.get("seconds")), unit="s"))
+        same, files = single.get("same_digit_as_job"), single.get("images")
+        rows.append(_row(f"{name}: files given the same digit, job vs one process", same, files, None, "all",
+                         None if same is None else same == files == single.get("job_images")))
+    return rows
+
+
 def _accuracy_row(benchmark: str, ours: dict | None, baseline: dict | None) -> dict:
     a = (ours or {}).get("accuracy")
     if a is None:
@@ -164,7 +186,7 @@ def summary_rows(results: dict) -> list[dict]:
     training = results.get("training") or {}
     return [*training_rows(training), *input_rows(results.get("input_pipeline") or {}, training),
             *data_rows(results.get("data") or []), *prediction_rows(results.get("prediction") or {}),
-            *prediction_file_rows(results.get("prediction_files") or {}),
+            *prediction_file_rows(results.get("prediction_files") or {}), *daily_rows(results.get("daily") or {}),
             *end_to_end_rows(results.get("end_to_end") or {}, (results.get("plan") or {}).get("profile", "full"))]
 
 

@@ -41,6 +41,7 @@ class Plan:
     repeats: int = 3                    # cheap measurements: reader, tf.data, prediction over the test set
     predict_models: tuple[str, ...] = ("model_1", "model_3")
     predict_files: int = 50_000         # scanned-style PNG files in the folder `jobs/predict.py --input` scores
+    daily_sizes: tuple[int, ...] = (200, 5_000)   # images of the landed days jobs/score_batch.py scores
     budget_minutes: float = 45.0
 
 
@@ -54,11 +55,11 @@ PLANS = {
     "quick": Plan(profile="quick", data_repeats=1, bundled_data=False, generated_sizes=(7_000, 21_000),
                   epochs={model: {"pipeline_default": 1, "pipeline_2_workers": 1, "pipeline_1_worker": 1,
                                   "numpy_fit": 1} for model in ("model_1", "model_3")},
-                  reader_samples=2_000, repeats=2, predict_files=2_000, budget_minutes=10.0),
+                  reader_samples=2_000, repeats=2, predict_files=2_000, daily_sizes=(200,), budget_minutes=10.0),
 }
 SEED = 0
 # In the order a full run measures them.
-SECTIONS = ("data", "training", "input", "prediction", "generated", "end_to_end")
+SECTIONS = ("data", "training", "input", "prediction", "daily", "generated", "end_to_end")
 # Workers, TF threads each (0, 0: the default config, one rank per executor with its cores as threads).
 WORKER_THREADS = {"pipeline_default": (0, 0), "pipeline_2_workers": (2, 1), "pipeline_1_worker": (1, 2)}
 
@@ -206,6 +207,25 @@ def bench_prediction_folder(bench: Bench, model: str = "model_1") -> None:
     bench.save()
 
 
+def bench_daily(bench: Bench, model: str = "model_1") -> None:
+    """4c: the daily scoring job on a small landed day vs one process doing the same work from a cold start, at
+    each of the plan's day sizes; the training benchmark's model, else the same network untrained."""
+    chosen = bench.task("daily_model", "daily-model", root=str(bench.root), model_path=trained_model(bench, model))
+    if not chosen:
+        return
+    for index, count in enumerate(bench.plan.daily_sizes):
+        ds = f"2026-11-{20 + index}"   # any day: it is landed afresh (deterministic bytes) before it is scored
+        job = bench.task("daily_job", f"daily-{count}", root=str(bench.root), profile=bench.plan.profile, ds=ds,
+                         count=count, model_path=chosen["model_path"], repeats=bench.plan.repeats + 1)
+        single = bench.task("daily_single", f"daily-{count}-single", root=str(bench.root),
+                            landing=job["landing"], model_path=chosen["model_path"], repeats=bench.plan.repeats,
+                            job_predictions=job["predictions"]) if job else None
+        bench.results.setdefault("daily", {})[str(count)] = {"images": count, "model": model,
+                                                            "trained": chosen["trained"], "job": job,
+                                                            "single": single}
+        bench.save()
+
+
 def bench_generated(bench: Bench) -> dict | None:
     """3 at growing N, each only when its projected time fits the budget; the largest measured entry."""
     largest = None
@@ -261,6 +281,8 @@ def run(mode: str, root: Path, out_dir: Path, sections: tuple[str, ...] = SECTIO
         for model in plan.predict_models:
             bench_prediction(bench, f"test set, {model}", model, None, plan.profile, plan.repeats)
         bench_prediction_folder(bench)
+    if "daily" in sections:
+        bench_daily(bench)
     largest = bench_generated(bench) if "generated" in sections else None
     if largest is not None and "prediction" in sections:
         test_split = largest["stage"]["curated_test"]

@@ -317,6 +317,100 @@ def _accuracy(predicted: dict[str, int], labels: dict[str, int]) -> float | None
     return sum(labels[name] == p for name, p in predicted.items()) / len(predicted) if predicted else None
 
 
+# ---- 4c: a small landed day, as the daily DAG's scoring task runs it ----
+
+def daily_config_sets(root: str) -> list[str]:
+    """--set values of the daily benchmark: its landing and batch folders under `root`, Spark on local[2]."""
+    return [f"paths.data={root}/data", f"paths.runs={root}/runs", f"paths.landing={root}/daily/landing",
+            f"paths.batches={root}/daily/batches", f"paths.mlflow={root}/daily/mlflow", "spark.master=local[2]",
+            "spark.log_level=ERROR"]
+
+
+SEED_DAILY = 0
+
+
+def daily_model(root: str, model_path: str | None) -> dict:
+    """The model the daily benchmark scores with: the training benchmark's, else model_1 with its initial weights
+    (the same network, so the same work per image; its predictions mean nothing)."""
+    if model_path:
+        return {"model_path": model_path, "trained": True}
+    os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+    from pipeline.train.models import build_model
+    path = Path(root) / "daily" / "model_1-initial.keras"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        import tensorflow as tf
+        tf.keras.utils.set_random_seed(SEED_DAILY)
+        build_model("model_1").save(str(path))
+    return {"model_path": str(path), "trained": False}
+
+
+def daily_job(root: str, profile: str, ds: str, count: int, model_path: str, repeats: int) -> dict:
+    """`python jobs/score_batch.py --ds <day> --model <file>` on a landed day of `count` scans, `repeats` times,
+    each timed from the command to its exit (JVM, imports, model check, checks, scoring, publishing). The first run
+    of a model version pays the safe-mode probe (a TensorFlow import), which later days skip: the median is of the
+    later runs."""
+    import subprocess
+    import tempfile
+
+    from pipeline.batch.arrivals import simulate_day
+    from pipeline.config import load_config
+    from pipeline.layout import Layout
+    from pipeline.model_files import CHECKED_MODELS_ENV
+    sets = daily_config_sets(root)
+    cfg = load_config(REPO / "conf" / "local.yaml", profile, sets)
+    files = Layout.from_config(cfg).batch_files(ds)
+    simulate_day(cfg, files, count)   # replaces the day: the same bytes for the same date and count
+    env = {**os.environ, CHECKED_MODELS_ENV: tempfile.mkdtemp(prefix="bench-checked-models-")}
+    command = [sys.executable, str(REPO / "jobs" / "score_batch.py"), "--profile", profile, "--ds", ds,
+               "--model", model_path, *(arg for s in sets for arg in ("--set", s))]
+    runs = []
+    for _ in range(repeats):
+        record: dict = {}
+        with measured(record):
+            done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"jobs/score_batch.py failed: {done.stderr.strip().splitlines()[-1:]}")
+        runs.append(record)
+    later = [r["seconds"] for r in runs[1:]] or [runs[0]["seconds"]]
+    return {"runs": runs, "images": _rows(files.predictions),
+            "first_seconds": runs[0]["seconds"], "seconds": statistics.median(later), "landing": files.landing,
+            "predictions": files.predictions, "log_tail": done.stderr[-2000:]}
+
+
+def _rows(parquet: str) -> int:
+    import pyarrow.parquet as pq
+    return pq.read_table(parquet, columns=["record_id"]).num_rows
+
+
+def daily_single(root: str, landing: str, model_path: str, repeats: int, job_predictions: str) -> dict:
+    """The same day in one fresh Python process (benchmarks.baselines.score_landed_day), `repeats` times, each
+    timed from the command to its exit like the job; and how many files it gave the digit the job gave."""
+    import subprocess
+
+    import pyarrow.parquet as pq
+
+    from pipeline.config import PredictConfig
+    out = Path(root) / "daily" / f"single-{Path(landing).name}.parquet"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    script = ("import sys; from benchmarks.baselines import score_landed_day; "
+              "score_landed_day(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]))")
+    runs = []
+    for _ in range(repeats):
+        record: dict = {}
+        with measured(record):
+            subprocess.run([sys.executable, "-c", script, model_path, landing, str(out),
+                            str(PredictConfig().max_image_pixels)], cwd=REPO, check=True, capture_output=True)
+        runs.append(record)
+    table = pq.read_table(str(out), columns=["id", "prediction"])
+    ours = dict(zip(table.column("id").to_pylist(), table.column("prediction").to_pylist(), strict=True))
+    job = pq.read_table(job_predictions, columns=["source_file", "prediction"])
+    theirs = dict(zip((p.rsplit("/", 1)[-1] for p in job.column("source_file").to_pylist()),
+                      job.column("prediction").to_pylist(), strict=True))
+    return {"runs": runs, "images": len(ours), "seconds": statistics.median(r["seconds"] for r in runs),
+            "job_images": len(theirs), "same_digit_as_job": sum(theirs.get(name) == d for name, d in ours.items())}
+
+
 # ---- 5: end to end ----
 
 def end_to_end(root: str, profile: str, side: str) -> dict:
@@ -359,7 +453,8 @@ def _pipeline_accuracies(profile: str, sets: list[str]) -> dict[str, float]:
 
 TASKS = {f.__name__: f for f in (data_stages, baseline_convert, train_pipeline, train_recipe, train_numpy,
                                  reader_throughput, tfdata_numpy, predict_stage, predict_parquet_numpy,
-                                 predict_folder_job, predict_folder_pil, end_to_end)}
+                                 predict_folder_job, predict_folder_pil, daily_model, daily_job,
+                                 daily_single, end_to_end)}
 
 
 def _main(argv: list[str]) -> int:

@@ -151,6 +151,21 @@ def test_end_to_end_row_compares_whole_runs_and_the_worst_accuracy_gap():
     assert (accuracy["ours"], accuracy["baseline"], accuracy["met"]) == (0.990, 0.996, False)
 
 
+def test_daily_rows_judge_a_model_versions_later_days_and_show_its_first():
+    daily = {"5000": {"job": {"seconds": 18.0, "first_seconds": 21.0}, "single": {
+                 "seconds": 10.0, "images": 5000, "job_images": 5000, "same_digit_as_job": 5000}},
+             "200": {"job": {"seconds": 13.0, "first_seconds": 16.0}, "single": {
+                 "seconds": 4.0, "images": 200, "job_images": 200, "same_digit_as_job": 199}}}
+    rows = report.summary_rows({"daily": daily})
+    assert [r["benchmark"].split(":")[0] for r in rows] == ["small day of 200 scans"] * 3 + [
+        "small day of 5,000 scans"] * 3
+    later, first, same = rows[:3]
+    assert (later["ratio"], later["goal"], later["met"]) == (3.25, "<= 3.0x", False)
+    assert (first["ours"], first["ratio"], first["goal"]) == (16.0, 4.0, "")
+    assert (same["ours"], same["baseline"], same["met"]) == (199, 200, False)
+    assert (rows[3]["ratio"], rows[3]["goal"], rows[3]["met"], rows[5]["met"]) == (1.8, "<= 1.5x", False, True)
+
+
 def test_only_names_known_sections_and_keeps_the_full_order():
     from benchmarks.run import SECTIONS, args_parser
     assert args_parser().parse_args(["--only", "end_to_end,training"]).only == ("training", "end_to_end")
