@@ -31,6 +31,7 @@ SCORED_FILE_FIELDS = [StructField("path", StringType(), nullable=False),
                       StructField("error", StringType(), nullable=True),
                       # No ink at all (a blank page, an empty scan): data.blank_images decides (predict/stage.py).
                       StructField("blank", BooleanType(), nullable=True)]
+CONFIDENCE_BINS = 20  # equal bins over [0, 1]: the daily scoring's confidence histogram (scoring.json)
 LOSS_EPSILON = 1e-7  # Keras clips probabilities the same way in categorical cross-entropy
 
 _MODEL_CACHE: dict[str, object] = {}
@@ -159,6 +160,11 @@ def _local_copy(model_path: str) -> str:
 def confidence() -> Column:
     """The probability of the predicted class."""
     return F.element_at("probabilities", F.col("prediction") + 1)
+
+
+def confidence_bin() -> Column:
+    """The bin of a scored row's `confidence` column among CONFIDENCE_BINS equal bins over [0, 1] (1.0 in the last)."""
+    return F.least(F.floor(F.col("confidence") * CONFIDENCE_BINS).cast("int"), F.lit(CONFIDENCE_BINS - 1))
 
 
 def negative_log_likelihood() -> Column:

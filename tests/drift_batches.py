@@ -86,9 +86,13 @@ def stand_in_predictions(classes: np.ndarray, confidence: float) -> np.ndarray:
 
 
 def write_day(spark, batch, images: np.ndarray, probabilities: np.ndarray, model_version: str = "3",
-              quarantined: int = 0) -> None:
-    """A day as daily scoring leaves it: the images and predictions partitions and scoring.json."""
+              quarantined: int = 0, low_confidence: float | None = None) -> None:
+    """A day as daily scoring leaves it: the images and predictions partitions, and scoring.json as the scoring
+    summarises them (at `low_confidence`, by default drift.low_confidence's default)."""
     from pipeline import storage
+    from pipeline.batch.model import ScoringModel
+    from pipeline.batch.score import scoring_summary
+    from pipeline.config import DriftConfig
     from pipeline.schema import BATCH_IMAGES_SCHEMA, BATCH_PREDICTIONS_SCHEMA
     files = [f"scan-{i:04d}.png" for i in range(len(images))]
     spark.createDataFrame([(f, f, image.tolist()) for f, image in zip(files, images, strict=True)],
@@ -96,8 +100,11 @@ def write_day(spark, batch, images: np.ndarray, probabilities: np.ndarray, model
     rows = [(f, f, int(p.argmax()), float(p.max()), p.tolist(), "mnist", model_version)
             for f, p in zip(files, probabilities, strict=True)]
     spark.createDataFrame(rows, BATCH_PREDICTIONS_SCHEMA).repartition(2).write.parquet(batch.predictions)
-    storage.write_json(batch.scoring, {"ds": batch.ds, "model_name": "mnist", "model_version": model_version,
-                                       "images": len(images), "quarantined": quarantined})
+    scorer = ScoringModel("mnist", model_version, "stand-in.keras", "a test's stand-in model")
+    report = {"input_kind": "images", "quarantined": quarantined, "dropped": 0}
+    storage.write_json(batch.scoring, scoring_summary(
+        spark.read.parquet(batch.predictions), batch, scorer, report,
+        DriftConfig().low_confidence if low_confidence is None else low_confidence))
 
 
 def training_layout(spark, root, count: int):

@@ -4,8 +4,9 @@ from __future__ import annotations
 import numpy as np
 
 
-def register(cfg, model_file: str, model: str, accuracy: float) -> str:
-    """One model logged and registered the way training does it; returns its version."""
+def register(cfg, model_file: str, model: str, accuracy: float, **tags: str) -> str:
+    """One model logged and registered the way training does it (`tags` added to the version's); returns its
+    version."""
     from pipeline.tracking.model_log import log_keras_model
     from pipeline.tracking.store import connect
     store = connect(cfg)
@@ -13,7 +14,7 @@ def register(cfg, model_file: str, model: str, accuracy: float) -> str:
     example = np.zeros((2, 28, 28, 1), np.float32)
     example[:, 6:22, 14, 0] = 1.0  # a stroke: the served model refuses blank images, its input example included
     version = log_keras_model(store.client, run.info.run_id, model_file, example, cfg,
-                              {"model": model, "test_accuracy": str(accuracy)})
+                              {"model": model, "test_accuracy": str(accuracy), **tags})
     store.client.set_terminated(run.info.run_id, "FINISHED")
     return str(version.version)
 

@@ -121,23 +121,26 @@ def test_a_keras_file_is_versioned_by_its_bytes(tmp_path):
         model_file_version(str(tmp_path / "missing.keras"))
 
 
-def test_a_registry_uri_is_resolved_once_by_the_registry(monkeypatch, make_config):
-    """models:/ goes to pipeline.tracking.registry (built beside this work): a stand-in records the calls."""
-    import sys
-    import types
-    calls = []
-    registry = types.SimpleNamespace(
-        resolve_model_uri=lambda cfg, uri: calls.append(uri) or types.SimpleNamespace(
-            name="mnist", version=7, model_file="/models/7/model.keras"),
-        champion=lambda cfg: None)
-    monkeypatch.setitem(sys.modules, "pipeline.tracking", types.SimpleNamespace(registry=registry))
-    monkeypatch.setitem(sys.modules, "pipeline.tracking.registry", registry)
-    found = scoring_model(make_config(), "models:/mnist@champion")
-    assert (found.name, found.version, found.model_file, calls) == ("mnist", "7", "/models/7/model.keras",
-                                                                     ["models:/mnist@champion"])
+def test_a_registry_uri_is_resolved_once_to_a_fixed_version_with_its_training_data(make_config, small_mnist_model):
+    """The real registry: no champion yet is one line; models:/ URIs and the champion resolve to a fixed version,
+    its checked local model file and the data training recorded on it (which the drift check measures against)."""
+    from registry_versions import make_champion, register
+
+    from pipeline.tracking.registry import TRAINING_DATA_TAG
+    cfg = make_config()
     with pytest.raises(PipelineError, match=r"^the model registry has no champion yet: promote a model first, "
                                             r"or pass --model <file\.keras>$"):
-        scoring_model(make_config(), None)
+        scoring_model(cfg, None)
+    first = make_champion(cfg, small_mnist_model["trained"], "model_1", 0.9)
+    second = register(cfg, small_mnist_model["untrained"], "model_1", 0.1,
+                      **{TRAINING_DATA_TAG: "/data/curated/train", "data_fingerprint": "abc123"})
+    name = cfg.tracking.registered_model
+    champion = scoring_model(cfg, None)
+    assert (champion.name, champion.version, champion.asked, champion.training_data) == (
+        name, first, f"models:/{name}@champion", None)
+    assert Path(champion.model_file).read_bytes() == Path(small_mnist_model["trained"]).read_bytes()
+    pinned = scoring_model(cfg, f"models:/{name}/{second}")
+    assert (pinned.version, pinned.training_data) == (second, ("/data/curated/train", "abc123"))
 
 
 @pytest.fixture(scope="module")

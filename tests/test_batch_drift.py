@@ -161,6 +161,32 @@ def test_on_drift_warn_writes_the_verdict_and_does_not_fail(spark, training_layo
     assert any(r.getMessage().startswith("drift on 2026-11-24: ink_share moved by +") for r in caplog.records)
 
 
+def test_the_day_is_judged_on_the_facts_its_scoring_recorded_or_on_its_predictions(spark, training_layout,
+                                                                                   scanned_digits, make_config,
+                                                                                   tmp_path):
+    """The scoring counts the predicted classes and the unsure predictions once (scoring.json); a day scored before
+    it did, or a check asking about another drift.low_confidence, counts them from the predictions instead."""
+    layout = day_layout(training_layout, tmp_path)
+    batch = layout.batch_files(DAY)
+    images, labels = scanned_digits
+    write_day(spark, batch, images, stand_in_predictions(labels, 0.97))
+    scoring = storage.read_json(batch.scoring)
+    assert scoring["low_confidence"] == {"below": 0.8, "count": 0}
+    assert scoring["predicted_counts"] == {str(k): int((labels == k).sum()) for k in range(10)}
+    drift.run_drift_check(spark, make_config(), layout, ds=DAY)
+    recorded = storage.read_json(batch.drift)
+
+    older = {key: value for key, value in scoring.items() if key not in ("predicted_counts", "low_confidence")}
+    storage.write_json(batch.scoring, older)
+    drift.run_drift_check(spark, make_config(), layout, ds=DAY)
+    assert storage.read_json(batch.drift) == recorded
+
+    with pytest.raises(GateError, match=r"low_confidence_share"):   # every prediction (0.97) is below 0.99
+        drift.run_drift_check(spark, make_config("drift.low_confidence=0.99"), layout, ds=DAY)
+    unsure = {s["name"]: s["value"] for s in storage.read_json(batch.drift)["statistics"]}["low_confidence_share"]
+    assert unsure == 1.0
+
+
 def test_a_day_not_scored_yet_is_one_line(spark, training_layout, make_config, tmp_path):
     layout = day_layout(training_layout, tmp_path)
     scoring = layout.batch_files(DAY).scoring
@@ -169,15 +195,16 @@ def test_a_day_not_scored_yet_is_one_line(spark, training_layout, make_config, t
 
 
 def test_images_and_predictions_that_disagree_are_one_line(spark, training_layout, make_config, tmp_path):
+    """A day written before publication tokens, whose images folder was replaced by hand after its scoring."""
     layout = day_layout(training_layout, tmp_path)
     batch = layout.batch_files(DAY)
     images, labels = mnist_like_batch(12, seed=1)
     write_day(spark, batch, images, stand_in_predictions(labels, 0.97))
-    storage.remove(batch.predictions)
+    storage.remove(batch.images)
     write_day(spark, dataclasses.replace(batch, root=str(tmp_path / "other")), images[:10],
               stand_in_predictions(labels[:10], 0.97))
-    storage.filesystem(batch.predictions)[0].move(f"{tmp_path}/other/predictions/ds={DAY}", batch.predictions)
-    with pytest.raises(PipelineError, match=r"^the images and predictions of 2026-11-24 disagree \(12 images, 10 "
+    storage.filesystem(batch.images)[0].move(f"{tmp_path}/other/images/ds={DAY}", batch.images)
+    with pytest.raises(PipelineError, match=r"^the images and predictions of 2026-11-24 disagree \(10 images, 12 "
                                             r"predictions\): rerun jobs/score_batch.py --ds 2026-11-24$"):
         drift.run_drift_check(spark, make_config(), layout, ds=DAY)
     assert not storage.exists(batch.drift)

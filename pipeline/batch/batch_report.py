@@ -15,17 +15,11 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-import pyspark.sql.functions as F
 from pyspark.sql import DataFrame, SparkSession
 
 from pipeline import storage
 from pipeline.batch import report_figures
-from pipeline.batch.drift import (
-    class_counts,
-    low_confidence_count,
-    read_batch_table,
-    scoring_model,
-)
+from pipeline.batch.drift import read_batch_table, scored_facts
 from pipeline.config import PipelineConfig
 from pipeline.day_publication import scored_day
 from pipeline.layout import BatchFiles, BatchReportFiles, Layout
@@ -33,10 +27,10 @@ from pipeline.locks import output_lock
 from pipeline.rendering import markdown_to_html, to_png
 from pipeline.result import StageResult
 from pipeline.schema import BATCH_PREDICTIONS_SCHEMA
+from pipeline.scoring import CONFIDENCE_BINS, confidence_bin
 
 log = logging.getLogger(__name__)
 
-CONFIDENCE_BINS = 20
 DRIFT_JOB = "check_drift"
 
 
@@ -50,7 +44,7 @@ class DayOutputs:
     confidence_counts: list[int]       # CONFIDENCE_BINS equal bins over [0, 1]
     low_confidence: int                # predictions below drift.low_confidence
     least_confident: list[dict]        # record_id, source_file, prediction, confidence, image
-    model_name: str                    # what scored the day, as its prediction rows record it
+    model_name: str                    # what scored the day
     model_version: str
 
     @property
@@ -58,11 +52,10 @@ class DayOutputs:
         return sum(self.class_counts.values())
 
 
-def confidence_counts(predictions: DataFrame, bins: int) -> list[int]:
-    """Predictions per equal-width confidence bin over [0, 1]; 1.0 falls in the last bin."""
-    binned = F.least(F.floor(F.col("confidence") * bins).cast("int"), F.lit(bins - 1))
-    counts = {r["bin"]: r["count"] for r in predictions.groupBy(binned.alias("bin")).count().collect()}
-    return [int(counts.get(b, 0)) for b in range(bins)]
+def confidence_counts(predictions: DataFrame) -> list[int]:
+    """Predictions per confidence bin (score.confidence_bin), for a day whose scoring.json does not hold them."""
+    counts = {r["bin"]: r["count"] for r in predictions.groupBy(confidence_bin().alias("bin")).count().collect()}
+    return [int(counts.get(b, 0)) for b in range(CONFIDENCE_BINS)]
 
 
 def least_confident(predictions: DataFrame, images: DataFrame, count: int) -> list[dict]:
@@ -76,15 +69,17 @@ def least_confident(predictions: DataFrame, images: DataFrame, count: int) -> li
 
 
 def load_day(spark: SparkSession, cfg: PipelineConfig, batch: BatchFiles) -> DayOutputs:
+    """The day's facts as its scoring computed them (scoring.json), its drift verdict, and its least confident
+    images (the only rows read)."""
     scoring = scored_day(batch)
+    facts = scored_facts(spark, batch, scoring, cfg.drift.low_confidence)
     predictions = read_batch_table(spark, batch.predictions, BATCH_PREDICTIONS_SCHEMA.fieldNames())
+    bins = (scoring.get("confidence") or {}).get("bins") or confidence_counts(predictions)
     images = read_batch_table(spark, batch.images, ["record_id", "image"])
     drift = storage.read_stage_output(batch.drift, DRIFT_JOB) if storage.exists(batch.drift) else None
-    return DayOutputs(batch.ds, scoring, drift, class_counts(predictions, "prediction"),
-                      confidence_counts(predictions, CONFIDENCE_BINS),
-                      low_confidence_count(predictions, cfg.drift.low_confidence),
+    return DayOutputs(batch.ds, scoring, drift, facts.predicted, bins, facts.unsure,
                       least_confident(predictions, images, cfg.drift.low_confidence_examples),
-                      *scoring_model(predictions))
+                      facts.model_name, facts.model_version)
 
 
 def verdict_text(day: DayOutputs) -> str:

@@ -205,16 +205,22 @@ def baseline_record(spark: SparkSession, cfg: PipelineConfig, path: str, curated
     return record
 
 
-def training_split(cfg: PipelineConfig, layout: Layout, batch: BatchFiles) -> tuple[str, str | None]:
+def training_split(cfg: PipelineConfig, layout: Layout, scoring: Mapping) -> tuple[str, str | None]:
     """(train split, data fingerprint) of the model that scored the day: for a registered version, the data it was
-    trained on (a retraining's champion learnt from more than the prepared split); else the prepared split."""
-    model = storage.read_json(batch.scoring).get("model") or {}
+    trained on (a retraining's champion learnt from more than the prepared split), as the scoring recorded it in
+    scoring.json; else the prepared split."""
+    model = scoring.get("model") or {}
     name, version = str(model.get("name", "")), str(model.get("version", ""))
-    if cfg.tracking.enabled and version.isdigit():
+    if "training_data" in model:
+        found = model["training_data"] and (model["training_data"]["split"], model["training_data"]["fingerprint"])
+    elif cfg.tracking.enabled and version.isdigit():   # a day scored before scoring.json recorded it: ask
         from pipeline.tracking import registry
         found = registry.training_data(cfg, name, version)
-        if found is not None:
-            return found
+    else:
+        found = None
+    if found:
+        return found
+    if version.isdigit():
         log.info("%s version %s records no training data: drift is measured against the prepared train split",
                  name, version)
     return (layout.prepared(BASELINE_SPLIT),
@@ -233,12 +239,31 @@ def read_batch_table(spark: SparkSession, path: str, columns: Sequence[str]) -> 
 
 
 @dataclass(frozen=True)
-class DayMeasures:
-    images: ImageStatistics
+class ScoredFacts:
+    """What the day's scoring found, computed once by it (scoring.json)."""
     predicted: dict[int, int]     # predictions per class
     unsure: int                   # predictions below drift.low_confidence
-    model_name: str               # what scored the day, as every prediction row records it
+    model_name: str               # what scored the day
     model_version: str
+
+
+def scored_facts(spark: SparkSession, batch: BatchFiles, scoring: Mapping, low_confidence: float) -> ScoredFacts:
+    """The day's predicted classes, predictions below `low_confidence` and scoring model, as its scoring.json
+    records them; counted from the predictions only for a day scored before scoring.json held them, or for another
+    drift.low_confidence than the scoring's."""
+    recorded = scoring.get("low_confidence") or {}
+    if "predicted_counts" in scoring and recorded.get("below") == low_confidence:
+        return ScoredFacts({int(k): int(v) for k, v in scoring["predicted_counts"].items()}, int(recorded["count"]),
+                           str(scoring["model"]["name"]), str(scoring["model"]["version"]))
+    predictions = read_batch_table(spark, batch.predictions, BATCH_PREDICTIONS_SCHEMA.fieldNames())
+    return ScoredFacts(class_counts(predictions, "prediction"), low_confidence_count(predictions, low_confidence),
+                       *scoring_model(predictions))
+
+
+@dataclass(frozen=True)
+class DayMeasures:
+    images: ImageStatistics
+    scored: ScoredFacts
 
 
 def scoring_model(predictions: DataFrame) -> tuple[str, str]:
@@ -248,32 +273,30 @@ def scoring_model(predictions: DataFrame) -> tuple[str, str]:
     return (", ".join(sorted({r["model_name"] for r in rows})), ", ".join(sorted({r["model_version"] for r in rows})))
 
 
-def measure_day(spark: SparkSession, cfg: PipelineConfig, batch: BatchFiles) -> DayMeasures:
-    """The day's image statistics, predicted-class counts, unsure predictions and scoring model."""
+def measure_day(spark: SparkSession, cfg: PipelineConfig, batch: BatchFiles, scoring: Mapping) -> DayMeasures:
+    """The day's image statistics, with what its scoring found."""
     images = read_batch_table(spark, batch.images, BATCH_IMAGES_SCHEMA.fieldNames())
-    predictions = read_batch_table(spark, batch.predictions, BATCH_PREDICTIONS_SCHEMA.fieldNames())
     try:
         statistics = image_statistics(images, cfg.drift.ink_threshold)
     except PipelineError:
         raise PipelineError(f"{batch.images} holds no images: nothing to check for drift on {batch.ds}") from None
-    predicted = class_counts(predictions, "prediction")
-    if sum(predicted.values()) != statistics.images:
+    scored = scored_facts(spark, batch, scoring, cfg.drift.low_confidence)
+    if sum(scored.predicted.values()) != statistics.images:
         raise PipelineError(f"the images and predictions of {batch.ds} disagree ({statistics.images} images, "
-                            f"{sum(predicted.values())} predictions): rerun {storage.job_for(SCORING_JOB)} --ds "
-                            f"{batch.ds}")
-    return DayMeasures(statistics, predicted, low_confidence_count(predictions, cfg.drift.low_confidence),
-                       *scoring_model(predictions))
+                            f"{sum(scored.predicted.values())} predictions): rerun {storage.job_for(SCORING_JOB)} "
+                            f"--ds {batch.ds}")
+    return DayMeasures(statistics, scored)
 
 
 def drift_record(batch: BatchFiles, day: DayMeasures, baseline: Mapping, statistics: Sequence[Statistic],
                  cfg: DriftConfig) -> dict:
     """drift.json: the verdict, every statistic with its baseline, value, threshold and whether it moved."""
     line = verdict(batch.ds, statistics)
-    return {"ds": batch.ds, "model_name": day.model_name, "model_version": day.model_version,
+    return {"ds": batch.ds, "model_name": day.scored.model_name, "model_version": day.scored.model_version,
             "images": day.images.images, "flagged": line is not None, "verdict": line or f"no drift on {batch.ds}",
             "on_drift": cfg.on_drift, "statistics": [s.to_dict() for s in statistics],
             "class_shares": {"training": baseline["class_shares"],
-                             "batch": {str(k): v for k, v in shares(day.predicted).items()}},
+                             "batch": {str(k): v for k, v in shares(day.scored.predicted).items()}},
             "baseline": {"source": baseline["source"], "images": baseline["images"],
                          "ink_threshold": baseline["ink_threshold"]},
             "low_confidence": cfg.low_confidence}
@@ -282,12 +305,12 @@ def drift_record(batch: BatchFiles, day: DayMeasures, baseline: Mapping, statist
 def run_drift_check(spark: SparkSession, cfg: PipelineConfig, layout: Layout, ds: str) -> StageResult:
     """Measure day `ds`, write its drift.json, then fail (or warn) in one line if a statistic moved."""
     batch = layout.batch_files(ds)
-    scored_day(batch)   # every folder of the day from the scoring its scoring.json (published last) names
-    baseline = baseline_record(spark, cfg, *training_split(cfg, layout, batch))
+    scoring = scored_day(batch)   # every folder of the day from the scoring this scoring.json (published last) names
+    baseline = baseline_record(spark, cfg, *training_split(cfg, layout, scoring))
     # The day's reports folder is one output: scoring republishes it whole, later tasks add their files to it.
     with output_lock(batch.reports, "check_drift"):
-        day = measure_day(spark, cfg, batch)
-        statistics = compare(baseline, day.images, day.predicted, day.unsure, cfg.drift)
+        day = measure_day(spark, cfg, batch, scoring)
+        statistics = compare(baseline, day.images, day.scored.predicted, day.scored.unsure, cfg.drift)
         record = drift_record(batch, day, baseline, statistics, cfg.drift)
         storage.write_json(batch.drift, record)
     result = StageResult(False, {"drift": batch.drift}, counts={"images": day.images.images},

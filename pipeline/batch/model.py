@@ -31,6 +31,9 @@ class ScoringModel:
     version: str       # the registry's version, or file:<sha256 prefix>
     model_file: str    # a local .keras file (the registry copies its artifact to one)
     asked: str         # what the user asked for: champion, a models:/ URI or the path
+    # (train split, data fingerprint) a registered version was trained on, as training recorded them; None for a
+    # file, or a version registered without them. The drift check measures the day against this data.
+    training_data: tuple[str, str] | None = None
 
 
 def scoring_model(cfg: PipelineConfig, model: str | None) -> ScoringModel:
@@ -40,7 +43,8 @@ def scoring_model(cfg: PipelineConfig, model: str | None) -> ScoringModel:
     if model.startswith(REGISTRY_SCHEME):
         from pipeline.tracking import registry
         found = registry.resolve_model_uri(cfg, model)
-        return ScoringModel(found.name, str(found.version), found.model_file, model)
+        return ScoringModel(found.name, str(found.version), found.model_file, model,
+                            registry.training_data_in(found.tags))
     return model_file_version(model)
 
 
@@ -50,7 +54,8 @@ def _champion(cfg: PipelineConfig) -> ScoringModel:
     if found is None:
         raise PipelineError("the model registry has no champion yet: promote a model first, or pass "
                             "--model <file.keras>")
-    return ScoringModel(found.name, str(found.version), found.model_file, f"{REGISTRY_SCHEME}{found.name}@champion")
+    return ScoringModel(found.name, str(found.version), found.model_file, f"{REGISTRY_SCHEME}{found.name}@champion",
+                        registry.training_data_in(found.tags))
 
 
 def model_file_version(path: str) -> ScoringModel:

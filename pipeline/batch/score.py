@@ -32,7 +32,7 @@ from pipeline.locks import output_lock
 from pipeline.model_files import check_model_file
 from pipeline.result import StageResult
 from pipeline.schema import BATCH_PREDICTIONS_SCHEMA, NUM_CLASSES
-from pipeline.scoring import confidence, score_images, set_arrow_batch_rows
+from pipeline.scoring import CONFIDENCE_BINS, confidence, confidence_bin, score_images, set_arrow_batch_rows
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,8 @@ def publish_day(spark: SparkSession, cfg: PipelineConfig, files: BatchFiles, che
         token = day_publication.new_token()
         for folder in (images, quarantine, predictions):
             day_publication.stamp(folder, token)
-        summary = {**scoring_summary(spark.read.parquet(predictions), files, scorer, report), "publication": token}
+        summary = {**scoring_summary(spark.read.parquet(predictions), files, scorer, report,
+                                     cfg.drift.low_confidence), "publication": token}
         out = BatchReportFiles(reports)
         storage.write_json(out.validation_report, report)
         storage.write_json(out.scoring, summary)
@@ -134,17 +135,28 @@ def with_batch_prediction_columns(scored: DataFrame, scorer: ScoringModel) -> Da
                            for field in BATCH_PREDICTIONS_SCHEMA.fields])
 
 
-def scoring_summary(predictions: DataFrame, files: BatchFiles, scorer: ScoringModel, report: dict) -> dict:
-    """scoring.json: what scored the day, how many images per predicted class, and how confident it was."""
-    by_class = {int(r["prediction"]): int(r["count"]) for r in predictions.groupBy("prediction").count().collect()}
+def scoring_summary(predictions: DataFrame, files: BatchFiles, scorer: ScoringModel, report: dict,
+                    low_confidence: float) -> dict:
+    """scoring.json: what scored the day (and the data it learnt from), how many images per predicted class, and
+    how confident it was: the day's facts, computed here once for the drift check and the batch report."""
+    cells = predictions.groupBy("prediction", confidence_bin().alias("bin")).count().collect()
+    by_class, by_bin = [0] * NUM_CLASSES, [0] * CONFIDENCE_BINS
+    for cell in cells:
+        by_class[cell["prediction"]] += cell["count"]
+        by_bin[cell["bin"]] += cell["count"]
     stats = predictions.agg(F.mean("confidence").alias("mean"), F.min("confidence").alias("min"),
-                            F.percentile_approx("confidence", [0.1, 0.5], 1000).alias("quantiles")).first()
+                            F.percentile_approx("confidence", [0.1, 0.5], 1000).alias("quantiles"),
+                            F.count_if(F.col("confidence") < F.lit(low_confidence)).alias("unsure")).first()
+    training = None if scorer.training_data is None else dict(zip(("split", "fingerprint"), scorer.training_data,
+                                                                  strict=True))
     return {"ds": files.ds, "landing": files.landing, "input_kind": report["input_kind"],
             "labels_arrived": storage.exists(files.labels),
             "model": {"name": scorer.name, "version": scorer.version, "asked": scorer.asked,
-                      "model_file": scorer.model_file},
-            "count": sum(by_class.values()), "quarantined": report["quarantined"], "dropped": report["dropped"],
-            "predicted_counts": {str(k): by_class.get(k, 0) for k in range(NUM_CLASSES)},
+                      "model_file": scorer.model_file, "training_data": training},
+            "count": sum(by_class), "quarantined": report["quarantined"], "dropped": report["dropped"],
+            "predicted_counts": {str(k): by_class[k] for k in range(NUM_CLASSES)},
             "confidence": {"mean": stats["mean"], "min": stats["min"], "p10": stats["quantiles"][0],
-                           "median": stats["quantiles"][1]},
+                           "median": stats["quantiles"][1], "bins": by_bin},
+            "low_confidence": {"below": low_confidence, "count": int(stats["unsure"])},
             "outputs": {"images": files.images, "quarantine": files.quarantine, "predictions": files.predictions}}
+

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 
@@ -87,7 +88,11 @@ def training_data(cfg: PipelineConfig, name: str, version: str) -> tuple[str, st
     training recorded them on the version; None for a version registered without them."""
     store = connect(cfg)
     with store_errors(store.uri, f"reading the training data of {name} version {version}"):
-        tags = dict(_by_version(store, name, version).tags or {})
+        return training_data_in(_by_version(store, name, version).tags or {})
+
+
+def training_data_in(tags: Mapping[str, str]) -> tuple[str, str] | None:
+    """(train split, data fingerprint) recorded in a version's tags, or None."""
     if not tags.get(TRAINING_DATA_TAG) or tags.get("data_fingerprint") in (None, "None"):
         return None
     return tags[TRAINING_DATA_TAG], tags["data_fingerprint"]
