@@ -172,7 +172,8 @@ def _checked_before(digest: str) -> bool:
 def _remember_checked(digest: str) -> None:
     folder = checked_models_folder()
     try:
-        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        folder.parent.mkdir(mode=0o700, parents=True, exist_ok=True)   # private whatever the umask
+        folder.mkdir(mode=0o700, exist_ok=True)
         if _private(folder):
             (folder / digest).touch()
     except OSError as exc:  # a read-only home: the probe simply runs again next time
