@@ -143,8 +143,7 @@ def scoring_summary(predictions: DataFrame, files: BatchFiles, scorer: ScoringMo
     by_class, by_bin = [0] * NUM_CLASSES, [0] * CONFIDENCE_BINS
     for cell in cells:
         by_class[cell["prediction"]] += cell["count"]
-        if cell["bin"] is not None:   # a NaN confidence (a diverged model) has a class but no bin
-            by_bin[cell["bin"]] += cell["count"]
+        by_bin[cell["bin"]] += cell["count"]
     stats = predictions.agg(F.mean("confidence").alias("mean"), F.min("confidence").alias("min"),
                             F.percentile_approx("confidence", [0.1, 0.5], 1000).alias("quantiles"),
                             F.count_if(F.col("confidence") < F.lit(low_confidence)).alias("unsure")).first()
