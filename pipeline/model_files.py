@@ -151,13 +151,8 @@ def checked_models_folder() -> Path:
 
 
 def _tensorflow_version() -> str:
-    from importlib import metadata
-    for distribution in ("tensorflow-cpu", "tensorflow"):
-        try:
-            return metadata.version(distribution)
-        except metadata.PackageNotFoundError:
-            continue
-    return "unknown"
+    from pipeline.versions import package_version
+    return package_version("tensorflow-cpu")   # the pinned distribution (constraints.txt)
 
 
 def _checked_before(digest: str) -> bool:

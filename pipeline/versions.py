@@ -9,13 +9,15 @@ PACKAGES = ["pyspark", "tensorflow-cpu", "petastorm", "horovod", "numpy", "pyarr
 
 def package_versions() -> dict[str, str]:
     """Installed version of each package of the stack, 'not installed' where missing."""
-    versions = {"python": sys.version.split()[0]}
-    for name in PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = "not installed"
-    return versions
+    return {"python": sys.version.split()[0], **{name: package_version(name) for name in PACKAGES}}
+
+
+def package_version(name: str) -> str:
+    """The installed version of distribution `name`, or 'not installed'."""
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "not installed"
 
 
 def horovod_frameworks_line() -> str:

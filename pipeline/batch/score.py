@@ -159,4 +159,3 @@ def scoring_summary(predictions: DataFrame, files: BatchFiles, scorer: ScoringMo
                            "median": stats["quantiles"][1], "bins": by_bin},
             "low_confidence": {"below": low_confidence, "count": int(stats["unsure"])},
             "outputs": {"images": files.images, "quarantine": files.quarantine, "predictions": files.predictions}}
-
