@@ -237,18 +237,20 @@ def predict_parquet(model, parquet_path: str, out_path: str | Path, batch_size: 
             "predicted_counts": np.bincount(predicted, minlength=10).tolist()}
 
 
-def predict_image_files(model, folder: str | Path, out_path: str | Path, batch_size: int) -> dict:
-    """Open every PNG in `folder` with PIL, bring it to the MNIST convention (the same conversion the stage
-    applies: pipeline.formats.images.to_mnist, the thing being measured like the models), `model.predict` them
-    all and write the predictions as Parquet."""
-    from PIL import Image
-
-    from pipeline.formats.images import to_mnist
-    paths = sorted(str(p) for p in Path(folder).glob("*.png"))
+def predict_image_files(model, folder: str | Path, out_path: str | Path, batch_size: int,
+                        suffixes: tuple[str, ...] = (".png",)) -> dict:
+    """Open every image file in `folder` (by suffix) with PIL, bring it to the MNIST convention with the stages' own
+    conversion (pipeline.formats.images.decode_image_file, the thing being measured like the models),
+    `model.predict` them all and write the predictions (id = the file's path) as Parquet."""
+    from pipeline.config import PredictConfig
+    from pipeline.formats.images import decode_image_file
+    paths = sorted(str(p) for p in Path(folder).iterdir() if p.suffix.lower() in suffixes)
     images = []
     for path in paths:
-        with Image.open(path) as image:
-            images.append(to_mnist(image))
+        image, error = decode_image_file(path, PredictConfig().max_image_pixels)
+        if image is None:
+            raise ValueError(f"{path}: {error}")
+        images.append(image)
     x = np.stack(images).reshape(-1, 28, 28, 1)
     probabilities = model.predict(x, batch_size=batch_size, verbose=0)
     predicted = probabilities.argmax(axis=1)
@@ -263,23 +265,3 @@ def _write_predictions(out_path: str | Path, ids, predicted: np.ndarray, probabi
                      schema=PREDICTIONS)
     pq.write_table(table, str(out_path))
 
-
-# ---- a small landed day: what jobs/score_batch.py does, in one process ----
-
-def score_landed_day(model_path: str, folder: str | Path, out_path: str | Path, max_pixels: int) -> dict:
-    """Every image file of a landing folder (labels.csv aside) read and brought to the MNIST convention with the
-    job's own conversion (pipeline.formats.images.decode_image_file), the model loaded, one model.predict, the
-    predictions written as Parquet: the daily scoring job's work without its checks, partitions or Spark."""
-    from pipeline.formats.images import decode_image_file
-    paths = sorted(str(p) for p in Path(folder).iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
-    images = []
-    for path in paths:
-        image, error = decode_image_file(path, max_pixels)
-        if image is None:
-            raise ValueError(f"{path}: {error}")
-        images.append(image)
-    model = load_model(model_path)
-    probabilities = model.predict(np.stack(images).reshape(-1, 28, 28, 1), batch_size=1024, verbose=0)
-    predicted = probabilities.argmax(axis=1)
-    _write_predictions(out_path, pa.array([Path(p).name for p in paths]), predicted, probabilities)
-    return {"images": len(paths), "predicted_counts": np.bincount(predicted, minlength=10).tolist()}

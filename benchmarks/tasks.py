@@ -274,8 +274,6 @@ def predict_folder_job(root: str, profile: str, model_path: str, folder: str, ru
     JVM, imports and model check included); accuracy from labels.csv beside the files."""
     import subprocess
 
-    import pyarrow.parquet as pq
-
     from benchmarks.generate_images import read_labels
     out = Path(root) / "predictions" / f"{run_id}-folder"
     sets = [f"paths.data={root}/data", f"paths.runs={root}/runs", "spark.master=local[2]",
@@ -288,16 +286,13 @@ def predict_folder_job(root: str, profile: str, model_path: str, folder: str, ru
         done = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"jobs/predict.py failed: {done.stderr.strip().splitlines()[-1:]}")
-    table = pq.read_table(str(Path(out) / "predictions.parquet"), columns=["path", "prediction"])
-    predicted = dict(zip((p.rsplit("/", 1)[-1] for p in table.column("path").to_pylist()),
-                         table.column("prediction").to_pylist(), strict=True))
+    predicted = _digits_by_file(str(Path(out) / "predictions.parquet"), "path")
     return {**record, "images": len(predicted), "images_per_second": len(predicted) / record["seconds"],
             "accuracy": _accuracy(predicted, read_labels(Path(folder))), "log_tail": done.stderr[-2000:]}
 
 
 def predict_folder_pil(root: str, model_path: str, folder: str, batch_size: int) -> dict:
     """In one process, timed from the first import: PIL opens each file, to_mnist, model.predict, Parquet out."""
-    import pyarrow.parquet as pq
 
     from benchmarks.generate_images import read_labels
     out = Path(root) / "baseline-predict"
@@ -306,11 +301,17 @@ def predict_folder_pil(root: str, model_path: str, folder: str, batch_size: int)
     with measured(record):
         record.update(baselines.predict_image_files(baselines.load_model(model_path), folder,
                                                     out / "folder.parquet", batch_size))
-    table = pq.read_table(str(out / "folder.parquet"), columns=["id", "prediction"])
-    predicted = dict(zip((p.rsplit("/", 1)[-1] for p in table.column("id").to_pylist()),
-                         table.column("prediction").to_pylist(), strict=True))
+    predicted = _digits_by_file(str(out / "folder.parquet"), "id")
     return {**record, "images_per_second": record["images"] / record["seconds"],
             "accuracy": _accuracy(predicted, read_labels(Path(folder)))}
+
+
+def _digits_by_file(parquet: str, path_column: str) -> dict[str, int]:
+    """{file name: predicted digit} of a predictions Parquet whose `path_column` holds each file's path."""
+    import pyarrow.parquet as pq
+    table = pq.read_table(parquet, columns=[path_column, "prediction"])
+    return dict(zip((p.rsplit("/", 1)[-1] for p in table.column(path_column).to_pylist()),
+                    table.column("prediction").to_pylist(), strict=True))
 
 
 def _accuracy(predicted: dict[str, int], labels: dict[str, int]) -> float | None:
@@ -373,40 +374,28 @@ def daily_job(root: str, profile: str, ds: str, count: int, model_path: str, rep
             raise RuntimeError(f"jobs/score_batch.py failed: {done.stderr.strip().splitlines()[-1:]}")
         runs.append(record)
     later = [r["seconds"] for r in runs[1:]] or [runs[0]["seconds"]]
-    return {"runs": runs, "images": _rows(files.predictions),
+    return {"runs": runs, "images": len(_digits_by_file(files.predictions, "source_file")),
             "first_seconds": runs[0]["seconds"], "seconds": statistics.median(later), "landing": files.landing,
             "predictions": files.predictions, "log_tail": done.stderr[-2000:]}
 
 
-def _rows(parquet: str) -> int:
-    import pyarrow.parquet as pq
-    return pq.read_table(parquet, columns=["record_id"]).num_rows
-
-
 def daily_single(root: str, landing: str, model_path: str, repeats: int, job_predictions: str) -> dict:
-    """The same day in one fresh Python process (benchmarks.baselines.score_landed_day), `repeats` times, each
-    timed from the command to its exit like the job; and how many files it gave the digit the job gave."""
+    """The same day in one fresh Python process (baselines.predict_image_files over its PNG and JPEG files),
+    `repeats` times, each timed from the command to its exit like the job; and how many files it gave the digit the
+    job gave."""
     import subprocess
-
-    import pyarrow.parquet as pq
-
-    from pipeline.config import PredictConfig
     out = Path(root) / "daily" / f"single-{Path(landing).name}.parquet"
     out.parent.mkdir(parents=True, exist_ok=True)
-    script = ("import sys; from benchmarks.baselines import score_landed_day; "
-              "score_landed_day(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]))")
+    script = ("import sys; from benchmarks.baselines import load_model, predict_image_files; "
+              "predict_image_files(load_model(sys.argv[1]), sys.argv[2], sys.argv[3], 1024, (\".png\", \".jpg\"))")
     runs = []
     for _ in range(repeats):
         record: dict = {}
         with measured(record):
-            subprocess.run([sys.executable, "-c", script, model_path, landing, str(out),
-                            str(PredictConfig().max_image_pixels)], cwd=REPO, check=True, capture_output=True)
+            subprocess.run([sys.executable, "-c", script, model_path, landing, str(out)], cwd=REPO, check=True,
+                           capture_output=True)
         runs.append(record)
-    table = pq.read_table(str(out), columns=["id", "prediction"])
-    ours = dict(zip(table.column("id").to_pylist(), table.column("prediction").to_pylist(), strict=True))
-    job = pq.read_table(job_predictions, columns=["source_file", "prediction"])
-    theirs = dict(zip((p.rsplit("/", 1)[-1] for p in job.column("source_file").to_pylist()),
-                      job.column("prediction").to_pylist(), strict=True))
+    ours, theirs = _digits_by_file(str(out), "id"), _digits_by_file(job_predictions, "source_file")
     return {"runs": runs, "images": len(ours), "seconds": statistics.median(r["seconds"] for r in runs),
             "job_images": len(theirs), "same_digit_as_job": sum(theirs.get(name) == d for name, d in ours.items())}
 
