@@ -212,7 +212,8 @@ def training_split(cfg: PipelineConfig, layout: Layout, scoring: Mapping) -> tup
     model = scoring.get("model") or {}
     name, version = str(model.get("name", "")), str(model.get("version", ""))
     if "training_data" in model:
-        found = model["training_data"] and (model["training_data"]["split"], model["training_data"]["fingerprint"])
+        recorded = model["training_data"]
+        found = (recorded["split"], recorded["fingerprint"]) if recorded else None
     elif cfg.tracking.enabled and version.isdigit():   # a day scored before scoring.json recorded it: ask
         from pipeline.tracking import registry
         found = registry.training_data(cfg, name, version)
