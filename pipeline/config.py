@@ -17,6 +17,7 @@ import yaml
 
 from pipeline.errors import PipelineError
 from pipeline.fingerprint import fingerprint_of
+from pipeline.paths import is_uri, joined_to
 
 
 def _checkout() -> Path:
@@ -320,17 +321,6 @@ class PipelineConfig:
     def resolve(self, path: str) -> str:
         """A configured path joined to `paths.root`, unless it is a URI or already absolute."""
         return joined_to(self.paths.root or str(REPO_ROOT), path)
-
-
-def is_uri(path: str) -> bool:
-    return "://" in path
-
-
-def joined_to(base: str, path: str) -> str:
-    """`path` under `base` (a folder or a URI) when it is relative; a URI or an absolute path as it is."""
-    if is_uri(path) or Path(path).is_absolute():
-        return path
-    return f"{base.rstrip('/')}/{path}" if is_uri(base) else str(Path(base) / path)
 
 
 def default_paths_root(conf_file: str | Path | None) -> str:

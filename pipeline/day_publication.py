@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import uuid
 
-from pipeline import storage
+from pipeline import outputs, storage
 from pipeline.errors import PipelineError
 from pipeline.layout import PUBLICATION_MARKER, BatchFiles
 
@@ -30,7 +30,7 @@ def stamp(folder: str, token: str) -> None:
 def scored_day(files: BatchFiles) -> dict:
     """The day's scoring.json, once every table folder is checked to be of the scoring it names; otherwise one line
     saying which folder is not and what to rerun. Days scored before tokens existed have none anywhere."""
-    scoring = storage.read_stage_output(files.scoring, SCORING_JOB)
+    scoring = outputs.read_stage_output(files.scoring, SCORING_JOB)
     token = scoring.get("publication")
     for name, folder in files.scored_tables.items():
         marker = f"{folder}/{PUBLICATION_MARKER}"
@@ -39,7 +39,7 @@ def scored_day(files: BatchFiles) -> dict:
             what = (f"the {name} folder of {files.ds} ({folder}) is missing" if not storage.exists(folder) else
                     f"the {name} of {files.ds} ({folder}) are from another scoring than {files.scoring} records")
             raise PipelineError(f"{what}: a scoring was interrupted between its moves; rerun "
-                                f"{storage.job_for(SCORING_JOB)} --ds {files.ds}")
+                                f"{outputs.job_for(SCORING_JOB)} --ds {files.ds}")
     return scoring
 
 
@@ -50,4 +50,4 @@ def check_readable_day(files: BatchFiles) -> None:
         scored_day(files)
     elif storage.exists(f"{files.images}/{PUBLICATION_MARKER}"):
         raise PipelineError(f"the images of {files.ds} ({files.images}) have no {files.scoring}: a scoring was "
-                            f"interrupted between its moves; rerun {storage.job_for(SCORING_JOB)} --ds {files.ds}")
+                            f"interrupted between its moves; rerun {outputs.job_for(SCORING_JOB)} --ds {files.ds}")

@@ -30,10 +30,11 @@ from pyarrow import fs as pafs
 
 from pipeline import storage
 from pipeline.errors import RetryableError
+from pipeline.paths import absolute
 
 log = logging.getLogger(__name__)
 
-# Output folders this process holds, so `storage.publishing` knows when it may clean up after killed attempts.
+# Output folders this process holds, so `outputs.publishing` knows when it may clean up after killed attempts.
 _held: set[str] = set()
 
 
@@ -44,7 +45,7 @@ def lock_path(path: str) -> str:
 
 def holds(path: str) -> bool:
     """True when this process holds the lock of `path` or of a folder that contains it."""
-    path = _normalised(path)
+    path = absolute(path)
     return any(path == held or path.startswith(f"{held}/") for held in _held)
 
 
@@ -54,11 +55,11 @@ def output_lock(path: str, stage: str) -> Iterator[None]:
     lock_file = lock_path(path)
     record = _owner_record(stage)
     _acquire(lock_file, record)
-    _held.add(_normalised(path))
+    _held.add(absolute(path))
     try:
         yield
     finally:
-        _held.discard(_normalised(path))
+        _held.discard(absolute(path))
         _release(lock_file, record["token"])
 
 
@@ -204,8 +205,3 @@ def _busy_message(lock_file: str, holder: dict) -> str:
     return (f"{output} is locked by stage '{holder.get('stage')}' (pid {holder.get('pid')} on {holder.get('host')} "
             f"since {holder.get('since')}): wait for it to finish, or if no such process is running, "
             f"delete {lock_file}")
-
-
-def _normalised(path: str) -> str:
-    path = path.rstrip("/")
-    return path if "://" in path else os.path.abspath(path)

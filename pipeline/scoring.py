@@ -9,7 +9,6 @@ mode (pipeline.model_files): a model file must not be able to run code on the wo
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterator
 
 import numpy as np
@@ -130,7 +129,9 @@ def load_model_cached(model_path: str, tf_threads: int = 1):
 
 def _load_model(model_path: str, tf_threads: int):
     _configured_tensorflow(tf_threads)
-    return load_keras_model(_local_copy(model_path))  # a checked .keras archive, in safe mode
+    from pipeline import storage
+    with storage.local_file(model_path) as local:  # Keras loads local files only
+        return load_keras_model(local)  # a checked .keras archive, in safe mode
 
 
 def _configured_tensorflow(threads: int):
@@ -144,17 +145,6 @@ def _configured_tensorflow(threads: int):
     except RuntimeError:
         pass  # TF already initialised in this process: the first setting stands
     return tf
-
-
-def _local_copy(model_path: str) -> str:
-    """Keras loads local files only: a model on HDFS/S3 is copied to a local temp file first."""
-    if "://" not in model_path or model_path.startswith("file://"):
-        return model_path.removeprefix("file://")
-    from pipeline import storage
-    local = os.path.join(tempfile.mkdtemp(prefix="model-"), os.path.basename(model_path))
-    with open(local, "wb") as out:
-        out.write(storage.read_bytes(model_path))
-    return local
 
 
 def confidence() -> Column:

@@ -18,8 +18,8 @@ from typing import Any
 
 from pipeline.errors import PipelineError
 from pipeline.layout import SPLITS, BatchReportFiles, Layout
+from pipeline.outputs import job_for
 from pipeline.result import StageResult
-from pipeline.storage import job_for
 
 
 @dataclass(frozen=True)

@@ -1,34 +1,38 @@
-"""File I/O at the edges: JSON and text files, existence checks, atomic publication of output folders and of
-Parquet data sets.
-
-Paths are local paths or Hadoop-style URIs (file://, hdfs://, s3a://); pyarrow's filesystems serve both,
-so every stage writes through here and the same code runs on a laptop and on a cluster.
+"""The store: file I/O at the edges, for local paths and Hadoop-style URIs (file://, hdfs://, s3a://) alike.
+pyarrow's filesystems serve both, so every stage reads and writes through here and the same code runs on a laptop
+and on a cluster. pipeline.paths tells the two kinds apart; pipeline.outputs builds the publication of whole
+output folders on this module and pipeline.locks (storage <- locks <- outputs, no cycle).
 """
 from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import Any, BinaryIO
 
 from pyarrow import fs as pafs
 
 from pipeline.config import refuse_uri_password
-from pipeline.errors import PipelineError
-
-if TYPE_CHECKING:
-    from pyspark.sql import DataFrame
+from pipeline.paths import local_path
 
 log = logging.getLogger(__name__)
 
 
 def filesystem(path: str) -> tuple[pafs.FileSystem, str]:
     """The pyarrow filesystem serving `path`, and the path as that filesystem names it."""
-    if "://" not in path:
-        return pafs.LocalFileSystem(), path
-    uri = refuse_uri_password(path, "path").replace("s3a://", "s3://", 1)
+    local = local_path(path)
+    if local is not None:
+        return pafs.LocalFileSystem(), local
+    return remote_filesystem(refuse_uri_password(path, "path").replace("s3a://", "s3://", 1))
+
+
+def remote_filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
+    """The file system of a remote URI (hdfs://, s3://) and the path in it, as pyarrow resolves it."""
     return pafs.FileSystem.from_uri(uri)
 
 
@@ -69,15 +73,25 @@ def _remove_on(fs: pafs.FileSystem, p: str) -> None:
         fs.delete_file(p)
 
 
-def write_text(path: str, text: str) -> None:
-    """Write `text` to `path` atomically: readers see the old file or the whole new one."""
+@contextmanager
+def writing(path: str) -> Iterator[BinaryIO]:
+    """A stream to write the file `path` through, atomically: readers see the old file or the whole new one, and
+    a writer that fails or is killed leaves `path` as it was."""
     fs, p = filesystem(path)
-    parent = p.rsplit("/", 1)[0]
-    fs.create_dir(parent, recursive=True)
+    fs.create_dir(p.rsplit("/", 1)[0], recursive=True)
     tmp = f"{p}.tmp-{uuid.uuid4().hex[:8]}"
-    with fs.open_output_stream(tmp) as out:
-        out.write(text.encode())
-    fs.move(tmp, p)
+    try:
+        with fs.open_output_stream(tmp) as out:
+            yield out
+        fs.move(tmp, p)
+    except BaseException:
+        _remove_on(fs, tmp)
+        raise
+
+
+def write_text(path: str, text: str) -> None:
+    """Write `text` to `path` atomically."""
+    write_bytes(path, text.encode())
 
 
 def read_text(path: str) -> str:
@@ -104,33 +118,6 @@ def read_json_if_valid(path: str) -> Any | None:
         return None
 
 
-def job_for(stage: str) -> str:
-    """The job that runs stage `stage` (every registered stage has one: tests/test_run.py)."""
-    return f"jobs/{stage}.py"
-
-
-def require_stage_output(path: str, stage: str, otherwise: str | None = None) -> None:
-    """Fail in one line when `path`, written by stage `stage`, is missing: which job to run first (`otherwise`:
-    another way out, e.g. 'pass --input')."""
-    job = job_for(stage)
-    if not exists(path):
-        alternative = f", or {otherwise}" if otherwise else ""
-        raise PipelineError(f"{path} not found: run {job} first{alternative}")
-
-
-def read_stage_output(path: str, stage: str, otherwise: str | None = None) -> dict:
-    """The JSON object stage `stage` wrote at `path`; missing or damaged (cut short, not an object), one line
-    saying which job to run."""
-    require_stage_output(path, stage, otherwise)
-    try:
-        value = read_json(path)
-    except ValueError:
-        value = None
-    if not isinstance(value, dict):
-        raise PipelineError(f"{path} is damaged (not a JSON object): rerun {job_for(stage)}")
-    return value
-
-
 def read_bytes(path: str) -> bytes:
     fs, p = filesystem(path)
     with fs.open_input_stream(p) as src:
@@ -138,81 +125,24 @@ def read_bytes(path: str) -> bytes:
 
 
 def write_bytes(path: str, data: bytes) -> None:
-    fs, p = filesystem(path)
-    fs.create_dir(p.rsplit("/", 1)[0], recursive=True)
-    with fs.open_output_stream(p) as out:
+    """Write `data` to `path` atomically."""
+    with writing(path) as out:
         out.write(data)
 
 
 @contextmanager
-def publishing(final_path: str) -> Iterator[str]:
-    """Yield a temporary sibling of `final_path` to write into; on success it replaces `final_path` in one move.
-
-    On failure the temporary folder is removed, so a later stage never reads a half-written output. Under the
-    output's lock (pipeline.locks), what killed earlier attempts left beside `final_path` is cleaned up first.
-    """
-    final_path = final_path.rstrip("/")
-    if _under_lock(final_path):
-        remove_leftovers(final_path)
-    attempt = uuid.uuid4().hex[:8]
-    tmp = f"{final_path}.tmp-{attempt}"
+def local_file(path: str) -> Iterator[str]:
+    """`path` as a local file with the same base name, for the libraries that read local files only (Keras,
+    MLflow's uploads): the file itself when it is local, else a temporary copy removed afterwards."""
+    local = local_path(path)
+    if local is not None:
+        yield local
+        return
+    folder = tempfile.mkdtemp(prefix="store-copy-")
     try:
-        yield tmp
-    except BaseException:
-        remove(tmp)
-        raise
-    fs, final = filesystem(final_path)
-    _, tmp_p = filesystem(tmp)
-    if fs.get_file_info(final).type != pafs.FileType.NotFound:
-        old = f"{final}.old-{attempt}"
-        fs.move(final, old)
-        fs.move(tmp_p, final)
-        _remove_on(fs, old)
-    else:
-        fs.create_dir(final.rsplit("/", 1)[0], recursive=True)
-        fs.move(tmp_p, final)
-
-
-def write_parquet(df: DataFrame, path: str, rows_per_file: int) -> None:
-    """Publish `df` at `path` atomically, at most `rows_per_file` rows per file, hence per row group.
-
-    Petastorm shards a dataset by row group, so every Horovod rank needs several: bounding the rows per file is
-    the one setting that fixes the row-group size exactly (parquet.block.size is bytes and only approximate).
-    """
-    with publishing(path) as tmp:
-        df.write.mode("error").option("maxRecordsPerFile", rows_per_file).parquet(tmp)
-
-
-def remove_leftovers(final_path: str) -> None:
-    """Remove the `<final>.tmp-*` and `<final>.old-*` that publishes of `final_path` killed midway left behind.
-
-    Only for a caller holding the output's lock: without it, a `.tmp-*` may be another writer's live folder.
-    """
-    fs, final = filesystem(final_path.rstrip("/"))
-    parent, name = final.rsplit("/", 1)
-    siblings = fs.get_file_info(pafs.FileSelector(parent, allow_not_found=True))
-    leftovers = [i for i in siblings if i.base_name.startswith((f"{name}.tmp-", f"{name}.old-"))]
-    olds = sorted((i for i in leftovers if i.base_name.startswith(f"{name}.old-")), key=lambda i: i.mtime_ns or 0)
-    if olds and fs.get_file_info(final).type == pafs.FileType.NotFound:
-        # Killed between its two moves: the previous output (complete, it had been published) sits in .old-*
-        # and the new one never arrived. Restore the previous one rather than promote the .tmp-*, which was
-        # never published: if this attempt fails too, readers find what they had before the killed attempt.
-        restored = olds[-1]
-        fs.move(restored.path, final)
-        leftovers = [info for info in leftovers if info is not restored]
-        log.warning("%s was missing after a publish killed midway: restored it from %s", final_path,
-                    restored.base_name)
-    for info in leftovers:
-        _remove_on(fs, info.path)
-        log.info("removed %s, left beside %s by an earlier attempt that was killed", info.base_name, final_path)
-
-
-def _under_lock(path: str) -> bool:
-    from pipeline import locks  # imported here: locks is built on this module
-    return locks.holds(path)
-
-
-def is_complete(manifest_path: str, fingerprint: str) -> bool:
-    """True when a stage's manifest exists and was written for the same inputs and config (`fingerprint`)."""
-    manifest = read_json_if_valid(manifest_path)
-    return isinstance(manifest, dict) and manifest.get("fingerprint") == fingerprint
+        copy = os.path.join(folder, path.rstrip("/").rsplit("/", 1)[-1])
+        with open(copy, "wb") as out:
+            out.write(read_bytes(path))
+        yield copy
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import TypedDict
 
-from pipeline import storage
+from pipeline import outputs
 from pipeline.errors import PipelineError
 
 
@@ -71,9 +71,9 @@ class BatchValidationReport(TypedDict):
 
 def read_validation_report(path: str) -> ValidationReport:
     """The report at `path`, refused in one line when it is missing, damaged or lacks a declared key."""
-    report = storage.read_stage_output(path, "ingest")
+    report = outputs.read_stage_output(path, "ingest")
     missing = sorted(KEYS - set(report))
     if missing:
         raise PipelineError(f"validation report {path} lacks {', '.join(missing)}: it was not written by this "
-                            f"version of ingest; rerun {storage.job_for('ingest')} --force")
+                            f"version of ingest; rerun {outputs.job_for('ingest')} --force")
     return report

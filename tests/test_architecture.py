@@ -1,6 +1,7 @@
 """One stage contract, checked on the source: no stage package imports another, and no shared module imports a
 stage. What two stages share lives below them (pipeline/*.py, pipeline/formats/, pipeline/tracking/); only the main
-job runs the stages, so only it imports them.
+job runs the stages, so only it imports them. No module imports itself back through others (no import cycle), and
+only the store (pipeline.paths, pipeline.storage) tells a local path from a URI.
 
 Every import counts: at the top of a module or inside a function, absolute or relative, `import a.b` or
 `from a import b`."""
@@ -46,6 +47,10 @@ def imports(path: Path, module: str) -> Iterator[tuple[ast.stmt, str]]:
                 yield node, f"{base}.{alias.name}"
 
 
+def modules_in(root: Path) -> dict[str, Path]:
+    return {module_name(path, root): path for path in sorted(root.rglob("*.py"))}
+
+
 def stage_of(module: str) -> str | None:
     parts = module.split(".")
     return parts[1] if len(parts) > 1 and parts[0] == "pipeline" and parts[1] in STAGE_PACKAGES else None
@@ -54,8 +59,7 @@ def stage_of(module: str) -> str | None:
 def layering_violations(root: Path) -> list[str]:
     """One line per import that breaks the contract, naming the module, the line and the import."""
     found = []
-    for path in sorted(root.rglob("*.py")):
-        module = module_name(path, root)
+    for module, path in modules_in(root).items():
         if module in TOP_MODULES:
             continue
         own = stage_of(module)
@@ -129,3 +133,112 @@ def test_the_check_names_every_kind_of_import_across_the_layers(tmp_path):
         "pipeline.storage (line 2: from pipeline.predict import model_source) is shared but imports stage package "
         "pipeline.predict",
     ]
+
+
+def import_graph(root: Path) -> dict[str, set[str]]:
+    """Every module of the tree and the modules of the tree it imports, a package's own parents left out (importing
+    pipeline.a.b runs pipeline/__init__.py and pipeline/a/__init__.py first: that is no cycle)."""
+    modules = modules_in(root)
+    return {module: {imported for _, imported in imports(path, module)
+                     if imported in modules and imported != module and not module.startswith(f"{imported}.")}
+            for module, path in modules.items()}
+
+
+def import_cycles(root: Path) -> list[list[str]]:
+    """Each group of modules that import one another, round or through others (Tarjan's strongly connected
+    components), sorted; an import inside a function counts like one at the top."""
+    graph, order, low, stack, found = import_graph(root), {}, {}, [], []
+
+    def visit(module: str) -> None:
+        order[module] = low[module] = len(order)
+        stack.append(module)
+        for imported in sorted(graph[module]):
+            if imported not in order:
+                visit(imported)
+                low[module] = min(low[module], low[imported])
+            elif imported in stack:
+                low[module] = min(low[module], order[imported])
+        if low[module] == order[module]:
+            group = stack[stack.index(module):]
+            del stack[stack.index(module):]
+            if len(group) > 1:
+                found.append(sorted(group))
+
+    for module in sorted(graph):
+        if module not in order:
+            visit(module)
+    return sorted(found)
+
+
+def test_no_module_imports_itself_back_through_others():
+    assert import_cycles(REPO_ROOT / "pipeline") == []
+
+
+def test_the_cycle_check_finds_a_cycle_closed_inside_a_function(tmp_path):
+    root = tmp_path / "pipeline"
+    files = {"__init__.py": "", "storage.py": "def f():\n    from pipeline import locks\n",
+             "locks.py": "from pipeline import storage\n", "outputs.py": "from pipeline import locks, storage\n",
+             "formats/__init__.py": "from pipeline.formats import idx\n", "formats/idx.py": "import pipeline.outputs\n"}
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    assert import_cycles(root) == [["pipeline.locks", "pipeline.storage"]]
+
+
+# The store: the only modules that look at a path's scheme. Elsewhere a path is asked (paths.local_path, is_uri,
+# absolute, as_url) or handed to the store, so the local and remote cases cannot drift apart.
+STORE_MODULES = ("pipeline.paths", "pipeline.storage")
+# A file-system scheme, or the separator that every URI holds; tracking (sqlite:, http:) and registry (models:/)
+# URIs are not paths and are not looked for.
+FILE_SYSTEM_SCHEMES = ("file:", "hdfs:", "s3a:", "s3:", "s3n:", "gs:", "abfs:", "abfss:", "wasb:", "viewfs:")
+# Strings that look like a scheme and are not one: a .keras file's model version is "file:<sha256 prefix>".
+NOT_A_SCHEME = {("pipeline.batch.model", "file:")}
+
+
+def docstrings(tree: ast.AST) -> set[int]:
+    """ids of the docstring constants of a module, its classes and its functions."""
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef) and node.body:
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
+                found.add(id(first.value))
+    return found
+
+
+def scheme_branches(root: Path) -> list[str]:
+    """One line per string in code (not in a docstring or comment) outside the store that names a file-system
+    scheme or the "://" separator: the module, the line and the string."""
+    found = []
+    for module, path in modules_in(root).items():
+        if module in STORE_MODULES:
+            continue
+        tree = ast.parse(path.read_text(), str(path))
+        skip = docstrings(tree)
+        strings = sorted((node.lineno, node.col_offset, node.value) for node in ast.walk(tree)
+                         if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in skip)
+        found += [f"{module} (line {line}): {text!r}" for line, _, text in strings
+                  if (text == "://" or text.lower().startswith(FILE_SYSTEM_SCHEMES))
+                  and (module, text) not in NOT_A_SCHEME]
+    return found
+
+
+def test_only_the_store_tells_a_local_path_from_a_uri():
+    assert scheme_branches(REPO_ROOT / "pipeline") == []
+
+
+def test_the_scheme_check_finds_every_way_of_asking(tmp_path):
+    root = tmp_path / "pipeline"
+    files = {"__init__.py": "", "storage.py": 'def f(p):\n    return "://" in p\n',
+             "scoring.py": '"""Models on hdfs:// are copied."""\ndef f(p):\n    """file:// too."""\n'
+                           '    if "://" not in p or p.startswith("file://"):\n        return p\n'
+                           '    return f"file://{p}"  # s3a:// in a comment\n',
+             "tracking.py": 'STORE = "sqlite:///x"\nREGISTRY = "models:/"\nSERVER = ("http://", "https://")\n'
+                            'HDFS = "HDFS://nn/x"\n'}
+    root.mkdir()
+    for name, text in files.items():
+        (root / name).write_text(text)
+    assert scheme_branches(root) == [
+        "pipeline.scoring (line 4): '://'", "pipeline.scoring (line 4): 'file://'",
+        "pipeline.scoring (line 6): 'file://'", "pipeline.tracking (line 4): 'HDFS://nn/x'"]
+

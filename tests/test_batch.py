@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from pyspark.testing import assertDataFrameEqual, assertSchemaEqual
 
-from pipeline import storage
+from pipeline import outputs, storage
 from pipeline.batch.arrivals import simulate_day
 from pipeline.batch.model import model_file_version, scoring_model
 from pipeline.batch.score import run_batch_scoring
@@ -302,8 +302,8 @@ class Killed(BaseException):
 
 
 def stopping_after(moves: int):
-    """storage.publishing whose scoring is killed after `moves` of the day's four folders moved into place."""
-    real, done = storage.publishing, []
+    """outputs.publishing whose scoring is killed after `moves` of the day's four folders moved into place."""
+    real, done = outputs.publishing, []
 
     @contextlib.contextmanager
     def publishing(final_path: str):

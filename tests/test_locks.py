@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from pyarrow import fs as pafs
 
-from pipeline import locks, storage
+from pipeline import locks, outputs, storage
 from pipeline.errors import PipelineError
 from pipeline.locks import lock_path, output_lock
 
@@ -179,8 +179,8 @@ def test_a_publish_under_the_lock_removes_what_killed_publishes_left(tmp_path, c
     make_folder(tmp_path / "train.old-def", "killed before deleting the old copy")
     make_folder(tmp_path / "train2.tmp-abc", "another output's")
     make_folder(tmp_path / "validation.tmp-abc", "another output's")
-    with caplog.at_level(logging.INFO, logger="pipeline.storage"):
-        with output_lock(str(tmp_path), "prepare"), storage.publishing(str(final)) as tmp:
+    with caplog.at_level(logging.INFO, logger="pipeline.outputs"):
+        with output_lock(str(tmp_path), "prepare"), outputs.publishing(str(final)) as tmp:
             assert sorted(p.name for p in tmp_path.iterdir()) == ["train", "train2.tmp-abc", "validation.tmp-abc"]
             make_folder(Path(tmp), "new")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["train", "train2.tmp-abc", "validation.tmp-abc"]
@@ -192,7 +192,7 @@ def test_a_publish_killed_between_its_moves_gets_the_previous_output_back(tmp_pa
     make_folder(tmp_path / "eda.old-def", "previous")
     make_folder(tmp_path / "eda.tmp-def", "never published")
     with pytest.raises(ValueError, match="this attempt fails too"):
-        with output_lock(str(tmp_path / "eda"), "eda"), storage.publishing(str(tmp_path / "eda")):
+        with output_lock(str(tmp_path / "eda"), "eda"), outputs.publishing(str(tmp_path / "eda")):
             raise ValueError("this attempt fails too")
     assert [p.name for p in tmp_path.iterdir()] == ["eda"]
     assert (tmp_path / "eda" / "part-0").read_text() == "previous"
@@ -201,7 +201,7 @@ def test_a_publish_killed_between_its_moves_gets_the_previous_output_back(tmp_pa
 def test_a_publish_without_the_lock_leaves_siblings_alone(tmp_path):
     """Without the lock a .tmp-* may be a live writer's folder."""
     make_folder(tmp_path / "test.tmp-abc", "maybe someone's live output")
-    with storage.publishing(str(tmp_path / "test")) as tmp:
+    with outputs.publishing(str(tmp_path / "test")) as tmp:
         make_folder(Path(tmp), "new")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["test", "test.tmp-abc"]
 

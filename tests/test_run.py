@@ -99,7 +99,7 @@ def test_report_structure_table_lists_every_registered_stage(make_config):
 
 
 def test_every_stage_named_as_the_writer_of_an_output_is_registered():
-    """`storage.read_stage_output(path, "prepare")` tells the user which job to run: the name must be a stage's."""
+    """`outputs.read_stage_output(path, "prepare")` tells the user which job to run: the name must be a stage's."""
     import ast
     from pathlib import Path
 

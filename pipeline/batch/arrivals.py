@@ -9,7 +9,7 @@ noise (random grey pixels), blobs (smooth colour photographs of nothing in parti
 letters, which look like strokes but are no digits).
 
 Everything is drawn from a generator seeded by the date and the kind, so the same day gives the same bytes; the
-day's folder is written in a temporary sibling and published in one move (storage.publishing).
+day's folder is written in a temporary sibling and published in one move (outputs.publishing).
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import string
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
-from pipeline import storage
+from pipeline import outputs, storage
 from pipeline.config import PipelineConfig
 from pipeline.errors import PipelineError
 from pipeline.formats.idx import read_array
@@ -43,7 +43,7 @@ def simulate_day(cfg: PipelineConfig, files: BatchFiles, count: int, kind: str =
         raise PipelineError(f"--labels: only digits have labels, not {kind}")
     rng = np.random.default_rng(day_seed(files.ds, kind))
     arrivals = list(_digits(cfg, rng, count) if kind == "digits" else _non_digits(kind, rng, count))
-    with storage.publishing(files.landing) as tmp:
+    with outputs.publishing(files.landing) as tmp:
         storage.makedirs(tmp)
         for name, data, _ in arrivals:
             storage.write_bytes(f"{tmp}/{name}", data)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from pyspark.sql import DataFrame, SparkSession
 
-from pipeline import storage
+from pipeline import outputs, storage
 from pipeline.batch import report_figures
 from pipeline.batch.drift import read_batch_table, scored_facts
 from pipeline.config import PipelineConfig
@@ -76,14 +76,14 @@ def load_day(spark: SparkSession, cfg: PipelineConfig, batch: BatchFiles) -> Day
     predictions = read_batch_table(spark, batch.predictions, BATCH_PREDICTIONS_SCHEMA.fieldNames())
     bins = (scoring.get("confidence") or {}).get("bins") or confidence_counts(predictions)
     images = read_batch_table(spark, batch.images, ["record_id", "image"])
-    drift = storage.read_stage_output(batch.drift, DRIFT_JOB) if storage.exists(batch.drift) else None
+    drift = outputs.read_stage_output(batch.drift, DRIFT_JOB) if storage.exists(batch.drift) else None
     return DayOutputs(batch.ds, scoring, drift, facts.predicted, bins, facts.unsure,
                       least_confident(predictions, images, cfg.drift.low_confidence_examples),
                       facts.model_name, facts.model_version)
 
 
 def verdict_text(day: DayOutputs) -> str:
-    rerun = f"`{storage.job_for(DRIFT_JOB)} --ds {day.ds}`"
+    rerun = f"`{outputs.job_for(DRIFT_JOB)} --ds {day.ds}`"
     if day.drift is None:
         return f"**not checked**: no drift check for this day yet (run {rerun})"
     checked = (day.drift.get("model_version"), day.drift.get("images"))
@@ -166,7 +166,7 @@ def run_batch_report(spark: SparkSession, cfg: PipelineConfig, layout: Layout, d
         md_text = report_markdown(day, cfg, list(pngs))
         html_text = markdown_to_html(md_text, f"Batch report {day.ds}",
                                      images={BatchReportFiles.figure_link(k): png for k, png in pngs.items()})
-        with storage.publishing(batch.report_figures) as tmp:
+        with outputs.publishing(batch.report_figures) as tmp:
             for key, png in pngs.items():
                 storage.write_bytes(f"{tmp}/{BatchReportFiles.figure_name(key)}", png)
         storage.write_text(batch.report_md, md_text)

@@ -29,7 +29,7 @@ from pyspark.ml.functions import array_to_vector
 from pyspark.ml.stat import Summarizer
 from pyspark.sql import DataFrame, SparkSession
 
-from pipeline import storage
+from pipeline import outputs, storage
 from pipeline.config import DriftConfig, PipelineConfig
 from pipeline.day_publication import SCORING_JOB, scored_day
 from pipeline.errors import GateError, PipelineError
@@ -192,9 +192,9 @@ def baseline_record(spark: SparkSession, cfg: PipelineConfig, path: str, curated
     fingerprint = fingerprint_of({"curated": curated, "split": BASELINE_SPLIT, "format": BASELINE_FORMAT_VERSION,
                                   "ink_threshold": cfg.drift.ink_threshold})
     kept = drift_baseline_of(path)
-    if storage.is_complete(kept, fingerprint):
+    if outputs.is_complete(kept, fingerprint):
         return storage.read_json(kept)
-    storage.require_stage_output(path, "prepare")
+    outputs.require_stage_output(path, "prepare")
     log.info("measuring the drift baseline once from %s", path)
     train = spark.read.parquet(path)
     record = {"fingerprint": fingerprint, "split": BASELINE_SPLIT, "source": path,
@@ -225,17 +225,17 @@ def training_split(cfg: PipelineConfig, layout: Layout, scoring: Mapping) -> tup
         log.info("%s version %s records no training data: drift is measured against the prepared train split",
                  name, version)
     return (layout.prepared(BASELINE_SPLIT),
-            storage.read_stage_output(layout.prepared_manifest, "prepare").get("fingerprint"))
+            outputs.read_stage_output(layout.prepared_manifest, "prepare").get("fingerprint"))
 
 
 def read_batch_table(spark: SparkSession, path: str, columns: Sequence[str]) -> DataFrame:
     """One day's partition of a batch table, refused in one line when missing or lacking a column."""
-    storage.require_stage_output(path, SCORING_JOB)
+    outputs.require_stage_output(path, SCORING_JOB)
     df = spark.read.parquet(path)
     missing = [c for c in columns if c not in df.columns]
     if missing:
         raise PipelineError(f"{path} lacks column(s) {', '.join(missing)}: not written by "
-                            f"{storage.job_for(SCORING_JOB)}")
+                            f"{outputs.job_for(SCORING_JOB)}")
     return df.select(*columns)
 
 
@@ -284,7 +284,7 @@ def measure_day(spark: SparkSession, cfg: PipelineConfig, batch: BatchFiles, sco
     scored = scored_facts(spark, batch, scoring, cfg.drift.low_confidence)
     if sum(scored.predicted.values()) != statistics.images:
         raise PipelineError(f"the images and predictions of {batch.ds} disagree ({statistics.images} images, "
-                            f"{sum(scored.predicted.values())} predictions): rerun {storage.job_for(SCORING_JOB)} "
+                            f"{sum(scored.predicted.values())} predictions): rerun {outputs.job_for(SCORING_JOB)} "
                             f"--ds {batch.ds}")
     return DayMeasures(statistics, scored)
 

@@ -58,35 +58,28 @@ def read_landing(spark: SparkSession, cfg: PipelineConfig, files: BatchFiles) ->
         raise PipelineError(f"{folder}: no landing folder for {files.ds} (nothing arrived that day, or the landing "
                             f"path paths.landing is wrong)")
     listing = list_folder(folder)
-    prefix = _listed_prefix(folder)
-    names = [path[len(prefix):] for path, _ in listing.files if path[len(prefix):] != LABELS_FILE]
+    names = [listing.relative(path) for path, _ in listing.files if listing.relative(path) != LABELS_FILE]
     if not names and not listing.refused:
         raise PipelineError(f"{folder}: the landing folder is empty (no image files, no IDX, CSV or npz file)")
     if names and not any(name.lower().endswith(IMAGE_EXTENSIONS) for name in names):
         return read_raw_file(spark, cfg, folder, names)
-    return read_image_files(spark, cfg, listing, prefix)
+    return read_image_files(spark, cfg, listing)
 
 
-def _listed_prefix(folder: str) -> str:
-    """What list_folder puts before a file's path relative to `folder`."""
-    local = "://" not in folder or folder.startswith("file://")
-    return f"{folder.removeprefix('file://').rstrip('/')}/" if local else f"{folder.rstrip('/')}/"
-
-
-def read_image_files(spark: SparkSession, cfg: PipelineConfig, listing: FolderListing, prefix: str) -> Arrivals:
+def read_image_files(spark: SparkSession, cfg: PipelineConfig, listing: FolderListing) -> Arrivals:
     """Every visible file but labels.csv is a record: decoded as predict decodes images, or quarantined with the
     reason (unreadable, too large, a link leading outside, not an image at all)."""
     for link, same in listing.duplicates:
         log.info("%s is a link to %s: that file is scored once, under its own name", link, same)
     images = [(path, real) for path, real in listing.files if path.lower().endswith(IMAGE_EXTENSIONS)]
     others = [(path, NOT_AN_IMAGE) for path, _ in listing.files
-              if not path.lower().endswith(IMAGE_EXTENSIONS) and path[len(prefix):] != LABELS_FILE]
+              if not path.lower().endswith(IMAGE_EXTENSIONS) and listing.relative(path) != LABELS_FILE]
     set_arrow_batch_rows(spark, cfg.predict.image_decode_batch_size)
     decoded = decode_image_files(spark.createDataFrame(images, "path string, source string"),
                                  cfg.predict.max_image_pixels).cache()
     refused = spark.createDataFrame(listing.refused + others, "path string, error string").withColumn(
         "image", F.lit(None).cast(ARRIVALS_SCHEMA["image"].dataType))
-    relative = F.substring(F.col("path"), len(prefix) + 1, 1 << 30)
+    relative = F.substring(F.col("path"), len(listing.prefix) + 1, 1 << 30)
     arrivals = (decoded.unionByName(refused)
                 .select(relative.alias("record_id"), relative.alias("source_file"), "image",
                         F.col("error").alias("reason")))

@@ -19,6 +19,7 @@ from pipeline.config import PipelineConfig
 from pipeline.errors import PipelineError
 from pipeline.layout import MODEL_FILE
 from pipeline.model_files import KERAS_SUFFIX
+from pipeline.paths import absolute
 
 REGISTRY_SCHEME = "models:/"
 FILE_VERSION_PREFIX = "file:"
@@ -60,7 +61,7 @@ def _champion(cfg: PipelineConfig) -> ScoringModel:
 
 def model_file_version(path: str) -> ScoringModel:
     """A .keras file named by its path, versioned by its bytes."""
-    path = (path if "://" in path else os.path.abspath(path)).rstrip("/")
+    path = absolute(path)
     if not path.endswith(KERAS_SUFFIX) or not storage.exists(path) or storage.is_dir(path):
         raise PipelineError(f"--model {path}: expected a .keras file or a models:/<name>@<alias> URI")
     digest = hashlib.sha256(storage.read_bytes(path)).hexdigest()[:FILE_VERSION_DIGITS]

@@ -20,7 +20,7 @@ from pyspark import StorageLevel
 from pyspark.errors import PySparkException
 from pyspark.sql import DataFrame, SparkSession
 
-from pipeline import day_publication, storage
+from pipeline import day_publication, outputs, storage
 from pipeline.batch import checks
 from pipeline.batch.landing import Arrivals, read_landing
 from pipeline.batch.model import ScoringModel, scoring_model
@@ -93,7 +93,7 @@ def publish_day(spark: SparkSession, cfg: PipelineConfig, files: BatchFiles, che
     rows = cfg.data.row_group_rows
     with ExitStack() as stack:
         reports, images, quarantine, predictions = (
-            stack.enter_context(storage.publishing(folder))
+            stack.enter_context(outputs.publishing(folder))
             for folder in (files.reports, files.images, files.quarantine, files.predictions))
         checks.valid_images(checked).write.mode("error").option("maxRecordsPerFile", rows).parquet(images)
         checks.quarantined_records(checked).write.mode("error").option("maxRecordsPerFile", rows).parquet(quarantine)

@@ -12,7 +12,7 @@ import time
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 
-from pipeline import record_checks, storage
+from pipeline import outputs, record_checks, storage
 from pipeline.config import PipelineConfig
 from pipeline.data import source_checks
 from pipeline.errors import PipelineError
@@ -45,7 +45,7 @@ def _ingest_locked(spark: SparkSession, cfg: PipelineConfig, layout: Layout, for
     verified = source_checks.verify_checksums(layout.input_dir, names, data, sources, scans)
     checksums = {s.name: scanned["sha256"] for s, scanned in zip(sources, scans, strict=True)}
     fingerprint = ingest_fingerprint(cfg, checksums)
-    if not force and storage.is_complete(layout.raw_manifest, fingerprint):
+    if not force and outputs.is_complete(layout.raw_manifest, fingerprint):
         log.info("ingest: skipped, %s is already complete for these inputs and config (--force redoes it)",
                  layout.raw)
         return _result(storage.read_json(layout.raw_manifest), layout, skipped=True)
@@ -93,12 +93,12 @@ def _validate_and_publish(parsed: DataFrame, cfg: PipelineConfig, layout: Layout
         for line in record_checks.warning_lines(report):
             log.warning(line)
         # The quarantine and the report are written even when ingest fails: they are what a user inspects.
-        storage.write_parquet(_quarantine(checked, report), layout.quarantine, cfg.data.row_group_rows)
+        outputs.write_parquet(_quarantine(checked, report), layout.quarantine, cfg.data.row_group_rows)
         storage.write_json(layout.validation_report, report)
         if report["error"]:
             storage.remove(layout.raw)
             raise PipelineError(f"{report['error']}; see {layout.validation_report}")
-        storage.write_parquet(record_checks.valid_records(checked), layout.raw, cfg.data.row_group_rows)
+        outputs.write_parquet(record_checks.valid_records(checked), layout.raw, cfg.data.row_group_rows)
     finally:
         copies.unpersist()
     return report

@@ -21,7 +21,7 @@ from pyspark import TaskContext
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.pandas.types import to_arrow_schema
 
-from pipeline import storage
+from pipeline import outputs, storage
 from pipeline.config import PipelineConfig
 from pipeline.data.split import RAW_CHANGED, plan_ranges, split_bounds, with_split
 from pipeline.errors import PipelineError
@@ -40,10 +40,10 @@ WRITTEN_SCHEMA = "split string, label int, count long, file string"   # one row 
 def run_prepare(spark: SparkSession, cfg: PipelineConfig, layout: Layout, force: bool = False) -> StageResult:
     """Write layout.curated(split) for every split and layout.curated_manifest; skip when already complete."""
     started = time.monotonic()
-    raw_manifest = storage.read_stage_output(layout.raw_manifest, "ingest")  # published last: the raw table is whole
+    raw_manifest = outputs.read_stage_output(layout.raw_manifest, "ingest")  # published last: the raw table is whole
     fingerprint = prepare_fingerprint(raw_manifest["fingerprint"], cfg.section_hash("data", "prepare"))
     with output_lock(layout.curated_root, "prepare"):
-        if not force and storage.is_complete(layout.curated_manifest, fingerprint):
+        if not force and outputs.is_complete(layout.curated_manifest, fingerprint):
             log.info("prepare: skipped, %s is already complete for this raw table and config (--force redoes it)",
                      layout.curated_root)
             return _result(storage.read_json(layout.curated_manifest), layout, skipped=True)
@@ -62,7 +62,7 @@ def write_curated_splits(spark: SparkSession, cfg: PipelineConfig, layout: Layou
     kept = (raw.transform(with_split, split_bounds(raw, ranges, cfg.prepare.seed), cfg.prepare.seed)
             .filter(F.col("split").isNotNull()))
     with ExitStack() as publishes:          # any failure removes every split's temporary folder
-        folders = {split: publishes.enter_context(storage.publishing(layout.curated(split))) for split in SPLITS}
+        folders = {split: publishes.enter_context(outputs.publishing(layout.curated(split))) for split in SPLITS}
         log.info("prepare: writing %s", ", ".join(SPLITS))
         written = write_splits(kept, folders, cfg.data.row_group_rows)
         label_counts = _label_counts(written, ranges)

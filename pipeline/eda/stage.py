@@ -15,7 +15,7 @@ from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
 
-from pipeline import storage
+from pipeline import outputs, storage
 from pipeline.config import PipelineConfig
 from pipeline.eda import aggregates, figures
 from pipeline.errors import PipelineError
@@ -38,10 +38,10 @@ FIGURES = ("sample_grid", "label_distribution", "mean_images", "pixel_histogram"
 
 def run_eda(spark: SparkSession, cfg: PipelineConfig, layout: Layout, force: bool = False) -> StageResult:
     """Describe the curated data under `layout.eda`; skip when it is already there for the same inputs and config."""
-    curated_manifest = storage.read_stage_output(layout.curated_manifest, "prepare")
+    curated_manifest = outputs.read_stage_output(layout.curated_manifest, "prepare")
     fingerprint = eda_fingerprint(curated_manifest, cfg)
     with output_lock(layout.eda, "eda"):
-        if not force and storage.is_complete(layout.eda_files.manifest, fingerprint):
+        if not force and outputs.is_complete(layout.eda_files.manifest, fingerprint):
             log.info("EDA already complete at %s (fingerprint %s): skipping; --force redoes it", layout.eda,
                      fingerprint)
             return headline(storage.read_json(layout.eda_files.summary), layout, skipped=True)
@@ -65,7 +65,7 @@ def eda_fingerprint(curated_manifest: dict, cfg: PipelineConfig) -> str:
 
 def read_curated(spark: SparkSession, path: str, split: str) -> DataFrame:
     """One curated split as (record_id, image, label), failing in one line when it is missing or malformed."""
-    storage.require_stage_output(path, "prepare")
+    outputs.require_stage_output(path, "prepare")
     df = spark.read.parquet(path)
     missing = [name for name in CURATED_SCHEMA.fieldNames() if name not in df.columns]
     if missing:
@@ -203,7 +203,7 @@ def _read_validation_report(layout: Layout) -> ValidationReport | None:
 
 def _publish(path: str, results: dict, summary: dict, cfg: PipelineConfig, fingerprint: str) -> None:
     """Write tables, figures, summary and (last) manifest into a temp folder moved into place at once."""
-    with storage.publishing(path) as tmp_dir:
+    with outputs.publishing(path) as tmp_dir:
         tmp = EdaFiles(tmp_dir)
         for name, text in tables(results).items():
             storage.write_text(tmp.table(name), text)

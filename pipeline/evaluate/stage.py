@@ -12,7 +12,7 @@ import logging
 import pyspark.sql.functions as F
 from pyspark.sql import DataFrame, SparkSession
 
-from pipeline import storage
+from pipeline import outputs, storage
 from pipeline.config import PipelineConfig
 from pipeline.errors import GateError, PipelineError
 from pipeline.evaluate import figures
@@ -35,14 +35,14 @@ def run_evaluation(spark: SparkSession, cfg: PipelineConfig, layout: Layout, for
     with output_lock(layout.evaluation, "evaluate"):
         manifest_path = layout.evaluation_files.manifest
         fingerprint = evaluation_fingerprint(cfg, layout, models)
-        if not force and storage.is_complete(manifest_path, fingerprint):
+        if not force and outputs.is_complete(manifest_path, fingerprint):
             log.info("evaluation already complete for these models and test set (%s): skipped", layout.evaluation)
             summary = with_registry(spark, cfg, layout, storage.read_json(manifest_path)["summary"], fingerprint)
             return gated(summary, cfg, layout, skipped=True)
         # One line on the driver, instead of a traceback from every Spark task.
         check_model_files([layout.model_file(name) for name in models])
         test_df = read_test_set(spark, layout)
-        with storage.publishing(layout.evaluation) as tmp:
+        with outputs.publishing(layout.evaluation) as tmp:
             out = EvaluationFiles(tmp)
             results = [evaluate_model(spark, cfg, test_df, name, layout, out) for name in models]
             summary = write_comparison(results, layout, out)
@@ -81,7 +81,7 @@ def find_trained_models(cfg: PipelineConfig, layout: Layout) -> list[str]:
             log.warning("%s: no model.keras and history.json under %s: not evaluated", name, layout.model_dir(name))
     if not found:
         raise PipelineError(f"no trained model under {layout.training} (looked for "
-                            f"{', '.join(cfg.train.models)}): run {storage.job_for('train')} first")
+                            f"{', '.join(cfg.train.models)}): run {outputs.job_for('train')} first")
     return found
 
 
@@ -104,7 +104,7 @@ def _sha256(path: str) -> str:
 
 def read_test_set(spark: SparkSession, layout: Layout) -> DataFrame:
     path = layout.curated("test")
-    storage.require_stage_output(path, "prepare")
+    outputs.require_stage_output(path, "prepare")
     return spark.read.parquet(path).select("record_id", "image", "label")
 
 
@@ -112,7 +112,7 @@ def evaluate_model(spark: SparkSession, cfg: PipelineConfig, test_df: DataFrame,
                    out: EvaluationFiles) -> dict:
     """Score the test set with one model; write its metrics and figures into `out`; return its figures."""
     log.info("%s: scoring the test set", name)
-    history = storage.read_stage_output(layout.history(name), "train")
+    history = outputs.read_stage_output(layout.history(name), "train")
     model_path = layout.model_file(name)
     set_arrow_batch_rows(spark, cfg.predict.batch_size)
     scored = score_images(test_df, model_path, cfg.predict.batch_size,

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pyarrow import fs as pafs
 
 from pipeline import storage
+from pipeline.paths import local_path
 
 OUTSIDE = "resolves outside the input folder"
 _LINK_ERRORS = {errno.ELOOP: "symbolic link loop", errno.ENOENT: "broken symbolic link (its target does not exist)"}
@@ -26,13 +27,19 @@ class FolderListing:
     files: list[tuple[str, str]] = field(default_factory=list)    # (path as listed, real path to read)
     refused: list[tuple[str, str]] = field(default_factory=list)  # (path as listed, reason)
     duplicates: list[tuple[str, str]] = field(default_factory=list)  # (link, the listed path it duplicates)
+    prefix: str = ""  # what every listed path holds before its part relative to the folder
+
+    def relative(self, path: str) -> str:
+        """A listed path relative to the listed folder."""
+        return path.removeprefix(self.prefix)
 
 
 def list_folder(folder: str, suffixes: tuple[str, ...] = ("",)) -> FolderListing:
     """Visible files under `folder` (a local path or a URI) whose names end with one of `suffixes` (any case),
     sorted by path; a link to a folder outside is refused whatever its name (it may hold such files)."""
-    local = "://" not in folder or folder.startswith("file://")
-    listing = _walk_local(folder, suffixes) if local else _walk_remote(folder, suffixes)
+    local = local_path(folder)
+    listing = _walk_local(local, suffixes) if local is not None else _walk_remote(folder, suffixes)
+    listing.prefix = f"{(folder if local is None else local).rstrip('/')}/"
     listing.files.sort()
     listing.refused.sort()
     return listing
@@ -61,7 +68,7 @@ def _walk_remote(folder: str, suffixes: tuple[str, ...]) -> FolderListing:
 
 def _walk_local(folder: str, suffixes: tuple[str, ...]) -> FolderListing:
     """Walk real folders only; resolve each link once (never descending into one, so nothing loops)."""
-    root = folder.removeprefix("file://")
+    root = folder
     real_root = os.path.realpath(root)
     listing, links, pending = FolderListing(), [], [root]
     while pending:

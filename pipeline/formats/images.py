@@ -134,10 +134,12 @@ def decode_image_bytes(data: bytes, max_pixels: int) -> tuple[np.ndarray | None,
 
 
 def _open_file(path: str):
-    if "://" not in path or path.startswith("file://"):
-        # The driver resolved links when it listed the folder: a file swapped for a link since then is not followed.
-        return os.fdopen(os.open(path.removeprefix("file://"), os.O_RDONLY | os.O_NOFOLLOW), "rb")
     from pipeline import storage
+    from pipeline.paths import local_path
+    local = local_path(path)
+    if local is not None:
+        # The driver resolved links when it listed the folder: a file swapped for a link since then is not followed.
+        return os.fdopen(os.open(local, os.O_RDONLY | os.O_NOFOLLOW), "rb")
     fs, p = storage.filesystem(path)
     return fs.open_input_file(p)
 

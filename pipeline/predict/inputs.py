@@ -13,13 +13,14 @@ from dataclasses import dataclass
 import pyspark.sql.functions as F
 from pyspark.sql import DataFrame, SparkSession
 
-from pipeline import storage
+from pipeline import outputs, storage
 from pipeline.config import PipelineConfig
 from pipeline.errors import PipelineError
 from pipeline.formats import readers, records
 from pipeline.formats.image_files import FolderListing, list_folder
 from pipeline.formats.images import IMAGE_EXTENSIONS
 from pipeline.layout import Layout
+from pipeline.paths import absolute
 from pipeline.schema import IMAGE_PIXELS, IMAGE_SHAPE, NORMALISATION, NUM_CLASSES, normalise_images
 
 log = logging.getLogger(__name__)
@@ -37,8 +38,7 @@ def resolve_input(layout: Layout, input_path: str | None) -> PredictionInput:
     """Classify `input_path` (default: the curated test set) by what it holds."""
     if input_path is None:
         return PredictionInput("curated", layout.curated("test"), "test", "record_id")
-    path = input_path if "://" in input_path else os.path.abspath(input_path)
-    path = path.rstrip("/")
+    path = absolute(input_path)
     if not storage.exists(path):
         raise PipelineError(f"input {input_path} does not exist")
     name = os.path.basename(path).split(".")[0] or "input"
@@ -67,7 +67,7 @@ class LoadedInput:
 def load_input(spark: SparkSession, cfg: PipelineConfig, layout: Layout, source: PredictionInput) -> LoadedInput:
     """The input as a DataFrame of images, and for image files, the ones that cannot be scored."""
     if source.kind in ("curated", "parquet"):
-        storage.require_stage_output(source.path, "prepare", otherwise="pass --input")
+        outputs.require_stage_output(source.path, "prepare", otherwise="pass --input")
         return LoadedInput(read_curated_parquet(spark, source.path), {})
     if source.kind == "images":
         return list_image_files(spark, source.path)

@@ -5,14 +5,14 @@ Only .keras files are accepted (see pipeline.model_files): HDF5 files and SavedM
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
-from pipeline import storage
+from pipeline import outputs, storage
 from pipeline.config import PipelineConfig
 from pipeline.errors import PipelineError
 from pipeline.layout import MODEL_FILE, Layout, model_file_in
 from pipeline.model_files import KERAS_SUFFIX, LEGACY_SUFFIXES, legacy_format_refusal
+from pipeline.paths import absolute
 
 MODEL_SUFFIXES = (KERAS_SUFFIX, *LEGACY_SUFFIXES)  # legacy ones are recognised as paths, to be refused by name
 REGISTRY_PREFIX = "models:/"
@@ -42,26 +42,24 @@ def resolve_model(layout: Layout, model: str) -> tuple[str, str]:
     if _looks_like_path(model):
         return model_at_path(model)
     path = layout.model_file(model)
-    storage.require_stage_output(path, "train", otherwise="pass --model <path to a .keras file>")
+    outputs.require_stage_output(path, "train", otherwise="pass --model <path to a .keras file>")
     return model, path
 
 
 def best_model(layout: Layout) -> tuple[str, str]:
     record_path = layout.evaluation_files.best_model
-    record = storage.read_stage_output(record_path, "evaluate", otherwise="pass --model <name or path>")
+    record = outputs.read_stage_output(record_path, "evaluate", otherwise="pass --model <name or path>")
     if not storage.exists(record["model_path"]):
         raise PipelineError(f"best model {record['model']} recorded in {record_path} is missing at "
-                            f"{record['model_path']}: rerun {storage.job_for('train')} and "
-                            f"{storage.job_for('evaluate')}")
+                            f"{record['model_path']}: rerun {outputs.job_for('train')} and "
+                            f"{outputs.job_for('evaluate')}")
     return record["model"], record["model_path"]
 
 
 def model_at_path(path: str) -> tuple[str, str]:
     """A .keras file, or a folder holding model.keras (a training output folder); HDF5 files and SavedModel
     folders are refused with the way to convert them."""
-    if "://" not in path:
-        path = os.path.abspath(path)  # Python workers may not share the driver's working directory
-    path = path.rstrip("/")
+    path = absolute(path)  # Python workers may not share the driver's working directory
     if path.endswith(LEGACY_SUFFIXES) and storage.exists(path):
         raise legacy_format_refusal(path, "HDF5 model files (.h5, .hdf5)")
     if path.endswith(KERAS_SUFFIX) and storage.exists(path) and not storage.exists(f"{path}/saved_model.pb"):

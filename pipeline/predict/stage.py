@@ -10,19 +10,19 @@ the output folder, see unreadable.py). An image folder's predictions are also pr
 from __future__ import annotations
 
 import logging
-import os
 
 import pyspark.sql.functions as F
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.types import FloatType, StringType
 
-from pipeline import storage
+from pipeline import outputs, storage
 from pipeline.config import PipelineConfig
 from pipeline.errors import PipelineError
 from pipeline.layout import Layout, PredictionFiles
 from pipeline.locks import output_lock
 from pipeline.metrics import accuracy, confusion_matrix_csv, confusion_matrix_from_counts
 from pipeline.model_files import check_model_file
+from pipeline.paths import absolute, within
 from pipeline.predict.inputs import LoadedInput, PredictionInput, load_input, require_readable_images, resolve_input
 from pipeline.predict.model_source import ModelChoice, choose_model
 from pipeline.predict.unreadable import enforce_policy, write_list
@@ -89,7 +89,7 @@ def publish(spark: SparkSession, layout: Layout, scored: DataFrame, notes: dict,
     """Write the predictions, their summary, the unreadable list and the manifest in one move."""
     labelled = "label" in scored.columns
     predictions = with_prediction_columns(scored, source.id_column, labelled, model, layout.run_id)
-    with storage.publishing(out.root) as tmp_dir:
+    with outputs.publishing(out.root) as tmp_dir:
         tmp = PredictionFiles(tmp_dir)
         predictions.write.parquet(tmp.predictions)
         # Aggregates come from the written Parquet, so the model scores every row exactly once.
@@ -149,7 +149,7 @@ def readable_files(scored_files: DataFrame) -> DataFrame:
 def output_folder(layout: Layout, input_name: str, output: str | None) -> str:
     if output is None:
         return layout.prediction_dir(input_name)
-    return output if "://" in output else os.path.abspath(output)
+    return absolute(output)
 
 
 def with_prediction_columns(scored: DataFrame, id_column: str, labelled: bool, model: ModelChoice,
@@ -181,8 +181,7 @@ def summarise(predictions: DataFrame, out: PredictionFiles, labelled: bool, num_
 def prediction_table(predictions: DataFrame, folder: str, max_rows: int, total: int) -> str:
     """A short text table 'file -> label (confidence)' of the first `max_rows` files by path (of `total`)."""
     rows = predictions.select("path", "prediction", "confidence").orderBy("path").limit(max_rows).collect()
-    prefix = folder.rstrip("/") + "/"
-    names = [_relative(r["path"], prefix) for r in rows]
+    names = [within(r["path"], folder) for r in rows]
     width = max([len("file"), *map(len, names)])
     lines = [f"{'file':<{width}}  label  confidence"]
     lines += [f"{name:<{width}}  {r['prediction']:>5}  {r['confidence']:>10.3f}"
@@ -190,10 +189,4 @@ def prediction_table(predictions: DataFrame, folder: str, max_rows: int, total: 
     if total > len(rows):
         lines.append(f"... {total - len(rows)} more in predictions.parquet")
     return "\n".join(lines)
-
-
-def _relative(path: str, prefix: str) -> str:
-    path = path.removeprefix("file:")
-    index = path.find(prefix.removeprefix("file:"))
-    return path[index + len(prefix.removeprefix("file:")):] if index >= 0 else os.path.basename(path)
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import io
 import logging
-import uuid
 
 from pyspark.sql import DataFrame
 
@@ -36,24 +35,15 @@ def enforce_policy(unreadable: DataFrame, input_path: str, skip: bool, list_path
 def write_list(unreadable: DataFrame, path: str) -> tuple[str, str]:
     """Write (path, reason) rows sorted by path as CSV at `path`, atomically, logging the first LOGGED_FILES;
     return the first row."""
-    fs, target = storage.filesystem(path)
-    fs.create_dir(target.rsplit("/", 1)[0], recursive=True)
-    tmp_path = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp = storage.filesystem(tmp_path)[1]
     first, count = None, 0
-    try:
-        with fs.open_output_stream(tmp) as out:
-            out.write(_csv_row("path", "reason"))
-            for row in unreadable.select("path", "reason").orderBy("path").toLocalIterator():
-                out.write(_csv_row(row["path"], row["reason"]))
-                first = first or (row["path"], row["reason"])
-                count += 1
-                if count <= LOGGED_FILES:
-                    log.warning("unreadable image %s: %s", row["path"], row["reason"])
-        fs.move(tmp, target)
-    except BaseException:
-        storage.remove(tmp_path)
-        raise
+    with storage.writing(path) as out:
+        out.write(_csv_row("path", "reason"))
+        for row in unreadable.select("path", "reason").orderBy("path").toLocalIterator():
+            out.write(_csv_row(row["path"], row["reason"]))
+            first = first or (row["path"], row["reason"])
+            count += 1
+            if count <= LOGGED_FILES:
+                log.warning("unreadable image %s: %s", row["path"], row["reason"])
     if count > LOGGED_FILES:
         log.warning("... and %d more unreadable image(s), all listed in %s", count - LOGGED_FILES, path)
     return first or ("", "")

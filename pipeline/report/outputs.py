@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from pipeline import storage
+from pipeline import outputs, storage
 from pipeline.config import PipelineConfig
 from pipeline.layout import Layout
 from pipeline.validation_report import read_validation_report
@@ -37,18 +37,18 @@ def load_run_outputs(cfg: PipelineConfig, layout: Layout) -> RunOutputs:
                   f"{model}_confusion": (evaluation.confusion_matrix_png(model), "evaluate"),
                   f"{model}_misclassified": (evaluation.misclassified_png(model), "evaluate")}
     for path, stage in drawn.values():
-        storage.require_stage_output(path, stage)
+        outputs.require_stage_output(path, stage)
     prediction_metrics = layout.prediction_files("test").metrics  # predict's default input: the test split
     return RunOutputs(
-        raw_manifest=storage.read_stage_output(layout.raw_manifest, "ingest"),
+        raw_manifest=outputs.read_stage_output(layout.raw_manifest, "ingest"),
         validation=read_validation_report(layout.validation_report),
-        curated_manifest=storage.read_stage_output(layout.curated_manifest, "prepare"),
-        eda=storage.read_stage_output(eda.summary, "eda"),
-        histories={m: storage.read_stage_output(layout.history(m), "train") for m in models},
-        metrics={m: storage.read_stage_output(evaluation.metrics(m), "evaluate") for m in models},
-        comparison=storage.read_stage_output(evaluation.comparison, "evaluate"),
-        best=storage.read_stage_output(evaluation.best_model, "evaluate"),
-        predictions=storage.read_stage_output(prediction_metrics, "predict"),
+        curated_manifest=outputs.read_stage_output(layout.curated_manifest, "prepare"),
+        eda=outputs.read_stage_output(eda.summary, "eda"),
+        histories={m: outputs.read_stage_output(layout.history(m), "train") for m in models},
+        metrics={m: outputs.read_stage_output(evaluation.metrics(m), "evaluate") for m in models},
+        comparison=outputs.read_stage_output(evaluation.comparison, "evaluate"),
+        best=outputs.read_stage_output(evaluation.best_model, "evaluate"),
+        predictions=outputs.read_stage_output(prediction_metrics, "predict"),
         run_manifest=storage.read_json(layout.run_manifest) if storage.exists(layout.run_manifest) else {},
         figures={key: path for key, (path, _) in drawn.items()},
         tracking=_optional(layout.tracking_record) if cfg.tracking.enabled else {},

@@ -17,7 +17,7 @@ import pyspark.sql.functions as F
 from pyarrow import fs as pafs
 from pyspark.sql import DataFrame, SparkSession
 
-from pipeline import storage
+from pipeline import outputs, storage
 from pipeline.config import PipelineConfig, RetrainConfig
 from pipeline.day_publication import check_readable_day
 from pipeline.errors import PipelineError
@@ -122,19 +122,19 @@ def assemble_training_set(spark: SparkSession, cfg: PipelineConfig, layout: Layo
     """Write the training set of `ds` (layout: a retraining layout) unless it is complete for the same inputs;
     returns its manifest and whether it was skipped."""
     files = RetrainingFiles(layout.retraining_root)
-    prepared = storage.read_stage_output(layout.prepared_manifest, "prepare")
+    prepared = outputs.read_stage_output(layout.prepared_manifest, "prepare")
     train_days = days.for_training(cfg.retrain)
     batches = {day: labelled_batch(spark, layout, day) for day in train_days}
     summaries = {day: content_summary(df) for day, df in batches.items()}
     fingerprint = fingerprint_of({"prepared": prepared["fingerprint"], "batches": summaries})
-    if not force and storage.is_complete(files.manifest, fingerprint):
+    if not force and outputs.is_complete(files.manifest, fingerprint):
         log.info("retraining data for %s already complete (%s): kept", ds, files.root)
         return storage.read_json(files.manifest), True
     storage.remove(files.manifest)  # published last: nothing trusts the table while it is rewritten
     curated_columns = [c for c in TRAINING_SET_SCHEMA.fieldNames() if c != "origin"]
     original = (spark.read.parquet(layout.prepared("train"))
                 .select(*curated_columns, F.lit(ORIGIN_MNIST).alias("origin")))
-    storage.write_parquet(reduce(DataFrame.unionByName, [original, *batches.values()]), files.train,
+    outputs.write_parquet(reduce(DataFrame.unionByName, [original, *batches.values()]), files.train,
                           cfg.data.row_group_rows)
     manifest = training_set_manifest(prepared, fingerprint, summaries, days, train_days)
     storage.write_json(files.manifest, manifest)

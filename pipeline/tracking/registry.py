@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 
-from pipeline import storage
+from pipeline import outputs, storage
 from pipeline.config import PipelineConfig
 from pipeline.errors import PipelineError
 from pipeline.layout import MODEL_FILE, Layout, model_file_in
@@ -173,7 +173,7 @@ def _download(name: str, version: str, cache: str) -> None:
         if not os.path.isfile(keras_file):
             raise PipelineError(f"registered model '{name}' version {version} holds no {MODEL_PATH_IN_VERSION}: "
                                 f"only versions logged by this pipeline (a checked {MODEL_FILE}) are loaded")
-        with open(keras_file, "rb") as src, storage.publishing(cache) as target:
+        with open(keras_file, "rb") as src, outputs.publishing(cache) as target:
             storage.write_bytes(model_file_in(target), src.read())
 
 

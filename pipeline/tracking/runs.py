@@ -13,12 +13,8 @@ import hashlib
 import json
 import logging
 import os
-import shutil
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 
-from pipeline import storage
+from pipeline import outputs, storage
 from pipeline.config import PipelineConfig
 from pipeline.layout import EvaluationFiles, Layout
 from pipeline.tracking import record
@@ -111,7 +107,7 @@ def _log_new_training(store: Store, cfg: PipelineConfig, layout: Layout, model: 
     """Complete the run rank 0 opened for this training (or, if it opened none, one made now): parameters, any epoch
     it did not log, the training data as dataset inputs, artifacts, the model and its registered version."""
     from pipeline.tracking.model_log import log_keras_model
-    history = storage.read_stage_output(layout.history(model), "train")
+    history = outputs.read_stage_output(layout.history(model), "train")
     curated = _curated_manifest(layout)  # read once: parameters, datasets, version tags and description use it
     tags = {PARENT_TAG: parent, TAG_KIND: KIND_TRAINING, TAG_PIPELINE_RUN: layout.run_id, TAG_MODEL: model,
             TAG_TRAINING_FINGERPRINT: str(history.get("fingerprint"))}
@@ -126,13 +122,13 @@ def _log_new_training(store: Store, cfg: PipelineConfig, layout: Layout, model: 
                                params=[_param(k, v) for k, v in training_params(cfg, history, curated).items()])
         _log_datasets(store, run_id, layout, curated)
         for path in (layout.history(model), layout.curves(model)):
-            with _local(path) as local:
+            with storage.local_file(path) as local:
                 store.client.log_artifact(run_id, local, "training")
         # The data it learnt from, by fingerprint and place: a day it scores is checked for drift against that.
         version_tags = {"run_id": run_id, "model": model, "data_fingerprint": str(curated.get("fingerprint")),
                         TRAINING_DATA_TAG: layout.curated("train"), "model_sha256": sha,
                         "pipeline_run": layout.run_id}
-        with _local(layout.model_file(model)) as local:
+        with storage.local_file(layout.model_file(model)) as local:
             version = log_keras_model(store.client, run_id, local, input_example(layout), cfg, version_tags,
                                       name=model, description=version_description(layout, model, history, curated))
         if store.client.get_run(run_id).info.status != "FINISHED":  # rank 0 closes its run as training ends
@@ -230,7 +226,7 @@ def log_evaluation(cfg: PipelineConfig, layout: Layout, summary: dict, files: Ev
                 store.client.log_metric(entry["run_id"], key, value, model_id=logged_model_id(version))
             for path in (files.metrics(model), files.confusion_matrix_csv(model), files.confusion_matrix_png(model),
                          files.misclassified_png(model)):
-                with _local(path) as local:
+                with storage.local_file(path) as local:
                     store.client.log_artifact(entry["run_id"], local, "evaluation")
             store.client.set_model_version_tag(name, entry["version"], "test_accuracy",
                                                f"{figures['test_accuracy']:.6f}")
@@ -267,7 +263,7 @@ def log_report(cfg: PipelineConfig, layout: Layout) -> str:
     store = connect(cfg)
     with store_errors(store.uri, "uploading the report"):
         parent = pipeline_run(store, cfg, layout)
-        with _local(layout.report_html) as local:
+        with storage.local_file(layout.report_html) as local:
             store.client.log_artifact(parent, local)
         curated = _curated_manifest(layout)
         given = store.client.get_run(parent).data.params
@@ -320,19 +316,3 @@ def _search(store: Store, tags: dict[str, str]) -> list:
 
 def _sha256(path: str) -> str:
     return hashlib.sha256(storage.read_bytes(path)).hexdigest()
-
-
-@contextmanager
-def _local(path: str) -> Iterator[str]:
-    """`path` as a local file with the same name (MLflow uploads local files): a copy when it is a URI."""
-    if "://" not in path or path.startswith("file://"):
-        yield path.removeprefix("file://")
-        return
-    folder = tempfile.mkdtemp(prefix="mlflow-upload-")
-    try:
-        local = os.path.join(folder, os.path.basename(path))
-        with open(local, "wb") as out:
-            out.write(storage.read_bytes(path))
-        yield local
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)

@@ -15,6 +15,7 @@ from typing import Any
 from pipeline.config import PipelineConfig, redacted
 from pipeline.errors import PipelineError
 from pipeline.layout import Layout
+from pipeline.paths import as_url, is_uri
 
 TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
 REGISTRY_URI_ENV = "MLFLOW_REGISTRY_URI"
@@ -38,7 +39,7 @@ def tracking_uri(cfg: PipelineConfig, layout: Layout) -> str:
     configured = cfg.tracking.uri or os.environ.get(TRACKING_URI_ENV, "")
     if configured:
         return configured
-    if "://" in layout.mlflow_root:
+    if is_uri(layout.mlflow_root):
         raise PipelineError(f"paths.mlflow '{layout.mlflow_root}' is not a local folder, which the default SQLite "
                             "tracking store needs: set tracking.uri to a tracking server")
     return f"sqlite:///{layout.mlflow_db}"
@@ -63,8 +64,7 @@ def artifact_location(cfg: PipelineConfig, layout: Layout, uri: str) -> str | No
         return cfg.tracking.artifact_location
     if is_server(uri):
         return None
-    folder = layout.mlflow_artifacts
-    return folder if "://" in folder else f"file://{folder}"
+    return as_url(layout.mlflow_artifacts)
 
 
 def connect(cfg: PipelineConfig) -> Store:

@@ -6,7 +6,7 @@ epoch records, so a resumed run's history is exactly the checkpointed epochs (ne
 """
 from __future__ import annotations
 
-from pipeline import storage
+from pipeline import outputs, storage
 from pipeline.layout import CheckpointFiles
 
 
@@ -17,7 +17,7 @@ def read_state(checkpoint_dir: str) -> dict | None:
 
 def save(model, checkpoint_dir: str, epoch: int, fingerprint: str, epochs: list[dict]) -> None:
     import tensorflow as tf
-    with storage.publishing(checkpoint_dir) as tmp_dir:
+    with outputs.publishing(checkpoint_dir) as tmp_dir:
         storage.makedirs(tmp_dir)
         tmp = CheckpointFiles(tmp_dir)
         tf.train.Checkpoint(model=model, optimizer=model.optimizer).write(tmp.weights)
@@ -36,7 +36,7 @@ def restore(model, checkpoint_dir: str) -> None:
 def save_best(model, best_dir: str, epoch: int, val_accuracy: float, fingerprint: str) -> None:
     """The weights of a new best epoch (a model keeping its best epoch), published like the checkpoint."""
     import tensorflow as tf
-    with storage.publishing(best_dir) as tmp_dir:
+    with outputs.publishing(best_dir) as tmp_dir:
         storage.makedirs(tmp_dir)
         tmp = CheckpointFiles(tmp_dir)
         tf.train.Checkpoint(model=model).write(tmp.weights)

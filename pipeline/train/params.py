@@ -6,13 +6,13 @@ receives it as a dict of strings and numbers, so nothing Spark- or config-specif
 from __future__ import annotations
 
 import dataclasses
-import os
 from dataclasses import dataclass
 from typing import Any
 
 from pipeline.config import ModelConfig, PipelineConfig
 from pipeline.fingerprint import fingerprint_of
 from pipeline.layout import Layout
+from pipeline.paths import as_url
 
 
 @dataclass(frozen=True)
@@ -83,7 +83,7 @@ def learning_rate_of(cfg: PipelineConfig, model: str) -> float:
 
 def dataset_url(path: str) -> str:
     """Petastorm wants a URL; a plain local path becomes file://."""
-    return path if "://" in path else f"file://{os.path.abspath(path)}"
+    return as_url(path)
 
 
 def build_params(cfg: PipelineConfig, layout: Layout, model: str, counts: dict[str, int], ranks: tuple[int, int],

@@ -13,7 +13,7 @@ import time
 
 from pyspark.sql import SparkSession
 
-from pipeline import storage
+from pipeline import outputs, storage
 from pipeline.config import PipelineConfig
 from pipeline.errors import PipelineError, RetryableError
 from pipeline.failures import TeeLines, environment_failure, horovod_worker_cause, worker_error
@@ -87,7 +87,7 @@ def selected_models(cfg: PipelineConfig, model: str) -> list[str]:
 
 
 def read_curated_manifest(layout: Layout) -> dict:
-    manifest = storage.read_stage_output(layout.curated_manifest, "prepare")
+    manifest = outputs.read_stage_output(layout.curated_manifest, "prepare")
     missing = [s for s in ("train", "validation") if not manifest.get("counts", {}).get(s)]
     if missing:
         raise PipelineError(f"curated data manifest {layout.curated_manifest} has no rows for '{missing[0]}'")
@@ -120,7 +120,7 @@ def check_row_groups(path: str, num_workers: int) -> None:
     """Petastorm shards by row group: fewer row groups than workers would leave a rank with no data."""
     import pyarrow.parquet as pq
     fs, root = storage.filesystem(path)
-    storage.require_stage_output(path, "prepare")
+    outputs.require_stage_output(path, "prepare")
     dataset = pq.ParquetDataset(root, filesystem=fs, use_legacy_dataset=False)
     groups = sum(fragment.metadata.num_row_groups for fragment in dataset.fragments)
     if groups < num_workers:
@@ -143,7 +143,7 @@ def train_model(spark: SparkSession, cfg: PipelineConfig, layout: Layout, name: 
                                          tracking=tracking)
             # Built beside the model it replaces, which stays whole until this one is: a forced run that fails
             # or is killed leaves the previous model (and the next run under this lock clears what it left).
-            with storage.publishing(model_dir) as staging:
+            with outputs.publishing(model_dir) as staging:
                 return trained(spark, cfg, name, placed_in(params, model_dir, staging),
                                layout.curves(name).replace(model_dir, staging, 1), [], previous)
         if previous and previous.get("complete") and previous.get("fingerprint") == fingerprint:
@@ -191,7 +191,7 @@ def recover_checkpoint(layout: Layout, name: str) -> None:
     """Rank 0 publishes a checkpoint every epoch from its Horovod worker, outside this process's lock, so nothing
     there cleans up after a publish killed midway: do it here, under the lock, before choosing where to resume
     (a kill between the publish's two moves leaves only checkpoint.old-*: it is restored, not lost)."""
-    storage.remove_leftovers(layout.checkpoint_dir(name))
+    outputs.remove_leftovers(layout.checkpoint_dir(name))
 
 
 def resume_point(layout: Layout, name: str, fingerprint: str) -> list[dict]:
