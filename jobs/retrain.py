@@ -1,8 +1,8 @@
-"""Retraining for one day (python or spark-submit): jobs/retrain.py --ds YYYY-MM-DD [--models model_3] [--force];
-pipeline/retrain/job.py says what it does, reads and writes."""
-from pipeline.retrain.job import _main, args_parser, main
+"""The retrain stage as a job (python or spark-submit) for one day, --ds YYYY-MM-DD; pipeline/stages.py
+(RETRAINING_STAGES) says what it does, reads and writes."""
+from pipeline.cli import stage_job
 
-__all__ = ["_main", "args_parser", "main"]
+args_parser, _main, main = stage_job("retrain")
 
 if __name__ == "__main__":
     main()

@@ -5,9 +5,10 @@ pipeline-structure table all read this registry instead of restating it.
 Every stage function has the same shape, `run(spark, cfg, layout, force=False, **options) -> StageResult`, where
 `options` are exactly the stage's declared `StageOption`s (and `force` is left out for the stages that redo their
 work every time). The scheduled batches' stages (DAILY_STAGES) work on one day: their functions also take
-`ds="YYYY-MM-DD"` and their jobs take --ds instead of --run-id; the main job does not run them. Functions are
-named by import path and imported when the stage runs, so `--help` and config errors never pay for TensorFlow's
-import.
+`ds="YYYY-MM-DD"` and their jobs take --ds instead of --run-id; the main job does not run them, nor the weekly
+retraining (RETRAINING_STAGES), which runs the train and evaluate stages itself on the labelled batches up to a
+day. Functions are named by import path and imported when the stage runs, so `--help` and config errors never pay
+for TensorFlow's import.
 """
 from __future__ import annotations
 
@@ -134,9 +135,26 @@ DAILY_STAGES: tuple[Stage, ...] = (
 )
 
 
+# The weekly retraining, for one day (ds): it decides from the day's evidence, so a scheduler branches on
+# decision.json after it (dags/mnist_retraining.py).
+RETRAINING_STAGES: tuple[Stage, ...] = (
+    Stage("retrain", "adds the labelled batches up to a day to the training data, trains and evaluates a challenger "
+          "with the train and evaluate stages, scores it and the champion on the newest labelled batches, then "
+          "promotes or keeps the champion by the one rule",
+          "pipeline.retrain.job:run_retraining",
+          lambda lay: f"{lay.batches_root}/{{images,labels}}/ds=<date and before>, {lay.curated_root}",
+          lambda lay: f"{lay.batches_root}/retrain/ds=<date>, the registry", per_run=False,
+          options=(StageOption("models", "models to retrain: all or comma-separated names of train.models "
+                               "(default: retrain.models)"),),
+          per_date=True),
+)
+
+ALL_STAGES: tuple[Stage, ...] = (*STAGES, *DAILY_STAGES, *RETRAINING_STAGES)
+
+
 def stage_named(name: str) -> Stage:
-    for stage in (*STAGES, *DAILY_STAGES):
+    for stage in ALL_STAGES:
         if stage.name == name:
             return stage
-    known = ", ".join(stage.name for stage in (*STAGES, *DAILY_STAGES))
+    known = ", ".join(stage.name for stage in ALL_STAGES)
     raise PipelineError(f"unknown stage '{name}' (stages: {known})")

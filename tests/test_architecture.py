@@ -16,7 +16,7 @@ from pipeline.config import REPO_ROOT
 STAGE_PACKAGES = ("data", "eda", "train", "evaluate", "predict", "report", "batch")
 SHARED_PACKAGES = ("formats", "retrain", "tracking")  # retrain: its job module is a top module (below)
 MAIN_JOB = "pipeline.run"
-# Above the stages: the main job, the retraining job (it runs train and evaluate), the registry naming every
+# Above the stages: the main job, the retrain stage (it runs train and evaluate), the registry naming every
 # stage, and the command line built from it. Nothing below them imports them, except the report, whose structure
 # table documents the registry itself.
 TOP_MODULES = (MAIN_JOB, "pipeline.retrain.job", "pipeline.stages", "pipeline.cli")
@@ -242,3 +242,17 @@ def test_the_scheme_check_finds_every_way_of_asking(tmp_path):
         "pipeline.scoring (line 4): '://'", "pipeline.scoring (line 4): 'file://'",
         "pipeline.scoring (line 6): 'file://'", "pipeline.tracking (line 4): 'HDFS://nn/x'"]
 
+
+def test_every_job_is_a_registered_stage_named_and_nothing_else():
+    """jobs/<name>.py is `stage_job("<name>")`: its options, --from and the report come from the registry. The one
+    other job is the main job, run_pipeline.py, which runs the registered stages in order."""
+    from pipeline.stages import ALL_STAGES
+    jobs = {path.stem: path for path in (REPO_ROOT / "jobs").glob("*.py")}
+    assert set(jobs) - {"run_pipeline"} == {stage.name for stage in ALL_STAGES}
+    for name, path in jobs.items():
+        tree = ast.parse(path.read_text())
+        made = [node.args for node in ast.walk(tree)
+                if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "stage_job"]
+        defined = [node.name for node in ast.walk(tree) if isinstance(node, ast.FunctionDef | ast.ClassDef)]
+        if name != "run_pipeline":
+            assert [ast.literal_eval(args[0]) for args in made] == [name] and not defined, path

@@ -132,7 +132,7 @@ def rejected(spark, world):
     newest = range(1200, 1300)
     as_the_champion_sees_them = champion_predictions(spark, cfg, world["champion_file"], newest)
     write_batch_day(spark, layout, "2026-11-23", newest, as_the_champion_sees_them)
-    result = run_retraining(spark, cfg, FIRST)
+    result = run_retraining(spark, cfg, Layout.from_config(cfg), ds=FIRST)
     return {"layout": layout, "result": result, "next_day": scored_day(spark, cfg, "2026-11-25")}
 
 
@@ -143,11 +143,11 @@ def promoted(spark, world, rejected):
     cfg = world["cfg"]
     layout = retraining_layout(retraining_config(cfg), SECOND)
     write_batch_day(spark, layout, "2026-11-30", range(1300, 1400))
-    first = run_retraining(spark, cfg, SECOND)
+    first = run_retraining(spark, cfg, Layout.from_config(cfg), ds=SECOND)
     client, name = connect(cfg).client, cfg.tracking.registered_model
     tags_after_first = {v.version: dict(v.tags) for v in client.search_model_versions(f"name = '{name}'")}
     Path(RetrainingFiles(layout.retraining_root).decision).unlink()
-    again = run_retraining(spark, cfg, SECOND)
+    again = run_retraining(spark, cfg, Layout.from_config(cfg), ds=SECOND)
     return {"layout": layout, "first": first, "again": again, "tags_after_first": tags_after_first,
             "next_day": scored_day(spark, cfg, "2026-12-02")}
 
@@ -210,5 +210,5 @@ def test_after_a_promotion_the_next_day_is_scored_and_checked_against_the_new_ch
 
 
 def test_the_same_ds_again_is_skipped_without_a_second_decision(spark, world, promoted):
-    again = run_retraining(spark, world["cfg"], SECOND)
+    again = run_retraining(spark, world["cfg"], Layout.from_config(world["cfg"]), ds=SECOND)
     assert again.skipped and again.details == decision_of(promoted["layout"])

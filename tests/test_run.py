@@ -9,7 +9,7 @@ from pipeline.errors import GateError, PipelineError
 from pipeline.layout import Layout
 from pipeline.result import StageResult
 from pipeline.run import run_pipeline, stages_to_force
-from pipeline.stages import STAGE_NAMES, STAGES, Stage
+from pipeline.stages import ALL_STAGES, STAGE_NAMES, STAGES, Stage
 
 
 def test_from_stage_forces_that_stage_and_later_ones():
@@ -69,15 +69,16 @@ def test_failed_gate_still_reports_then_fails(make_config, stand_in_stages):
     assert evaluate["outputs"] == {"out": "/tmp/evaluate"}
 
 
-@pytest.mark.parametrize("stage", STAGES, ids=STAGE_NAMES)
+@pytest.mark.parametrize("stage", ALL_STAGES, ids=[stage.name for stage in ALL_STAGES])
 def test_every_registered_stage_has_a_job_taking_exactly_its_options(stage):
     """The job's parser comes from the registry: --run-id only where the stage writes into the run folder,
-    --force only where it skips a complete output, and the stage's own options."""
+    --force only where it skips a complete output, --ds where it works on one day, and the stage's own options."""
     job = importlib.import_module(f"jobs.{stage.name}")
     flags = {flag for action in job.args_parser()._actions for flag in action.option_strings}
     expected = {"-h", "--help", "--conf", "--profile", "--set"}
     expected |= {"--run-id"} if stage.per_run else set()
     expected |= {"--force"} if stage.skips_complete else set()
+    expected |= {"--ds"} if stage.per_date else set()
     expected |= {option.cli_flag for option in stage.options}
     assert flags == expected
     module, function = stage.function.split(":")

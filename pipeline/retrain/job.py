@@ -11,15 +11,12 @@ run folder stable per ds and config, evaluation skips when complete, and a finis
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import logging
-import sys
 
 from pyspark.sql import SparkSession
 
 from pipeline import storage
-from pipeline.cli import job_parser, run_job
 from pipeline.config import PipelineConfig
 from pipeline.errors import GateError, PipelineError
 from pipeline.fingerprint import fingerprint_of
@@ -58,11 +55,11 @@ def retraining_layout(cfg: PipelineConfig, ds: str) -> Layout:
     return Layout.from_config(cfg, retraining_run_id(cfg, ds)).retraining_on(ds)
 
 
-def run_retraining(spark: SparkSession, cfg: PipelineConfig, ds: str, force: bool = False,
+def run_retraining(spark: SparkSession, cfg: PipelineConfig, layout: Layout, force: bool = False, *, ds: str,
                    models: str | None = None) -> StageResult:
     """Retrain for day `ds`; the result's details are the decision written to decision.json."""
     rcfg = retraining_config(cfg, models)
-    layout = retraining_layout(rcfg, ds)
+    layout = retraining_layout(rcfg, ds)  # a run folder per ds and config (not `layout`'s): a retry resumes there
     files = RetrainingFiles(layout.retraining_root)
     with output_lock(files.root, JOB):
         days = find_batch_days(layout, ds)
@@ -159,19 +156,3 @@ def published(files: RetrainingFiles, record: dict) -> StageResult:
              record["reason"])
     return StageResult(False, {"decision": files.decision}, details=record)
 
-
-def args_parser() -> argparse.ArgumentParser:
-    parser = job_parser(__doc__.split("\n\n")[0], per_run=False, per_date=True)  # --ds: batches up to that day
-    parser.add_argument("--models", default=None, help="models to retrain: all or comma-separated names of "
-                                                       "train.models (default: retrain.models)")
-    return parser
-
-
-def _main(argv: list[str] | None = None) -> int:
-    def work(spark: SparkSession, cfg: PipelineConfig, args: argparse.Namespace) -> None:
-        run_retraining(spark, cfg, args.ds, force=args.force, models=args.models)
-    return run_job(args_parser(), argv, JOB, work)
-
-
-def main() -> None:
-    sys.exit(_main())
