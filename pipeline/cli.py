@@ -107,7 +107,7 @@ def run_job(parser: argparse.ArgumentParser, argv: list[str] | None, job_name: s
             work: Callable[[SparkSession, PipelineConfig, argparse.Namespace], object]) -> int:
     """Parse `argv`, load config, build the session, run `stage`; a PipelineError, a full disk or an unreachable
     store becomes one line and its exit code (pipeline.errors: whether a retry can help)."""
-    from pipeline.failures import environment_failure
+    from pipeline.failures import job_failure
     from pipeline.spark import build_spark_session
 
     args = parser.parse_args(argv)
@@ -127,9 +127,9 @@ def run_job(parser: argparse.ArgumentParser, argv: list[str] | None, job_name: s
         print(f"ERROR [{job_name}]: {exc}", file=sys.stderr)
         return exc.exit_code
     except Exception as exc:
-        # A full disk or an unreachable store, however deep in Spark's or Arrow's trace; anything else is a bug,
-        # and its traceback is what a developer needs.
-        known = environment_failure(exc)
+        # A full disk, an unreachable store or a failure on the Spark workers, however deep in Spark's or
+        # Arrow's trace; anything else is a bug, and its traceback is what a developer needs.
+        known = job_failure(exc)
         if known is None:
             raise
         log.debug("%s failed", job_name, exc_info=exc)

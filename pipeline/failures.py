@@ -11,9 +11,10 @@ from __future__ import annotations
 import errno
 import re
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 from pipeline.config import redacted
-from pipeline.errors import RetryableError
+from pipeline.errors import PipelineError, RetryableError
 
 # A Python exception's last line as a worker prints it ("ValueError: ...", "tensorflow....NotFoundError: ..."),
 # also behind the "[0]<stderr>:" Horovod puts before each line it forwards; never a Java class in a JVM trace.
@@ -62,6 +63,40 @@ def environment_failure(exc: BaseException) -> RetryableError | None:
         if found is not None:
             return found
     return None
+
+
+def job_failure(exc: BaseException) -> PipelineError | None:
+    """What a job says in one line for a failure from below it (pipeline.cli.run_job): a full disk or a store out
+    of reach, or a Spark job that failed on its workers; None for anything else, a bug whose traceback is what a
+    developer needs."""
+    return environment_failure(exc) or spark_worker_failure(exc)
+
+
+# A Spark job that failed on its executors: a task's Python error, a lost executor.
+_ON_WORKERS = re.compile(r"Job aborted due to stage failure|PythonException")
+
+
+def spark_worker_failure(exc: BaseException) -> RetryableError | None:
+    """A Spark job that failed on its workers, as '<what the job was doing> failed: <the worker's Python error>'
+    (`what` from the notes of `working_on`). Retryable: a lost executor and a model that will not load look the
+    same from the driver, and a scheduler's next attempt tells them apart."""
+    from py4j.protocol import Py4JJavaError
+    from pyspark.errors import PySparkException
+    for link in chain(exc):
+        if isinstance(link, Py4JJavaError | PySparkException) and _ON_WORKERS.search(str(link)):
+            doing = "; ".join(getattr(exc, "__notes__", ())) or "a Spark job"
+            return RetryableError(f"{doing} failed: {worker_error(str(link))}")
+    return None
+
+
+@contextmanager
+def working_on(what: str) -> Iterator[None]:
+    """Name what the Spark work inside does, for the one line its failure on the workers becomes."""
+    try:
+        yield
+    except Exception as exc:
+        exc.add_note(redacted(what))
+        raise
 
 
 def environment_failure_in(text: str, filename: str | None = None) -> RetryableError | None:

@@ -1,6 +1,6 @@
 """Failures from below the pipeline told in one line (pipeline/failures.py): a full disk, a store that cannot be
-reached. The jobs run as a user runs them, in their own process, so what is proven is what
-the terminal shows and the exit code a scheduler sees."""
+reached, a Spark job failing on its workers. The jobs run as a user runs them, in their own process, so what is
+proven is what the terminal shows and the exit code a scheduler sees."""
 from __future__ import annotations
 
 import subprocess
@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from pipeline.config import REPO_ROOT
-from pipeline.errors import EXIT_RETRYABLE
-from pipeline.failures import environment_failure, horovod_worker_cause, last_python_error
+from pipeline.errors import EXIT_RETRYABLE, RetryableError
+from pipeline.failures import environment_failure, horovod_worker_cause, job_failure, last_python_error, working_on
 
 # What a full disk under a Spark write looks like from Python (abridged from a real Py4JJavaError).
 SPARK_WRITE_ON_A_FULL_DISK = """An error occurred while calling o123.parquet.
@@ -87,3 +87,26 @@ def test_a_full_disk_under_predict_is_one_line_naming_the_output_and_nothing_is_
     assert line.startswith(f"ERROR [predict]: no space left on device writing file:{disk}/"), line
     assert line.endswith(": free space there (or point the output elsewhere) and rerun")
     assert not out.exists() and list(disk.iterdir()) == []   # nothing half-written left on the disk
+
+
+def test_a_spark_job_failing_on_its_workers_is_one_retryable_line_naming_what_it_did(spark, tmp_path):
+    """What every job prints (pipeline.cli.run_job) for a Python error inside a Spark task: the worker's error
+    line, after what the job was doing when it says so; a driver-side error (a bug) keeps its traceback."""
+    import pyspark.sql.functions as F
+    from pyspark.errors import AnalysisException
+
+    def _fail_on_the_workers(value):  # nested: pickled by value, the workers need not import this module
+        raise ValueError(f"record {value} cannot be read")
+    failing = spark.range(3).select(F.udf(_fail_on_the_workers, "string")(F.lit(7)).alias("x"))
+    with pytest.raises(Exception) as raised:
+        failing.collect()
+    told = job_failure(raised.value)
+    assert isinstance(told, RetryableError)
+    assert str(told) == "a Spark job failed: ValueError: record 7 cannot be read"
+    with pytest.raises(Exception) as raised, working_on("scoring day 2026-11-20 with model_1 version 3"):
+        failing.write.parquet(str(tmp_path / "never"))
+    assert str(job_failure(raised.value)) == ("scoring day 2026-11-20 with model_1 version 3 failed: ValueError: "
+                                              "record 7 cannot be read")
+    with pytest.raises(AnalysisException) as raised:
+        spark.range(3).select("no_such_column").collect()
+    assert job_failure(raised.value) is None

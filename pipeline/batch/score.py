@@ -15,9 +15,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 
 import pyspark.sql.functions as F
-from py4j.protocol import Py4JJavaError
 from pyspark import StorageLevel
-from pyspark.errors import PySparkException
 from pyspark.sql import DataFrame, SparkSession
 
 from pipeline import day_publication, outputs, storage
@@ -25,8 +23,8 @@ from pipeline.batch import checks
 from pipeline.batch.landing import Arrivals, read_landing
 from pipeline.batch.model import ScoringModel, scoring_model
 from pipeline.config import PipelineConfig
-from pipeline.errors import PipelineError, RetryableError
-from pipeline.failures import environment_failure, worker_error
+from pipeline.errors import PipelineError
+from pipeline.failures import working_on
 from pipeline.layout import BatchFiles, BatchReportFiles, Layout
 from pipeline.locks import output_lock
 from pipeline.model_files import check_model_file
@@ -112,20 +110,13 @@ def publish_day(spark: SparkSession, cfg: PipelineConfig, files: BatchFiles, che
 
 def score_to(spark: SparkSession, cfg: PipelineConfig, images: str, scorer: ScoringModel, out: str) -> None:
     """Score the images written at `images` (so the predictions are of exactly the rows published, decoded
-    once) into Parquet at `out`; a failure on the workers (a model that will not load, ...) becomes one line."""
+    once) into Parquet at `out`; a failure on the workers (a model that will not load, ...) names the model."""
     set_arrow_batch_rows(spark, cfg.predict.batch_size)
     scored = score_images(spark.read.parquet(images), scorer.model_file, cfg.predict.batch_size,
                           cfg.predict.tf_threads)
-    try:
+    with working_on(f"scoring with {scorer.name} version {scorer.version} ({scorer.model_file})"):
         with_batch_prediction_columns(scored, scorer).write.mode("error").option(
             "maxRecordsPerFile", cfg.data.row_group_rows).parquet(out)
-    except (Py4JJavaError, PySparkException) as exc:
-        known = environment_failure(exc)
-        if known is not None:
-            raise known from exc
-        # A lost executor looks the same as a model that will not load: let the scheduler try again.
-        raise RetryableError(f"scoring with {scorer.name} version {scorer.version} ({scorer.model_file}) failed: "
-                            f"{worker_error(str(exc))}") from exc
 
 
 def with_batch_prediction_columns(scored: DataFrame, scorer: ScoringModel) -> DataFrame:
