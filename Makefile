@@ -20,7 +20,7 @@ QUIET_PIP := 2>&1 | { grep -v "^WARNING: Location 'file:///opt" || true; }
 HOROVOD_FLAGS := HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITH_GLOO=1 HOROVOD_WITHOUT_MPI=1 \
                  HOROVOD_WITHOUT_PYTORCH=1 HOROVOD_WITHOUT_MXNET=1
 
-.PHONY: setup airflow-setup airflow-constraints schedule-demo run test test-fast lint bench bench-model4 dist pack clean check-prereqs cluster-up cluster-down cluster-status \
+.PHONY: setup airflow-setup airflow-constraints schedule-demo run test test-fast config-reference lint bench bench-model4 dist pack clean check-prereqs cluster-up cluster-down cluster-status \
         cluster-check cluster-run test-cluster constraints mlflow-ui tensorboard airflow-up airflow-down airflow-status serve
 
 setup: $(STAMP)
@@ -96,6 +96,10 @@ test: $(STAMP) $(AIRFLOW_STAMP)
 # The inner loop: no end-to-end run, no cluster, no Airflow, no venv pack (markers in pyproject.toml); a few minutes.
 test-fast: $(STAMP)
 	$(PY) -m pytest tests -m "not slow and not cluster and not airflow and not pack" $(ARGS)
+
+# docs/configuration-reference.md from the typed config (tests/test_config.py fails when it is stale).
+config-reference: $(STAMP)
+	$(PY) -m pipeline.config_reference > docs/configuration-reference.md
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check pipeline jobs tests benchmarks scripts dags

@@ -116,12 +116,13 @@ DRIFT_ACTIONS = ("fail", "warn")
 
 @dataclass(frozen=True)
 class SparkConfig:
-    master: str = "local[*]"
-    app_name: str = "mnist"
-    log_level: str = one_of(*SPARK_LOG_LEVELS, default="WARN", ignore_case=True)
-    ui_enabled: bool = False
-    shuffle_partitions: int = between(1, 100_000, default=8)
-    driver_memory: str = "4g"
+    """The Spark application every job starts (pipeline/spark.py builds the one session)."""
+    master: str = "local[*]"           # local[N], spark://host:port, yarn, k8s://...
+    app_name: str = "mnist"            # prefix of the application's name; the job's name follows it
+    log_level: str = one_of(*SPARK_LOG_LEVELS, default="WARN", ignore_case=True)  # Spark's own log level
+    ui_enabled: bool = False           # the Spark UI (it listens on a port: off unless asked for)
+    shuffle_partitions: int = between(1, 100_000, default=8)  # spark.sql.shuffle.partitions
+    driver_memory: str = "4g"          # spark.driver.memory (under spark-submit, its --driver-memory decides)
     # The network interface Horovod's services (driver, Gloo rendezvous, one per task) listen on: "" means the
     # loopback interface in local mode, and Horovod's own choice (every interface) on a cluster.
     services_interface: str = ""
@@ -130,6 +131,7 @@ class SparkConfig:
 
 @dataclass(frozen=True)
 class PathsConfig:
+    """Where every input and output lives: local folders or Hadoop-FS URIs, relative ones under paths.root."""
     # The base of every relative path of this section (--set ones included): a folder or a URI. Empty: the folder
     # above the config file's folder (conf/local.yaml -> the checkout), or the checkout when no file is given.
     # A relative root is taken from that same folder. load_config replaces it with the base it resolved.
@@ -144,27 +146,30 @@ class PathsConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    format: str = one_of("auto", "idx", "npz", "csv", default="auto")
-    train_images: str = "train-images-idx3-ubyte.gz"
-    train_labels: str = "train-labels-idx1-ubyte.gz"
-    test_images: str = "t10k-images-idx3-ubyte.gz"
-    test_labels: str = "t10k-labels-idx1-ubyte.gz"
-    npz_file: str = "mnist.npz"
-    train_csv: str = "mnist_train.csv"
-    test_csv: str = "mnist_test.csv"
+    """What ingest reads from paths.input and how it checks the records."""
+    format: str = one_of("auto", "idx", "npz", "csv", default="auto")  # auto: from the files present
+    train_images: str = "train-images-idx3-ubyte.gz"   # IDX file of the training images, gzipped or plain
+    train_labels: str = "train-labels-idx1-ubyte.gz"   # IDX file of their labels
+    test_images: str = "t10k-images-idx3-ubyte.gz"     # IDX file of the test images
+    test_labels: str = "t10k-labels-idx1-ubyte.gz"     # IDX file of their labels
+    npz_file: str = "mnist.npz"                         # Keras's mnist.npz (x_train, y_train, x_test, y_test)
+    train_csv: str = "mnist_train.csv"                  # training images: a header, then label and 784 pixels a line
+    test_csv: str = "mnist_test.csv"                    # test images, the same way
     checksums_file: str = "SHA256SUMS"  # verified when present next to the input files
-    records_per_partition: int = between(1, 10_000_000, default=10000)
+    records_per_partition: int = between(1, 10_000_000, default=10000)  # records per Spark partition when parsed
     # Rows per Parquet file and row group: every Horovod shard gets several.
     row_group_rows: int = between(1, 10_000_000, default=1000)
-    max_quarantine_fraction: float = fraction(0.0)
-    # What ingest does with records that pass the record checks but are suspect: fail | warn | quarantine | drop
-    blank_images: str = one_of(*SUSPECT_RECORD_POLICIES, default="quarantine")          # every pixel 0
-    test_images_in_train: str = one_of(*SUSPECT_RECORD_POLICIES, default="quarantine")  # image also in test: leak
+    max_quarantine_fraction: float = fraction(0.0)  # ingest fails when more of the records are quarantined
+    # What ingest does with records that pass the record checks but are suspect: a blank image (every pixel 0) ...
+    blank_images: str = one_of(*SUSPECT_RECORD_POLICIES, default="quarantine")
+    # ... and a training image also in the test set (a leak).
+    test_images_in_train: str = one_of(*SUSPECT_RECORD_POLICIES, default="quarantine")
 
 
 @dataclass(frozen=True)
 class PrepareConfig:
-    seed: int = between(0, SEED_MAX, default=42)
+    """How prepare splits the training images into train and validation (the test images stay untouched)."""
+    seed: int = between(0, SEED_MAX, default=42)   # of the hash that assigns each record to its split
     # A count (>= 1) or a fraction of the training images (< 1).
     validation_size: float = count_or_fraction(10_000_000, default=6000)
     subset_fraction: float = fraction(1.0, zero=False)  # stratified subset of every split (quick profile)
@@ -172,7 +177,8 @@ class PrepareConfig:
 
 @dataclass(frozen=True)
 class EdaConfig:
-    seed: int = between(0, SEED_MAX, default=7)
+    """The exploratory statistics and figures."""
+    seed: int = between(0, SEED_MAX, default=7)             # of the sample images shown
     sample_images: int = between(0, 100, default=10)        # panels of one figure
     histogram_bins: int = between(1, 256, default=32)       # pixels take 256 values
 
@@ -185,7 +191,7 @@ LR_SCHEDULES = ("constant", "cosine")     # the learning rate after the warm-up
 class ModelConfig:
     """One model's training recipe. The defaults are the study's: its last epoch kept, no augmentation, a constant
     learning rate, train.batch_size and train.learning_rate."""
-    epochs: int = between(1, 10_000)
+    epochs: int = between(1, 10_000)                 # epochs of this model (required)
     keep: str = one_of(*KEEP_RULES, default="last")   # best: the epoch with the highest validation accuracy
     augment: bool = False                  # random shifts, rotations and zooms of the training images (recipe.py)
     schedule: str = one_of(*LR_SCHEDULES, default="constant")  # cosine: from the warm-up's end down to 0
@@ -195,13 +201,15 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
+    """Horovod data-parallel training of the models on Spark, each rank reading its Petastorm shard."""
+    # The models to train, by name (model_1..model_4, pipeline/train/models.py), each with its recipe.
     models: dict[str, ModelConfig] = field(default_factory=lambda: {
         "model_1": ModelConfig(epochs=5), "model_2": ModelConfig(epochs=10), "model_3": ModelConfig(epochs=12)})
     num_workers: int = between(0, 4096, default=0)         # 0: one per executor (local mode: 1); else Horovod ranks
     batch_size: int = between(1, 65536, default=32)        # per worker
     learning_rate: float = positive(10, default=0.001)    # for one worker; scaled by the number of workers
-    warmup_epochs: int = between(0, 10_000, default=1)
-    seed: int = between(0, SEED_MAX, default=42)
+    warmup_epochs: int = between(0, 10_000, default=1)     # epochs of learning-rate warm-up from one worker's rate
+    seed: int = between(0, SEED_MAX, default=42)            # of weights and shuffling (each rank adds its rank)
     tf_threads_per_worker: int = between(0, 1024, default=0)  # 0: slots / workers; workers x threads <= cores
     reader_workers: int = between(1, 256, default=1)       # Petastorm reader threads per worker
     reader_queue_size: int = between(1, 1024, default=4)   # row groups a worker's reader buffers (bounds memory)
@@ -211,15 +219,17 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class EvaluateConfig:
-    target_accuracy: float = fraction(0.90)
+    """Scoring the trained models on the untouched test set."""
+    target_accuracy: float = fraction(0.90)  # the best model's test accuracy must reach it (the gate), as a promotion's
     misclassified_examples: int = between(0, 100, default=25)  # panels of one figure per model
 
 
 @dataclass(frozen=True)
 class PredictConfig:
+    """Batch prediction (jobs/predict.py) and the scoring every job shares."""
     model: str = "best"                # "best" (from evaluation), a model name, or models:/<name>@<alias>
-    batch_size: int = between(1, 65536, default=1024)
-    skip_unreadable_images: bool = False
+    batch_size: int = between(1, 65536, default=1024)     # images per model.predict call (and per Arrow batch)
+    skip_unreadable_images: bool = False   # false: an unreadable image file fails the job (all are listed)
     tf_threads: int = between(1, 1024, default=1)          # TF threads per Python worker; one worker per core
     # Rows per Arrow batch while the batch job decodes landed image files (predict decodes and scores image files
     # in batches of batch_size: only their paths travel in Arrow).
@@ -232,6 +242,7 @@ class PredictConfig:
 
 @dataclass(frozen=True)
 class ReportConfig:
+    """The run's report (report.md, report.html)."""
     # The original study's validation accuracies, the yardstick the conclusions compare against.
     reference_val_accuracy: dict[str, float] = field(default_factory=lambda: {
         "model_1": 0.975, "model_2": 0.985, "model_3": 0.992}, metadata={"allowed": Bounds(0, 1)})
@@ -243,13 +254,14 @@ class ReportConfig:
 @dataclass(frozen=True)
 class TrackingConfig:
     """MLflow experiment tracking and the model registry (pipeline/tracking/). Off: nothing imports or writes MLflow."""
-    enabled: bool = True
+    enabled: bool = True                   # log runs and register models
     # "": MLFLOW_TRACKING_URI when set, else a SQLite store under paths.mlflow (nothing to start).
     uri: str = ""
     # Where a new experiment keeps its artifacts. "": <paths.mlflow>/artifacts for the local store, the server's
     # choice for a tracking server.
     artifact_location: str = ""
-    experiment: str = "mnist-spark-pipeline"
+    experiment: str = "mnist-spark-pipeline"   # the MLflow experiment of every run
+    # The registered model the evaluation registers into and the scheduled scoring takes its champion from.
     registered_model: str = field(default="mnist-digit-classifier", metadata={"allowed": PlainName()})
     # The challenger replaces the champion only when its test accuracy (on the same test set) is higher by at least
     # this much, and at least evaluate.target_accuracy.
@@ -278,10 +290,10 @@ class DriftConfig:
     on_drift: str = one_of(*DRIFT_ACTIONS, default="fail")   # a flagged batch fails its job, or only warns
     ink_threshold: float = fraction(0.5, zero=False)         # a pixel at or above this level is ink
     low_confidence: float = fraction(0.8, zero=False)        # a prediction whose top probability is below is unsure
-    # Largest allowed |batch - training| of the pixel statistics (pixels in [0, 1]).
+    # Largest allowed |batch - training| of the pixel statistics (pixels in [0, 1]): of the pixels' mean, ...
     max_pixel_mean_change: float = fraction(0.05)
-    max_pixel_std_change: float = fraction(0.08)
-    max_ink_share_change: float = fraction(0.06)
+    max_pixel_std_change: float = fraction(0.08)             # ... of their standard deviation,
+    max_ink_share_change: float = fraction(0.06)             # ... of the share of ink pixels
     # Largest allowed distances, on top of what sampling alone gives a batch of that many images (see drift.py).
     max_mean_image_distance: float = fraction(0.07)          # RMS over pixels: batch mean image vs training's
     max_class_distance: float = fraction(0.08)               # total variation: predicted classes vs training labels

@@ -329,3 +329,14 @@ def test_job_config_error_is_one_error_line_and_not_retryable(job, argv, message
     assert main(argv) == EXIT_NOT_RETRYABLE  # a scheduler fails the task at once: a retry cannot fix a config
     stage = "pipeline" if job == "run_pipeline" else job
     assert capsys.readouterr().err.splitlines() == [f"ERROR [{stage}]: {message}"]
+
+
+def test_the_configuration_reference_is_the_config_itself_and_every_key_has_a_meaning():
+    """docs/configuration-reference.md is generated (make config-reference): a key added, renamed, given another
+    default or range, or left without a comment beside or above it fails here."""
+    from pipeline.config_reference import reference_markdown, sections
+    keys = [key for _, _, section in sections() for key in section]
+    assert [key.key for key in keys if not key.meaning] == []
+    assert {key.key.split(".")[0] for key in keys} == {f.name for f in dataclasses.fields(PipelineConfig)}
+    committed = (REPO_ROOT / "docs" / "configuration-reference.md").read_text()
+    assert committed == reference_markdown(), "docs/configuration-reference.md is stale: run make config-reference"
