@@ -5,6 +5,7 @@ Validated once, here at the edge; stages receive these frozen objects (or plain 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import re
 import types
@@ -27,6 +28,8 @@ def _checkout() -> Path:
     above_package = Path(__file__).resolve().parent.parent   # the checkout, or the zip the package sits in
     return above_package.parent.parent if above_package.is_file() else above_package
 
+
+log = logging.getLogger(__name__)
 
 REPO_ROOT = _checkout()
 DEFAULT_CONF = REPO_ROOT / "conf" / "local.yaml"
@@ -231,9 +234,6 @@ class PredictConfig:
     batch_size: int = between(1, 65536, default=1024)     # images per model.predict call (and per Arrow batch)
     skip_unreadable_images: bool = False   # false: an unreadable image file fails the job (all are listed)
     tf_threads: int = between(1, 1024, default=1)          # TF threads per Python worker; one worker per core
-    # Rows per Arrow batch while the batch job decodes landed image files (predict decodes and scores image files
-    # in batches of batch_size: only their paths travel in Arrow).
-    image_decode_batch_size: int = between(1, 65536, default=64)
     # Predictions of an image folder printed to stdout (all are written).
     print_rows: int = between(0, 1_000_000, default=50)
     # Width x height above which an image file is refused (decompression bombs).
@@ -298,6 +298,14 @@ class DriftConfig:
     max_mean_image_distance: float = fraction(0.07)          # RMS over pixels: batch mean image vs training's
     max_class_distance: float = fraction(0.08)               # total variation: predicted classes vs training labels
     max_low_confidence_share: float = fraction(0.40)         # ceiling on the share of unsure predictions
+
+
+@dataclass(frozen=True)
+class BatchConfig:
+    """The scheduled days' scoring and report (score_batch, batch_report); their drift check is drift's."""
+    # Rows per Arrow batch while score_batch decodes landed image files (predict decodes and scores image files
+    # in batches of predict.batch_size: only their paths travel in Arrow).
+    image_decode_batch_size: int = between(1, 65536, default=64)
     low_confidence_examples: int = between(0, 100, default=20)  # panels of the batch report's unsure-images grid
 
 
@@ -315,6 +323,7 @@ class PipelineConfig:
     report: ReportConfig = field(default_factory=ReportConfig)
     retrain: RetrainConfig = field(default_factory=RetrainConfig)
     drift: DriftConfig = field(default_factory=DriftConfig)
+    batch: BatchConfig = field(default_factory=BatchConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -406,10 +415,34 @@ def load_config(conf_file: str | Path | None = None, profile: str | None = None,
         if not sep or not key:
             raise PipelineError(f"--set expects section.key=value, got '{item}'")
         _set_dotted(raw, key.strip(), _parse_value(key.strip(), value))
+    _read_moved_keys(raw)
     cfg = _build(PipelineConfig, raw, "")
     _refuse_uri_passwords(cfg.to_dict(), "")
     root = _paths_root(cfg.paths.root, conf_file)
     return dataclasses.replace(cfg, paths=dataclasses.replace(cfg.paths, root=root))
+
+
+# Keys that moved to the section of the stage reading them: the old name is read, with a warning, until the next
+# release (docs/configuration.md).
+MOVED_KEYS = {"predict.image_decode_batch_size": "batch.image_decode_batch_size",
+              "drift.low_confidence_examples": "batch.low_confidence_examples"}
+
+
+def _read_moved_keys(raw: dict[str, Any]) -> None:
+    """Move the values set under a key's old name to its new one, each with one warning line."""
+    for old, new in MOVED_KEYS.items():
+        old_section, old_key = old.split(".")
+        section = raw.get(old_section)
+        if not isinstance(section, dict) or old_key not in section:
+            continue
+        new_section, new_key = new.split(".")
+        target = raw.setdefault(new_section, {})
+        if isinstance(target, dict) and new_key in target:
+            raise PipelineError(f"config keys '{old}' and '{new}' are both set: '{old}' is the old name of '{new}', "
+                                "keep only the new one")
+        log.warning("config key '%s' is now '%s': rename it (the old name is read until the next release)", old, new)
+        if isinstance(target, dict):
+            target[new_key] = section.pop(old_key)
 
 
 def _paths_root(configured: str, conf_file: str | Path | None) -> str:

@@ -45,7 +45,7 @@ def report_files(layout: Layout) -> set[str]:
 
 
 def test_report_after_a_drift_failure_shows_version_counts_verdict_and_embeds_every_figure(spark, day, make_config):
-    cfg = make_config("drift.low_confidence_examples=6")
+    cfg = make_config("batch.low_confidence_examples=6")
     with pytest.raises(GateError):
         run_drift_check(spark, cfg, day, ds=DAY)
     result = batch_report.run_batch_report(spark, cfg, day, ds=DAY)
@@ -66,7 +66,7 @@ def test_report_after_a_drift_failure_shows_version_counts_verdict_and_embeds_ev
 
 
 def test_the_least_confident_images_come_first_with_their_prediction(spark, day, make_config):
-    cfg = make_config("drift.low_confidence_examples=3")
+    cfg = make_config("batch.low_confidence_examples=3")
     outputs = batch_report.load_day(spark, cfg, day.batch_files(DAY))
     assert [(e["source_file"], e["prediction"]) for e in outputs.least_confident] == [
         ("scan-0000.png", 0), ("scan-0001.png", 1), ("scan-0002.png", 2)]

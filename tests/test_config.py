@@ -340,3 +340,25 @@ def test_the_configuration_reference_is_the_config_itself_and_every_key_has_a_me
     assert {key.key.split(".")[0] for key in keys} == {f.name for f in dataclasses.fields(PipelineConfig)}
     committed = (REPO_ROOT / "docs" / "configuration-reference.md").read_text()
     assert committed == reference_markdown(), "docs/configuration-reference.md is stale: run make config-reference"
+
+
+def test_a_key_that_moved_is_read_under_its_old_name_with_one_warning(tmp_path, caplog):
+    """predict.image_decode_batch_size and drift.low_confidence_examples are the scheduled days' (batch.*): a config
+    file or a --set with the old name still works until the next release, and says so in one line each."""
+    conf = tmp_path / "conf.yaml"
+    conf.write_text("predict: {image_decode_batch_size: 32, batch_size: 256}\n")
+    with caplog.at_level("WARNING", logger="pipeline.config"):
+        cfg = load_config(conf, overrides=["drift.low_confidence_examples=7"])
+    assert cfg.batch.image_decode_batch_size == 32 and cfg.batch.low_confidence_examples == 7
+    assert cfg.predict.batch_size == 256  # the section's other keys stay where they are
+    assert [r.getMessage() for r in caplog.records] == [
+        "config key 'predict.image_decode_batch_size' is now 'batch.image_decode_batch_size': rename it (the old "
+        "name is read until the next release)",
+        "config key 'drift.low_confidence_examples' is now 'batch.low_confidence_examples': rename it (the old name "
+        "is read until the next release)"]
+    with pytest.raises(PipelineError, match=r"^config keys 'predict.image_decode_batch_size' and "
+                                            r"'batch.image_decode_batch_size' are both set: .* keep only the new one$"):
+        load_config(conf, overrides=["batch.image_decode_batch_size=16"])
+    with pytest.raises(PipelineError, match=r"^config key 'batch.low_confidence_examples' must be between 0 and 100, "
+                                            r"got 500$"):
+        load_config(None, overrides=["drift.low_confidence_examples=500"])  # checked under the name it moved to

@@ -78,7 +78,7 @@ def load_day(spark: SparkSession, cfg: PipelineConfig, batch: BatchFiles) -> Day
     images = read_batch_table(spark, batch.images, ["record_id", "image"])
     drift = outputs.read_stage_output(batch.drift, DRIFT_JOB) if storage.exists(batch.drift) else None
     return DayOutputs(batch.ds, scoring, drift, facts.predicted, bins, facts.unsure,
-                      least_confident(predictions, images, cfg.drift.low_confidence_examples),
+                      least_confident(predictions, images, cfg.batch.low_confidence_examples),
                       facts.model_name, facts.model_version)
 
 

@@ -74,7 +74,7 @@ def read_image_files(spark: SparkSession, cfg: PipelineConfig, listing: FolderLi
     images = [(path, real) for path, real in listing.files if path.lower().endswith(IMAGE_EXTENSIONS)]
     others = [(path, NOT_AN_IMAGE) for path, _ in listing.files
               if not path.lower().endswith(IMAGE_EXTENSIONS) and listing.relative(path) != LABELS_FILE]
-    set_arrow_batch_rows(spark, cfg.predict.image_decode_batch_size)
+    set_arrow_batch_rows(spark, cfg.batch.image_decode_batch_size)
     decoded = decode_image_files(spark.createDataFrame(images, "path string, source string"),
                                  cfg.predict.max_image_pixels).cache()
     refused = spark.createDataFrame(listing.refused + others, "path string, error string").withColumn(
