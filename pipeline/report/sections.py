@@ -301,9 +301,8 @@ def limitations_section(out: RunOutputs) -> str:
             *([] if any(h.get("augment") for h in out.histories.values()) else
               ["- Data augmentation (shifts, rotations) and a learning-rate schedule for the deeper models."]),
             "- Hyper-parameter search over Spark (one trial per executor) instead of the study's fixed settings.",
-            "- Serving the registry's champion over HTTP (MLflow's scoring server) with the same image conversion "
-            "as `jobs/predict.py`: today it scores in batches (`jobs/predict.py`, and the scheduled daily scoring, "
-            "which also checks each day for drift against the training data).",
+            "- Elastic training (Horovod's elastic mode), so that a lost executor shrinks the job instead of ending "
+            "it.",
         ]),
     ])
 
