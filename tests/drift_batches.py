@@ -90,9 +90,9 @@ def write_day(spark, batch, images: np.ndarray, probabilities: np.ndarray, model
     """A day as daily scoring leaves it: the images and predictions partitions, and scoring.json as the scoring
     summarises them (at `low_confidence`, by default drift.low_confidence's default)."""
     from pipeline import storage
-    from pipeline.batch.model import ScoringModel
     from pipeline.batch.score import scoring_summary
     from pipeline.config import DriftConfig
+    from pipeline.model_ref import ResolvedModel
     from pipeline.schema import BATCH_IMAGES_SCHEMA, BATCH_PREDICTIONS_SCHEMA
     files = [f"scan-{i:04d}.png" for i in range(len(images))]
     spark.createDataFrame([(f, f, image.tolist()) for f, image in zip(files, images, strict=True)],
@@ -100,7 +100,7 @@ def write_day(spark, batch, images: np.ndarray, probabilities: np.ndarray, model
     rows = [(f, f, int(p.argmax()), float(p.max()), p.tolist(), "mnist", model_version)
             for f, p in zip(files, probabilities, strict=True)]
     spark.createDataFrame(rows, BATCH_PREDICTIONS_SCHEMA).repartition(2).write.parquet(batch.predictions)
-    scorer = ScoringModel("mnist", model_version, "stand-in.keras", "a test's stand-in model")
+    scorer = ResolvedModel("mnist", "stand-in.keras", model_version, "a test's stand-in model")
     report = {"input_kind": "images", "quarantined": quarantined, "dropped": 0}
     storage.write_json(batch.scoring, scoring_summary(
         spark.read.parquet(batch.predictions), batch, scorer, report,

@@ -21,13 +21,14 @@ from pyspark.sql import DataFrame, SparkSession
 from pipeline import day_publication, outputs, storage
 from pipeline.batch import checks
 from pipeline.batch.landing import Arrivals, read_landing
-from pipeline.batch.model import ScoringModel, scoring_model
+from pipeline.batch.model import scoring_model
 from pipeline.config import PipelineConfig
 from pipeline.errors import PipelineError
 from pipeline.failures import working_on
 from pipeline.layout import BatchFiles, BatchReportFiles, Layout
 from pipeline.locks import output_lock
 from pipeline.model_files import check_model_file
+from pipeline.model_ref import ResolvedModel
 from pipeline.result import StageResult
 from pipeline.schema import BATCH_PREDICTIONS_SCHEMA, NUM_CLASSES
 from pipeline.scoring import CONFIDENCE_BINS, confidence, confidence_bin, score_images, set_arrow_batch_rows
@@ -68,7 +69,7 @@ def day_locks(files: BatchFiles) -> Iterator[None]:
 
 
 def check_and_publish(spark: SparkSession, cfg: PipelineConfig, files: BatchFiles, arrivals: Arrivals,
-                      scorer: ScoringModel) -> dict:
+                      scorer: ResolvedModel) -> dict:
     """Judge every record; refuse the day in one line, or publish its partitions; returns the scoring summary."""
     checked = arrivals.records.transform(checks.with_blank_policy, cfg.data.blank_images).persist(
         StorageLevel.MEMORY_AND_DISK)
@@ -84,7 +85,7 @@ def check_and_publish(spark: SparkSession, cfg: PipelineConfig, files: BatchFile
 
 
 def publish_day(spark: SparkSession, cfg: PipelineConfig, files: BatchFiles, checked: DataFrame,
-                scorer: ScoringModel, report: dict) -> dict:
+                scorer: ResolvedModel, report: dict) -> dict:
     """Write the four folders in temporary siblings; on success they replace the day's in one move each, the
     reports folder last (the stack publishes in reverse order of entry), its scoring.json naming the token every
     other folder carries (pipeline/day_publication.py)."""
@@ -108,7 +109,7 @@ def publish_day(spark: SparkSession, cfg: PipelineConfig, files: BatchFiles, che
     return summary
 
 
-def score_to(spark: SparkSession, cfg: PipelineConfig, images: str, scorer: ScoringModel, out: str) -> None:
+def score_to(spark: SparkSession, cfg: PipelineConfig, images: str, scorer: ResolvedModel, out: str) -> None:
     """Score the images written at `images` (so the predictions are of exactly the rows published, decoded
     once) into Parquet at `out`; a failure on the workers (a model that will not load, ...) names the model."""
     set_arrow_batch_rows(spark, cfg.predict.batch_size)
@@ -119,14 +120,14 @@ def score_to(spark: SparkSession, cfg: PipelineConfig, images: str, scorer: Scor
             "maxRecordsPerFile", cfg.data.row_group_rows).parquet(out)
 
 
-def with_batch_prediction_columns(scored: DataFrame, scorer: ScoringModel) -> DataFrame:
+def with_batch_prediction_columns(scored: DataFrame, scorer: ResolvedModel) -> DataFrame:
     """BATCH_PREDICTIONS_SCHEMA: every row names the model and the version that scored it."""
     columns = {"confidence": confidence(), "model_name": F.lit(scorer.name), "model_version": F.lit(scorer.version)}
     return scored.select(*[columns.get(field.name, F.col(field.name)).cast(field.dataType).alias(field.name)
                            for field in BATCH_PREDICTIONS_SCHEMA.fields])
 
 
-def scoring_summary(predictions: DataFrame, files: BatchFiles, scorer: ScoringModel, report: dict,
+def scoring_summary(predictions: DataFrame, files: BatchFiles, scorer: ResolvedModel, report: dict,
                     low_confidence: float) -> dict:
     """scoring.json: what scored the day (and the data it learnt from), how many images per predicted class, and
     how confident it was: the day's facts, computed here once for the drift check and the batch report."""

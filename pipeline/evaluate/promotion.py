@@ -15,6 +15,7 @@ from dataclasses import asdict
 from pipeline import storage
 from pipeline.config import PipelineConfig
 from pipeline.layout import Layout
+from pipeline.model_ref import registry_uri
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,7 @@ def record_in_registry(cfg: PipelineConfig, layout: Layout, summary: dict, finge
     entries = runs.log_evaluation(cfg, layout, summary, files)
     best = summary["best_model"]
     registry.set_challenger(cfg, entries[best]["version"])
-    challenger = registry.resolve_model_uri(cfg, f"models:/{cfg.tracking.registered_model}/{entries[best]['version']}")
+    challenger = registry.resolve_model_uri(cfg, registry_uri(cfg.tracking.registered_model, entries[best]["version"]))
     test_count = summary.get("test_count") or _test_count(layout)
     evidence = Evidence(challenger.version, Figures(summary["best_test_accuracy"], test_count))
     current = registry.champion(cfg)

@@ -5,34 +5,26 @@ Only .keras files are accepted (see pipeline.model_files): HDF5 files and SavedM
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from pipeline import outputs, storage
 from pipeline.config import PipelineConfig
 from pipeline.errors import PipelineError
 from pipeline.layout import MODEL_FILE, Layout, model_file_in
 from pipeline.model_files import KERAS_SUFFIX, LEGACY_SUFFIXES, legacy_format_refusal
+from pipeline.model_ref import ResolvedModel, is_registry_uri
 from pipeline.paths import absolute
 
 MODEL_SUFFIXES = (KERAS_SUFFIX, *LEGACY_SUFFIXES)  # legacy ones are recognised as paths, to be refused by name
-REGISTRY_PREFIX = "models:/"
 
 
-@dataclass(frozen=True)
-class ModelChoice:
-    name: str                  # the `model` column of the predictions
-    path: str                  # the .keras file every worker loads
-    version: str | None = None  # the registered version (the `model_version` column); None off the registry
-
-
-def choose_model(cfg: PipelineConfig, layout: Layout, model: str) -> ModelChoice:
+def choose_model(cfg: PipelineConfig, layout: Layout, model: str) -> ResolvedModel:
     """The model to score with. A registry URI is resolved here, once: an alias moved while the job runs does not
-    change the version it scores with."""
-    if model.startswith(REGISTRY_PREFIX):
+    change the version it scores with. A model of the run or a file has no version (the model_version column is
+    null)."""
+    if is_registry_uri(model):
         from pipeline.tracking.registry import resolve_model_uri
-        registered = resolve_model_uri(cfg, model)
-        return ModelChoice(registered.name, registered.model_file, registered.version)
-    return ModelChoice(*resolve_model(layout, model))
+        return resolve_model_uri(cfg, model)
+    name, model_file = resolve_model(layout, model)
+    return ResolvedModel(name, model_file, asked=model)
 
 
 def resolve_model(layout: Layout, model: str) -> tuple[str, str]:

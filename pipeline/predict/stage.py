@@ -22,9 +22,10 @@ from pipeline.layout import Layout, PredictionFiles
 from pipeline.locks import output_lock
 from pipeline.metrics import accuracy, confusion_matrix_csv, confusion_matrix_from_counts
 from pipeline.model_files import check_model_file
+from pipeline.model_ref import ResolvedModel
 from pipeline.paths import absolute, within
 from pipeline.predict.inputs import LoadedInput, PredictionInput, load_input, require_readable_images, resolve_input
-from pipeline.predict.model_source import ModelChoice, choose_model
+from pipeline.predict.model_source import choose_model
 from pipeline.predict.unreadable import enforce_policy, write_list
 from pipeline.record_checks import FINDINGS
 from pipeline.result import StageResult
@@ -38,7 +39,7 @@ def run_prediction(spark: SparkSession, cfg: PipelineConfig, layout: Layout, inp
                    model: str | None = None, output: str | None = None) -> StageResult:
     """Score `input_path` (default: the curated test set) with `model` (default: predict.model, 'best')."""
     chosen = choose_model(cfg, layout, model or cfg.predict.model)
-    model_name, model_path = chosen.name, chosen.path
+    model_name, model_path = chosen.name, chosen.model_file
     check_model_file(model_path)  # one line on the driver, instead of a traceback from every Spark task
     source = resolve_input(layout, input_path)
     out_dir = output_folder(layout, source.name, output)
@@ -63,15 +64,15 @@ def run_prediction(spark: SparkSession, cfg: PipelineConfig, layout: Layout, inp
 
 
 def score_and_publish(spark: SparkSession, cfg: PipelineConfig, layout: Layout, loaded: LoadedInput,
-                      source: PredictionInput, model: ModelChoice, out: PredictionFiles) -> dict:
+                      source: PredictionInput, model: ResolvedModel, out: PredictionFiles) -> dict:
     """Screen unreadable files, score, and publish predictions, metrics and manifest; returns the manifest."""
     set_arrow_batch_rows(spark, cfg.predict.batch_size)
     if loaded.files is None:
-        scored = score_images(loaded.images, model.path, cfg.predict.batch_size, cfg.predict.tf_threads)
+        scored = score_images(loaded.images, model.model_file, cfg.predict.batch_size, cfg.predict.tf_threads)
         return publish(spark, layout, scored, loaded.notes, None, source, model, out)
     # Image files are read, decoded and scored in one pass, held in memory (ten probabilities a file) while the
     # unreadable ones are screened, then written: no file is read or scored twice.
-    scored_files = score_image_files(loaded.files, model.path, cfg.predict.batch_size, cfg.predict.tf_threads,
+    scored_files = score_image_files(loaded.files, model.model_file, cfg.predict.batch_size, cfg.predict.tf_threads,
                                      cfg.predict.max_image_pixels).cache()
     try:
         screened, blank_notes = apply_blank_policy(scored_files, cfg.data.blank_images, source.path)
@@ -85,7 +86,7 @@ def score_and_publish(spark: SparkSession, cfg: PipelineConfig, layout: Layout, 
 
 
 def publish(spark: SparkSession, layout: Layout, scored: DataFrame, notes: dict, unreadable: DataFrame | None,
-            source: PredictionInput, model: ModelChoice, out: PredictionFiles) -> dict:
+            source: PredictionInput, model: ResolvedModel, out: PredictionFiles) -> dict:
     """Write the predictions, their summary, the unreadable list and the manifest in one move."""
     labelled = "label" in scored.columns
     predictions = with_prediction_columns(scored, source.id_column, labelled, model, layout.run_id)
@@ -96,7 +97,7 @@ def publish(spark: SparkSession, layout: Layout, scored: DataFrame, notes: dict,
         summary = summarise(spark.read.parquet(tmp.predictions), tmp, labelled, NUM_CLASSES)
         if notes.get("unreadable_count"):
             write_list(unreadable, tmp.unreadable_list)
-        summary.update(model=model.name, model_path=model.path, model_version=model.version, input=source.path,
+        summary.update(model=model.name, model_path=model.model_file, model_version=model.version, input=source.path,
                        input_kind=source.kind, run_id=layout.run_id, output=out.root, **notes)
         storage.write_json(tmp.manifest, summary)
     return summary
@@ -152,7 +153,7 @@ def output_folder(layout: Layout, input_name: str, output: str | None) -> str:
     return absolute(output)
 
 
-def with_prediction_columns(scored: DataFrame, id_column: str, labelled: bool, model: ModelChoice,
+def with_prediction_columns(scored: DataFrame, id_column: str, labelled: bool, model: ResolvedModel,
                             run_id: str) -> DataFrame:
     """The output contract's columns, in order: id, [label], prediction, confidence, probabilities, model, run,
     model version (a string, null when the model is not from the registry: the same schema either way)."""

@@ -22,6 +22,7 @@ from pipeline.errors import GateError, PipelineError
 from pipeline.fingerprint import fingerprint_of
 from pipeline.layout import Layout, RetrainingFiles, retraining_run_id
 from pipeline.locks import output_lock
+from pipeline.model_ref import registry_uri
 from pipeline.result import StageResult
 from pipeline.retrain.decision import decision_record, decision_summary, labelled_accuracy, untrained_record
 from pipeline.retrain.training_set import BatchDays, assemble_training_set, find_batch_days, labelled_batches
@@ -101,11 +102,11 @@ def challenge(spark: SparkSession, cfg: PipelineConfig, layout: Layout, ds: str,
                             "jobs/retrain.py with --force")
     model = evaluation.details["best_model"]
     name = cfg.tracking.registered_model
-    challenger = registry.resolve_model_uri(cfg, f"models:/{name}/{test_evidence['challenger_version']}")
+    challenger = registry.resolve_model_uri(cfg, registry_uri(name, test_evidence["challenger_version"]))
     on_test = test_evidence["evidence"]
     champion_version = (on_test["champion"] or {}).get("version")
     champion = (None if champion_version is None
-                else registry.resolve_model_uri(cfg, f"models:/{name}/{champion_version}"))
+                else registry.resolve_model_uri(cfg, registry_uri(name, champion_version)))
     newest = score_newest(spark, cfg, layout, days, None if champion is None else champion.model_file,
                           layout.model_file(model))
     challenger_evidence = Evidence(challenger.version, Figures(**on_test["challenger"]["test"]),

@@ -18,33 +18,20 @@ from pipeline.config import PipelineConfig
 from pipeline.errors import PipelineError
 from pipeline.layout import MODEL_FILE, Layout, model_file_in
 from pipeline.model_files import check_model_file
+from pipeline.model_ref import REGISTRY_PREFIX, ResolvedModel, registry_uri
 from pipeline.tracking.decision import Evidence, decide, decision_key
 from pipeline.tracking.store import Store, connect, missing_local_store, store_errors
 
 log = logging.getLogger(__name__)
 
 CHAMPION, CHALLENGER = "champion", "challenger"
-URI_PREFIX = "models:/"
-_ALIAS_URI = re.compile(r"models:/(?P<name>[^/@]+)@(?P<alias>[\w-]+)")
-_VERSION_URI = re.compile(r"models:/(?P<name>[^/@]+)/(?P<version>\d+)")
+_ALIAS_URI = re.compile(rf"{REGISTRY_PREFIX}(?P<name>[^/@]+)@(?P<alias>[\w-]+)")
+_VERSION_URI = re.compile(rf"{REGISTRY_PREFIX}(?P<name>[^/@]+)/(?P<version>\d+)")
 MODEL_PATH_IN_VERSION = "data/model.keras"  # pipeline.tracking.model_log puts our model.keras there
 TRAINING_DATA_TAG = "training_data"         # a version's train split, beside its data_fingerprint tag
 
 
-@dataclass(frozen=True)
-class RegisteredVersion:
-    name: str
-    version: str
-    model_file: str                        # local copy of the version's model.keras, already checked
-    run_id: str | None = None
-    tags: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
-
-    @property
-    def uri(self) -> str:
-        return f"{URI_PREFIX}{self.name}/{self.version}"
-
-
-def resolve_model_uri(cfg: PipelineConfig, uri: str) -> RegisteredVersion:
+def resolve_model_uri(cfg: PipelineConfig, uri: str) -> ResolvedModel:
     """models:/<name>@<alias> or models:/<name>/<version> -> that fixed version, its model.keras local and checked.
     The alias is read once: a later move of the alias does not change what the caller scores."""
     if not cfg.tracking.enabled:
@@ -56,10 +43,10 @@ def resolve_model_uri(cfg: PipelineConfig, uri: str) -> RegisteredVersion:
     name = (alias or version)["name"]
     with store_errors(store.uri, f"resolving {uri}"):
         found = _by_alias(store, name, alias["alias"]) if alias else _by_version(store, name, version["version"])
-    return _fetched(cfg, store, found)
+    return _fetched(cfg, store, found, uri)
 
 
-def champion(cfg: PipelineConfig) -> RegisteredVersion | None:
+def champion(cfg: PipelineConfig) -> ResolvedModel | None:
     """The version in service, or None when there is none yet (no registered model, or no champion alias)."""
     if not cfg.tracking.enabled:
         raise PipelineError("the champion lives in the model registry, and tracking.enabled is false: turn tracking "
@@ -67,7 +54,7 @@ def champion(cfg: PipelineConfig) -> RegisteredVersion | None:
     store = connect(cfg)
     with store_errors(store.uri, "reading the champion"):
         found = _alias_version(store, cfg.tracking.registered_model, CHAMPION)
-    return None if found is None else _fetched(cfg, store, found)
+    return None if found is None else _fetched(cfg, store, found, registry_uri(found.name, alias=CHAMPION))
 
 
 def champion_version(cfg: PipelineConfig) -> str | None:
@@ -142,7 +129,7 @@ def _by_version(store: Store, name: str, version: str):
                             f"{store.shown_uri}") from None
 
 
-def _fetched(cfg: PipelineConfig, store: Store, found) -> RegisteredVersion:
+def _fetched(cfg: PipelineConfig, store: Store, found, asked: str) -> ResolvedModel:
     """The version with its model.keras downloaded once into the cache (again if the cached bytes are not the
     version's) and checked."""
     cache = Layout.from_config(cfg).registry_cache(found.name, str(found.version))
@@ -152,7 +139,8 @@ def _fetched(cfg: PipelineConfig, store: Store, found) -> RegisteredVersion:
         with store_errors(store.uri, f"downloading {found.name} version {found.version}"):
             _download(found.name, str(found.version), cache)
     check_model_file(model_file)
-    return RegisteredVersion(found.name, str(found.version), model_file, found.run_id, tags)
+    return ResolvedModel(found.name, model_file, str(found.version), asked, training_data_in(tags), found.run_id,
+                         tags)
 
 
 def _cached_matches(model_file: str, sha256: str | None) -> bool:
@@ -168,7 +156,7 @@ def _download(name: str, version: str, cache: str) -> None:
 
     import mlflow
     with tempfile.TemporaryDirectory(prefix="registry-") as tmp:
-        local = mlflow.artifacts.download_artifacts(artifact_uri=f"{URI_PREFIX}{name}/{version}", dst_path=tmp)
+        local = mlflow.artifacts.download_artifacts(artifact_uri=registry_uri(name, version), dst_path=tmp)
         keras_file = os.path.join(local, MODEL_PATH_IN_VERSION)
         if not os.path.isfile(keras_file):
             raise PipelineError(f"registered model '{name}' version {version} holds no {MODEL_PATH_IN_VERSION}: "
@@ -201,7 +189,7 @@ class PromotionDecision:
         return cls(**{key: data[key] for key in cls.__dataclass_fields__ if key in data})
 
 
-def promote(cfg: PipelineConfig, challenger: RegisteredVersion, evidence: Evidence, champion: Evidence | None,
+def promote(cfg: PipelineConfig, challenger: ResolvedModel, evidence: Evidence, champion: Evidence | None,
             context: str) -> PromotionDecision:
     """Decide once whether `challenger` replaces the champion, by the rule (pipeline.tracking.decision) on this
     evidence (`champion`: the version in service when the evidence was gathered, scored on the same sets), and
@@ -230,7 +218,7 @@ def promote(cfg: PipelineConfig, challenger: RegisteredVersion, evidence: Eviden
     return decision
 
 
-def _decided(cfg: PipelineConfig, challenger: RegisteredVersion, evidence: Evidence, champion: Evidence | None,
+def _decided(cfg: PipelineConfig, challenger: ResolvedModel, evidence: Evidence, champion: Evidence | None,
              current_version: str | None, key: str) -> PromotionDecision:
     """The decision on this evidence, against the champion in service now (`current_version`)."""
     target, margin = cfg.evaluate.target_accuracy, cfg.tracking.promotion_margin
@@ -258,7 +246,7 @@ def _decided(cfg: PipelineConfig, challenger: RegisteredVersion, evidence: Evide
 DECISION_TAG, KEY_TAG = "promotion_decision", "promotion_key"
 
 
-def _recorded_decision(store: Store, challenger: RegisteredVersion, key: str) -> PromotionDecision | None:
+def _recorded_decision(store: Store, challenger: ResolvedModel, key: str) -> PromotionDecision | None:
     """The decision recorded on the challenger's version under `key`, if one was taken."""
     import json
     found = store.client.get_model_version(challenger.name, challenger.version)

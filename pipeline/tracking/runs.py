@@ -17,6 +17,7 @@ import os
 from pipeline import outputs, storage
 from pipeline.config import PipelineConfig
 from pipeline.layout import EvaluationFiles, Layout
+from pipeline.model_ref import REGISTRY_PREFIX
 from pipeline.tracking import record
 from pipeline.tracking.live import (  # noqa: F401 (tests and tools read the tags from here)
     KIND_PIPELINE,
@@ -254,7 +255,7 @@ def logged_model_id(version) -> str | None:
     if version.model_id:
         return version.model_id
     source = version.source or ""
-    return source.removeprefix("models:/") if source.startswith("models:/m-") else None
+    return source.removeprefix(REGISTRY_PREFIX) if source.startswith(f"{REGISTRY_PREFIX}m-") else None
 
 
 def log_report(cfg: PipelineConfig, layout: Layout) -> str:
