@@ -10,7 +10,7 @@ from pipeline.stages import STAGE_NAMES
 def args_parser():
     parser = job_parser(__doc__)
     parser.add_argument("--from", dest="from_stage", choices=STAGE_NAMES, default=None,
-                        help="redo this stage and every later one")
+                        help="redo this stage and every stage downstream of it (that reads what it writes)")
     return parser
 
 

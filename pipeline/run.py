@@ -17,20 +17,21 @@ from pipeline.errors import GateError, PipelineError
 from pipeline.layout import Layout
 from pipeline.manifest import environment_facts
 from pipeline.result import StageResult
-from pipeline.stages import STAGE_NAMES, STAGES
+from pipeline.stages import STAGE_NAMES, STAGES, downstream_of
 
 log = logging.getLogger(__name__)
 
 
 def stages_to_force(force: bool, from_stage: str | None) -> set[str]:
-    """`--force` redoes every stage; `--from STAGE` redoes that stage and every later one."""
+    """`--force` redoes every stage; `--from STAGE` redoes that stage and every stage downstream of it (reading
+    what it writes, directly or not: --from eda redoes eda and the report, not the training)."""
     if from_stage is not None and from_stage not in STAGE_NAMES:
         raise PipelineError(f"unknown stage '{from_stage}' for --from (stages: {', '.join(STAGE_NAMES)})")
     if force:
         return set(STAGE_NAMES)
     if from_stage is None:
         return set()
-    return set(STAGE_NAMES[STAGE_NAMES.index(from_stage):])
+    return downstream_of(from_stage)
 
 
 def run_pipeline(spark: SparkSession, cfg: PipelineConfig, layout: Layout, force: bool = False,

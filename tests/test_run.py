@@ -9,14 +9,16 @@ from pipeline.errors import GateError, PipelineError
 from pipeline.layout import Layout
 from pipeline.result import StageResult
 from pipeline.run import run_pipeline, stages_to_force
-from pipeline.stages import ALL_STAGES, STAGE_NAMES, STAGES, Stage
+from pipeline.stages import ALL_STAGES, DAILY_STAGES, RETRAINING_STAGES, STAGE_NAMES, STAGES, Stage
 
 
-def test_from_stage_forces_that_stage_and_later_ones():
+def test_from_stage_forces_that_stage_and_every_stage_downstream_of_it():
     assert STAGE_NAMES == ("ingest", "prepare", "eda", "train", "evaluate", "predict", "report")
     assert stages_to_force(False, None) == set()
     assert stages_to_force(True, None) == set(STAGE_NAMES)
     assert stages_to_force(False, "evaluate") == {"evaluate", "predict", "report"}
+    assert stages_to_force(False, "eda") == {"eda", "report"}          # the figures change, the models do not
+    assert stages_to_force(False, "prepare") == set(STAGE_NAMES) - {"ingest"}
 
 
 def test_unknown_from_stage_is_an_error():
@@ -96,7 +98,8 @@ def test_report_structure_table_lists_every_registered_stage(make_config):
     table = structure_section(layout)
     rows = [line for line in table.splitlines() if line.startswith("| ") and "`jobs/" in line]
     assert [row.split("|")[1].strip() for row in rows] == list(STAGE_NAMES)
-    assert f"`{layout.eda}`" in table and "`jobs/report.py`" in table
+    assert f"`eda: {layout.eda}`" in table and "`jobs/report.py`" in table
+    assert "| curated, models |" in table  # evaluate's inputs, named as their writers name them
 
 
 def test_every_stage_named_as_the_writer_of_an_output_is_registered():
@@ -122,3 +125,17 @@ def test_a_stage_result_fits_on_one_log_line():
         "stage train: done in 61.2s | models=1, workers=2, model_1 val_accuracy=0.9812"
     assert StageResult(True, {}, seconds=0.5).summary_line("ingest") == \
         "stage ingest: skipped (output complete) in 0.5s | -"
+
+
+@pytest.mark.parametrize(("stages", "outside"), [
+    (STAGES, {"input"}), (DAILY_STAGES, {"landing day", "registry", "drift baseline"}),
+    (RETRAINING_STAGES, {"labelled days", "curated", "registry"})], ids=["main", "daily", "retraining"])
+def test_every_stage_reads_data_named_once_and_written_before_it_or_from_outside(stages, outside):
+    """The declared graph `--from` follows: every input is a named product, written by an earlier stage of its
+    workflow or coming from outside it (the raw input; a landed day, the registry; the prepared data)."""
+    from pipeline.stages import PRODUCTS
+    written: set[str] = set()
+    for stage in stages:
+        assert set(stage.inputs) | set(stage.outputs) <= set(PRODUCTS), stage.name
+        assert set(stage.inputs) <= written | outside, stage.name
+        written |= set(stage.outputs)

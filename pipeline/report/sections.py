@@ -251,13 +251,14 @@ def _test_count(out: RunOutputs) -> int:
 
 
 def structure_section(layout: Layout) -> str:
-    rows = [[stage.name, f"`{stage.job}`", stage.summary, f"`{stage.reads(layout)}`", f"`{stage.writes(layout)}`"]
+    rows = [[stage.name, f"`{stage.job}`", stage.summary, stage.reads, f"`{stage.writes(layout)}`"]
             for stage in STAGES]
     return "\n\n".join([
         "## 6. Pipeline structure",
         "Each stage is registered once in `pipeline/stages.py` and runs as a thin `spark-submit`-able job in `jobs/`. "
         "`make run` runs them all in order through `jobs/run_pipeline.py`; a stage whose output is already complete "
-        "for the same inputs and config is skipped (`--force` redoes everything, `--from STAGE` redoes from a stage).",
+        "for the same inputs and config is skipped (`--force` redoes everything, `--from STAGE` redoes a stage and "
+        "every stage that reads what it writes).",
         table(["stage", "job", "what it does", "reads", "writes"], rows),
         "Run one stage alone, e.g.:\n\n```\n.venv/bin/python jobs/train.py --conf conf/local.yaml --model model_3\n"
         "spark-submit --py-files dist/pipeline.zip jobs/evaluate.py --conf conf/cluster.yaml\n```",
