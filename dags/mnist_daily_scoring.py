@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pendulum
 from airflow.sdk import DAG, TriggerRule, task
-from mnist_jobs import DAG_SETTINGS, require_ready, spark_job
+from mnist_jobs import DAG_SETTINGS, require_ready, workflow_tasks
 from mnist_timetable import BatchDayTimetable
 
 require_ready("daily")
@@ -27,13 +27,10 @@ with DAG(
     tags=["mnist", "batch"],
     **DAG_SETTINGS,
 ) as dag:
-    score = spark_job("score", "score_batch.py")
-    # Writes drift.json, then fails on drift with a verdict (not retried: the job says a retry cannot change it).
-    drift = spark_job("check_drift", "check_drift.py")
-    # The report shows the drift verdict, so it runs after a failed drift check too, but not without predictions.
-    report = spark_job("batch_report", "batch_report.py", trigger_rule=TriggerRule.ALL_DONE_MIN_ONE_SUCCESS)
-    score >> drift >> report
-    score >> report
+    # score_batch -> check_drift -> batch_report, and score_batch -> batch_report: each after what it reads.
+    # check_drift writes drift.json, then fails on drift with a verdict (not retried: the job says a retry cannot
+    # change it); the report shows that verdict, so it runs after a failed drift check too, not without predictions.
+    tasks = workflow_tasks("daily", batch_report={"trigger_rule": TriggerRule.ALL_DONE_MIN_ONE_SUCCESS})
 
     @task(trigger_rule=TriggerRule.ONE_FAILED, retries=0)
     def fail_run_if_a_task_failed():
@@ -41,4 +38,4 @@ with DAG(
         would otherwise mark the day's run a success."""
         raise RuntimeError("a task of this run failed: its log ends with the one-line reason")
 
-    [score, drift, report] >> fail_run_if_a_task_failed()
+    list(tasks.values()) >> fail_run_if_a_task_failed()

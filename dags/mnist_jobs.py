@@ -159,6 +159,18 @@ def spark_job(task_id: str, job: str, *args: str, **operator_kwargs) -> SparkJob
     )
 
 
+def workflow_tasks(workflow: str, **settings: dict) -> dict[str, SparkJob]:
+    """One Spark task per stage of the project's `workflow` (pipeline/stages.py WORKFLOWS, as
+    `pipeline.deployment readiness` declares them), named after the stage and run after the stages whose outputs it
+    reads; `settings[stage]`: that task's own operator settings (a trigger rule)."""
+    tasks: dict[str, SparkJob] = {}
+    for stage in DEPLOYMENT["workflows"][workflow]:
+        tasks[stage["stage"]] = spark_job(stage["stage"], stage["job"], **settings.get(stage["stage"], {}))
+        for upstream in stage["after"]:
+            tasks[upstream] >> tasks[stage["stage"]]
+    return tasks
+
+
 def decision_branch(task_id: str, promoted: str, kept: str):
     """A branch on the retraining's decision.json, read by the project's own Python (it knows the layout), its
     evidence logged condition by condition, so the grid shows which way the run went and why."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pendulum
 from airflow.providers.standard.operators.empty import EmptyOperator
 from airflow.sdk import DAG
-from mnist_jobs import DAG_SETTINGS, decision_branch, require_ready, spark_job
+from mnist_jobs import DAG_SETTINGS, decision_branch, require_ready, workflow_tasks
 from mnist_timetable import BatchDayTimetable
 
 require_ready("retraining")
@@ -25,6 +25,6 @@ with DAG(
     tags=["mnist", "training"],
     **DAG_SETTINGS,
 ) as dag:
-    retrain = spark_job("retrain", "retrain.py")
+    retrain = workflow_tasks("retraining")["retrain"]
     decide = decision_branch("decide", promoted="champion_replaced", kept="champion_kept")
     retrain >> decide >> [EmptyOperator(task_id="champion_replaced"), EmptyOperator(task_id="champion_kept")]

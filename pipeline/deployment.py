@@ -3,9 +3,11 @@
 Airflow runs in its own venv and never imports the pipeline, so the DAGs ask it, and get one JSON object:
 
     python -m pipeline.deployment --conf CONF [--profile PROFILE] readiness
-        once per parse: the Spark master the config (with its profile) names, and for each DAG the problems that
-        would make its runs fail (no curated data, no champion), each one line naming what to run. The DAGs turn
-        them into import errors, so a deployment that is not ready says so in the UI, not in a failed task at night.
+        once per parse: the Spark master the config (with its profile) names; for each DAG its stages, each with
+        its job and the stages it runs after (pipeline.stages.WORKFLOWS: the DAGs build their tasks from these
+        declarations); and for each DAG the problems that would make its runs fail (no curated data, no champion),
+        each one line naming what to run. The DAGs turn them into import errors, so a deployment that is not ready
+        says so in the UI, not in a failed task at night.
     python -m pipeline.deployment --conf CONF [--profile PROFILE] decision --ds DAY
         the retraining decision of DAY: whether it promoted, and its reason and conditions as log lines.
 """
@@ -22,7 +24,8 @@ from pipeline.layout import Layout, checked_ds
 
 
 def readiness(cfg: PipelineConfig) -> dict:
-    """{"spark_master", "problems": {"daily": [...], "retraining": [...]}} for this config."""
+    """{"spark_master", "profile", "workflows": {"daily": [...], "retraining": [...]}, "problems": {"daily": [...],
+    "retraining": [...]}} for this config."""
     layout = Layout.from_config(cfg)
     first_run = f"run the pipeline first: make run PROFILE={cfg.profile} (jobs/run_pipeline.py --profile {cfg.profile})"
     both: list[str] = []
@@ -37,8 +40,16 @@ def readiness(cfg: PipelineConfig) -> dict:
                          f"{first_run}")
     else:
         daily.append("tracking.enabled is false: daily scoring takes its model from the registry's champion")
-    return {"spark_master": cfg.spark.master, "profile": cfg.profile,
+    return {"spark_master": cfg.spark.master, "profile": cfg.profile, "workflows": workflows(),
             "problems": {"daily": daily, "retraining": both}}
+
+
+def workflows() -> dict[str, list[dict]]:
+    """Each scheduled workflow's stages in order: {"stage", "job" (under jobs/), "after" (the stages it reads)}."""
+    from pipeline.stages import WORKFLOWS, upstream_of
+    return {name: [{"stage": stage.name, "job": stage.job.removeprefix("jobs/"), "after": upstream_of(stage, stages)}
+                   for stage in stages]
+            for name, stages in WORKFLOWS.items()}
 
 
 def retraining_decision(cfg: PipelineConfig, ds: str) -> dict:

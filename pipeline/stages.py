@@ -144,6 +144,12 @@ def downstream_of(name: str, stages: tuple[Stage, ...] = STAGES) -> set[str]:
     return found
 
 
+def upstream_of(stage: Stage, stages: tuple[Stage, ...]) -> list[str]:
+    """The earlier stages of `stages` whose outputs `stage` reads: the ones a scheduler runs it after."""
+    earlier = stages[:[s.name for s in stages].index(stage.name)]
+    return [s.name for s in earlier if set(s.outputs) & set(stage.inputs)]
+
+
 def _reports_of_any_day(layout: Layout) -> BatchReportFiles:
     """A day's reports folder with <date> for the day: for the docs only (BatchFiles refuses what is not a date)."""
     return BatchReportFiles(f"{layout.batches_root}/reports/ds=<date>")
@@ -182,6 +188,8 @@ RETRAINING_STAGES: tuple[Stage, ...] = (
 )
 
 ALL_STAGES: tuple[Stage, ...] = (*STAGES, *DAILY_STAGES, *RETRAINING_STAGES)
+# The scheduled workflows, by the name their DAG asks for them (pipeline.deployment, dags/).
+WORKFLOWS: dict[str, tuple[Stage, ...]] = {"daily": DAILY_STAGES, "retraining": RETRAINING_STAGES}
 
 
 def stage_named(name: str) -> Stage:

@@ -155,10 +155,10 @@ def test_a_scheduled_run_takes_the_day_that_ended_and_fails_at_once_without_its_
     assert scheduled["state"] == "failed"
     assert deployment.batch_dates(DAILY, scheduled) == {YESTERDAY}
     assert scheduled["dag_run_id"].startswith(f"scheduled__batch-{YESTERDAY}__"), scheduled  # its day, in its id
-    score = deployment.airflow.task_instances(DAILY, scheduled["dag_run_id"])["score"]
+    score = deployment.airflow.task_instances(DAILY, scheduled["dag_run_id"])["score_batch"]
     # A missing landing folder is not something a retry fixes: one attempt, though two retries are configured.
     assert (score["state"], score["try_number"], score["max_tries"]) == ("failed", 1, 2), score
-    log = deployment.airflow.task_log(DAILY, scheduled["dag_run_id"], "score")
+    log = deployment.airflow.task_log(DAILY, scheduled["dag_run_id"], "score_batch")
     assert f"no landing folder for {YESTERDAY}" in log
 
 
@@ -219,8 +219,8 @@ def test_a_day_named_through_the_rest_api_is_scored_by_the_new_champion_flagged_
     assert deployment.batch_dates(DAILY, run) == {NEXT_DAY}
     assert run["state"] == "failed"  # the drift check's verdict fails the run ...
     tasks = deployment.airflow.task_instances(DAILY, run["dag_run_id"])
-    assert {name: tasks[name]["state"] for name in ("score", "check_drift", "batch_report")} == {
-        "score": "success", "check_drift": "failed", "batch_report": "success"}  # ... and the report still runs
+    assert {name: tasks[name]["state"] for name in ("score_batch", "check_drift", "batch_report")} == {
+        "score_batch": "success", "check_drift": "failed", "batch_report": "success"}  # ... and the report still runs
     assert tasks["check_drift"]["try_number"] == 1  # a verdict is not retried
     files = deployment.layout.batch_files(NEXT_DAY)
     assert storage.read_json(files.drift)["flagged"] is True and "DRIFT" in Path(files.report_html).read_text()

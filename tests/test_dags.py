@@ -120,8 +120,8 @@ def test_a_cli_trigger_whose_interval_came_from_now_fails_instead_of_scoring_ano
 
 def test_daily_dag_scores_then_checks_drift_then_reports(dag_facts):
     assert dag_facts["dags"][DAILY]["tasks"] == {
-        "score": [], "check_drift": ["score"], "batch_report": ["check_drift", "score"],
-        "fail_run_if_a_task_failed": ["batch_report", "check_drift", "score"]}
+        "score_batch": [], "check_drift": ["score_batch"], "batch_report": ["check_drift", "score_batch"],
+        "fail_run_if_a_task_failed": ["batch_report", "check_drift", "score_batch"]}
 
 
 def test_the_batch_report_runs_after_a_failed_drift_check_but_not_without_predictions(dag_facts):
