@@ -1,6 +1,6 @@
 """The configuration reference, docs/configuration-reference.md, generated from the typed config so that it cannot
 drift from the code: every key with its default, what it admits and what it means. The meaning is the comment
-beside or above the field in pipeline/config.py, a section's is its class docstring; tests/test_config.py checks
+beside or above the field in pipeline/config/schema.py, a section's is its class docstring; tests/test_config.py checks
 that every key has one and that the committed file is what this module writes.
 
     .venv/bin/python -m pipeline.config_reference > docs/configuration-reference.md    (make config-reference)
@@ -16,8 +16,7 @@ import tokenize
 import typing
 from dataclasses import dataclass
 
-from pipeline import config
-from pipeline.config import ModelConfig, PipelineConfig
+from pipeline.config import ModelConfig, PipelineConfig, TrainConfig, schema
 
 KIND_OF = {bool: "true or false", int: "a whole number", float: "a number", str: "text"}
 
@@ -85,14 +84,14 @@ def section_keys(prefix: str, cls: type, comments: dict[tuple[str, str], str]) -
 
 def sections() -> list[tuple[str, str, list[KeyDoc]]]:
     """(section, what it is for, its keys), in the config's order; train.models.<name> after train."""
-    comments = field_comments(inspect.getsource(config))
+    comments = field_comments(inspect.getsource(schema))
     hints = typing.get_type_hints(PipelineConfig)
     found = [("(top level)", "", [KeyDoc("profile", _default(dataclasses.fields(PipelineConfig)[0]), "text",
                                          "the profile the config was loaded with (--profile, else the file's)")])]
     for field in dataclasses.fields(PipelineConfig)[1:]:
         cls = hints[field.name]
         found.append((field.name, _docstring(cls), section_keys(f"{field.name}.", cls, comments)))
-        if cls is config.TrainConfig:
+        if cls is TrainConfig:
             found.append(("train.models.<name>", _docstring(ModelConfig),
                           section_keys("train.models.<name>.", ModelConfig, comments)))
     return found
@@ -108,8 +107,8 @@ def _cell(text: str) -> str:
 
 def reference_markdown() -> str:
     out = ["# Configuration reference", "",
-           "Generated from `pipeline/config.py` by `make config-reference`: do not edit by hand. Set a key in the "
-           "config file (`section: {key: value}`), in a profile, or with `--set section.key=value`; "
+           "Generated from `pipeline/config/schema.py` by `make config-reference`: do not edit by hand. Set a key in "
+           "the config file (`section: {key: value}`), in a profile, or with `--set section.key=value`; "
            "[configuration.md](configuration.md) says how they combine and where paths resolve.", ""]
     for name, about, keys in sections():
         out += [f"## {name}", ""] + ([about, ""] if about else [])

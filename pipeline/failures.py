@@ -13,8 +13,8 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from pipeline.config import redacted
 from pipeline.errors import PipelineError, RetryableError
+from pipeline.redaction import redacted
 
 # A Python exception's last line as a worker prints it ("ValueError: ...", "tensorflow....NotFoundError: ..."),
 # also behind the "[0]<stderr>:" Horovod puts before each line it forwards; never a Java class in a JVM trace.

@@ -12,10 +12,11 @@ from typing import Any
 from pyspark.sql import SparkSession
 
 from pipeline import storage
-from pipeline.config import PipelineConfig, redacted
+from pipeline.config import PipelineConfig
 from pipeline.errors import GateError, PipelineError
 from pipeline.layout import Layout
 from pipeline.manifest import environment_facts
+from pipeline.redaction import redacted
 from pipeline.result import StageResult
 from pipeline.stages import STAGE_NAMES, STAGES, downstream_of
 

@@ -7,8 +7,9 @@ import sys
 
 from pyspark.sql import SparkSession
 
-from pipeline.config import SparkConfig, looks_secret
+from pipeline.config import SparkConfig
 from pipeline.errors import PipelineError
+from pipeline.redaction import looks_secret
 from pipeline.services import DAEMON_MODULE, SERVICES_INTERFACE_ENV, interface_for
 
 HADOOP_PREFIX = "spark.hadoop."  # Spark copies these settings, without it, into the Hadoop configuration

@@ -17,8 +17,8 @@ from typing import Any, BinaryIO
 
 from pyarrow import fs as pafs
 
-from pipeline.config import refuse_uri_password
 from pipeline.paths import local_path
+from pipeline.redaction import refuse_uri_password
 
 log = logging.getLogger(__name__)
 

@@ -14,12 +14,12 @@ from pathlib import Path
 from pipeline.config import REPO_ROOT
 
 STAGE_PACKAGES = ("data", "eda", "train", "evaluate", "predict", "report", "batch")
-SHARED_PACKAGES = ("formats", "retrain", "tracking")  # retrain: its job module is a top module (below)
+SHARED_PACKAGES = ("config", "formats", "retrain", "tracking")  # retrain: its job module is a top module (below)
 MAIN_JOB = "pipeline.run"
 # Above the stages: the main job, the retrain stage (it runs train and evaluate), the registry naming every
-# stage, and the command line built from it. Nothing below them imports them, except the report, whose structure
-# table documents the registry itself.
-TOP_MODULES = (MAIN_JOB, "pipeline.retrain.job", "pipeline.stages", "pipeline.cli")
+# stage, the command line built from it, and what a scheduler asks of the deployment (its workflows' stages).
+# Nothing below them imports them, except the report, whose structure table documents the registry itself.
+TOP_MODULES = (MAIN_JOB, "pipeline.retrain.job", "pipeline.stages", "pipeline.cli", "pipeline.deployment")
 DOCUMENTS_THE_REGISTRY = {("pipeline.report.sections", "pipeline.stages")}
 
 

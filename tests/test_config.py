@@ -279,7 +279,7 @@ SECRET_SETTINGS = {"spark.hadoop.fs.s3a.secret.key": "s3-secret-value", "spark.h
 
 
 def test_redacted_dict_hides_secret_looking_keys_and_keeps_the_rest(make_config):
-    from pipeline.config import REDACTED
+    from pipeline.redaction import REDACTED
     cfg = make_config(*[f"spark.settings.{k}={v}" for k, v in SECRET_SETTINGS.items()],
                       "spark.settings.spark.hadoop.fs.s3a.endpoint=http://127.0.0.1:9000")
     redacted = cfg.to_redacted_dict()

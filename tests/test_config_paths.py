@@ -103,7 +103,7 @@ def _python(args: list[str], zip_path: Path, cwd: Path) -> subprocess.CompletedP
 def test_package_from_dist_zip_knows_its_checkout(dist, tmp_path):
     proc = _python(["-c", "import pipeline.config as c; print(c.__file__); print(c.REPO_ROOT)"], dist, tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.splitlines() == [f"{dist}/pipeline/config.py", str(REPO_ROOT)]
+    assert proc.stdout.splitlines() == [f"{dist}/pipeline/config/__init__.py", str(REPO_ROOT)]
 
 
 def test_job_outside_a_checkout_without_conf_says_so(dist, tmp_path):

@@ -12,10 +12,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.config import PipelineConfig, redacted
+from pipeline.config import PipelineConfig
 from pipeline.errors import PipelineError
 from pipeline.layout import Layout
 from pipeline.paths import as_url, is_uri
+from pipeline.redaction import redacted
 
 TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
 REGISTRY_URI_ENV = "MLFLOW_REGISTRY_URI"

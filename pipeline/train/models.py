@@ -1,6 +1,6 @@
 """The CNNs of the original study and the chapter after it (model_4), in one registry. Adding a model: one
 builder function here, decorated with `@register("name")`, and one entry under `train.models` in conf/local.yaml
-with its epochs (and, optionally, its recipe: pipeline/config.py ModelConfig).
+with its epochs (and, optionally, its recipe: pipeline/config/schema.py ModelConfig).
 
 TensorFlow is imported inside the builders so that importing this module (e.g. on the Spark driver) stays cheap.
 """
