@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING
 
 from pipeline.config import DEFAULT_CONF, PipelineConfig, known_profiles, load_config, profiles_dir
 from pipeline.errors import PipelineError
-from pipeline.layout import Layout, checked_ds, checked_run_id
+from pipeline.layout import Layout
+from pipeline.run_ids import checked_ds, checked_run_id
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession

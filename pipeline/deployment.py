@@ -20,7 +20,8 @@ import sys
 from pipeline import storage
 from pipeline.config import PipelineConfig, load_config
 from pipeline.errors import PipelineError
-from pipeline.layout import Layout, checked_ds
+from pipeline.layout import Layout
+from pipeline.run_ids import checked_ds
 
 
 def readiness(cfg: PipelineConfig) -> dict:

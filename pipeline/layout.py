@@ -10,14 +10,12 @@ published one.
 from __future__ import annotations
 
 import dataclasses
-import re
 from dataclasses import dataclass
-from datetime import date
 from typing import ClassVar
 
 from pipeline.config import PipelineConfig
-from pipeline.errors import PipelineError
 from pipeline.fingerprint import fingerprint_of
+from pipeline.run_ids import checked_ds, checked_run_id, default_run_id
 
 SPLITS = ("train", "validation", "test")
 MANIFEST = "manifest.json"
@@ -31,18 +29,6 @@ PUBLICATION_MARKER = "_publication"
 def model_file_in(model_dir: str) -> str:
     """The saved model of a training output folder: this run's, or any other a user points at."""
     return f"{model_dir}/{MODEL_FILE}"
-
-
-_RUN_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-
-
-def checked_run_id(run_id: str) -> str:
-    """`run_id` when it is a plain folder name; otherwise one line saying so. A run id becomes a folder under
-    paths.runs: `../x`, `a/b` or an absolute path would write outside it."""
-    if not _RUN_ID.fullmatch(run_id) or ".." in run_id:
-        raise PipelineError(f"--run-id {run_id}: expected a plain folder name (letters, digits, '.', '_', '-'; at "
-                            "most 128 characters, no '..'), e.g. quick-retry-2")
-    return run_id
 
 
 @dataclass(frozen=True)
@@ -162,20 +148,7 @@ class PredictionFiles:
         return f"{self.root.rstrip('/')}.unreadable.csv"
 
 
-_DS = re.compile(r"\d{4}-\d{2}-\d{2}")
 PARTITION_GLOB = "ds=????-??-??"  # exactly the published day folders: not their .tmp-*/.old-* siblings, nor locks
-
-
-def checked_ds(ds: str) -> str:
-    """`ds` when it is a real date written YYYY-MM-DD; otherwise one line saying so. Every day's paths go through
-    here, so a malformed date can never name a folder (ds=../x, ds=2026-2-3 beside ds=2026-02-03)."""
-    if not isinstance(ds, str) or not _DS.fullmatch(ds):
-        raise PipelineError(f"--ds {ds}: expected a date written YYYY-MM-DD, e.g. 2026-11-24")
-    try:
-        date.fromisoformat(ds)
-    except ValueError as exc:
-        raise PipelineError(f"--ds {ds}: not a real date ({exc})") from None
-    return ds
 
 
 @dataclass(frozen=True)
@@ -549,13 +522,3 @@ def drift_baseline_of(train_split: str) -> str:
 def ingest_hash(cfg: PipelineConfig) -> str:
     from dataclasses import asdict
     return fingerprint_of({"input": cfg.resolve(cfg.paths.input), "data": asdict(cfg.data)})
-
-
-def retraining_run_id(cfg: PipelineConfig, ds: str) -> str:
-    """One run folder per retraining date and config, apart from the normal runs': a retried task resumes there."""
-    return f"retrain-{ds}-{cfg.profile}-{cfg.section_hash('data', 'prepare', 'train', 'retrain')}"
-
-
-def default_run_id(cfg: PipelineConfig) -> str:
-    """Same profile and config, same run folder: a rerun resumes and skips instead of starting over."""
-    return f"{cfg.profile}-{cfg.section_hash('data', 'prepare', 'train')}"

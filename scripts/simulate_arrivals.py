@@ -10,7 +10,8 @@ from pipeline.batch.arrivals import KINDS, simulate_day
 from pipeline.cli import configure_logging, job_parser, log
 from pipeline.config import REPO_ROOT, load_config
 from pipeline.errors import PipelineError
-from pipeline.layout import Layout, checked_ds
+from pipeline.layout import Layout
+from pipeline.run_ids import checked_ds
 
 
 def args_parser() -> argparse.ArgumentParser:

@@ -25,7 +25,8 @@ from pipeline.errors import EXIT_NOT_RETRYABLE, PipelineError, RetryableError
 from pipeline.failures import job_failure
 from pipeline.formats.idx import read_array
 from pipeline.formats.images import decode_image_file
-from pipeline.layout import BatchFiles, Layout, checked_ds
+from pipeline.layout import BatchFiles, Layout
+from pipeline.run_ids import checked_ds
 from pipeline.schema import BATCH_IMAGES_SCHEMA, BATCH_PREDICTIONS_SCHEMA, BATCH_QUARANTINE_SCHEMA, IMAGE_PIXELS
 from pipeline.stages import DAILY_STAGES
 

@@ -15,11 +15,12 @@ from pyspark.testing import assertDataFrameEqual
 from jobs.retrain import _main
 from pipeline import storage
 from pipeline.errors import EXIT_NOT_RETRYABLE, PipelineError
-from pipeline.layout import Layout, RetrainingFiles, default_run_id
+from pipeline.layout import Layout, RetrainingFiles
 from pipeline.retrain.decision import decision_record, decision_summary, untrained_record
 from pipeline.retrain.job import retraining_config, retraining_layout
 from pipeline.retrain.labels import check_labels_known, parse_labels, read_labels, with_labels
 from pipeline.retrain.training_set import BatchDays, assemble_training_set, find_batch_days
+from pipeline.run_ids import default_run_id
 from pipeline.schema import BATCH_IMAGES_SCHEMA, CURATED_SCHEMA, TRAINING_SET_SCHEMA
 
 LABELS = "labels.csv"

@@ -20,12 +20,13 @@ from pipeline import storage
 from pipeline.config import PipelineConfig
 from pipeline.errors import GateError, PipelineError
 from pipeline.fingerprint import fingerprint_of
-from pipeline.layout import Layout, RetrainingFiles, retraining_run_id
+from pipeline.layout import Layout, RetrainingFiles
 from pipeline.locks import output_lock
 from pipeline.model_ref import registry_uri
 from pipeline.result import StageResult
 from pipeline.retrain.decision import decision_record, decision_summary, labelled_accuracy, untrained_record
 from pipeline.retrain.training_set import BatchDays, assemble_training_set, find_batch_days, labelled_batches
+from pipeline.run_ids import retraining_run_id
 from pipeline.stages import stage_named
 
 log = logging.getLogger(__name__)
