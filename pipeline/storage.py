@@ -6,7 +6,6 @@ output folders on this module and pipeline.locks (storage <- locks <- outputs, n
 from __future__ import annotations
 
 import json
-import logging
 import os
 import shutil
 import tempfile
@@ -19,8 +18,6 @@ from pyarrow import fs as pafs
 
 from pipeline.paths import local_path
 from pipeline.redaction import refuse_uri_password
-
-log = logging.getLogger(__name__)
 
 
 def filesystem(path: str) -> tuple[pafs.FileSystem, str]:

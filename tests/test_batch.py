@@ -340,7 +340,7 @@ def test_a_day_whose_scoring_was_killed_between_its_moves_is_not_read_until_resc
     interrupted = (f"a scoring was interrupted between its moves; rerun jobs/score_batch.py --ds {DAY}")
     for moves, first_mixed in ((1, "predictions"), (2, "quarantine"), (3, "images")):
         with monkeypatch.context() as patch:
-            patch.setattr(score.storage, "publishing", stopping_after(moves))
+            patch.setattr(score.outputs, "publishing", stopping_after(moves))
             with pytest.raises(Killed):
                 run_batch_scoring(spark, cfg, layout, DAY, model=small_mnist_model["untrained"])
         versions = {r["model_version"] for r in spark.read.parquet(files.predictions).collect()}
