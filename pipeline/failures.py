@@ -84,7 +84,8 @@ def spark_worker_failure(exc: BaseException) -> RetryableError | None:
     from pyspark.errors import PySparkException
     for link in chain(exc):
         if isinstance(link, Py4JJavaError | PySparkException) and _ON_WORKERS.search(str(link)):
-            doing = "; ".join(getattr(exc, "__notes__", ())) or "a Spark job"
+            # working_on notes whichever exception passed through it: the one raised, or one it was raised from.
+            doing = "; ".join(note for each in chain(exc) for note in getattr(each, "__notes__", ())) or "a Spark job"
             return RetryableError(f"{doing} failed: {worker_error(str(link))}")
     return None
 

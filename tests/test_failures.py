@@ -107,6 +107,14 @@ def test_a_spark_job_failing_on_its_workers_is_one_retryable_line_naming_what_it
         failing.write.parquet(str(tmp_path / "never"))
     assert str(job_failure(raised.value)) == ("scoring day 2026-11-20 with model_1 version 3 failed: ValueError: "
                                               "record 7 cannot be read")
+    # The note stays on the exception working_on saw, though the job re-raises it as another.
+    with pytest.raises(RuntimeError) as raised:
+        try:
+            with working_on("publishing day 2026-11-20"):
+                failing.collect()
+        except Exception as exc:
+            raise RuntimeError("publish aborted") from exc
+    assert str(job_failure(raised.value)) == "publishing day 2026-11-20 failed: ValueError: record 7 cannot be read"
     with pytest.raises(AnalysisException) as raised:
         spark.range(3).select("no_such_column").collect()
     assert job_failure(raised.value) is None
