@@ -58,12 +58,21 @@ def _default(field: dataclasses.Field) -> str:
         value = field.default_factory()
     else:
         return "(required)"
-    if dataclasses.is_dataclass(value) or isinstance(value, dict):
-        value = json.loads(json.dumps(value, default=lambda v: {k: w for k, w in dataclasses.asdict(v).items()
-                                                                 if w != getattr(ModelConfig, k, None)}))
-        return f"`{json.dumps(value)}`" if value else "`{}`"
-    return f"`{json.dumps(value)}`" if isinstance(value, str) else f"`{str(value).lower()}`" \
-        if isinstance(value, bool) else f"`{value}`"
+    if isinstance(value, bool):
+        return f"`{str(value).lower()}`"
+    if isinstance(value, str | dict) or dataclasses.is_dataclass(value):
+        return f"`{json.dumps(_as_written(value))}`"
+    return f"`{value}`"
+
+
+def _as_written(value: typing.Any) -> typing.Any:
+    """`value` as a config file would hold it; a model's settings only where they differ from ModelConfig's."""
+    if dataclasses.is_dataclass(value):
+        return {f.name: _as_written(getattr(value, f.name)) for f in dataclasses.fields(value)
+                if getattr(value, f.name) != getattr(ModelConfig, f.name, None)}
+    if isinstance(value, dict):
+        return {key: _as_written(item) for key, item in value.items()}
+    return value
 
 
 def _admits(field: dataclasses.Field, annotation: typing.Any) -> str:
