@@ -71,7 +71,7 @@ def publishing(final_path: str) -> Iterator[str]:
         old = f"{final}.old-{attempt}"
         fs.move(final, old)
         fs.move(tmp_p, final)
-        storage.remove(f"{final_path}.old-{attempt}")
+        storage.remove_on(fs, old)
     else:
         fs.create_dir(final.rsplit("/", 1)[0], recursive=True)
         fs.move(tmp_p, final)

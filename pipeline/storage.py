@@ -50,7 +50,7 @@ def makedirs(path: str) -> None:
 
 def remove(path: str) -> None:
     """Remove a file or folder if present."""
-    _remove_on(*filesystem(path))
+    remove_on(*filesystem(path))
 
 
 def remove_files_except(folder: str, keep: set[str]) -> None:
@@ -62,7 +62,8 @@ def remove_files_except(folder: str, keep: set[str]) -> None:
             fs.delete_file(info.path)
 
 
-def _remove_on(fs: pafs.FileSystem, p: str) -> None:
+def remove_on(fs: pafs.FileSystem, p: str) -> None:
+    """remove() for a path already resolved to its file system."""
     info = fs.get_file_info(p)
     if info.type == pafs.FileType.Directory:
         fs.delete_dir(p)
@@ -82,7 +83,7 @@ def writing(path: str) -> Iterator[BinaryIO]:
             yield out
         fs.move(tmp, p)
     except BaseException:
-        _remove_on(fs, tmp)
+        remove_on(fs, tmp)
         raise
 
 
