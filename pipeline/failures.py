@@ -77,13 +77,17 @@ _ON_WORKERS = re.compile(r"Job aborted due to stage failure|PythonException")
 
 
 def spark_worker_failure(exc: BaseException) -> RetryableError | None:
-    """A Spark job that failed on its workers, as '<what the job was doing> failed: <the worker's Python error>'
-    (`what` from the notes of `working_on`). Retryable: a lost executor and a model that will not load look the
-    same from the driver, and a scheduler's next attempt tells them apart."""
+    """A Spark job that failed on its workers (or its batch function in the driver, pipeline.python_batches), as
+    '<what the job was doing> failed: <the worker's Python error>' (`what` from the notes of `working_on`).
+    Retryable: a lost executor and a model that will not load look the same from the driver, and a scheduler's
+    next attempt tells them apart."""
     from py4j.protocol import Py4JJavaError
     from pyspark.errors import PySparkException
+
+    from pipeline.python_batches import PythonBatchError
     for link in chain(exc):
-        if isinstance(link, Py4JJavaError | PySparkException) and _ON_WORKERS.search(str(link)):
+        if (isinstance(link, Py4JJavaError | PySparkException) and _ON_WORKERS.search(str(link))
+                or isinstance(link, PythonBatchError)):
             # working_on notes whichever exception passed through it: the one raised, or one it was raised from.
             doing = "; ".join(note for each in chain(exc) for note in getattr(each, "__notes__", ())) or "a Spark job"
             return RetryableError(f"{doing} failed: {worker_error(str(link))}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 import pandas as pd
@@ -19,6 +20,7 @@ from pyspark.sql.types import ArrayType, BooleanType, FloatType, IntegerType, St
 
 from pipeline.metrics import confusion_matrix_from_counts
 from pipeline.model_files import load_keras_model
+from pipeline.python_batches import map_in_pandas
 from pipeline.schema import IMAGE_PIXELS, IMAGE_SHAPE
 
 PREDICTION_FIELDS = [StructField("prediction", IntegerType(), nullable=False),
@@ -34,6 +36,7 @@ CONFIDENCE_BINS = 20  # equal bins over [0, 1]: the daily scoring's confidence h
 LOSS_EPSILON = 1e-7  # Keras clips probabilities the same way in categorical cross-entropy
 
 _MODEL_CACHE: dict[str, object] = {}
+_LOADING: dict[str, Future] = {}  # prefetch_model's loads, until load_model_cached takes them
 
 
 def set_arrow_batch_rows(spark: SparkSession, rows: int) -> None:
@@ -41,16 +44,17 @@ def set_arrow_batch_rows(spark: SparkSession, rows: int) -> None:
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(int(rows)))
 
 
-def score_images(df: DataFrame, model_path: str, batch_size: int, tf_threads: int = 1) -> DataFrame:
+def score_images(df: DataFrame, model_path: str, batch_size: int, tf_threads: int = 1, *,
+                 in_driver: bool = False) -> DataFrame:
     """`df` with an `image` column (IMAGE_PIXELS floats in [0, 1]) -> its other columns plus `prediction` and
-    `probabilities`."""
+    `probabilities`, scored on the executors or in the driver (pipeline.python_batches)."""
     keep = [field for field in df.schema.fields if field.name != "image"]
     keep_names = [field.name for field in keep]
 
     def score_partition(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         return score_batches(batches, model_path, batch_size, tf_threads, keep_names)
 
-    return df.mapInPandas(score_partition, StructType(keep + PREDICTION_FIELDS))
+    return map_in_pandas(df, score_partition, StructType(keep + PREDICTION_FIELDS), in_driver=in_driver)
 
 
 def score_batches(batches: Iterator[pd.DataFrame], model_path: str, batch_size: int, tf_threads: int,
@@ -123,8 +127,19 @@ def load_model_cached(model_path: str, tf_threads: int = 1):
     model = _MODEL_CACHE.get(model_path)
     if model is None:
         _MODEL_CACHE.clear()  # evaluation scores several models in turn: keep only the current one in memory
-        model = _MODEL_CACHE[model_path] = _load_model(model_path, tf_threads)
+        loading = _LOADING.pop(model_path, None)
+        model = _MODEL_CACHE[model_path] = loading.result() if loading else _load_model(model_path, tf_threads)
     return model
+
+
+def prefetch_model(model_path: str, tf_threads: int = 1) -> None:
+    """Start loading the model in this process on a background thread, for a later load_model_cached (which
+    waits for it, or raises what the load raised): TensorFlow's import takes seconds that the driver otherwise
+    spends waiting for Spark."""
+    if model_path not in _MODEL_CACHE and model_path not in _LOADING:
+        loader = ThreadPoolExecutor(1, thread_name_prefix="model-prefetch")
+        _LOADING[model_path] = loader.submit(_load_model, model_path, tf_threads)
+        loader.shutdown(wait=False)  # its one thread ends with the load
 
 
 def _load_model(model_path: str, tf_threads: int):

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from pyspark.testing import assertDataFrameEqual, assertSchemaEqual
 
-from pipeline import outputs, storage
+from pipeline import outputs, scoring, storage
 from pipeline.batch.arrivals import simulate_day
 from pipeline.batch.model import model_file_version, scoring_model
 from pipeline.batch.score import run_batch_scoring
@@ -61,6 +61,15 @@ def test_every_daily_stage_has_a_job_taking_ds_and_its_options(stage):
 
 def _day_files(cfg, ds: str) -> BatchFiles:
     return Layout.from_config(cfg).batch_files(ds)
+
+
+def _rounded(value):
+    """`value` (JSON) with its floats to 5 decimals."""
+    if isinstance(value, dict):
+        return {key: _rounded(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_rounded(item) for item in value]
+    return round(value, 5) if isinstance(value, float) else value
 
 
 def _folder_bytes(folder: str) -> dict[str, bytes]:
@@ -192,15 +201,28 @@ def test_a_day_is_checked_scored_and_published_with_the_model_version(spark, sma
 
 
 @pytest.mark.slow
-def test_rescoring_a_day_replaces_that_day_only(spark, small_mnist_model, two_scored_days):
+def test_rescoring_a_day_on_the_executors_replaces_that_day_only_with_what_the_driver_gave(spark, small_mnist_model,
+                                                                                          two_scored_days):
+    """The fixture's small days were decoded and scored in the driver (batch.driver_max_images); rescored on the
+    executors' Python workers, the day's images, predictions and summary are the same."""
     cfg, layout = two_scored_days
     files, other = layout.batch_files(DAY), layout.batch_files(OTHER_DAY)
-    before = spark.read.parquet(files.predictions).collect()
+    assert small_mnist_model["trained"] in scoring._MODEL_CACHE  # the driver loaded the model: it scored the days
+    before = {table: spark.read.parquet(folder).collect() for table, folder in (("predictions", files.predictions),
+                                                                                ("images", files.images))}
+    summary_before = storage.read_json(files.scoring)
     other_before = {folder: _folder_bytes(folder) for folder in (other.images, other.predictions, other.reports)}
     other_mtimes = sorted((str(p), p.stat().st_mtime_ns) for p in Path(other.predictions).rglob("*"))
-    run_batch_scoring(spark, cfg, layout, DAY, model=small_mnist_model["trained"])
+    on_executors = dataclasses.replace(cfg, batch=dataclasses.replace(cfg.batch, driver_max_images=0))
+    scoring._MODEL_CACHE.clear()
+    run_batch_scoring(spark, on_executors, layout, DAY, model=small_mnist_model["trained"])
+    assert not scoring._MODEL_CACHE  # the driver never loaded it this time
     after = spark.read.parquet(files.predictions)
-    assertDataFrameEqual(after, before)
+    assertDataFrameEqual(after, before["predictions"])
+    assertDataFrameEqual(spark.read.parquet(files.images), before["images"])
+    summary = storage.read_json(files.scoring)
+    assert summary.pop("publication") != summary_before.pop("publication")
+    assert _rounded(summary) == _rounded(summary_before)  # confidences as equal as a model call's floats
     assert after.select("record_id").distinct().count() == after.count() == COUNT
     assert {folder: _folder_bytes(folder) for folder in other_before} == other_before
     assert sorted((str(p), p.stat().st_mtime_ns) for p in Path(other.predictions).rglob("*")) == other_mtimes

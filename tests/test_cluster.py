@@ -535,6 +535,7 @@ def scheduled_cluster_config(cluster: Cluster, out: Path) -> Path:
     conf["paths"] = {"input": str(cluster.tiny_world), "data": str(out / "data"), "runs": str(out / "runs"),
                      "mlflow": str(out / "mlflow"), "landing": str(out / "landing"), "batches": str(out / "batches")}
     conf["train"]["models"] = yaml.safe_load(ONE_MODEL.split("=", 1)[1])
+    conf["batch"] = {"driver_max_images": 0}  # a small day too is scored by the executors' Python workers
     path = cluster.root / "conf" / "scheduled.yaml"
     shutil.copytree(REPO_ROOT / "conf" / "profiles", path.parent / "profiles", dirs_exist_ok=True)
     path.write_text(yaml.safe_dump(conf))
@@ -543,7 +544,8 @@ def scheduled_cluster_config(cluster: Cluster, out: Path) -> Path:
 
 def test_a_scheduled_day_is_scored_by_the_cluster_executors_as_in_local_mode(cluster, quick_run, dist, spark):
     """The daily DAG (airflow dags test) with the deployment's config pointing at this cluster: every task a
-    spark-submit to its master, the scoring done by its executors, with the rows a local-mode scoring gives."""
+    spark-submit to its master, the scoring done by its executors, with the rows a local-mode scoring in the
+    driver gives."""
     from pipeline.batch.score import run_batch_scoring
     from pipeline.layout import Layout
     out, _ = quick_run
@@ -567,7 +569,8 @@ def test_a_scheduled_day_is_scored_by_the_cluster_executors_as_in_local_mode(clu
     assert executors and "driver" not in executors, executors
     cfg = load_config(conf)
     on_cluster = spark.read.parquet(Layout.from_config(cfg).batch_files(ds).predictions)
-    local_cfg = load_config(conf, None, ["spark.master=local[2]", f"paths.batches={out / 'batches-local'}"])
+    local_cfg = load_config(conf, None, ["spark.master=local[2]", f"paths.batches={out / 'batches-local'}",
+                                         "batch.driver_max_images=5000"])  # locally, in the driver
     run_batch_scoring(spark, local_cfg, Layout.from_config(local_cfg), ds)
     in_local_mode = spark.read.parquet(Layout.from_config(local_cfg).batch_files(ds).predictions)
     def rows(predictions):

@@ -44,6 +44,9 @@ NOT_AN_IMAGE = f"not an image file (expected {', '.join(IMAGE_FORMATS)})"
 class Arrivals:
     kind: str                      # images | idx | npz | csv
     records: DataFrame             # ARRIVALS_SCHEMA
+    # A small day (batch.driver_max_images) is decoded and scored in the driver: a Python worker's start and its
+    # imports cost more than the work (pipeline.python_batches).
+    in_driver: bool
     cached: DataFrame | None = None  # decoded images held in memory, until release()
 
     def release(self) -> None:
@@ -74,16 +77,17 @@ def read_image_files(spark: SparkSession, cfg: PipelineConfig, listing: FolderLi
     images = [(path, real) for path, real in listing.files if path.lower().endswith(IMAGE_EXTENSIONS)]
     others = [(path, NOT_AN_IMAGE) for path, _ in listing.files
               if not path.lower().endswith(IMAGE_EXTENSIONS) and listing.relative(path) != LABELS_FILE]
+    in_driver = _small_day(cfg, len(images) + len(others) + len(listing.refused))
     set_arrow_batch_rows(spark, cfg.batch.image_decode_batch_size)
     decoded = decode_image_files(spark.createDataFrame(images, "path string, source string"),
-                                 cfg.predict.max_image_pixels).cache()
+                                 cfg.predict.max_image_pixels, in_driver=in_driver).cache()
     refused = spark.createDataFrame(listing.refused + others, "path string, error string").withColumn(
         "image", F.lit(None).cast(ARRIVALS_SCHEMA["image"].dataType))
     relative = F.substring(F.col("path"), len(listing.prefix) + 1, 1 << 30)
     arrivals = (decoded.unionByName(refused)
                 .select(relative.alias("record_id"), relative.alias("source_file"), "image",
                         F.col("error").alias("reason")))
-    return Arrivals("images", arrivals, decoded)
+    return Arrivals("images", arrivals, in_driver, decoded)
 
 
 def read_raw_file(spark: SparkSession, cfg: PipelineConfig, folder: str, names: list[str]) -> Arrivals:
@@ -105,7 +109,11 @@ def read_raw_file(spark: SparkSession, cfg: PipelineConfig, folder: str, names: 
     checked = (parsed.select("record_id", F.lit(images[0]).alias("source_file"), "image", "reason")
                .mapInArrow(_normalised_batches, ARRIVALS_SCHEMA)
                .withColumn("image", F.when(F.col("reason").isNull(), F.col("image"))))
-    return Arrivals(fmt, checked)
+    return Arrivals(fmt, checked, _small_day(cfg, sum(counts.values())))
+
+
+def _small_day(cfg: PipelineConfig, records: int) -> bool:
+    return records <= cfg.batch.driver_max_images
 
 
 def _is_idx_labels(name: str, names: list[str]) -> bool:

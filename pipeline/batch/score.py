@@ -31,7 +31,14 @@ from pipeline.model_files import check_model_file
 from pipeline.model_ref import ResolvedModel
 from pipeline.result import StageResult
 from pipeline.schema import BATCH_PREDICTIONS_SCHEMA, NUM_CLASSES
-from pipeline.scoring import CONFIDENCE_BINS, confidence, confidence_bin, score_images, set_arrow_batch_rows
+from pipeline.scoring import (
+    CONFIDENCE_BINS,
+    confidence,
+    confidence_bin,
+    prefetch_model,
+    score_images,
+    set_arrow_batch_rows,
+)
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +55,8 @@ def run_batch_scoring(spark: SparkSession, cfg: PipelineConfig, layout: Layout, 
              scorer.model_file)
     with day_locks(files):
         arrivals = read_landing(spark, cfg, files)
+        if arrivals.in_driver:  # scored here: load the model while Spark checks and writes the day
+            prefetch_model(scorer.model_file, cfg.predict.tf_threads)
         try:
             summary = check_and_publish(spark, cfg, files, arrivals, scorer)
         finally:
@@ -79,13 +88,13 @@ def check_and_publish(spark: SparkSession, cfg: PipelineConfig, files: BatchFile
         log.info("%s: %s", files.ds, checks.summary_line(report))
         if report["error"]:
             raise PipelineError(report["error"])
-        return publish_day(spark, cfg, files, checked, scorer, report)
+        return publish_day(spark, cfg, files, checked, scorer, report, in_driver=arrivals.in_driver)
     finally:
         checked.unpersist()
 
 
 def publish_day(spark: SparkSession, cfg: PipelineConfig, files: BatchFiles, checked: DataFrame,
-                scorer: ResolvedModel, report: dict) -> dict:
+                scorer: ResolvedModel, report: dict, *, in_driver: bool) -> dict:
     """Write the four folders in temporary siblings; on success they replace the day's in one move each, the
     reports folder last (the stack publishes in reverse order of entry), its scoring.json naming the token every
     other folder carries (pipeline/day_publication.py)."""
@@ -96,7 +105,7 @@ def publish_day(spark: SparkSession, cfg: PipelineConfig, files: BatchFiles, che
             for folder in (files.reports, files.images, files.quarantine, files.predictions))
         checks.valid_images(checked).write.mode("error").option("maxRecordsPerFile", rows).parquet(images)
         checks.quarantined_records(checked).write.mode("error").option("maxRecordsPerFile", rows).parquet(quarantine)
-        score_to(spark, cfg, images, scorer, predictions)
+        score_to(spark, cfg, images, scorer, predictions, in_driver=in_driver)
         # The four moves are not one: readers trust the day only when every folder has this scoring's token.
         token = day_publication.new_token()
         for folder in (images, quarantine, predictions):
@@ -109,13 +118,15 @@ def publish_day(spark: SparkSession, cfg: PipelineConfig, files: BatchFiles, che
     return summary
 
 
-def score_to(spark: SparkSession, cfg: PipelineConfig, images: str, scorer: ResolvedModel, out: str) -> None:
+def score_to(spark: SparkSession, cfg: PipelineConfig, images: str, scorer: ResolvedModel, out: str, *,
+             in_driver: bool) -> None:
     """Score the images written at `images` (so the predictions are of exactly the rows published, decoded
-    once) into Parquet at `out`; a failure on the workers (a model that will not load, ...) names the model."""
+    once) into Parquet at `out`, on the executors or (a small day) in the driver; a failure on the workers (a
+    model that will not load, ...) names the model."""
     set_arrow_batch_rows(spark, cfg.predict.batch_size)
-    scored = score_images(spark.read.parquet(images), scorer.model_file, cfg.predict.batch_size,
-                          cfg.predict.tf_threads)
     with working_on(f"scoring with {scorer.name} version {scorer.version} ({scorer.model_file})"):
+        scored = score_images(spark.read.parquet(images), scorer.model_file, cfg.predict.batch_size,
+                              cfg.predict.tf_threads, in_driver=in_driver)
         with_batch_prediction_columns(scored, scorer).write.mode("error").option(
             "maxRecordsPerFile", cfg.data.row_group_rows).parquet(out)
 

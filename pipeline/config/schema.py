@@ -211,6 +211,9 @@ class BatchConfig:
     # in batches of predict.batch_size: only their paths travel in Arrow).
     image_decode_batch_size: int = between(1, 65536, default=64)
     low_confidence_examples: int = between(0, 100, default=20)  # panels of the batch report's unsure-images grid
+    # A day of at most this many records is decoded and scored in the job's driver process, not on the executors:
+    # starting a Python worker and importing TensorFlow in it costs more than scoring a small day. 0: never.
+    driver_max_images: int = between(0, 100_000, default=5000)
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from pyspark.sql import DataFrame
 from pyspark.sql.types import ArrayType, FloatType, StringType, StructField, StructType
 
+from pipeline.python_batches import map_in_pandas
 from pipeline.schema import IMAGE_HEIGHT, IMAGE_PIXELS, IMAGE_WIDTH
 
 MNIST_BOX = 20   # the box MNIST fits each digit into, inside the IMAGE_HEIGHT x IMAGE_WIDTH field
@@ -167,13 +168,13 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}".splitlines()[0]
 
 
-def decode_image_files(files: DataFrame, max_pixels: int) -> DataFrame:
+def decode_image_files(files: DataFrame, max_pixels: int, *, in_driver: bool = False) -> DataFrame:
     """Rows (path, source) -> (path, image or null, error or null): `source` (the real file behind `path`) read
-    and decoded on the executors."""
+    and decoded on the executors, or in the driver (pipeline.python_batches)."""
     def decode(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for batch in batches:
             decoded = [decode_image_file(source, max_pixels) for source in batch["source"]]
             yield pd.DataFrame({"path": batch["path"].to_numpy(),
                                 "image": [image for image, _ in decoded],
                                 "error": [error for _, error in decoded]})
-    return files.select("path", "source").mapInPandas(decode, DECODED_SCHEMA)
+    return map_in_pandas(files.select("path", "source"), decode, DECODED_SCHEMA, in_driver=in_driver)
