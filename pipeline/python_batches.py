@@ -26,8 +26,9 @@ def map_in_pandas(df: DataFrame, fn: BatchFunction, schema: StructType, *, in_dr
     if not in_driver:
         return df.mapInPandas(fn, schema)
     spark = df.sparkSession
+    rows = df.toPandas()  # a Spark failure here stays Spark's
     try:
-        out = [batch for batch in fn(iter([df.toPandas()])) if len(batch)]
+        out = [batch for batch in fn(iter([rows])) if len(batch)]
     except Exception as exc:
         raise PythonBatchError(f"{type(exc).__name__}: {exc}") from exc
     if not out:
