@@ -2,12 +2,13 @@
 
 Airflow runs in its own venv and never imports the pipeline, so the DAGs ask it, and get one JSON object:
 
-    python -m pipeline.deployment --conf CONF [--profile PROFILE] readiness
+    python -m pipeline.deployment --conf CONF [--profile PROFILE] readiness [--without-registry]
         once per parse: the Spark master the config (with its profile) names; for each DAG its stages, each with
         its job and the stages it runs after (pipeline.stages.WORKFLOWS: the DAGs build their tasks from these
         declarations); and for each DAG the problems that would make its runs fail (no curated data, no champion),
         each one line naming what to run. The DAGs turn them into import errors, so a deployment that is not ready
-        says so in the UI, not in a failed task at night.
+        says so in the UI, not in a failed task at night. --without-registry leaves out the champion (MLflow's
+        import and a registry query, 2-3 s): for a task's own parse, after the DAG processor's has judged it.
     python -m pipeline.deployment --conf CONF [--profile PROFILE] decision --ds DAY
         the retraining decision of DAY: whether it promoted, and its reason and conditions as log lines.
 """
@@ -24,9 +25,9 @@ from pipeline.layout import Layout
 from pipeline.run_ids import checked_ds
 
 
-def readiness(cfg: PipelineConfig) -> dict:
+def readiness(cfg: PipelineConfig, registry: bool = True) -> dict:
     """{"spark_master", "profile", "workflows": {"daily": [...], "retraining": [...]}, "problems": {"daily": [...],
-    "retraining": [...]}} for this config."""
+    "retraining": [...]}} for this config; the registry's champion asked only if `registry`."""
     layout = Layout.from_config(cfg)
     first_run = f"run the pipeline first: make run PROFILE={cfg.profile} (jobs/run_pipeline.py --profile {cfg.profile})"
     both: list[str] = []
@@ -34,13 +35,13 @@ def readiness(cfg: PipelineConfig) -> dict:
         both.append(f"no curated data at {layout.curated_root} (the drift baseline and the retraining's training "
                     f"data): {first_run}")
     daily = list(both)
-    if cfg.tracking.enabled:
+    if not cfg.tracking.enabled:
+        daily.append("tracking.enabled is false: daily scoring takes its model from the registry's champion")
+    elif registry:
         from pipeline.tracking.registry import champion_version
         if champion_version(cfg) is None:
             daily.append(f"registered model '{cfg.tracking.registered_model}' has no champion to score with: "
                          f"{first_run}")
-    else:
-        daily.append("tracking.enabled is false: daily scoring takes its model from the registry's champion")
     return {"spark_master": cfg.spark.master, "profile": cfg.profile, "workflows": workflows(),
             "problems": {"daily": daily, "retraining": both}}
 
@@ -71,14 +72,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--conf", required=True)
     parser.add_argument("--profile", default=None)
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("readiness", help="the Spark master, and what each DAG still needs")
+    commands.add_parser("readiness", help="the Spark master, and what each DAG still needs").add_argument(
+        "--without-registry", action="store_true", help="do not ask the registry for the champion (a task's parse)")
     commands.add_parser("decision", help="a day's retraining decision").add_argument("--ds", required=True)
     args = parser.parse_args(argv)
     try:
         cfg = load_config(args.conf, args.profile)
         if args.command == "decision":
             checked_ds(args.ds)
-        answer = readiness(cfg) if args.command == "readiness" else retraining_decision(cfg, args.ds)
+        answer = (readiness(cfg, registry=not args.without_registry) if args.command == "readiness"
+                  else retraining_decision(cfg, args.ds))
         print(json.dumps(answer))
     except PipelineError as exc:
         print(f"ERROR [deployment]: {exc}", file=sys.stderr)

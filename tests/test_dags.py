@@ -77,6 +77,22 @@ def test_a_deployment_that_is_not_ready_is_an_import_error_naming_what_to_run(tm
     assert "has no champion to score with" in daily
 
 
+def test_a_tasks_own_parse_does_not_ask_the_registry(tmp_path, tiny_world, dist, monkeypatch):
+    """Airflow parses the DAG file again in every task's process, naming the task (its parsing context): the
+    champion was judged by the DAG processor's parse, and MLflow's import would cost every task 2-3 s. A
+    deployment with curated data and no champion is an import error for the DAG processor, not for a task."""
+    conf = write_config(tmp_path, tiny_world)
+    storage.write_json(Layout.from_config(load_config(conf)).prepared_manifest, {"stand_in": "for this test"})
+    for home in ("processor", "task"):
+        (tmp_path / home).mkdir()
+    (daily,) = probe(tmp_path / "processor", conf, dist)["import_errors"].values()
+    assert "has no champion to score with" in daily
+    monkeypatch.setenv("_AIRFLOW_PARSING_CONTEXT_DAG_ID", DAILY)
+    monkeypatch.setenv("_AIRFLOW_PARSING_CONTEXT_TASK_ID", "score_batch")
+    in_a_task = probe(tmp_path / "task", conf, dist)
+    assert in_a_task["import_errors"] == {} and sorted(in_a_task["dags"]) == [DAILY, RETRAINING]
+
+
 def test_without_the_plugins_folder_the_dags_say_how_to_set_it(tmp_path, tiny_world, dist):
     errors = probe(tmp_path, write_config(tmp_path, tiny_world), dist, plugins=None)["import_errors"]
     assert len(errors) == 2
