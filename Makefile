@@ -6,6 +6,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.setup-done
+SPARK_CLASSES := $(VENV)/.spark-classes-done
+READY := $(STAMP) $(SPARK_CLASSES)
 CONSTRAINTS := constraints.txt
 PROFILE ?= full
 CONF ?= conf/local.yaml
@@ -20,10 +22,10 @@ QUIET_PIP := 2>&1 | { grep -v "^WARNING: Location 'file:///opt" || true; }
 HOROVOD_FLAGS := HOROVOD_WITH_TENSORFLOW=1 HOROVOD_WITH_GLOO=1 HOROVOD_WITHOUT_MPI=1 \
                  HOROVOD_WITHOUT_PYTORCH=1 HOROVOD_WITHOUT_MXNET=1
 
-.PHONY: setup airflow-setup airflow-constraints schedule-demo run test test-fast config-reference lint bench bench-model4 dist pack clean check-prereqs cluster-up cluster-down cluster-status \
+.PHONY: setup spark-classes airflow-setup airflow-constraints schedule-demo run test test-fast config-reference lint bench bench-model4 dist pack clean check-prereqs cluster-up cluster-down cluster-status \
         cluster-check cluster-run test-cluster constraints mlflow-ui tensorboard airflow-up airflow-down airflow-status serve
 
-setup: $(STAMP)
+setup: $(READY)
 
 # Fail in one line, before any pip output, when the machine lacks what the build needs.
 check-prereqs:
@@ -43,6 +45,15 @@ $(STAMP): setup.py $(CONSTRAINTS) | check-prereqs
 	$(PIP) install -q -c $(CONSTRAINTS) -e ".[dev]" $(QUIET_PIP)
 	@touch $(STAMP)
 	@$(PY) -m pipeline.versions
+
+# The Spark driver's classes recorded once, mapped by every later driver JVM (scripts/spark_class_archive.py): about
+# 2 s off each job. Recorded again when the venv is rebuilt (a new PySpark or JDK makes the old archive unusable).
+spark-classes: $(SPARK_CLASSES)
+
+$(SPARK_CLASSES): $(CONSTRAINTS) scripts/spark_class_archive.py | $(STAMP)
+	@echo ">> Recording the Spark driver's classes (about 30 s)"
+	$(PY) scripts/spark_class_archive.py
+	@touch $(SPARK_CLASSES)
 
 # Pin the whole resolved set: rewrite constraints.txt from what .venv holds now (its header comment is kept),
 # every distribution at its installed version, pip/setuptools/wheel/cmake included, the editable project left out.
@@ -71,16 +82,16 @@ airflow-constraints: $(AIRFLOW_STAMP)
 	@touch $(AIRFLOW_STAMP)
 	@echo "wrote $(AIRFLOW_CONSTRAINTS): $$(grep -c '==' $(AIRFLOW_CONSTRAINTS)) pinned distributions"
 
-run: $(STAMP)
+run: $(READY)
 	$(PY) jobs/run_pipeline.py --conf $(CONF) --profile $(PROFILE) $(ARGS)
 
 # Three days of arrivals through the daily DAG, then the retraining DAG (airflow dags test: no scheduler).
-schedule-demo: $(STAMP) $(AIRFLOW_STAMP) dist
+schedule-demo: $(READY) $(AIRFLOW_STAMP) dist
 	$(PY) scripts/schedule_demo.py $(ARGS)
 
 # A real Airflow for this checkout (api-server, scheduler, dag-processor, triggerer) on 127.0.0.1:8280, state in
 # output/airflow; the DAGs run CONF and PROFILE: make run PROFILE=quick && make airflow-up PROFILE=quick
-airflow-up: $(STAMP) $(AIRFLOW_STAMP) dist
+airflow-up: $(READY) $(AIRFLOW_STAMP) dist
 	@MNIST_CONF=$(CONF) MNIST_PROFILE=$(PROFILE) AIRFLOW_VENV=$(AIRFLOW_VENV) $(PY) scripts/airflow_service.py up
 
 airflow-down:
@@ -90,11 +101,11 @@ airflow-status:
 	@$(PY) scripts/airflow_service.py status
 
 # The whole suite (what CI runs). Its ten slowest tests are printed at the end (pyproject.toml).
-test: $(STAMP) $(AIRFLOW_STAMP)
+test: $(READY) $(AIRFLOW_STAMP)
 	$(PY) -m pytest tests $(ARGS)
 
 # The inner loop: no end-to-end run, no cluster, no Airflow, no venv pack (markers in pyproject.toml); a few minutes.
-test-fast: $(STAMP)
+test-fast: $(READY)
 	$(PY) -m pytest tests -m "not slow and not cluster and not airflow and not pack" $(ARGS)
 
 # docs/configuration-reference.md from the typed config (tests/test_config.py fails when it is stale).
@@ -112,7 +123,7 @@ mlflow-ui: $(STAMP)
 # The registry's champion (or MODEL=models:/<name>/<version>) behind MLflow's scoring server on 127.0.0.1 only:
 # POST images to http://127.0.0.1:$(SERVE_PORT)/invocations (docs/serving.md). Ctrl-C stops it and its workers.
 SERVE_PORT ?= 5001
-serve: $(STAMP)
+serve: $(READY)
 	$(PY) scripts/serve.py --conf $(CONF) --profile $(PROFILE) --port $(SERVE_PORT) $(if $(MODEL),--model $(MODEL))
 
 # TensorBoard over every run's training logs (<runs>/<run id>/train/<model>/tensorboard), on 127.0.0.1 only.
@@ -121,13 +132,13 @@ TB_LOGDIR ?= output/runs
 tensorboard: $(STAMP)
 	$(VENV)/bin/tensorboard --logdir $(TB_LOGDIR) --host 127.0.0.1 --port $(TB_PORT)
 
-bench: $(STAMP)
+bench: $(READY)
 	$(PY) benchmarks/run.py --mode $(BENCH)
 
 # model_4 through the pipeline with 3 seeds (fails below a mean of 99.5% test accuracy) and the ablation
 # (augmentation on, schedule off): about 40 minutes on 2 cores. MODEL4_ARGS="--only seeds" skips the ablation.
 MODEL4_ARGS ?= --ablation
-bench-model4: $(STAMP)
+bench-model4: $(READY)
 	$(PY) benchmarks/model4.py $(MODEL4_ARGS)
 
 # The artefacts shipped to a real cluster: the package for --py-files, and the config folder for a driver that
@@ -154,7 +165,7 @@ CLUSTER_MASTER := spark://127.0.0.1:$(or $(CLUSTER_MASTER_PORT),7077)
 SPARK_SUBMIT := SPARK_LOCAL_IP=127.0.0.1 PYSPARK_PYTHON=$(CURDIR)/$(PY) $(VENV)/bin/spark-submit \
                 --master $(CLUSTER_MASTER) --py-files dist/pipeline.zip
 
-cluster-up: $(STAMP)
+cluster-up: $(READY)
 	@$(PY) scripts/cluster.py up
 
 cluster-down:
@@ -171,7 +182,7 @@ cluster-check: dist
 cluster-run: dist
 	$(SPARK_SUBMIT) --driver-memory 2g jobs/run_pipeline.py --conf conf/cluster-local.yaml --profile $(PROFILE) $(ARGS)
 
-test-cluster: $(STAMP)
+test-cluster: $(READY)
 	$(PY) -m pytest tests/test_cluster.py $(ARGS)
 
 clean:

@@ -153,6 +153,7 @@ def spark_job(task_id: str, job: str, *args: str, **operator_kwargs) -> SparkJob
         application=str(PROJECT / "jobs" / job),
         application_args=[*PROJECT_ARGS, "--ds", BATCH_DATE, *args],
         py_files=PACKAGE,
+        conf=DEPLOYMENT["driver_settings"],  # the driver's classes mapped from the project's archive, when recorded
         name=f"mnist-{task_id}",
         pool=SPARK_POOL,
         # Local mode: the driver's JVM binds to loopback only, and the workers run the project's Python.

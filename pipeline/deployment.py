@@ -3,7 +3,8 @@
 Airflow runs in its own venv and never imports the pipeline, so the DAGs ask it, and get one JSON object:
 
     python -m pipeline.deployment --conf CONF [--profile PROFILE] readiness [--without-registry]
-        once per parse: the Spark master the config (with its profile) names; for each DAG its stages, each with
+        once per parse: the Spark master the config (with its profile) names, and the driver settings every
+        spark-submit from this environment takes (its recorded classes); for each DAG its stages, each with
         its job and the stages it runs after (pipeline.stages.WORKFLOWS: the DAGs build their tasks from these
         declarations); and for each DAG the problems that would make its runs fail (no curated data, no champion),
         each one line naming what to run. The DAGs turn them into import errors, so a deployment that is not ready
@@ -18,7 +19,7 @@ import argparse
 import json
 import sys
 
-from pipeline import storage
+from pipeline import driver_classes, storage
 from pipeline.config import PipelineConfig, load_config
 from pipeline.errors import PipelineError
 from pipeline.layout import Layout
@@ -27,7 +28,8 @@ from pipeline.run_ids import checked_ds
 
 def readiness(cfg: PipelineConfig, registry: bool = True) -> dict:
     """{"spark_master", "profile", "workflows": {"daily": [...], "retraining": [...]}, "problems": {"daily": [...],
-    "retraining": [...]}} for this config; the registry's champion asked only if `registry`."""
+    "retraining": [...]}, "driver_settings": {...}} for this config; the registry's champion asked only if
+    `registry`."""
     layout = Layout.from_config(cfg)
     first_run = f"run the pipeline first: make run PROFILE={cfg.profile} (jobs/run_pipeline.py --profile {cfg.profile})"
     both: list[str] = []
@@ -43,7 +45,13 @@ def readiness(cfg: PipelineConfig, registry: bool = True) -> dict:
             daily.append(f"registered model '{cfg.tracking.registered_model}' has no champion to score with: "
                          f"{first_run}")
     return {"spark_master": cfg.spark.master, "profile": cfg.profile, "workflows": workflows(),
-            "problems": {"daily": daily, "retraining": both}}
+            "problems": {"daily": daily, "retraining": both}, "driver_settings": driver_settings()}
+
+
+def driver_settings() -> dict[str, str]:
+    """Spark settings for the driver a spark-submit starts from this environment (pipeline/driver_classes.py)."""
+    options = driver_classes.java_options()
+    return {driver_classes.OPTION: options} if options else {}
 
 
 def workflows() -> dict[str, list[dict]]:

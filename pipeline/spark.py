@@ -7,6 +7,7 @@ import sys
 
 from pyspark.sql import SparkSession
 
+from pipeline import driver_classes
 from pipeline.config import SparkConfig
 from pipeline.errors import PipelineError
 from pipeline.redaction import looks_secret
@@ -47,6 +48,8 @@ def build_spark_session(cfg: SparkConfig, job_name: str) -> SparkSession:
         builder = builder.config("spark.driver.host", "127.0.0.1").config("spark.driver.bindAddress", "127.0.0.1")
         builder = builder.config("spark.ui.host", "127.0.0.1")
     builder = _with_services_interface(builder, cfg)
+    if "PYSPARK_GATEWAY_PORT" not in os.environ and driver_classes.java_options():  # this process starts the JVM
+        builder = builder.config(driver_classes.OPTION, driver_classes.java_options())
     settings, hadoop_secrets = _secrets_apart(cfg.settings)
     for key, value in settings.items():
         builder = builder.config(key, value)

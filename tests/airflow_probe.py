@@ -70,6 +70,7 @@ def describe(dag) -> dict:
                                                              run_after=manual_at.add(hours=10))},
         "cli_logical_date": {"batch_dates": dates("manual", cli_interval, manual_at)},
         "commands": {t.task_id: [t._spark_binary, t.application, *t.application_args] for t in spark_tasks},
+        "spark_settings": {t.task_id: t.conf for t in spark_tasks},
         # What the scheduler reads back from the serialized DAG (a custom timetable must be a registered plugin).
         "serialized_timetable": type(decode_timetable(encode_timetable(timetable))).__name__,
         "run_ids": {kind.value: timetable.generate_run_id(run_type=kind, run_after=scheduled.run_after,

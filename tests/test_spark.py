@@ -56,3 +56,38 @@ def test_another_secret_setting_is_refused_in_one_line():
     with pytest.raises(PipelineError, match=r"^spark\.settings\.spark\.ssl\.keyPassword would be on the Spark JVM's "
                                             r"command line"):
         build_spark_session(SparkConfig(master="local[1]", settings={"spark.ssl.keyPassword": "x"}), "refused")
+
+
+
+# A driver started by build_spark_session in a process of its own, with `key=value` settings from its arguments.
+SMALL_SESSION = """
+import sys
+from pipeline.config import SparkConfig
+from pipeline.spark import build_spark_session
+settings = dict(arg.split("=", 1) for arg in sys.argv[1:])
+build_spark_session(SparkConfig(master="local[1]", settings=settings), "classes").range(3).count()
+"""
+
+
+def test_a_driver_maps_the_spark_classes_make_setup_recorded(tmp_path):
+    """`make setup` records the classes a Spark driver loads (pipeline/driver_classes.py): a driver this
+    environment starts maps Spark's classes from that archive instead of loading them from the jars. Told not to
+    (a job's own spark.driver.defaultJavaOptions), the same class comes from its jar."""
+    import subprocess
+    import sys
+
+    from pipeline import driver_classes
+    from pipeline.config import REPO_ROOT
+    assert driver_classes.ARCHIVE.is_file(), "no recorded classes: make spark-classes"
+    env = {k: v for k, v in os.environ.items() if k != "PYSPARK_GATEWAY_PORT"}
+
+    def source_of_spark_session(*settings: str) -> str:
+        log = tmp_path / f"classes-{len(settings)}.log"
+        subprocess.run([sys.executable, "-c", SMALL_SESSION,
+                        f"spark.driver.extraJavaOptions=-Xlog:class+load=info:file={log}", *settings],
+                       cwd=REPO_ROOT, env=env, check=True, capture_output=True, timeout=300)
+        line = next(line for line in log.read_text().splitlines() if " org.apache.spark.sql.SparkSession " in line)
+        return line.split(" source: ", 1)[1]
+
+    assert source_of_spark_session() == "shared objects file (top)"
+    assert source_of_spark_session(f"{driver_classes.OPTION}=").endswith(".jar")
