@@ -1,7 +1,7 @@
 """The Spark driver's classes, recorded once and mapped by every later driver JVM started from this environment.
 
 Before its first query returns, a Spark driver JVM loads and verifies some ten thousand classes (Spark SQL,
-Parquet, Arrow, Hadoop): about 2 s of every job on this machine, a large part of a small day's scoring, and paid
+Parquet, Arrow, Hadoop): 2-3 s of every job on this machine, a large part of a small day's scoring, and paid
 again by each spark-submit a DAG runs. The JDK can record the classes one run loaded into an archive
 (`-XX:ArchiveClassesAtExit`, application class-data sharing) and map that archive in a later JVM
 (`-XX:SharedArchiveFile`). `make setup` records it (scripts/spark_class_archive.py) into the venv.
