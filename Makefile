@@ -163,7 +163,8 @@ pack: $(STAMP) dist
 CLUSTER_MASTER := spark://127.0.0.1:$(or $(CLUSTER_MASTER_PORT),7077)
 # The driver's Python is also the executors' (spark.pyspark.python): here the venv stands for a packed env.
 SPARK_SUBMIT := SPARK_LOCAL_IP=127.0.0.1 PYSPARK_PYTHON=$(CURDIR)/$(PY) $(VENV)/bin/spark-submit \
-                --master $(CLUSTER_MASTER) --py-files dist/pipeline.zip
+                --master $(CLUSTER_MASTER) --py-files dist/pipeline.zip \
+                --conf spark.driver.defaultJavaOptions="$$($(PY) -m pipeline.driver_classes)"
 
 cluster-up: $(READY)
 	@$(PY) scripts/cluster.py up

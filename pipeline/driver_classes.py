@@ -24,3 +24,7 @@ QUIET = "-Xlog:cds=off -Xlog:cds+dynamic=off"
 def java_options() -> str:
     """The options that map the recorded archive into a new driver JVM; empty when none was recorded."""
     return f"-XX:SharedArchiveFile={ARCHIVE} {QUIET}" if ARCHIVE.is_file() else ""
+
+
+if __name__ == "__main__":  # for a spark-submit command line: --conf spark.driver.defaultJavaOptions="$(...)"
+    print(java_options())
