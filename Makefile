@@ -46,14 +46,17 @@ $(STAMP): setup.py $(CONSTRAINTS) | check-prereqs
 	@touch $(STAMP)
 	@$(PY) -m pipeline.versions
 
-# The Spark driver's classes recorded once, mapped by every later driver JVM (scripts/spark_class_archive.py): about
-# 2 s off each job. Recorded again when the venv is rebuilt (a new PySpark or JDK makes the old archive unusable).
-spark-classes: $(SPARK_CLASSES)
+# The Spark driver's classes recorded once, mapped by every later driver JVM (pipeline/driver_classes.py): 2-3 s off
+# each job. Recorded again when the pins change; `make spark-classes` records them again now (after a JDK upgrade,
+# which leaves the old archive unusable: drivers then load their classes as before).
+RECORD_SPARK_CLASSES = $(PY) scripts/spark_class_archive.py && touch $(SPARK_CLASSES)
+
+spark-classes: | $(STAMP)
+	$(RECORD_SPARK_CLASSES)
 
 $(SPARK_CLASSES): $(CONSTRAINTS) scripts/spark_class_archive.py | $(STAMP)
 	@echo ">> Recording the Spark driver's classes (about 30 s)"
-	$(PY) scripts/spark_class_archive.py
-	@touch $(SPARK_CLASSES)
+	$(RECORD_SPARK_CLASSES)
 
 # Pin the whole resolved set: rewrite constraints.txt from what .venv holds now (its header comment is kept),
 # every distribution at its installed version, pip/setuptools/wheel/cmake included, the editable project left out.
