@@ -45,13 +45,7 @@ def readiness(cfg: PipelineConfig, registry: bool = True) -> dict:
             daily.append(f"registered model '{cfg.tracking.registered_model}' has no champion to score with: "
                          f"{first_run}")
     return {"spark_master": cfg.spark.master, "profile": cfg.profile, "workflows": workflows(),
-            "problems": {"daily": daily, "retraining": both}, "driver_settings": driver_settings()}
-
-
-def driver_settings() -> dict[str, str]:
-    """Spark settings for the driver a spark-submit starts from this environment (pipeline/driver_classes.py)."""
-    options = driver_classes.java_options()
-    return {driver_classes.OPTION: options} if options else {}
+            "problems": {"daily": daily, "retraining": both}, "driver_settings": driver_classes.spark_settings()}
 
 
 def workflows() -> dict[str, list[dict]]:

@@ -26,5 +26,11 @@ def java_options() -> str:
     return f"-XX:SharedArchiveFile={ARCHIVE} {QUIET}" if ARCHIVE.is_file() else ""
 
 
+def spark_settings() -> dict[str, str]:
+    """The Spark settings a new driver started from this environment takes: none when no archive was recorded."""
+    options = java_options()
+    return {OPTION: options} if options else {}
+
+
 if __name__ == "__main__":  # for a spark-submit command line: --conf spark.driver.defaultJavaOptions="$(...)"
     print(java_options())

@@ -48,9 +48,9 @@ def build_spark_session(cfg: SparkConfig, job_name: str) -> SparkSession:
         builder = builder.config("spark.driver.host", "127.0.0.1").config("spark.driver.bindAddress", "127.0.0.1")
         builder = builder.config("spark.ui.host", "127.0.0.1")
     builder = _with_services_interface(builder, cfg)
-    class_options = driver_classes.java_options()
-    if class_options and "PYSPARK_GATEWAY_PORT" not in os.environ:  # this process starts the JVM: it can map them
-        builder = builder.config(driver_classes.OPTION, class_options)
+    if "PYSPARK_GATEWAY_PORT" not in os.environ:  # this process starts the JVM: it can map the recorded classes
+        for key, value in driver_classes.spark_settings().items():
+            builder = builder.config(key, value)
     settings, hadoop_secrets = _secrets_apart(cfg.settings)
     for key, value in settings.items():
         builder = builder.config(key, value)
