@@ -25,9 +25,7 @@ def record() -> None:
     partial.unlink(missing_ok=True)
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "SPARK_LOCAL_IP": "127.0.0.1"}
     command = [str(Path(sys.executable).parent / "spark-submit"), "--master", "local[2]",
-               "--conf", f"{OPTION}=-XX:ArchiveClassesAtExit={partial} {QUIET}",
-               "--conf", "spark.ui.enabled=false", "--conf", "spark.driver.host=127.0.0.1",
-               "--conf", "spark.driver.bindAddress=127.0.0.1", __file__, "--exercise"]
+               "--conf", f"{OPTION}=-XX:ArchiveClassesAtExit={partial} {QUIET}", __file__, "--exercise"]
     proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     if proc.returncode != 0 or not partial.is_file():
         partial.unlink(missing_ok=True)
@@ -40,10 +38,10 @@ def exercise() -> None:
     """What the jobs do, once, on a few rows: the classes they load are the ones worth recording."""
     import pandas as pd
     import pyspark.sql.functions as F
-    from pyspark.sql import SparkSession
-    spark = SparkSession.builder.appName("spark-class-archive").config(
-        "spark.sql.execution.arrow.pyspark.enabled", "true").getOrCreate()
-    spark.sparkContext.setLogLevel("ERROR")
+
+    from pipeline.config import SparkConfig
+    from pipeline.spark import build_spark_session
+    spark = build_spark_session(SparkConfig(master="local[2]", log_level="ERROR"), "spark-class-archive")
     with tempfile.TemporaryDirectory() as tmp:
         frame = pd.DataFrame({"record_id": [f"r{i}" for i in range(64)], "label": [i % 10 for i in range(64)],
                               "image": [[float(i) / 64] * 4 for i in range(64)]})
