@@ -79,8 +79,7 @@ def read_image_files(spark: SparkSession, cfg: PipelineConfig, listing: FolderLi
               if not path.lower().endswith(IMAGE_EXTENSIONS) and listing.relative(path) != LABELS_FILE]
     in_driver = _small_day(cfg, len(images) + len(others) + len(listing.refused))
     set_arrow_batch_rows(spark, cfg.batch.image_decode_batch_size)
-    decoded = decode_image_files(spark.createDataFrame(images, "path string, source string"),
-                                 cfg.predict.max_image_pixels, in_driver=in_driver).cache()
+    decoded = decode_image_files(spark, images, cfg.predict.max_image_pixels, in_driver=in_driver).cache()
     refused = spark.createDataFrame(listing.refused + others, "path string, error string").withColumn(
         "image", F.lit(None).cast(ARRIVALS_SCHEMA["image"].dataType))
     relative = F.substring(F.col("path"), len(listing.prefix) + 1, 1 << 30)

@@ -39,6 +39,7 @@ from pipeline.scoring import (
     score_images,
     set_arrow_batch_rows,
 )
+from pipeline.spark import small_data_plans
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +56,12 @@ def run_batch_scoring(spark: SparkSession, cfg: PipelineConfig, layout: Layout, 
              scorer.model_file)
     with day_locks(files):
         arrivals = read_landing(spark, cfg, files)
-        if arrivals.in_driver:  # scored here: load the model while Spark checks and writes the day
-            prefetch_model(scorer.model_file, cfg.predict.tf_threads)
         try:
-            summary = check_and_publish(spark, cfg, files, arrivals, scorer)
+            with ExitStack() as small_day:
+                if arrivals.in_driver:  # scored here: load the model while Spark checks and writes the day
+                    prefetch_model(scorer.model_file, cfg.predict.tf_threads)
+                    small_day.enter_context(small_data_plans(spark))
+                summary = check_and_publish(spark, cfg, files, arrivals, scorer)
         finally:
             arrivals.release()
     log.info("%s: %d predictions written to %s", ds, summary["count"], files.predictions)

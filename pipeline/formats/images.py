@@ -4,7 +4,8 @@ MNIST digits are light ink on a black background, size-normalised to fit a 20x20
 anti-aliasing) and centred by their centre of mass in a 28x28 field (LeCun et al.). A model trained on MNIST
 only recognises digits presented that way, so `to_mnist` does the same steps to any picture of a digit.
 Decoding runs on the executors (`decode_image_files`), each file read from its path: only paths and errors reach
-the driver. A picture larger than predict.max_image_pixels is refused from its header, before it is decoded.
+the driver (a few hundred files are decoded in the driver itself: pipeline.python_batches). A picture larger than
+predict.max_image_pixels is refused from its header, before it is decoded.
 """
 from __future__ import annotations
 
@@ -16,10 +17,10 @@ from collections.abc import Iterator
 import numpy as np
 import pandas as pd
 from PIL import Image, ImageOps, UnidentifiedImageError
-from pyspark.sql import DataFrame
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.types import ArrayType, FloatType, StringType, StructField, StructType
 
-from pipeline.python_batches import map_in_pandas
+from pipeline.python_batches import run_in_driver
 from pipeline.schema import IMAGE_HEIGHT, IMAGE_PIXELS, IMAGE_WIDTH
 
 MNIST_BOX = 20   # the box MNIST fits each digit into, inside the IMAGE_HEIGHT x IMAGE_WIDTH field
@@ -168,13 +169,16 @@ def _reason(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}".splitlines()[0]
 
 
-def decode_image_files(files: DataFrame, max_pixels: int, *, in_driver: bool = False) -> DataFrame:
-    """Rows (path, source) -> (path, image or null, error or null): `source` (the real file behind `path`) read
-    and decoded on the executors, or in the driver (pipeline.python_batches)."""
+def decode_image_files(spark: SparkSession, files: list[tuple[str, str]], max_pixels: int, *,
+                       in_driver: bool = False) -> DataFrame:
+    """(path, source) pairs -> rows (path, image or null, error or null): `source` (the real file behind `path`)
+    read and decoded on the executors, or in the driver (pipeline.python_batches)."""
     def decode(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for batch in batches:
             decoded = [decode_image_file(source, max_pixels) for source in batch["source"]]
             yield pd.DataFrame({"path": batch["path"].to_numpy(),
                                 "image": [image for image, _ in decoded],
                                 "error": [error for _, error in decoded]})
-    return map_in_pandas(files.select("path", "source"), decode, DECODED_SCHEMA, in_driver=in_driver)
+    if in_driver:
+        return run_in_driver(spark, pd.DataFrame(files, columns=["path", "source"]), decode, DECODED_SCHEMA)
+    return spark.createDataFrame(files, "path string, source string").mapInPandas(decode, DECODED_SCHEMA)
