@@ -46,7 +46,7 @@ $(STAMP): setup.py $(CONSTRAINTS) | check-prereqs
 	@touch $(STAMP)
 	@$(PY) -m pipeline.versions
 
-# The Spark driver's classes recorded once, mapped by every later driver JVM (pipeline/driver_classes.py): 2-3 s off
+# The Spark driver's classes recorded once, mapped by every later driver JVM (pipeline/driver_jvm.py): 2-3 s off
 # each job. Recorded again when the pins change; `make spark-classes` records them again now (after a JDK upgrade,
 # which leaves the old archive unusable: drivers then load their classes as before).
 RECORD_SPARK_CLASSES = $(PY) scripts/spark_class_archive.py && touch $(SPARK_CLASSES)
@@ -167,7 +167,7 @@ CLUSTER_MASTER := spark://127.0.0.1:$(or $(CLUSTER_MASTER_PORT),7077)
 # The driver's Python is also the executors' (spark.pyspark.python): here the venv stands for a packed env.
 SPARK_SUBMIT := SPARK_LOCAL_IP=127.0.0.1 PYSPARK_PYTHON=$(CURDIR)/$(PY) $(VENV)/bin/spark-submit \
                 --master $(CLUSTER_MASTER) --py-files dist/pipeline.zip \
-                --conf spark.driver.defaultJavaOptions="$$($(PY) -m pipeline.driver_classes)"
+                --conf spark.driver.defaultJavaOptions="$$($(PY) -m pipeline.driver_jvm)"
 
 cluster-up: $(READY)
 	@$(PY) scripts/cluster.py up

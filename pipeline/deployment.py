@@ -19,7 +19,7 @@ import argparse
 import json
 import sys
 
-from pipeline import driver_classes, storage
+from pipeline import driver_jvm, storage
 from pipeline.config import PipelineConfig, load_config
 from pipeline.errors import PipelineError
 from pipeline.layout import Layout
@@ -45,7 +45,7 @@ def readiness(cfg: PipelineConfig, registry: bool = True) -> dict:
             daily.append(f"registered model '{cfg.tracking.registered_model}' has no champion to score with: "
                          f"{first_run}")
     return {"spark_master": cfg.spark.master, "profile": cfg.profile, "workflows": workflows(),
-            "problems": {"daily": daily, "retraining": both}, "driver_settings": driver_classes.spark_settings()}
+            "problems": {"daily": daily, "retraining": both}, "driver_settings": driver_jvm.spark_settings()}
 
 
 def workflows() -> dict[str, list[dict]]:

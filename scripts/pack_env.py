@@ -7,7 +7,7 @@ Left out of the archive:
 - this checkout's editable install: a finder pointing at the checkout's folder, which no cluster node has (venv-pack
   0.2 does not see it and would pack it); the package ships beside the archive as --py-files dist/pipeline.zip;
 - what only a build or a local JVM uses: PySpark's jars (on a cluster, the cluster's Spark runs the JVM), this
-  machine's recording of the driver's classes (pipeline/driver_classes.py),
+  machine's recording of the driver's classes (pipeline/driver_jvm.py),
   TensorFlow's C++ headers, CMake (horovod's build).
 The interpreter itself is not in the archive: a venv's bin/python is a link to the Python it was made from, which
 every node must have at the same path, or at `--python-prefix` (e.g. /usr when nodes have /usr/bin/python3.11).

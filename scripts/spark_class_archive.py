@@ -1,4 +1,4 @@
-"""Record the classes a Spark driver loads into this venv's class archive (pipeline/driver_classes.py says why).
+"""Record the classes a Spark driver loads into this venv's class archive (pipeline/driver_jvm.py says why).
 
 `make setup` runs it; run it again (`make spark-classes`) after upgrading the JDK or PySpark. A small job that
 touches what the pipeline's jobs touch (Arrow conversions, Parquet both ways, aggregates, a pandas batch function,
@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipeline.driver_classes import ARCHIVE, OPTION, QUIET  # noqa: E402
+from pipeline.driver_jvm import ARCHIVE, COMPILER_AND_COLLECTOR, OPTION, QUIET  # noqa: E402
 
 
 def record() -> None:
@@ -25,7 +25,8 @@ def record() -> None:
     partial.unlink(missing_ok=True)
     env = {**os.environ, "PYSPARK_PYTHON": sys.executable, "SPARK_LOCAL_IP": "127.0.0.1"}
     command = [str(Path(sys.executable).parent / "spark-submit"), "--master", "local[2]",
-               "--conf", f"{OPTION}=-XX:ArchiveClassesAtExit={partial} {QUIET}", __file__, "--exercise"]
+               "--conf", f"{OPTION}={COMPILER_AND_COLLECTOR} -XX:ArchiveClassesAtExit={partial} {QUIET}",
+               __file__, "--exercise"]
     proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     if proc.returncode != 0 or not partial.is_file():
         partial.unlink(missing_ok=True)

@@ -32,7 +32,7 @@ import pytest
 import yaml
 from tiny_world import PROFILE, TEST_IMAGES, TRAIN_IMAGES
 
-from pipeline import driver_classes
+from pipeline import driver_jvm
 from pipeline.config import REPO_ROOT, load_config
 from pipeline.errors import EXIT_RETRYABLE
 
@@ -129,7 +129,7 @@ class Cluster:
         """spark-submit `job` (relative to the repo, or absolute) in a session of its own, so that a test can stop
         the driver's whole process tree; Spark's event log goes to `self.events(log_name)`."""
         conf = ["--conf=spark.eventLog.enabled=true", f"--conf=spark.eventLog.dir=file://{self.events(log_name)}",
-                f"--conf={driver_classes.OPTION}={driver_classes.java_options()}"]  # as the Makefile's SPARK_SUBMIT
+                f"--conf={driver_jvm.OPTION}={driver_jvm.java_options()}"]  # as the Makefile's SPARK_SUBMIT
         argv = [SPARK_SUBMIT, "--master", self.master_url, "--py-files", str(REPO_ROOT / "dist" / "pipeline.zip"),
                 "--driver-memory", "2g", *conf, str(REPO_ROOT / job), *args]
         log = open(self.root / log_name, "w")

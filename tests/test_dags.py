@@ -188,9 +188,9 @@ def test_weekly_retraining_covers_the_week_up_to_its_last_day(dag_facts):
 
 def test_tasks_run_the_project_jobs_with_the_project_spark_submit(dag_facts, ready_conf):
     """...whose driver maps the classes `make setup` recorded (tests/test_spark.py proves what that does)."""
-    from pipeline import driver_classes
+    from pipeline import driver_jvm
     for dag in dag_facts["dags"].values():
-        assert dag["spark_settings"] and all(settings == {driver_classes.OPTION: driver_classes.java_options()}
+        assert dag["spark_settings"] and all(settings == {driver_jvm.OPTION: driver_jvm.java_options()}
                                              for settings in dag["spark_settings"].values())
         for task, command in dag["commands"].items():
             spark_submit, job, *args = command

@@ -12,7 +12,7 @@ import sys
 import pytest
 from test_bootstrap import canonical, constraint_pins
 
-from pipeline import driver_classes
+from pipeline import driver_jvm
 from pipeline.config import REPO_ROOT
 
 pytestmark = [pytest.mark.slow, pytest.mark.pack]
@@ -52,8 +52,8 @@ def test_packed_environment_imports_the_pinned_stack_and_not_the_checkout(tmp_pa
                                cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
         assert probe.returncode == 0, probe.stderr[-2000:]
         facts = json.loads(probe.stdout.strip().splitlines()[-1])
-        # this machine's recording of its Spark driver's classes (pipeline/driver_classes.py) stays here
-        assert not (environment / driver_classes.ARCHIVE.name).exists()
+        # this machine's recording of its Spark driver's classes (pipeline/driver_jvm.py) stays here
+        assert not (environment / driver_jvm.ARCHIVE.name).exists()
     finally:
         shutil.rmtree(environment)  # 1.5 GB
     pins = constraint_pins()

@@ -59,35 +59,44 @@ def test_another_secret_setting_is_refused_in_one_line():
 
 
 
-# A driver started by build_spark_session in a process of its own, with `key=value` settings from its arguments.
+# A driver started by build_spark_session in a process of its own, with `key=value` settings from its arguments;
+# it prints what its JVM says of its compiler and collector.
 SMALL_SESSION = """
 import sys
 from pipeline.config import SparkConfig
 from pipeline.spark import build_spark_session
 settings = dict(arg.split("=", 1) for arg in sys.argv[1:])
-build_spark_session(SparkConfig(master="local[1]", settings=settings), "classes").range(3).count()
+spark = build_spark_session(SparkConfig(master="local[1]", settings=settings), "classes")
+spark.range(3).count()
+management = spark._jvm.java.lang.management.ManagementFactory
+hotspot = management.getPlatformMXBean(spark._jvm.java.lang.Class.forName("com.sun.management.HotSpotDiagnosticMXBean"))
+collectors = [gc.getName() for gc in management.getGarbageCollectorMXBeans()]
+print(hotspot.getVMOption("TieredStopAtLevel").getValue(), collectors)
 """
 
 
-def test_a_driver_maps_the_spark_classes_make_setup_recorded(tmp_path):
-    """`make setup` records the classes a Spark driver loads (pipeline/driver_classes.py): a driver this
-    environment starts maps Spark's classes from that archive instead of loading them from the jars. Told not to
-    (a job's own spark.driver.defaultJavaOptions), the same class comes from its jar."""
+def test_a_driver_maps_the_spark_classes_make_setup_recorded_and_compiles_for_a_short_job(tmp_path):
+    """`make setup` records the classes a Spark driver loads (pipeline/driver_jvm.py): a driver this environment
+    starts maps Spark's classes from that archive instead of loading them from the jars, and runs C1 alone with the
+    serial collector. Told not to (a job's own spark.driver.defaultJavaOptions), the same class comes from its jar
+    and the JVM runs its server defaults (C2, G1)."""
     import subprocess
     import sys
 
-    from pipeline import driver_classes
+    from pipeline import driver_jvm
     from pipeline.config import REPO_ROOT
-    assert driver_classes.ARCHIVE.is_file(), "no recorded classes: make spark-classes"
+    assert driver_jvm.ARCHIVE.is_file(), "no recorded classes: make spark-classes"
     env = {k: v for k, v in os.environ.items() if k != "PYSPARK_GATEWAY_PORT"}
 
-    def source_of_spark_session(*settings: str) -> str:
+    def driver_jvm_facts(*settings: str) -> tuple[str, str]:
         log = tmp_path / f"classes-{len(settings)}.log"
-        subprocess.run([sys.executable, "-c", SMALL_SESSION,
-                        f"spark.driver.extraJavaOptions=-Xlog:class+load=info:file={log}", *settings],
-                       cwd=REPO_ROOT, env=env, check=True, capture_output=True, timeout=300)
+        proc = subprocess.run([sys.executable, "-c", SMALL_SESSION,
+                               f"spark.driver.extraJavaOptions=-Xlog:class+load=info:file={log}", *settings],
+                              cwd=REPO_ROOT, env=env, check=True, capture_output=True, text=True, timeout=300)
         line = next(line for line in log.read_text().splitlines() if " org.apache.spark.sql.SparkSession " in line)
-        return line.split(" source: ", 1)[1]
+        return line.split(" source: ", 1)[1], proc.stdout.strip().splitlines()[-1]
 
-    assert source_of_spark_session() == "shared objects file (top)"
-    assert source_of_spark_session(f"{driver_classes.OPTION}=").endswith(".jar")
+    assert driver_jvm_facts() == ("shared objects file (top)", "1 ['Copy', 'MarkSweepCompact']")
+    source, compiler_and_collector = driver_jvm_facts(f"{driver_jvm.OPTION}=")
+    assert source.endswith(".jar")
+    assert compiler_and_collector == "4 ['G1 Young Generation', 'G1 Old Generation']"

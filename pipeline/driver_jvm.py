@@ -1,0 +1,45 @@
+"""How a Spark driver JVM started from this environment is launched: its recorded classes, its compiler and its
+garbage collector. The one place that knows the options; the session builder, the DAGs and the cluster submits ask
+it (`spark_settings()`, or `python -m pipeline.driver_jvm` for a command line).
+
+Recorded classes. Before its first query returns, a Spark driver JVM loads and verifies some ten thousand classes
+(Spark SQL, Parquet, Arrow, Hadoop): 2-3 s of every job on this machine, a large part of a small day's scoring, and
+paid again by each spark-submit a DAG runs. The JDK can record the classes one run loaded into an archive
+(`-XX:ArchiveClassesAtExit`, application class-data sharing) and map that archive in a later JVM
+(`-XX:SharedArchiveFile`). `make setup` records it (scripts/spark_class_archive.py) into the venv. The JVM checks
+the archive against its own build and class path and, when they differ (the JDK or PySpark upgraded, a non-empty
+SPARK_CONF_DIR on the class path), loads the classes as before: QUIET silences its warning, which would otherwise
+land on a job's stdout. A driver started on another machine from a packed environment finds no archive and goes
+without.
+
+Compiler and collector. A 2-core machine counts as a server to the JVM, which then compiles hot code twice (C1, then
+the optimising C2) on compiler threads of its own, and collects with G1's concurrent threads. The jobs here run
+for seconds to minutes, and C2's compilations cost more CPU than the code they speed up gives back before the JVM
+exits: measured side by side (benchmarks/README.md), C1 alone with the serial collector ran a 200-image day in 0.75
+of the time, a 40,000-image day in 0.80, and ingest of 70,000 images in 0.75. Cluster executors are started by
+their cluster and keep its defaults.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+ARCHIVE = Path(sys.prefix) / "spark-driver-classes.jsa"
+OPTION = "spark.driver.defaultJavaOptions"  # the administrator's layer: a job's extraJavaOptions still apply on top
+QUIET = "-Xlog:cds=off -Xlog:cds+dynamic=off"
+COMPILER_AND_COLLECTOR = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
+
+
+def java_options() -> str:
+    """The options of a new driver JVM: the compiler and collector, and the recorded archive when there is one."""
+    return f"{COMPILER_AND_COLLECTOR} -XX:SharedArchiveFile={ARCHIVE} {QUIET}" if ARCHIVE.is_file() \
+        else COMPILER_AND_COLLECTOR
+
+
+def spark_settings() -> dict[str, str]:
+    """The Spark settings a new driver started from this environment takes."""
+    return {OPTION: java_options()}
+
+
+if __name__ == "__main__":  # for a spark-submit command line: --conf spark.driver.defaultJavaOptions="$(...)"
+    print(java_options())
