@@ -16,10 +16,10 @@ Compiler and collector. A 2-core machine counts as a server to the JVM, which th
 the optimising C2) on compiler threads of its own, and collects with G1's concurrent threads. The jobs here run
 for seconds to minutes, and C2's compilations cost more CPU than the code they speed up gives back before the JVM
 exits: measured side by side (benchmarks/README.md), C1 alone with the serial collector ran a 200-image day in 0.83
-of the time, a 40,000-image day in about 0.80, and ingest + prepare of 2,000,000 images in about 0.88. A driver
-that should keep the JVM's own choices gets `spark.settings` with its own spark.driver.defaultJavaOptions, which
-replaces these (a second collector in extraJavaOptions would stop the JVM: two collectors conflict). Cluster
-executors are started by their cluster and keep its defaults.
+of the time, a 40,000-image day in about 0.80, and ingest + prepare of 2,000,000 images in about 0.88. A job that
+should keep the JVM's own choices sets spark.driver.defaultJavaOptions itself, which replaces these: in
+`spark.settings` when Python starts its JVM, with `--conf` on a spark-submit line (a second collector in
+extraJavaOptions would stop the JVM: two collectors conflict). Cluster executors keep their cluster's defaults.
 """
 from __future__ import annotations
 
