@@ -100,3 +100,28 @@ def test_a_driver_maps_the_spark_classes_make_setup_recorded_and_compiles_for_a_
     source, compiler_and_collector = driver_jvm_facts(f"{driver_jvm.OPTION}=")
     assert source.endswith(".jar")
     assert compiler_and_collector == "4 ['G1 Young Generation', 'G1 Old Generation']"
+
+
+def test_small_data_plans_turn_adaptive_execution_off_for_their_block_only(spark):
+    """A small day's queries are planned once (pipeline.spark.small_data_plans); the session's own setting, set or
+    not, is back afterwards, also when the block fails: other work in the same session keeps adaptive execution."""
+    import pytest
+
+    from pipeline.spark import small_data_plans
+    key = "spark.sql.adaptive.enabled"
+    before = spark.conf.get(key, None)
+    try:
+        spark.conf.unset(key)
+        with small_data_plans(spark):
+            assert spark.conf.get(key) == "false"
+        assert spark.conf.get(key, None) is None
+        spark.conf.set(key, "true")
+        with pytest.raises(ValueError), small_data_plans(spark):
+            assert spark.conf.get(key) == "false"
+            raise ValueError("the day failed")
+        assert spark.conf.get(key) == "true"
+    finally:
+        if before is None:
+            spark.conf.unset(key)
+        else:
+            spark.conf.set(key, before)
