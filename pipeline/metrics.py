@@ -19,6 +19,13 @@ def confusion_matrix_from_counts(counts: Iterable[tuple[int, int, int]], num_cla
     return matrix
 
 
+def confusion_matrix(labels: np.ndarray, predictions: np.ndarray, num_classes: int) -> np.ndarray:
+    """A (num_classes x num_classes) int matrix from one true and one predicted label per row."""
+    matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(matrix, (labels, predictions), 1)
+    return matrix
+
+
 def accuracy(matrix: np.ndarray) -> float:
     """Correct predictions over all predictions (0.0 for an empty matrix)."""
     total = matrix.sum()

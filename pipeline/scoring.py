@@ -106,6 +106,68 @@ def score_file_batches(batches: Iterator[pd.DataFrame], model_path: str, batch_s
                             "blank": [None if image is None else not image.any() for image, _ in decoded]})
 
 
+class BadImageArrays(ValueError):
+    """A row of a Parquet file whose `image` is not IMAGE_PIXELS values in [0, 1]: its file and record. The driver
+    catches it by name (it reaches the driver as a worker's text) and names the first bad row and how many there
+    are (pipeline.predict.inputs.check_image_arrays)."""
+
+
+def score_parquet_pieces(pieces: DataFrame, model_path: str, batch_size: int, tf_threads: int, *, labelled: bool,
+                         has_record_id: bool) -> DataFrame:
+    """Rows (file, row_group, first_row), one per row group of Parquet files of the curated schema -> (record_id,
+    [label], prediction, probabilities) of every record in them: each row group is read, checked and scored in the
+    same Python worker, so the images (IMAGE_PIXELS floats a row) never pass through the JVM. A file without a
+    record_id column gets '<file>:<row in the file>'."""
+    fields = [StructField("record_id", StringType(), nullable=False),
+              *([StructField("label", IntegerType(), nullable=False)] if labelled else []), *PREDICTION_FIELDS]
+
+    def score_partition(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        return score_piece_batches(batches, model_path, batch_size, tf_threads, labelled, has_record_id)
+
+    return pieces.mapInPandas(score_partition, StructType(fields))
+
+
+def score_piece_batches(batches: Iterator[pd.DataFrame], model_path: str, batch_size: int, tf_threads: int,
+                        labelled: bool, has_record_id: bool) -> Iterator[pd.DataFrame]:
+    """Worker side: each row group read `batch_size` rows at a time (bounded memory whatever the writer's row groups),
+    checked, and scored in one model call."""
+    from pipeline import storage
+    columns = ["image", *(["label"] if labelled else []), *(["record_id"] if has_record_id else [])]
+    model = None
+    for batch in batches:
+        for file, row_group, first_row in zip(batch["file"], batch["row_group"], batch["first_row"], strict=True):
+            parquet, row = storage.open_parquet(file), int(first_row)
+            for records in parquet.iter_batches(batch_size, row_groups=[int(row_group)], columns=columns):
+                ids = (records.column("record_id").to_pandas() if has_record_id
+                       else pd.Series([f"{file}:{row + i}" for i in range(records.num_rows)]))
+                images = image_matrix(records.column("image"), file, ids)
+                model = model or load_model_cached(model_path, tf_threads)
+                probabilities = _predict_array(model, images)
+                out = pd.DataFrame({"record_id": ids})
+                if labelled:
+                    out["label"] = records.column("label").to_numpy(zero_copy_only=False).astype(np.int32)
+                out["prediction"] = probabilities.argmax(axis=1).astype(np.int32)
+                out["probabilities"] = list(probabilities)
+                row += records.num_rows
+                yield out
+
+
+def image_matrix(images, file: str, ids: pd.Series) -> np.ndarray:
+    """A pyarrow list column of images -> (rows, IMAGE_PIXELS) values; BadImageArrays names the first row that is
+    not IMAGE_PIXELS values in [0, 1] (a missing image, another length, a value outside or NaN)."""
+    import pyarrow.compute as pc
+    lengths = pc.list_value_length(images).fill_null(-1).to_numpy(zero_copy_only=False)
+    wrong = np.flatnonzero(lengths != IMAGE_PIXELS)
+    if len(wrong):
+        raise BadImageArrays(f"{file}: record {ids.iloc[wrong[0]]} holds {lengths[wrong[0]]} image values, "
+                             f"not {IMAGE_PIXELS}")
+    values = images.flatten().to_numpy(zero_copy_only=False).reshape(-1, IMAGE_PIXELS)
+    outside = np.flatnonzero(~((values >= 0) & (values <= 1)).all(axis=1))
+    if len(outside):
+        raise BadImageArrays(f"{file}: record {ids.iloc[outside[0]]} holds image values outside [0, 1]")
+    return values
+
+
 def predict_probabilities(model, images: pd.Series) -> np.ndarray:
     """Class probabilities (float32, rows x classes) for a Series of flat IMAGE_PIXELS-value images, in one model
     call."""

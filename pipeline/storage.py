@@ -33,6 +33,34 @@ def remote_filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
     return pafs.FileSystem.from_uri(uri)
 
 
+def parquet_dataset(path: str):
+    """The Parquet under `path` (one file, or a folder of part files: names starting with '.' or '_' are Spark's
+    and skipped) as one pyarrow dataset, read through the store."""
+    import pyarrow.parquet as pq
+    fs, p = filesystem(path)
+    return pq.ParquetDataset(p, filesystem=fs, use_legacy_dataset=False)
+
+
+def parquet_files(path: str) -> list[tuple[str, list[int]]]:
+    """Each Parquet file under `path` (as parquet_dataset finds them) named as the store names it, so that another
+    process can open it (open_parquet), with the row count of each of its row groups."""
+    dataset = parquet_dataset(path)
+    _, root = filesystem(path)
+    # The dataset names files in its file system's terms ('bucket/key', '/folder/file'): `path` minus that root is
+    # the scheme (and authority) to put back.
+    prefix = path.rstrip("/")[:len(path.rstrip("/")) - len(root.rstrip("/"))]
+    return [(prefix + fragment.path, [fragment.metadata.row_group(g).num_rows
+                                      for g in range(fragment.metadata.num_row_groups)])
+            for fragment in dataset.fragments]
+
+
+def open_parquet(path: str):
+    """A pyarrow ParquetFile for a file named as parquet_files names it."""
+    import pyarrow.parquet as pq
+    fs, p = filesystem(path)
+    return pq.ParquetFile(fs.open_input_file(p))
+
+
 def exists(path: str) -> bool:
     fs, p = filesystem(path)
     return fs.get_file_info(p).type != pafs.FileType.NotFound

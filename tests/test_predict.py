@@ -277,6 +277,49 @@ def test_a_blank_page_follows_data_blank_images_as_in_ingest_and_scheduled_scori
             str(folder / "white_page.png"), "blank image: no ink (data.blank_images is quarantine)"]
 
 
+def test_parquet_from_another_writer_without_ids_is_read_by_row_group_and_named_by_file_and_row(
+        spark, make_config, small_mnist_model, tmp_path):
+    """Parquet that did not come from prepare: no record_id, float64 images, int64 labels, several row groups per
+    file. Each record is '<file>:<row in the file>' (rows counted across row groups, so a rerun names the same
+    records alike), and a bad value in such a file is named by the same file and row."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    images, labels = small_mnist_model["images"][:300].astype(np.float64), small_mnist_model["labels"][:300]
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    for part, rows in enumerate((slice(0, 120), slice(120, 300))):
+        table = pa.table({"label": pa.array(labels[rows], pa.int64()),
+                          "image": pa.array(list(images[rows]), pa.list_(pa.float64()))})
+        pq.write_table(table, folder / f"part-{part}.parquet", row_group_size=50)
+    cfg = make_config("predict.batch_size=32")
+    layout = Layout.from_config(cfg, "run")
+    runs = [run_prediction(spark, cfg, layout, input_path=str(folder), model=small_mnist_model["trained"],
+                           output=str(tmp_path / f"out{i}")).details for i in range(2)]
+    predictions = [spark.read.parquet(PredictionFiles(run["output"]).predictions) for run in runs]
+    first_file = [f"{folder}/part-0.parquet:{row}" for row in range(120)]
+    second_file = [f"{folder}/part-1.parquet:{row}" for row in range(180)]
+    expected = spark.createDataFrame(
+        [(record, int(label), int(p.argmax()), p.tolist()) for record, label, p in
+         zip(first_file + second_file, labels, small_mnist_model["probabilities"][:300], strict=True)],
+        "record_id string, label int, prediction int, probabilities array<float>")
+    for scored in predictions:
+        assertDataFrameEqual(scored.select("record_id", "label", "prediction", "probabilities"), expected,
+                             rtol=0.0, atol=1e-5)
+    assert runs[0]["count"] == 300 and runs[0]["accuracy"] == pytest.approx(
+        float((small_mnist_model["probabilities"][:300].argmax(axis=1) == labels).mean()))
+
+    images[170, 5] = np.nan  # row 50 of part-1, in its second row group
+    pq.write_table(pa.table({"label": pa.array(labels[120:300], pa.int64()),
+                             "image": pa.array(list(images[120:300]), pa.list_(pa.float64()))}),
+                   folder / "part-1.parquet", row_group_size=50)
+    with pytest.raises(PipelineError, match=r"^[^\n]*scans/part-1\.parquet: image values must lie in \[0, 1\] "
+                                            r"\(the curated, normalised schema\) in record "
+                                            r"[^ ]*scans/part-1\.parquet:50 \(1 bad row\)$"):
+        run_prediction(spark, cfg, layout, input_path=str(folder), model=small_mnist_model["trained"],
+                       output=str(tmp_path / "out-bad"))
+    assert not (tmp_path / "out-bad").exists()
+
+
 def test_parquet_with_wrong_image_size_or_values_is_named_and_nothing_published(spark, make_config,
                                                                                small_mnist_model, tmp_path):
     cfg = make_config()

@@ -1,8 +1,10 @@
-"""What prediction reads: any input becomes one DataFrame of (id column, image = IMAGE_PIXELS floats in [0, 1], label?).
+"""What prediction reads. Kinds: the curated test set (default), Parquet of the curated schema, a folder (or file) of
+ordinary images, and the raw formats the ingest stage reads (IDX, npz, CSV).
 
-Kinds: the curated test set (default), Parquet of the curated schema, a folder (or file) of ordinary images,
-and the raw formats the ingest stage reads (IDX, npz, CSV), through the same readers (pipeline.formats) followed
-by the normalisation recorded in schema.NORMALISATION.
+Raw formats become one DataFrame of (record_id, image = IMAGE_PIXELS floats in [0, 1], label?), through the ingest
+stage's readers (pipeline.formats) and the normalisation recorded in schema.NORMALISATION. Image files and Parquet
+are listed here and read where they are scored, in the Python workers: image files by name, Parquet by row group.
+Their pixels never pass through the JVM, which for Parquet halved the stage's time (benchmarks/README.md, row 4).
 """
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import logging
 import os
 from dataclasses import dataclass
 
+import pyarrow as pa
 import pyspark.sql.functions as F
 from pyspark.sql import DataFrame, SparkSession
 
@@ -58,37 +61,57 @@ def _list_files(folder: str) -> list[str]:
 
 @dataclass(frozen=True)
 class LoadedInput:
-    images: DataFrame | None         # records: the id column, `image` and maybe `label`; None for image files
+    images: DataFrame | None         # records: the id column, `image` and maybe `label`; None for files
     notes: dict                      # for the manifest
     files: DataFrame | None = None   # image files: (path, source) of each one to read, decode and score
     refused: DataFrame | None = None  # image files refused while listing: (path, reason)
+    parquet: ParquetImages | None = None  # Parquet of the curated schema, read where it is scored
+
+
+@dataclass(frozen=True)
+class ParquetImages:
+    """Parquet of the curated schema, by row group: the Python workers read, check and score each one
+    (pipeline.scoring.score_parquet_pieces), so its images never pass through the JVM."""
+    path: str
+    pieces: DataFrame    # (file, row_group, first_row): one row per row group
+    labelled: bool
+    has_record_id: bool
 
 
 def load_input(spark: SparkSession, cfg: PipelineConfig, layout: Layout, source: PredictionInput) -> LoadedInput:
     """The input as a DataFrame of images, and for image files, the ones that cannot be scored."""
     if source.kind in ("curated", "parquet"):
         outputs.require_stage_output(source.path, "prepare", otherwise="pass --input")
-        return LoadedInput(read_curated_parquet(spark, source.path), {})
+        return LoadedInput(None, {}, parquet=list_curated_parquet(spark, source.path))
     if source.kind == "images":
         return list_image_files(spark, source.path)
     return LoadedInput(read_raw_records(spark, cfg, layout, source.path), {})
 
 
-def read_curated_parquet(spark: SparkSession, path: str) -> DataFrame:
-    """Parquet of the curated schema, checked in a pass of its own before any scoring: an `image` array of
-    IMAGE_PIXELS values in [0, 1] in every row."""
-    df = spark.read.parquet(path)
-    if "image" not in df.columns:
+def list_curated_parquet(spark: SparkSession, path: str) -> ParquetImages:
+    """Parquet of the curated schema, listed by row group from the files' footers. Its images are checked where
+    they are scored (an `image` list of IMAGE_PIXELS values in [0, 1] in every row); the schema is checked here."""
+    dataset = storage.parquet_dataset(path)
+    columns = dataset.schema.names
+    if "image" not in columns:
         raise PipelineError(f"{path}: no 'image' column (expected the curated schema: record_id, image, label)")
-    if "record_id" not in df.columns:
-        df = df.withColumn("record_id", F.concat_ws(":", F.input_file_name(), F.monotonically_increasing_id()))
-    check_image_arrays(df, path)
-    return df.select("record_id", "image", *(["label"] if "label" in df.columns else []))
+    image_type = dataset.schema.field("image").type
+    if not (pa.types.is_list(image_type) or pa.types.is_large_list(image_type)) or not (
+            pa.types.is_floating(image_type.value_type) or pa.types.is_integer(image_type.value_type)):
+        raise PipelineError(f"{path}: its 'image' column is {image_type}, not a list of {IMAGE_PIXELS} numbers in "
+                            "[0, 1] (the curated schema)")
+    pieces = [(file, group, sum(rows[:group])) for file, rows in storage.parquet_files(path)
+              for group in range(len(rows))]
+    return ParquetImages(path, spark.createDataFrame(pieces, "file string, row_group int, first_row long"),
+                         labelled="label" in columns, has_record_id="record_id" in columns)
 
 
 def check_image_arrays(df: DataFrame, path: str) -> None:
-    """Raise, naming the file and record of the first row whose `image` is not IMAGE_PIXELS values in [0, 1]: one
-    aggregate pass, and on a bad row a second query for the file and record holding it."""
+    """Raise, naming the file and record of the first row whose `image` is not IMAGE_PIXELS values in [0, 1], and
+    how many there are: one aggregate pass, and on a bad row a second query for the file and record holding it.
+    Run after a worker found a bad row (scoring.BadImageArrays), to tell the whole input's story."""
+    if "record_id" not in df.columns:  # scoring's ids for such files: '<file>:<row in the file>'
+        df = df.withColumn("record_id", F.concat_ws(":", "_metadata.file_path", "_metadata.row_index"))
     bad_shape = F.coalesce(F.size("image"), F.lit(-1)) != IMAGE_PIXELS
     bad_range = (F.array_min("image") < 0) | (F.array_max("image") > 1)
     counts = df.agg(F.sum(bad_shape.cast("int")).alias("shape"), F.sum(bad_range.cast("int")).alias("range")).first()

@@ -200,11 +200,9 @@ def _curated_manifest(layout: Layout) -> dict:
 def input_example(layout: Layout):
     """A few validation images (never test ones) shaped as the model takes them."""
     import numpy as np
-    import pyarrow.parquet as pq
 
     from pipeline.schema import IMAGE_SHAPE
-    fs, root = storage.filesystem(layout.curated("validation"))
-    dataset = pq.ParquetDataset(root, filesystem=fs, use_legacy_dataset=False)
+    dataset = storage.parquet_dataset(layout.curated("validation"))
     images = dataset.fragments[0].head(INPUT_EXAMPLE_ROWS, columns=["image"]).column("image").to_pylist()
     return np.asarray(images, dtype=np.float32).reshape(-1, *IMAGE_SHAPE)
 

@@ -118,10 +118,8 @@ def executor_cores(spark: SparkSession, slots: int) -> int:
 
 def check_row_groups(path: str, num_workers: int) -> None:
     """Petastorm shards by row group: fewer row groups than workers would leave a rank with no data."""
-    import pyarrow.parquet as pq
-    fs, root = storage.filesystem(path)
     outputs.require_stage_output(path, "prepare")
-    dataset = pq.ParquetDataset(root, filesystem=fs, use_legacy_dataset=False)
+    dataset = storage.parquet_dataset(path)
     groups = sum(fragment.metadata.num_row_groups for fragment in dataset.fragments)
     if groups < num_workers:
         raise PipelineError(f"curated data {path} has {groups} Parquet row group(s), fewer than the {num_workers} "
