@@ -1,4 +1,5 @@
-"""Distributed batch scoring: a saved Keras model applied to a DataFrame of curated images with mapInPandas.
+"""Distributed batch scoring: a saved Keras model applied with mapInPandas to a DataFrame of curated images, to
+Parquet of the curated schema read in the workers (score_parquet), or to image files read there.
 
 The one scorer of the project: evaluation scores the test set with it, prediction scores new data with it.
 Each Python worker loads the model once (a module-level cache keyed by model path, kept across tasks because
@@ -11,13 +12,16 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyspark.sql.functions as F
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql.types import ArrayType, BooleanType, FloatType, IntegerType, StringType, StructField, StructType
 
+from pipeline.errors import PipelineError
 from pipeline.metrics import confusion_matrix_from_counts
 from pipeline.model_files import load_keras_model
 from pipeline.python_batches import map_in_pandas
@@ -106,25 +110,54 @@ def score_file_batches(batches: Iterator[pd.DataFrame], model_path: str, batch_s
                             "blank": [None if image is None else not image.any() for image, _ in decoded]})
 
 
+@dataclass(frozen=True)
+class ParquetImages:
+    """Parquet of the curated schema, by row group: the Python workers read, check and score each one
+    (score_parquet), so its images never pass through the JVM."""
+    path: str
+    pieces: DataFrame    # (file, row_group, first_row): one row per row group
+    labelled: bool
+    has_record_id: bool
+
+
+def curated_parquet(spark: SparkSession, path: str) -> ParquetImages:
+    """Parquet of the curated schema (prepare's splits, or any with an `image` list column), listed by row group from
+    the files' footers for score_parquet. Its images are checked where they are scored (IMAGE_PIXELS values in
+    [0, 1] in every row); its schema is checked here."""
+    from pipeline import storage
+    dataset = storage.parquet_dataset(path)
+    columns = dataset.schema.names
+    if "image" not in columns:
+        raise PipelineError(f"{path}: no 'image' column (expected the curated schema: record_id, image, label)")
+    image_type = dataset.schema.field("image").type
+    if not (pa.types.is_list(image_type) or pa.types.is_large_list(image_type)) or not (
+            pa.types.is_floating(image_type.value_type) or pa.types.is_integer(image_type.value_type)):
+        raise PipelineError(f"{path}: its 'image' column is {image_type}, not a list of {IMAGE_PIXELS} numbers in "
+                            "[0, 1] (the curated schema)")
+    pieces = [(file, group, sum(rows[:group])) for file, rows in storage.parquet_files(path)
+              for group in range(len(rows))]
+    return ParquetImages(path, spark.createDataFrame(pieces, "file string, row_group int, first_row long"),
+                         labelled="label" in columns, has_record_id="record_id" in columns)
+
+
 class BadImageArrays(ValueError):
     """A row of a Parquet file whose `image` is not IMAGE_PIXELS values in [0, 1]: its file and record. The driver
     catches it by name (it reaches the driver as a worker's text) and names the first bad row and how many there
     are (pipeline.predict.inputs.check_image_arrays)."""
 
 
-def score_parquet_pieces(pieces: DataFrame, model_path: str, batch_size: int, tf_threads: int, *, labelled: bool,
-                         has_record_id: bool) -> DataFrame:
-    """Rows (file, row_group, first_row), one per row group of Parquet files of the curated schema -> (record_id,
-    [label], prediction, probabilities) of every record in them: each row group is read, checked and scored in the
-    same Python worker, so the images (IMAGE_PIXELS floats a row) never pass through the JVM. A file without a
-    record_id column gets '<file>:<row in the file>'."""
+def score_parquet(parquet: ParquetImages, model_path: str, batch_size: int, tf_threads: int) -> DataFrame:
+    """Parquet listed by curated_parquet -> (record_id, [label], prediction, probabilities) of every record in it:
+    each row group is read, checked and scored in the same Python worker, so the images (IMAGE_PIXELS floats a row)
+    never pass through the JVM. A file without a record_id column gets '<file>:<row in the file>'."""
+    labelled, has_record_id = parquet.labelled, parquet.has_record_id
     fields = [StructField("record_id", StringType(), nullable=False),
               *([StructField("label", IntegerType(), nullable=False)] if labelled else []), *PREDICTION_FIELDS]
 
     def score_partition(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         return score_piece_batches(batches, model_path, batch_size, tf_threads, labelled, has_record_id)
 
-    return pieces.mapInPandas(score_partition, StructType(fields))
+    return parquet.pieces.mapInPandas(score_partition, StructType(fields))
 
 
 def score_piece_batches(batches: Iterator[pd.DataFrame], model_path: str, batch_size: int, tf_threads: int,

@@ -24,7 +24,7 @@ from pipeline.metrics import accuracy, confusion_matrix_csv, per_class_metrics
 from pipeline.model_files import check_model_files
 from pipeline.result import StageResult
 from pipeline.schema import NUM_CLASSES
-from pipeline.scoring import confidence, confusion_and_loss, score_images, set_arrow_batch_rows
+from pipeline.scoring import confidence, confusion_and_loss, curated_parquet, score_parquet
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +61,7 @@ def with_registry(spark: SparkSession, cfg: PipelineConfig, layout: Layout, summ
     from pipeline.evaluate.promotion import record_in_registry
 
     def score_accuracy(model_file: str) -> float:
-        set_arrow_batch_rows(spark, cfg.predict.batch_size)
-        scored = score_images(read_test_set(spark, layout), model_file, cfg.predict.batch_size, cfg.predict.tf_threads)
+        scored = score_test_set(spark, cfg, layout, model_file)
         return accuracy(confusion_and_loss(scored, NUM_CLASSES)[0])
 
     decision = record_in_registry(cfg, layout, summary, fingerprint, score_accuracy)
@@ -108,15 +107,21 @@ def read_test_set(spark: SparkSession, layout: Layout) -> DataFrame:
     return spark.read.parquet(path).select("record_id", "image", "label")
 
 
+def score_test_set(spark: SparkSession, cfg: PipelineConfig, layout: Layout, model_file: str) -> DataFrame:
+    """(record_id, label, prediction, probabilities) of every test image, read where it is scored (as prediction
+    reads Parquet): its pixels never pass through the JVM."""
+    path = layout.curated("test")
+    outputs.require_stage_output(path, "prepare")
+    return score_parquet(curated_parquet(spark, path), model_file, cfg.predict.batch_size, cfg.predict.tf_threads)
+
+
 def evaluate_model(spark: SparkSession, cfg: PipelineConfig, test_df: DataFrame, name: str, layout: Layout,
                    out: EvaluationFiles) -> dict:
     """Score the test set with one model; write its metrics and figures into `out`; return its figures."""
     log.info("%s: scoring the test set", name)
     history = outputs.read_stage_output(layout.history(name), "train")
     model_path = layout.model_file(name)
-    set_arrow_batch_rows(spark, cfg.predict.batch_size)
-    scored = score_images(test_df, model_path, cfg.predict.batch_size,
-                          cfg.predict.tf_threads).cache()
+    scored = score_test_set(spark, cfg, layout, model_path).cache()
     try:
         matrix, test_loss = confusion_and_loss(scored, NUM_CLASSES)
         mistakes = most_confident_mistakes(scored, test_df, cfg.evaluate.misclassified_examples)

@@ -12,7 +12,6 @@ import logging
 import os
 from dataclasses import dataclass
 
-import pyarrow as pa
 import pyspark.sql.functions as F
 from pyspark.sql import DataFrame, SparkSession
 
@@ -25,6 +24,7 @@ from pipeline.formats.images import IMAGE_EXTENSIONS
 from pipeline.layout import Layout
 from pipeline.paths import absolute
 from pipeline.schema import IMAGE_PIXELS, IMAGE_SHAPE, NORMALISATION, NUM_CLASSES, normalise_images
+from pipeline.scoring import ParquetImages, curated_parquet
 
 log = logging.getLogger(__name__)
 
@@ -68,42 +68,14 @@ class LoadedInput:
     parquet: ParquetImages | None = None  # Parquet of the curated schema, read where it is scored
 
 
-@dataclass(frozen=True)
-class ParquetImages:
-    """Parquet of the curated schema, by row group: the Python workers read, check and score each one
-    (pipeline.scoring.score_parquet_pieces), so its images never pass through the JVM."""
-    path: str
-    pieces: DataFrame    # (file, row_group, first_row): one row per row group
-    labelled: bool
-    has_record_id: bool
-
-
 def load_input(spark: SparkSession, cfg: PipelineConfig, layout: Layout, source: PredictionInput) -> LoadedInput:
     """The input as a DataFrame of images, and for image files, the ones that cannot be scored."""
     if source.kind in ("curated", "parquet"):
         outputs.require_stage_output(source.path, "prepare", otherwise="pass --input")
-        return LoadedInput(None, {}, parquet=list_curated_parquet(spark, source.path))
+        return LoadedInput(None, {}, parquet=curated_parquet(spark, source.path))
     if source.kind == "images":
         return list_image_files(spark, source.path)
     return LoadedInput(read_raw_records(spark, cfg, layout, source.path), {})
-
-
-def list_curated_parquet(spark: SparkSession, path: str) -> ParquetImages:
-    """Parquet of the curated schema, listed by row group from the files' footers. Its images are checked where
-    they are scored (an `image` list of IMAGE_PIXELS values in [0, 1] in every row); the schema is checked here."""
-    dataset = storage.parquet_dataset(path)
-    columns = dataset.schema.names
-    if "image" not in columns:
-        raise PipelineError(f"{path}: no 'image' column (expected the curated schema: record_id, image, label)")
-    image_type = dataset.schema.field("image").type
-    if not (pa.types.is_list(image_type) or pa.types.is_large_list(image_type)) or not (
-            pa.types.is_floating(image_type.value_type) or pa.types.is_integer(image_type.value_type)):
-        raise PipelineError(f"{path}: its 'image' column is {image_type}, not a list of {IMAGE_PIXELS} numbers in "
-                            "[0, 1] (the curated schema)")
-    pieces = [(file, group, sum(rows[:group])) for file, rows in storage.parquet_files(path)
-              for group in range(len(rows))]
-    return ParquetImages(path, spark.createDataFrame(pieces, "file string, row_group int, first_row long"),
-                         labelled="label" in columns, has_record_id="record_id" in columns)
 
 
 def check_image_arrays(df: DataFrame, path: str) -> None:

@@ -27,7 +27,6 @@ from pipeline.model_ref import ResolvedModel
 from pipeline.paths import absolute, within
 from pipeline.predict.inputs import (
     LoadedInput,
-    ParquetImages,
     PredictionInput,
     check_image_arrays,
     load_input,
@@ -41,10 +40,11 @@ from pipeline.result import StageResult
 from pipeline.schema import NUM_CLASSES
 from pipeline.scoring import (
     BadImageArrays,
+    ParquetImages,
     confidence,
     score_image_files,
     score_images,
-    score_parquet_pieces,
+    score_parquet,
     set_arrow_batch_rows,
 )
 
@@ -107,8 +107,7 @@ def score_and_publish_parquet(spark: SparkSession, cfg: PipelineConfig, layout: 
                               source: PredictionInput, model: ResolvedModel, out: PredictionFiles) -> dict:
     """Parquet scored where it is read, one pass. A bad image the workers found fails the job, named by
     check_image_arrays with every bad row counted: a pass over the input that only a failing job pays for."""
-    scored = score_parquet_pieces(parquet.pieces, model.model_file, cfg.predict.batch_size, cfg.predict.tf_threads,
-                                  labelled=parquet.labelled, has_record_id=parquet.has_record_id)
+    scored = score_parquet(parquet, model.model_file, cfg.predict.batch_size, cfg.predict.tf_threads)
     try:
         return publish(spark, layout, scored, {}, None, source, model, out)
     except Exception as exc:
