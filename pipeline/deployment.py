@@ -45,7 +45,8 @@ def readiness(cfg: PipelineConfig, registry: bool = True) -> dict:
             daily.append(f"registered model '{cfg.tracking.registered_model}' has no champion to score with: "
                          f"{first_run}")
     return {"spark_master": cfg.spark.master, "profile": cfg.profile, "workflows": workflows(),
-            "problems": {"daily": daily, "retraining": both}, "driver_settings": driver_jvm.spark_settings()}
+            "problems": {"daily": daily, "retraining": both},
+            "driver_settings": driver_jvm.spark_settings(cfg.spark.settings)}
 
 
 def workflows() -> dict[str, list[dict]]:

@@ -17,13 +17,15 @@ the optimising C2) on compiler threads of its own, and collects with G1's concur
 for seconds to minutes, and C2's compilations cost more CPU than the code they speed up gives back before the JVM
 exits: measured side by side (benchmarks/README.md), C1 alone with the serial collector ran a 200-image day in 0.83
 of the time, a 40,000-image day in about 0.80, and ingest + prepare of 2,000,000 images in about 0.88. A job that
-should keep the JVM's own choices sets spark.driver.defaultJavaOptions itself, which replaces these: in
-`spark.settings` when Python starts its JVM, with `--conf` on a spark-submit line (a second collector in
+should keep the JVM's own choices sets spark.driver.defaultJavaOptions itself, which replaces these: in its
+config's `spark.settings` (read by the session builder and, for the DAGs' spark-submits, by
+`pipeline.deployment readiness`), or with `--conf` on a spark-submit line of one's own (a second collector in
 extraJavaOptions would stop the JVM: two collectors conflict). Cluster executors keep their cluster's defaults.
 """
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 ARCHIVE = Path(sys.prefix) / "spark-driver-classes.jsa"
@@ -38,9 +40,11 @@ def java_options() -> str:
         else COMPILER_AND_COLLECTOR
 
 
-def spark_settings() -> dict[str, str]:
-    """The Spark settings a new driver started from this environment takes."""
-    return {OPTION: java_options()}
+def spark_settings(configured: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The Spark settings a new driver started from this environment takes. A job's own value for OPTION in its
+    `spark.settings` (`configured`) replaces these options: they are the JVM's to start with, so whoever starts it
+    (the session builder, or a DAG's spark-submit) must be told, not the job once its JVM runs."""
+    return {OPTION: (configured or {}).get(OPTION, java_options())}
 
 
 if __name__ == "__main__":  # for a spark-submit command line: --conf spark.driver.defaultJavaOptions="$(...)"

@@ -51,7 +51,7 @@ def build_spark_session(cfg: SparkConfig, job_name: str) -> SparkSession:
         builder = builder.config("spark.ui.host", "127.0.0.1")
     builder = _with_services_interface(builder, cfg)
     if "PYSPARK_GATEWAY_PORT" not in os.environ:  # this process starts the JVM: it can map the recorded classes
-        for key, value in driver_jvm.spark_settings().items():
+        for key, value in driver_jvm.spark_settings(cfg.settings).items():
             builder = builder.config(key, value)
     settings, hadoop_secrets = _secrets_apart(cfg.settings)
     for key, value in settings.items():

@@ -93,6 +93,23 @@ def test_a_tasks_own_parse_does_not_ask_the_registry(tmp_path, tiny_world, dist,
     assert in_a_task["import_errors"] == {} and sorted(in_a_task["dags"]) == [DAILY, RETRAINING]
 
 
+def test_driver_options_in_the_config_reach_the_spark_submit_that_starts_the_driver(tmp_path, tiny_world, dist,
+                                                                                    monkeypatch):
+    """The driver's JVM options are fixed before the job reads its config: the DAG must pass the config's own."""
+    from pipeline import driver_jvm
+    options = "-XX:+UseParallelGC -Xss4m"
+    conf = write_config(tmp_path, tiny_world, spark={"master": "local[2]", "log_level": "ERROR",
+                                                     "settings": {driver_jvm.OPTION: options}})
+    storage.write_json(Layout.from_config(load_config(conf)).prepared_manifest, {"stand_in": "for this test"})
+    monkeypatch.setenv("_AIRFLOW_PARSING_CONTEXT_DAG_ID", DAILY)  # a task's parse: no champion needed
+    monkeypatch.setenv("_AIRFLOW_PARSING_CONTEXT_TASK_ID", "score_batch")
+    facts = probe(tmp_path, conf, dist)
+    assert facts["import_errors"] == {}
+    for dag in facts["dags"].values():
+        assert dag["spark_settings"] and all(settings == {driver_jvm.OPTION: options}
+                                             for settings in dag["spark_settings"].values())
+
+
 def test_without_the_plugins_folder_the_dags_say_how_to_set_it(tmp_path, tiny_world, dist):
     errors = probe(tmp_path, write_config(tmp_path, tiny_world), dist, plugins=None)["import_errors"]
     assert len(errors) == 2
