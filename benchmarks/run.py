@@ -167,36 +167,43 @@ def trained_model(bench: Bench, model: str) -> str | None:
     return path if Path(path.removeprefix("file://")).exists() else None
 
 
+def scoring_model(bench: Bench, model: str) -> dict | None:
+    """{"model_path", "trained"}: the training benchmark's `model`, else the same network untrained (same work per
+    image), so that `--only prediction` or `--only daily` measure without a training run."""
+    return bench.task("scoring_model", f"model-{model}", root=str(bench.root),
+                      model_path=trained_model(bench, model), model=model)
+
+
 def bench_prediction(bench: Bench, name: str, model: str, parquet: str | None, profile: str, repeats: int) -> None:
     """4: the prediction stage vs one process reading the same Parquet and calling model.predict, with the
-    benchmark's model."""
-    trained = {"model_path": trained_model(bench, model)}
-    if not trained["model_path"]:
-        bench.results["notes"].append(f"prediction '{name}' skipped: no trained {model} from the training benchmark")
+    benchmark's model (scoring_model)."""
+    trained = scoring_model(bench, model)
+    if not trained:
         return
+    if not trained["trained"]:
+        name += " (untrained network)"
     stage = bench.task("predict_stage", f"predict-{name}", root=str(bench.root), profile=profile,
                        model_path=trained["model_path"], input_path=parquet, repeats=repeats,
                        run_id=f"bench-{profile}-2w")
     numpy = bench.task("predict_parquet_numpy", f"predict-{name}-numpy", root=str(bench.root), profile=profile,
                        model_path=trained["model_path"], parquet_path=parquet, repeats=repeats, batch_size=1024)
-    bench.results["prediction"][name] = {"model": model, "input": parquet or "curated test set",
-                                         "stage": stage, "numpy": numpy}
+    bench.results["prediction"][name] = {"model": model, "trained": trained["trained"],
+                                         "input": parquet or "curated test set", "stage": stage, "numpy": numpy}
     bench.save()
 
 
 def bench_prediction_folder(bench: Bench, model: str = "model_1") -> None:
     """4b: `jobs/predict.py --input <folder of PNG files>` vs PIL + model.predict in one process, same files."""
     plan = bench.plan
-    trained = {"model_path": trained_model(bench, model)}
-    if not trained["model_path"]:
-        bench.results["notes"].append(f"prediction of PNG files skipped: no trained {model} from the training "
-                                      "benchmark")
+    trained = scoring_model(bench, model)
+    if not trained:
         return
     folder = bench.root / "images" / f"png{plan.predict_files}"
     if not generate_images.is_complete(folder, plan.predict_files):
         log.info("[%5.1f min] generating %d PNG files", bench.elapsed_minutes(), plan.predict_files)
         generate_images.generate(REPO / "data" / "mnist", folder, plan.predict_files, SEED)
     name = f"folder of {plan.predict_files:,} PNG files, {model}"
+    name += "" if trained["trained"] else " (untrained network)"
     job = bench.task("predict_folder_job", f"predict-png{plan.predict_files}", root=str(bench.root),
                      profile=plan.profile, model_path=trained["model_path"], folder=str(folder),
                      run_id=f"bench-{plan.profile}-2w")
@@ -210,7 +217,7 @@ def bench_prediction_folder(bench: Bench, model: str = "model_1") -> None:
 def bench_daily(bench: Bench, model: str = "model_1") -> None:
     """4c: the daily scoring job on a small landed day vs one process doing the same work from a cold start, at
     each of the plan's day sizes; the training benchmark's model, else the same network untrained."""
-    chosen = bench.task("daily_model", "daily-model", root=str(bench.root), model_path=trained_model(bench, model))
+    chosen = scoring_model(bench, model)
     if not chosen:
         return
     for index, count in enumerate(bench.plan.daily_sizes):

@@ -232,6 +232,8 @@ def predict_stage(root: str, profile: str, model_path: str, input_path: str | No
     layout, spark = _layout(cfg, run_id), _session(cfg, "predict")
     runs = []
     try:
+        if input_path is None:
+            _ensure_curated(spark, cfg, layout)  # the test set; skipped when a data run made it
         for i in range(repeats):
             out = f"{root}/predictions/{run_id}-{i}"
             shutil.rmtree(out, ignore_errors=True)
@@ -327,22 +329,23 @@ def daily_config_sets(root: str) -> list[str]:
             "spark.log_level=ERROR"]
 
 
-SEED_DAILY = 0
+SEED_UNTRAINED = 0
 
 
-def daily_model(root: str, model_path: str | None) -> dict:
-    """The model the daily benchmark scores with: the training benchmark's, else model_1 with its initial weights
-    (the same network, so the same work per image; its predictions mean nothing)."""
+def scoring_model(root: str, model_path: str | None, model: str = "model_1") -> dict:
+    """The model a scoring benchmark (prediction, daily) scores with: the training benchmark's, else `model` with
+    its initial weights (the same network, so the same work per image; its predictions mean nothing, and both sides
+    of a comparison use it)."""
     if model_path:
         return {"model_path": model_path, "trained": True}
     os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
     from pipeline.train.models import build_model
-    path = Path(root) / "daily" / "model_1-initial.keras"
+    path = Path(root) / "untrained" / f"{model}-initial.keras"
     path.parent.mkdir(parents=True, exist_ok=True)
     if not path.exists():
         import tensorflow as tf
-        tf.keras.utils.set_random_seed(SEED_DAILY)
-        build_model("model_1").save(str(path))
+        tf.keras.utils.set_random_seed(SEED_UNTRAINED)
+        build_model(model).save(str(path))
     return {"model_path": str(path), "trained": False}
 
 
@@ -442,7 +445,7 @@ def _pipeline_accuracies(profile: str, sets: list[str]) -> dict[str, float]:
 
 TASKS = {f.__name__: f for f in (data_stages, baseline_convert, train_pipeline, train_recipe, train_numpy,
                                  reader_throughput, tfdata_numpy, predict_stage, predict_parquet_numpy,
-                                 predict_folder_job, predict_folder_pil, daily_model, daily_job,
+                                 predict_folder_job, predict_folder_pil, scoring_model, daily_job,
                                  daily_single, end_to_end)}
 
 

@@ -97,8 +97,14 @@ RESULTS = {
               "baseline": {"median_seconds": 1.0, "runs": [{"peak_driver_python_mb": 150.0}]}},
              {"n": 21000, "source": "generated", "stage": {"median_seconds": 21.0, "bytes": {}, "runs": []},
               "baseline": {"median_seconds": 3.0, "runs": []}}],
-    "prediction": {"test set, model_1": {"stage": {"images_per_second": 2000.0, "runs": [{"accuracy": 0.98}]},
-                                         "numpy": {"images_per_second": 5000.0, "accuracy": 0.98}}},
+    "prediction": {"test set, model_1": {"stage": {"images_per_second": 2000.0, "images": 10_000,
+                                                   "runs": [{"accuracy": 0.98}]},
+                                         "numpy": {"images_per_second": 5000.0, "accuracy": 0.98}},
+                   "generated N=21,000 test split, model_1": {"stage": {"images_per_second": 3000.0, "images": 3_000},
+                                                              "numpy": {"images_per_second": 4000.0}},
+                   "generated N=2,000,000 test split, model_1": {
+                       "stage": {"images_per_second": 2000.0, "images": 285_714},
+                       "numpy": {"images_per_second": 3500.0}}},
     "prediction_files": {"folder of 2,000 PNG files, model_1": {
         "stage": {"images_per_second": 300.0, "accuracy": 0.97}, "baseline": {"images_per_second": 500.0,
                                                                               "accuracy": 0.964}}},
@@ -122,7 +128,12 @@ def test_summary_rows_compute_ratios_and_goals():
     big = rows["ingest+prepare, 21,000 images: images/s"]
     assert big["ratio"] == pytest.approx(7.0) and big["met"] is False and big["goal"] == "<= 2.0x"
     assert rows["ingest+prepare, 7,000 images: images/s"]["met"] is None        # the goal is for the largest N
-    assert rows["predict test set, model_1: images/s, stage vs Parquet + model.predict"]["ratio"] == pytest.approx(2.5)
+    test_set = rows["predict test set, model_1: images/s, stage vs Parquet + model.predict"]
+    assert test_set["ratio"] == pytest.approx(2.5) and (test_set["goal"], test_set["met"]) == ("<= 2.0x", False)
+    small = rows["predict generated N=21,000 test split, model_1: images/s, stage vs Parquet + model.predict"]
+    assert (small["goal"], small["met"]) == ("<= 2.0x", True)   # 1.33x: a small input, a Spark job's fixed cost
+    large = rows["predict generated N=2,000,000 test split, model_1: images/s, stage vs Parquet + model.predict"]
+    assert large["ratio"] == pytest.approx(1.75) and (large["goal"], large["met"]) == ("<= 1.5x", False)
     assert rows["predict test set, model_1: accuracy, stage vs Parquet + model.predict"]["met"] is True
     folder = rows["predict folder of 2,000 PNG files, model_1: images/s, jobs/predict.py vs PIL + model.predict"]
     assert folder["ratio"] == pytest.approx(500 / 300) and (folder["goal"], folder["met"]) == ("<= 2.0x", True)
