@@ -21,6 +21,7 @@ import pyspark.sql.functions as F
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql.types import ArrayType, BooleanType, FloatType, IntegerType, StringType, StructField, StructType
 
+from pipeline import storage
 from pipeline.errors import PipelineError
 from pipeline.metrics import confusion_matrix_from_counts
 from pipeline.model_files import load_keras_model
@@ -124,7 +125,6 @@ def curated_parquet(spark: SparkSession, path: str) -> ParquetImages:
     """Parquet of the curated schema (prepare's splits, or any with an `image` list column), listed by row group from
     the files' footers for score_parquet. Its images are checked where they are scored (IMAGE_PIXELS values in
     [0, 1] in every row); its schema is checked here."""
-    from pipeline import storage
     dataset = storage.parquet_dataset(path)
     columns = dataset.schema.names
     if "image" not in columns:
@@ -164,7 +164,6 @@ def score_piece_batches(batches: Iterator[pd.DataFrame], model_path: str, batch_
                         labelled: bool, has_record_id: bool) -> Iterator[pd.DataFrame]:
     """Worker side: each row group read `batch_size` rows at a time (bounded memory whatever the writer's row groups),
     checked, and scored in one model call."""
-    from pipeline import storage
     columns = ["image", *(["label"] if labelled else []), *(["record_id"] if has_record_id else [])]
     model = None
     for batch in batches:
@@ -239,7 +238,6 @@ def prefetch_model(model_path: str, tf_threads: int = 1) -> None:
 
 def _load_model(model_path: str, tf_threads: int):
     _configured_tensorflow(tf_threads)
-    from pipeline import storage
     with storage.local_file(model_path) as local:  # Keras loads local files only
         return load_keras_model(local)  # a checked .keras archive, in safe mode
 
