@@ -191,8 +191,8 @@ def prediction_section(out: RunOutputs, cfg: PipelineConfig) -> str:
         figure(f"{best}_confusion", f"{best}: confusion matrix on the test set (rows: true label, columns: predicted)"),
         figure(f"{best}_misclassified", f"{best}: misclassified test images, true and predicted label, confidence"),
         "### Batch prediction",
-        f"The predict job scored the test set again through Spark (`mapInPandas` over Arrow batches, the model "
-        f"loaded once per Python worker) with model `{predicted.get('model', best)}`: accuracy "
+        f"The predict job scored the test set again through Spark (`mapInPandas`: each Python worker reads its "
+        f"Parquet row groups and loads the model once) with model `{predicted.get('model', best)}`: accuracy "
         f"{pct(predicted['accuracy'])} over {predicted.get('count', _test_count(out)):,} images. "
         "`python jobs/predict.py --input <folder of PNG/JPEG>` scores new images the same way.",
     ])
