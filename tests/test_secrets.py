@@ -17,15 +17,20 @@ from pipeline.config import REPO_ROOT, load_config
 from pipeline.errors import EXIT_NOT_RETRYABLE, PipelineError
 
 
-def command_lines_holding(text: str, but: int) -> list[str]:
-    """The command lines of this machine's processes, other than `but`, that hold `text`."""
+def command_lines_holding(text: str, but: list[str]) -> list[str]:
+    """The command lines of this machine's processes that hold `text`, other than the command line `but`.
+
+    `but` is the job's own: a child the job has forked (subprocess's vfork, before its exec) shows the parent's
+    command line for those few microseconds, and that is the job's own argument list, not one handed to a child.
+    Any child that was started with the secret in its own command line shows a line of its own."""
+    own = "".join(f"{arg} " for arg in but)
     found = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             line = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        if text in line and int(pid) != but:
+        if text in line and line != own:
             found.append(line)
     return found
 
@@ -40,7 +45,7 @@ def test_a_secret_given_with_set_is_in_no_child_process_and_no_file_the_job_wrot
 
     def watch() -> None:   # the JVM, Spark's Python workers: sampled for the whole run
         while not done.wait(0.2):
-            seen.extend(command_lines_holding(secret, but=job_process.pid))
+            seen.extend(command_lines_holding(secret, but=argv))
     watcher = threading.Thread(target=watch)
     watcher.start()
     try:
