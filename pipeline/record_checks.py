@@ -12,15 +12,18 @@ data.max_quarantine_fraction) or drop (removed and counted, kept nowhere).
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyspark.sql.functions as F
 from pyspark.sql import Column, DataFrame
 
 from pipeline.config import DataConfig
-from pipeline.formats import records
-from pipeline.schema import NUM_CLASSES, QUARANTINE_SCHEMA, RAW_SCHEMA
+from pipeline.schema import NUM_CLASSES, QUARANTINE_SCHEMA
 from pipeline.validation_report import ClassBalance, DuplicateImages, FindingSummary, ValidationReport
 
 log = logging.getLogger(__name__)
@@ -42,12 +45,30 @@ FINDINGS = {
 }
 
 
-def with_record_checks(df: DataFrame, num_classes: int, image_bytes: int) -> DataFrame:
-    """reason, image_hash and blank: all that needs the pixels, computed once (ingest persists the result)."""
-    blank = F.col("reason").isNull() & (F.col("image") == F.lit(bytes(image_bytes)))
-    return (df.transform(records.with_reject_reason, num_classes, image_bytes)
-            .withColumn("image_hash", F.unhex(F.sha2(F.col("image"), 256)))
-            .withColumn("blank", blank))
+def image_checks(parsed: pa.RecordBatch) -> tuple[pa.Array, pa.Array]:
+    """(image_hash, blank) of parsed records (formats.records): the SHA-256 of each image's bytes, and whether a
+    record that passed the record checks has every pixel 0. All that needs the pixels, computed once, in the
+    worker that parsed them."""
+    image = parsed.column("image")
+    offsets = np.frombuffer(image.buffers()[1], np.int32, len(image) + 1, image.offset * 4)
+    pixels = np.frombuffer(image.buffers()[2] or b"", np.uint8)
+    present = image.is_valid().to_numpy(zero_copy_only=False)
+    view = memoryview(pixels)
+    hashes = [hashlib.sha256(view[offsets[i]:offsets[i + 1]]).digest() if present[i] else None
+              for i in range(len(image))]
+    usable = pc.is_null(parsed.column("reason")).to_numpy(zero_copy_only=False)
+    blank = usable & present & ~_any_pixel_lit(pixels, offsets)
+    return pa.array(hashes, pa.binary()), pa.array(blank, pa.bool_())
+
+
+def _any_pixel_lit(pixels: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Per image, whether any byte is not 0: one vectorised pass when the images are all one size, as a reader's
+    always are."""
+    sizes = np.diff(offsets)
+    if len(sizes) and sizes[0] > 0 and (sizes == sizes[0]).all():
+        return pixels[offsets[0]:offsets[-1]].reshape(len(sizes), sizes[0]).any(axis=1)
+    return np.array([pixels[start:end].any() for start, end in zip(offsets[:-1], offsets[1:], strict=True)],
+                    dtype=bool)
 
 
 def image_copies(checked: DataFrame) -> DataFrame:
@@ -80,11 +101,6 @@ def _quarantine_reason(key: str, policy: str) -> Column:
     """The finding's quarantine reason for flagged records under the quarantine policy, else null."""
     finding = FINDINGS[key]
     return F.when(F.col(finding.flag) & F.lit(policy == "quarantine"), F.lit(finding.reason))
-
-
-def valid_records(df: DataFrame) -> DataFrame:
-    """Records that passed every check and were not dropped, in the raw table's schema."""
-    return df.filter(F.col("reason").isNull() & ~F.col("dropped")).select(*RAW_SCHEMA.fieldNames())
 
 
 def quarantined_records(df: DataFrame) -> DataFrame:

@@ -7,6 +7,7 @@ import logging
 import struct
 
 import numpy as np
+import pyarrow as pa
 import pyspark.sql.functions as F
 import pytest
 from pyspark.testing import assertDataFrameEqual
@@ -15,9 +16,9 @@ from pipeline import storage
 from pipeline.data.ingest import run_ingest
 from pipeline.errors import PipelineError
 from pipeline.formats.idx import read_array
-from pipeline.formats.records import with_reject_reason
+from pipeline.formats.records import PARSED_SCHEMA, record_batch, reject_reasons
 from pipeline.layout import Layout
-from pipeline.record_checks import image_copies, with_policies, with_record_checks
+from pipeline.record_checks import image_checks, image_copies, with_policies
 from pipeline.report.sections import suspect_images
 from pipeline.schema import QUARANTINE_SCHEMA, RAW_SCHEMA
 from pipeline.validation_report import KEYS, read_validation_report
@@ -328,9 +329,20 @@ def test_split_left_without_usable_records_fails(spark, make_config, tmp_path, p
     assert storage.read_json(layout.validation_report)["status"] == "failed"
 
 
-SUSPECTS = [("tr-copy", "train", 0, b"\x07" * 4, 1), ("tr-blank", "train", 1, b"\x00" * 4, 2),
-            ("tr-own", "train", 2, b"\x09" * 4, 3), ("tr-null", "train", 3, None, 4),
-            ("te-copy", "test", 0, b"\x07" * 4, 1), ("te-blank", "test", 1, b"\x00" * 4, 2)]
+SUSPECTS = [("tr-copy", "train", 0, b"\x07" * 4, 1, None), ("tr-blank", "train", 1, b"\x00" * 4, 2, None),
+            ("tr-own", "train", 2, b"\x09" * 4, 3, None), ("tr-bad", "train", 3, b"\x00" * 4, 4, "missing value"),
+            ("te-copy", "test", 0, b"\x07" * 4, 1, None), ("te-blank", "test", 1, b"\x00" * 4, 2, None)]
+
+
+def checked_records(spark, rows):
+    """Parsed records as ingest's workers leave them in Spark: no pixels, the image checks beside them."""
+    parsed = pa.RecordBatch.from_pylist([dict(zip(PARSED_SCHEMA.fieldNames(), row, strict=True)) for row in rows])
+    image_hash, blank = image_checks(parsed)
+    columns = {**{c: parsed.column(c).to_pylist() for c in PARSED_SCHEMA.fieldNames() if c != "image"},
+               "image_hash": image_hash.to_pylist(), "blank": blank.to_pylist()}
+    return spark.createDataFrame(list(zip(*columns.values(), strict=True)),
+                                 "record_id string, source_split string, source_index long, label int, reason string, "
+                                 "image_hash binary, blank boolean")
 
 
 @pytest.mark.parametrize("blank_policy, in_test_policy, expected", [
@@ -343,29 +355,38 @@ SUSPECTS = [("tr-copy", "train", 0, b"\x07" * 4, 1), ("tr-blank", "train", 1, b"
                             ("te-blank", "blank image", True, False, False)]),
 ])
 def test_with_policies_flags_by_image_hash(spark, blank_policy, in_test_policy, expected):
-    parsed = spark.createDataFrame([(*row, None) for row in SUSPECTS], "record_id string, source_split string, "
-                                   "source_index long, image binary, label int, problem string")
-    checked = parsed.transform(with_record_checks, 10, 4)
+    checked = checked_records(spark, SUSPECTS)
     flagged = checked.transform(with_policies, image_copies(checked), blank_policy, in_test_policy)
-    plain = [("tr-own", None, False, False, False), ("tr-null", "missing image", False, False, False),
+    # A record the reader rejected is neither blank nor a copy, whatever its pixels.
+    plain = [("tr-own", None, False, False, False), ("tr-bad", "missing value", False, False, False),
              ("te-copy", None, False, False, False)]
     assertDataFrameEqual(flagged.select("record_id", "reason", "blank", "in_test", "dropped"),
                          spark.createDataFrame(expected + plain, "record_id string, reason string, blank boolean, "
                                                                  "in_test boolean, dropped boolean"))
     plan = flagged._jdf.queryExecution().executedPlan().toString()
-    assert "BroadcastHashJoin" in plan and "SortMergeJoin" not in plan     # records (with images) never shuffle
+    assert "BroadcastHashJoin" in plan and "SortMergeJoin" not in plan     # the records never shuffle
 
 
-def test_reject_reason_covers_nulls_and_ranges(spark):
-    rows = [("ok", b"\x00" * 4, 3, None), ("no-label", b"\x00" * 4, None, None), ("big", b"\x00" * 4, 10, None),
-            ("neg", b"\x00" * 4, -1, None), ("no-image", None, 1, None), ("short", b"\x00", 1, None),
-            ("reader", b"\x00" * 4, 1, "missing value")]
-    df = spark.createDataFrame(rows, "record_id string, image binary, label int, problem string")
-    expected = [("ok", None), ("no-label", "missing label"), ("big", "label outside 0-9"),
-                ("neg", "label outside 0-9"), ("no-image", "missing image"), ("short", "image is not 4 bytes"),
-                ("reader", "missing value")]
-    assertDataFrameEqual(df.transform(with_reject_reason, 10, 4).select("record_id", "reason"),
-                         spark.createDataFrame(expected, "record_id string, reason string"))
+def test_image_checks_hash_every_image_and_find_blanks_in_a_slice():
+    images = np.random.default_rng(0).integers(1, 256, (6, 784), dtype=np.uint8)
+    images[[1, 4]] = 0
+    batch = record_batch("f", "train", 0, images, np.array([0, 1, 2, 3, 11, 5])).slice(1, 4)  # offsets not at 0
+    image_hash, blank = image_checks(batch)
+    assert image_hash.to_pylist() == [hashlib.sha256(images[i].tobytes()).digest() for i in range(1, 5)]
+    assert blank.to_pylist() == [True, False, False, False]     # record 4 is blank but its label is rejected
+
+
+def test_reject_reasons_name_the_reader_problem_then_the_label_then_the_image_size():
+    labels = np.array([3, 0, 10, -1, 12, 1])
+    label_null = np.array([False, True, False, False, False, False])
+    problems = [None, None, None, None, "missing value", None]
+    assert reject_reasons(labels, label_null, problems, 784) == [
+        None, "missing label", "label outside 0-9", "label outside 0-9", "missing value", None]
+    assert reject_reasons(labels, label_null, problems, 4) == [
+        "image is not 784 bytes", "missing label", "label outside 0-9", "label outside 0-9", "missing value",
+        "image is not 784 bytes"]
+    batch = record_batch("f", "test", 7, np.zeros((2, 784), np.uint8), np.array([9, 10]))
+    assert batch.column("reason").to_pylist() == [None, "label outside 0-9"]
 
 
 def test_npz_reader(spark, make_config, tmp_path):

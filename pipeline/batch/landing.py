@@ -22,11 +22,11 @@ from pyspark.sql.types import ArrayType, FloatType, StringType, StructField, Str
 from pipeline import storage
 from pipeline.config import PipelineConfig
 from pipeline.errors import PipelineError
-from pipeline.formats import readers, records
+from pipeline.formats import readers
 from pipeline.formats.image_files import FolderListing, list_folder
 from pipeline.formats.images import IMAGE_EXTENSIONS, IMAGE_FORMATS, decode_image_files
 from pipeline.layout import LABELS_FILE, BatchFiles
-from pipeline.schema import IMAGE_PIXELS, NUM_CLASSES, normalised
+from pipeline.schema import normalised
 from pipeline.scoring import set_arrow_batch_rows
 
 log = logging.getLogger(__name__)
@@ -104,7 +104,7 @@ def read_raw_file(spark: SparkSession, cfg: PipelineConfig, folder: str, names: 
     except PipelineError as exc:
         raise PipelineError(f"{folder}: {exc}") from None
     log.info("%s file %s: %s records", fmt, images[0], sum(counts.values()))
-    parsed = readers.read_records(spark, tasks).transform(records.with_reject_reason, NUM_CLASSES, IMAGE_PIXELS)
+    parsed = readers.read_records(spark, tasks)
     checked = (parsed.select("record_id", F.lit(images[0]).alias("source_file"), "image", "reason")
                .mapInArrow(_normalised_batches, ARRIVALS_SCHEMA)
                .withColumn("image", F.when(F.col("reason").isNull(), F.col("image"))))

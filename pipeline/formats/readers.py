@@ -164,11 +164,17 @@ def _plan_csv(sources: list[Source], scans: list[dict], data: DataConfig) -> tup
 
 def read_records(spark: SparkSession, tasks: list[dict]) -> DataFrame:
     """Parsed records (PARSED_SCHEMA): one partition per task, parsed on executors into Arrow batches."""
+    return task_frame(spark, tasks).mapInArrow(parse_batches, PARSED_SCHEMA)
+
+
+def task_frame(spark: SparkSession, tasks: list[dict]) -> DataFrame:
+    """The planned tasks as one row (`task`: JSON) per partition, for `parse_batches` on the executors."""
     rows = spark.sparkContext.parallelize([(json.dumps(t),) for t in tasks], max(len(tasks), 1))
-    return spark.createDataFrame(rows, "task string").mapInArrow(_parse_batches, PARSED_SCHEMA)
+    return spark.createDataFrame(rows, "task string")
 
 
-def _parse_batches(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+def parse_batches(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """Executor side: the parsed records (PARSED_SCHEMA) of every task in a partition of `task_frame`."""
     for batch in batches:
         for task in batch.column("task").to_pylist():
             yield parse_task(json.loads(task))

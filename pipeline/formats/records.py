@@ -1,22 +1,21 @@
-"""Parsed records: NumPy arrays to Arrow record batches of the parsed-records schema (executor side), and the
-reason a parsed record cannot be used.
+"""Parsed records: NumPy arrays to Arrow record batches of the parsed-records schema (executor side), each with
+the reason the record cannot be used.
 
 Readers hand over pixels as uint8 rows (IDX, uint8 npz) or as numbers to check (CSV, other npz dtypes); values
-that cannot be a pixel or a label are not fixed up here: the record keeps a `problem`, and `reject_reason` turns
-it (or a bad label or image) into the reason ingest quarantines the record for and predict refuses it for.
+that cannot be a pixel or a label are not fixed up here: the record keeps its `reason` (what the reader found, or
+a bad label), the reason ingest quarantines it for and predict refuses it for. It is decided here, in the worker
+that parsed the record, so a stage can act on it before the pixels leave that worker.
 """
 from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
-import pyspark.sql.functions as F
-from pyspark.sql import Column, DataFrame
 from pyspark.sql.types import StringType, StructField, StructType
 
-from pipeline.schema import RAW_SCHEMA
+from pipeline.schema import IMAGE_PIXELS, NUM_CLASSES, RAW_SCHEMA
 
-# The raw table's columns plus what a reader found wrong with the record (null when nothing).
-PARSED_SCHEMA = StructType([*RAW_SCHEMA.fields, StructField("problem", StringType(), nullable=True)])
+# The raw table's columns plus why the record cannot be used (null when it can).
+PARSED_SCHEMA = StructType([*RAW_SCHEMA.fields, StructField("reason", StringType(), nullable=True)])
 
 MISSING = "missing value"
 PIXEL_RANGE = "pixel value out of range (not an integer 0-255)"
@@ -47,26 +46,27 @@ def record_batch(name: str, split: str, start: int, images: np.ndarray, labels: 
     offsets = np.arange(n + 1, dtype=np.int32) * images.shape[1]
     image = pa.Array.from_buffers(pa.binary(), n, [None, pa.py_buffer(offsets), pa.py_buffer(images)])
     index = np.arange(start, start + n, dtype=np.int64)
+    label_null = np.zeros(n, dtype=bool) if label_null is None else np.asarray(label_null, dtype=bool)
+    reasons = reject_reasons(labels, label_null, problems if problems is not None else [None] * n, images.shape[1])
     return pa.RecordBatch.from_arrays([
         pa.array([f"{name}:{i}" for i in range(start, start + n)], pa.string()),
         pa.array(np.full(n, split, dtype=object), pa.string()),
         pa.array(index, pa.int64()),
         image,
         pa.array(labels.astype(np.int32), pa.int32(), mask=label_null),
-        pa.array(problems if problems is not None else [None] * n, pa.string()),
+        pa.array(reasons, pa.string()),
     ], names=PARSED_SCHEMA.fieldNames())
 
 
-def reject_reason(num_classes: int, image_bytes: int) -> Column:
-    """The first reason a record is unusable, or null: what the reader found, then label and image checks."""
-    return F.coalesce(
-        F.col("problem"),
-        F.when(F.col("label").isNull(), F.lit("missing label")),
-        F.when(~F.col("label").between(0, num_classes - 1), F.lit(f"label outside 0-{num_classes - 1}")),
-        F.when(F.col("image").isNull(), F.lit("missing image")),
-        F.when(F.length("image") != image_bytes, F.lit(f"image is not {image_bytes} bytes")),
-    )
-
-
-def with_reject_reason(df: DataFrame, num_classes: int, image_bytes: int) -> DataFrame:
-    return df.withColumn("reason", reject_reason(num_classes, image_bytes))
+def reject_reasons(labels: np.ndarray, label_null: np.ndarray, problems: list, image_bytes: int,
+                   num_classes: int = NUM_CLASSES, expected_bytes: int = IMAGE_PIXELS) -> list:
+    """The first reason each record is unusable, or None: what the reader found, then the label, then the image's
+    size (every image of a batch has `image_bytes`)."""
+    checks = [(label_null, "missing label"),
+              (~label_null & ((labels < 0) | (labels > num_classes - 1)), f"label outside 0-{num_classes - 1}"),
+              (np.full(len(labels), image_bytes != expected_bytes), f"image is not {expected_bytes} bytes")]
+    reasons = list(problems)
+    for hits, reason in checks:
+        for i in np.flatnonzero(hits):
+            reasons[i] = reasons[i] or reason
+    return reasons

@@ -18,12 +18,12 @@ from pyspark.sql import DataFrame, SparkSession
 from pipeline import outputs, storage
 from pipeline.config import PipelineConfig
 from pipeline.errors import PipelineError
-from pipeline.formats import readers, records
+from pipeline.formats import readers
 from pipeline.formats.image_files import FolderListing, list_folder
 from pipeline.formats.images import IMAGE_EXTENSIONS
 from pipeline.layout import Layout
 from pipeline.paths import absolute
-from pipeline.schema import IMAGE_PIXELS, IMAGE_SHAPE, NORMALISATION, NUM_CLASSES, normalise_images
+from pipeline.schema import IMAGE_PIXELS, IMAGE_SHAPE, NORMALISATION, normalise_images
 from pipeline.scoring import ParquetImages, curated_parquet
 
 log = logging.getLogger(__name__)
@@ -122,8 +122,7 @@ def read_raw_records(spark: SparkSession, cfg: PipelineConfig, layout: Layout, p
     scans = readers.scan_sources(spark, fmt, sources, cfg.data)
     counts, tasks = readers.plan_tasks(fmt, sources, scans, cfg.data)
     log.info("%s input %s: %s records", fmt, path, ", ".join(f"{s} {n}" for s, n in counts.items()))
-    parsed = readers.read_records(spark, tasks).transform(
-        records.with_reject_reason, NUM_CLASSES, IMAGE_PIXELS)
+    parsed = readers.read_records(spark, tasks)
     rejected = parsed.filter(F.col("reason").isNotNull())
     first = rejected.select("record_id", "reason").first()
     if first is not None:
