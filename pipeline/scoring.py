@@ -1,5 +1,6 @@
 """Distributed batch scoring: a saved Keras model applied with mapInPandas to a DataFrame of curated images, to
-Parquet of the curated schema read in the workers (score_parquet), or to image files read there.
+Parquet of the curated schema read where it is scored (score_parquet), or to image files read there. A small input
+runs the same batch functions in the driver instead (pipeline.python_batches).
 
 The one scorer of the project: evaluation scores the test set with it, prediction scores new data with it.
 Each Python worker loads the model once (a module-level cache keyed by model path, kept across tasks because
@@ -22,10 +23,11 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql.types import ArrayType, BooleanType, FloatType, IntegerType, StringType, StructField, StructType
 
 from pipeline import storage
+from pipeline.config import PredictConfig
 from pipeline.errors import PipelineError
 from pipeline.metrics import confusion_matrix_from_counts
 from pipeline.model_files import load_keras_model
-from pipeline.python_batches import map_in_pandas
+from pipeline.python_batches import map_in_pandas, run_in_driver
 from pipeline.schema import IMAGE_PIXELS, IMAGE_SHAPE
 
 PREDICTION_FIELDS = [StructField("prediction", IntegerType(), nullable=False),
@@ -37,6 +39,7 @@ SCORED_FILE_FIELDS = [StructField("path", StringType(), nullable=False),
                       StructField("error", StringType(), nullable=True),
                       # No ink at all (a blank page, an empty scan): data.blank_images decides (predict/stage.py).
                       StructField("blank", BooleanType(), nullable=True)]
+PIECES_SCHEMA = "file string, row_group int, first_row long"    # the row groups score_parquet reads, one a row
 CONFIDENCE_BINS = 20  # equal bins over [0, 1]: the daily scoring's confidence histogram (scoring.json)
 LOSS_EPSILON = 1e-7  # Keras clips probabilities the same way in categorical cross-entropy
 
@@ -113,15 +116,16 @@ def score_file_batches(batches: Iterator[pd.DataFrame], model_path: str, batch_s
 
 @dataclass(frozen=True)
 class ParquetImages:
-    """Parquet of the curated schema, by row group: the Python workers read, check and score each one
+    """Parquet of the curated schema, by row group: each is read, checked and scored where it is scored
     (score_parquet), so its images never pass through the JVM."""
     path: str
-    pieces: DataFrame    # (file, row_group, first_row): one row per row group
+    pieces: tuple[tuple[str, int, int], ...]    # (file, row_group, first_row): one per row group
+    rows: int
     labelled: bool
     has_record_id: bool
 
 
-def curated_parquet(spark: SparkSession, path: str) -> ParquetImages:
+def curated_parquet(path: str) -> ParquetImages:
     """Parquet of the curated schema (prepare's splits, or any with an `image` list column), listed by row group from
     the files' footers for score_parquet. Its images are checked where they are scored (IMAGE_PIXELS values in
     [0, 1] in every row); its schema is checked here."""
@@ -134,10 +138,10 @@ def curated_parquet(spark: SparkSession, path: str) -> ParquetImages:
             pa.types.is_floating(image_type.value_type) or pa.types.is_integer(image_type.value_type)):
         raise PipelineError(f"{path}: its 'image' column is {image_type}, not a list of {IMAGE_PIXELS} numbers in "
                             "[0, 1] (the curated schema)")
-    pieces = [(file, group, sum(rows[:group])) for file, rows in storage.parquet_files(path)
-              for group in range(len(rows))]
-    return ParquetImages(path, spark.createDataFrame(pieces, "file string, row_group int, first_row long"),
-                         labelled="label" in columns, has_record_id="record_id" in columns)
+    files = storage.parquet_files(path)
+    pieces = tuple((file, group, sum(rows[:group])) for file, rows in files for group in range(len(rows)))
+    return ParquetImages(path, pieces, sum(sum(rows) for _, rows in files), labelled="label" in columns,
+                         has_record_id="record_id" in columns)
 
 
 class BadImageArrays(ValueError):
@@ -146,18 +150,24 @@ class BadImageArrays(ValueError):
     are (pipeline.predict.inputs.check_image_arrays)."""
 
 
-def score_parquet(parquet: ParquetImages, model_path: str, batch_size: int, tf_threads: int) -> DataFrame:
+def score_parquet(spark: SparkSession, parquet: ParquetImages, model_path: str, predict: PredictConfig) -> DataFrame:
     """Parquet listed by curated_parquet -> (record_id, [label], prediction, probabilities) of every record in it:
-    each row group is read, checked and scored in the same Python worker, so the images (IMAGE_PIXELS floats a row)
-    never pass through the JVM. A file without a record_id column gets '<file>:<row in the file>'."""
+    each row group is read, checked and scored in one Python process, so the images (IMAGE_PIXELS floats a row)
+    never pass through the JVM. That process is the driver for at most predict.driver_max_images rows, else the
+    executors' Python workers. A file without a record_id column gets '<file>:<row in the file>'."""
     labelled, has_record_id = parquet.labelled, parquet.has_record_id
     fields = [StructField("record_id", StringType(), nullable=False),
               *([StructField("label", IntegerType(), nullable=False)] if labelled else []), *PREDICTION_FIELDS]
+    batch_size, tf_threads = predict.batch_size, predict.tf_threads
 
     def score_partition(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         return score_piece_batches(batches, model_path, batch_size, tf_threads, labelled, has_record_id)
 
-    return parquet.pieces.mapInPandas(score_partition, StructType(fields))
+    if parquet.rows <= predict.driver_max_images:
+        pieces = pd.DataFrame(parquet.pieces, columns=[column.split()[0] for column in PIECES_SCHEMA.split(", ")])
+        return run_in_driver(spark, pieces, score_partition, StructType(fields))
+    pieces = spark.createDataFrame(parquet.pieces, PIECES_SCHEMA)
+    return pieces.mapInPandas(score_partition, StructType(fields))
 
 
 def score_piece_batches(batches: Iterator[pd.DataFrame], model_path: str, batch_size: int, tf_threads: int,

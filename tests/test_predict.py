@@ -281,7 +281,8 @@ def test_parquet_from_another_writer_without_ids_is_read_by_row_group_and_named_
         spark, make_config, small_mnist_model, tmp_path):
     """Parquet that did not come from prepare: no record_id, float64 images, int64 labels, several row groups per
     file. Each record is '<file>:<row in the file>' (rows counted across row groups, so a rerun names the same
-    records alike), and a bad value in such a file is named by the same file and row."""
+    records alike), and a bad value in such a file is named by the same file and row. Scored in the driver (at most
+    predict.driver_max_images rows) or on the executors' Python workers, alike."""
     import pyarrow as pa
     import pyarrow.parquet as pq
     images, labels = small_mnist_model["images"][:300].astype(np.float64), small_mnist_model["labels"][:300]
@@ -291,10 +292,15 @@ def test_parquet_from_another_writer_without_ids_is_read_by_row_group_and_named_
         table = pa.table({"label": pa.array(labels[rows], pa.int64()),
                           "image": pa.array(list(images[rows]), pa.list_(pa.float64()))})
         pq.write_table(table, folder / f"part-{part}.parquet", row_group_size=50)
-    cfg = make_config("predict.batch_size=32")
-    layout = Layout.from_config(cfg, "run")
-    runs = [run_prediction(spark, cfg, layout, input_path=str(folder), model=small_mnist_model["trained"],
-                           output=str(tmp_path / f"out{i}")).details for i in range(2)]
+    in_driver, on_executors = make_config("predict.batch_size=32"), make_config("predict.batch_size=32",
+                                                                              "predict.driver_max_images=0")
+    layout = Layout.from_config(in_driver, "run")
+    runs = []
+    for i, cfg in enumerate((in_driver, on_executors)):
+        scoring._MODEL_CACHE.clear()
+        runs.append(run_prediction(spark, cfg, layout, input_path=str(folder), model=small_mnist_model["trained"],
+                                   output=str(tmp_path / f"out{i}")).details)
+        assert (small_mnist_model["trained"] in scoring._MODEL_CACHE) == (cfg is in_driver)  # who loaded the model
     predictions = [spark.read.parquet(PredictionFiles(run["output"]).predictions) for run in runs]
     first_file = [f"{folder}/part-0.parquet:{row}" for row in range(120)]
     second_file = [f"{folder}/part-1.parquet:{row}" for row in range(180)]
@@ -312,12 +318,13 @@ def test_parquet_from_another_writer_without_ids_is_read_by_row_group_and_named_
     pq.write_table(pa.table({"label": pa.array(labels[120:300], pa.int64()),
                              "image": pa.array(list(images[120:300]), pa.list_(pa.float64()))}),
                    folder / "part-1.parquet", row_group_size=50)
-    with pytest.raises(PipelineError, match=r"^[^\n]*scans/part-1\.parquet: image values must lie in \[0, 1\] "
-                                            r"\(the curated, normalised schema\) in record "
-                                            r"[^ ]*scans/part-1\.parquet:50 \(1 bad row\)$"):
-        run_prediction(spark, cfg, layout, input_path=str(folder), model=small_mnist_model["trained"],
-                       output=str(tmp_path / "out-bad"))
-    assert not (tmp_path / "out-bad").exists()
+    for cfg in (in_driver, on_executors):
+        with pytest.raises(PipelineError, match=r"^[^\n]*scans/part-1\.parquet: image values must lie in \[0, 1\] "
+                                                r"\(the curated, normalised schema\) in record "
+                                                r"[^ ]*scans/part-1\.parquet:50 \(1 bad row\)$"):
+            run_prediction(spark, cfg, layout, input_path=str(folder), model=small_mnist_model["trained"],
+                           output=str(tmp_path / "out-bad"))
+        assert not (tmp_path / "out-bad").exists()
 
 
 def test_parquet_with_wrong_image_size_or_values_is_named_and_nothing_published(spark, make_config,

@@ -142,6 +142,9 @@ class PredictConfig:
     print_rows: int = between(0, 1_000_000, default=50)
     # Width x height above which an image file is refused (decompression bombs).
     max_image_pixels: int = between(1, 2**31 - 1, default=16_777_216)
+    # Parquet of at most this many images (the test set: 10,000) is read and scored in the job's driver process, not
+    # on the executors: starting Python workers and loading the model in each costs more than the scoring. 0: never.
+    driver_max_images: int = between(0, 100_000, default=10_000)
 
 
 @dataclass(frozen=True)

@@ -112,7 +112,7 @@ def score_test_set(spark: SparkSession, cfg: PipelineConfig, layout: Layout, mod
     reads Parquet): its pixels never pass through the JVM."""
     path = layout.curated("test")
     outputs.require_stage_output(path, "prepare")
-    return score_parquet(curated_parquet(spark, path), model_file, cfg.predict.batch_size, cfg.predict.tf_threads)
+    return score_parquet(spark, curated_parquet(path), model_file, cfg.predict)
 
 
 def evaluate_model(spark: SparkSession, cfg: PipelineConfig, test_df: DataFrame, name: str, layout: Layout,

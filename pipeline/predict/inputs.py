@@ -72,7 +72,7 @@ def load_input(spark: SparkSession, cfg: PipelineConfig, layout: Layout, source:
     """The input as a DataFrame of images, and for image files, the ones that cannot be scored."""
     if source.kind in ("curated", "parquet"):
         outputs.require_stage_output(source.path, "prepare", otherwise="pass --input")
-        return LoadedInput(None, {}, parquet=curated_parquet(spark, source.path))
+        return LoadedInput(None, {}, parquet=curated_parquet(source.path))
     if source.kind == "images":
         return list_image_files(spark, source.path)
     return LoadedInput(read_raw_records(spark, cfg, layout, source.path), {})

@@ -107,8 +107,8 @@ def score_and_publish_parquet(spark: SparkSession, cfg: PipelineConfig, layout: 
                               source: PredictionInput, model: ResolvedModel, out: PredictionFiles) -> dict:
     """Parquet scored where it is read, one pass. A bad image the workers found fails the job, named by
     check_image_arrays with every bad row counted: a pass over the input that only a failing job pays for."""
-    scored = score_parquet(parquet, model.model_file, cfg.predict.batch_size, cfg.predict.tf_threads)
     try:
+        scored = score_parquet(spark, parquet, model.model_file, cfg.predict)   # in the driver, this scores already
         return publish(spark, layout, scored, {}, None, source, model, out)
     except Exception as exc:
         if any(BadImageArrays.__name__ in str(link) for link in failures.chain(exc)):
