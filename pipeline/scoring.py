@@ -163,11 +163,16 @@ def score_parquet(spark: SparkSession, parquet: ParquetImages, model_path: str, 
     def score_partition(batches: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         return score_piece_batches(batches, model_path, batch_size, tf_threads, labelled, has_record_id)
 
-    if parquet.rows <= predict.driver_max_images:
+    if scores_in_driver(parquet, predict):
         pieces = pd.DataFrame(parquet.pieces, columns=[column.split()[0] for column in PIECES_SCHEMA.split(", ")])
         return run_in_driver(spark, pieces, score_partition, StructType(fields))
     pieces = spark.createDataFrame(parquet.pieces, PIECES_SCHEMA)
     return pieces.mapInPandas(score_partition, StructType(fields))
+
+
+def scores_in_driver(parquet: ParquetImages, predict: PredictConfig) -> bool:
+    """Whether score_parquet reads and scores `parquet` in this process (predict.driver_max_images)."""
+    return parquet.rows <= predict.driver_max_images
 
 
 def score_piece_batches(batches: Iterator[pd.DataFrame], model_path: str, batch_size: int, tf_threads: int,

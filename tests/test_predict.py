@@ -301,6 +301,7 @@ def test_parquet_from_another_writer_without_ids_is_read_by_row_group_and_named_
         runs.append(run_prediction(spark, cfg, layout, input_path=str(folder), model=small_mnist_model["trained"],
                                    output=str(tmp_path / f"out{i}")).details)
         assert (small_mnist_model["trained"] in scoring._MODEL_CACHE) == (cfg is in_driver)  # who loaded the model
+    assert [run["scored_in"] for run in runs] == ["driver", "executors"]      # as the manifest and report say
     predictions = [spark.read.parquet(PredictionFiles(run["output"]).predictions) for run in runs]
     first_file = [f"{folder}/part-0.parquet:{row}" for row in range(120)]
     second_file = [f"{folder}/part-1.parquet:{row}" for row in range(180)]

@@ -1,5 +1,6 @@
 """Report building blocks: tables format numbers as read, HTML embeds every figure and opens offline."""
 import base64
+import dataclasses
 import io
 
 from PIL import Image
@@ -100,6 +101,10 @@ def test_report_text_follows_the_run_outputs(make_config):
     assert "small, wide saved their last epoch, as in the study." in text
     for study_number in ("Three", "three", "60,000", "10,000", "54,000", "6,000"):
         assert study_number not in text
+    assert "scored the test set again, through Spark (`mapInPandas`: each Python worker" in text  # the manifest's
+    in_driver = dataclasses.replace(out, predictions={**out.predictions, "scored_in": "driver"})  # scored_in
+    assert ("scored the test set again, read by row group with PyArrow and scored in the job's driver process"
+            in report_markdown(in_driver, cfg, Layout.from_config(cfg, "run-x")))
 
 
 def test_report_text_of_one_model_on_one_worker(make_config):

@@ -45,6 +45,7 @@ from pipeline.scoring import (
     score_image_files,
     score_images,
     score_parquet,
+    scores_in_driver,
     set_arrow_batch_rows,
 )
 
@@ -109,7 +110,8 @@ def score_and_publish_parquet(spark: SparkSession, cfg: PipelineConfig, layout: 
     check_image_arrays with every bad row counted: a pass over the input that only a failing job pays for."""
     try:
         scored = score_parquet(spark, parquet, model.model_file, cfg.predict)   # in the driver, this scores already
-        return publish(spark, layout, scored, {}, None, source, model, out)
+        notes = {"scored_in": "driver" if scores_in_driver(parquet, cfg.predict) else "executors"}
+        return publish(spark, layout, scored, notes, None, source, model, out)
     except Exception as exc:
         if any(BadImageArrays.__name__ in str(link) for link in failures.chain(exc)):
             check_image_arrays(spark.read.parquet(parquet.path), parquet.path)

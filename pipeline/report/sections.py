@@ -191,8 +191,8 @@ def prediction_section(out: RunOutputs, cfg: PipelineConfig) -> str:
         figure(f"{best}_confusion", f"{best}: confusion matrix on the test set (rows: true label, columns: predicted)"),
         figure(f"{best}_misclassified", f"{best}: misclassified test images, true and predicted label, confidence"),
         "### Batch prediction",
-        f"The predict job scored the test set again through Spark (`mapInPandas`: each Python worker reads its "
-        f"Parquet row groups and loads the model once) with model `{predicted.get('model', best)}`: accuracy "
+        f"The predict job scored the test set again, {SCORED_IN[predicted.get('scored_in', 'executors')]}, with "
+        f"model `{predicted.get('model', best)}`: accuracy "
         f"{pct(predicted['accuracy'])} over {predicted.get('count', _test_count(out)):,} images. "
         "`python jobs/predict.py --input <folder of PNG/JPEG>` scores new images the same way.",
     ])
@@ -429,6 +429,11 @@ def prepared_text(raw: dict, cur: dict) -> str:
             f"never mixed into either.{kept} Per-label counts are in the next section.")
 
 
+# Where the predict job read and scored Parquet (its manifest's `scored_in`; pipeline.scoring.score_parquet).
+SCORED_IN = {"driver": "read by row group with PyArrow and scored in the job's driver process, which loads the model "
+                       "once (inputs of at most `predict.driver_max_images` images; larger ones go to the executors)",
+             "executors": "through Spark (`mapInPandas`: each Python worker reads its Parquet row groups with PyArrow "
+                          "and loads the model once)"}
 SUSPECT_IMAGES = {"blank_images": "blank images (every pixel 0)",
                   "test_images_in_train": "training images that are also test images"}
 POLICY_ACTIONS = {"fail": "ingest stopped", "warn": "kept, logged as a warning",
