@@ -20,7 +20,16 @@ import pandas as pd
 import pyarrow as pa
 import pyspark.sql.functions as F
 from pyspark.sql import Column, DataFrame, SparkSession
-from pyspark.sql.types import ArrayType, BooleanType, FloatType, IntegerType, StringType, StructField, StructType
+from pyspark.sql.types import (
+    ArrayType,
+    BooleanType,
+    FloatType,
+    IntegerType,
+    LongType,
+    StringType,
+    StructField,
+    StructType,
+)
 
 from pipeline import storage
 from pipeline.config import PredictConfig
@@ -39,7 +48,10 @@ SCORED_FILE_FIELDS = [StructField("path", StringType(), nullable=False),
                       StructField("error", StringType(), nullable=True),
                       # No ink at all (a blank page, an empty scan): data.blank_images decides (predict/stage.py).
                       StructField("blank", BooleanType(), nullable=True)]
-PIECES_SCHEMA = "file string, row_group int, first_row long"    # the row groups score_parquet reads, one a row
+# The row groups score_parquet reads, one a row.
+PIECES_SCHEMA = StructType([StructField("file", StringType(), nullable=False),
+                            StructField("row_group", IntegerType(), nullable=False),
+                            StructField("first_row", LongType(), nullable=False)])
 CONFIDENCE_BINS = 20  # equal bins over [0, 1]: the daily scoring's confidence histogram (scoring.json)
 LOSS_EPSILON = 1e-7  # Keras clips probabilities the same way in categorical cross-entropy
 
@@ -164,7 +176,7 @@ def score_parquet(spark: SparkSession, parquet: ParquetImages, model_path: str, 
         return score_piece_batches(batches, model_path, batch_size, tf_threads, labelled, has_record_id)
 
     if scores_in_driver(parquet, predict):
-        pieces = pd.DataFrame(parquet.pieces, columns=[column.split()[0] for column in PIECES_SCHEMA.split(", ")])
+        pieces = pd.DataFrame(parquet.pieces, columns=PIECES_SCHEMA.fieldNames())
         return run_in_driver(spark, pieces, score_partition, StructType(fields))
     pieces = spark.createDataFrame(parquet.pieces, PIECES_SCHEMA)
     return pieces.mapInPandas(score_partition, StructType(fields))

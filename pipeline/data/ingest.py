@@ -47,7 +47,8 @@ IMAGE_ENCODING = "binary: height*width unsigned bytes (0-255), row-major, row 0 
 RAW_ARROW_SCHEMA = to_arrow_schema(RAW_SCHEMA)
 # What each parsed record leaves in Spark: everything but the pixels, plus the checks that needed them and the
 # raw-table file it was written to (null when the record checks rejected it, so it was not written).
-CHECKED_SCHEMA = StructType([*(f for f in PARSED_SCHEMA.fields if f.name != "image"),
+SLIM_PARSED_COLUMNS = [name for name in PARSED_SCHEMA.fieldNames() if name != "image"]
+CHECKED_SCHEMA = StructType([*(PARSED_SCHEMA[name] for name in SLIM_PARSED_COLUMNS),
                              StructField("image_hash", BinaryType(), nullable=True),
                              StructField("blank", BooleanType(), nullable=False),
                              StructField("file", RAW_SCHEMA["record_id"].dataType, nullable=True)])
@@ -154,7 +155,7 @@ def _write_usable_records(folder: str, row_group_rows: int,
             image_hash, blank = record_checks.image_checks(parsed)
             file = pc.if_else(usable, pa.scalar(name), pa.scalar(None, pa.string()))
             yield pa.RecordBatch.from_arrays(
-                [parsed.column(c) for c in CHECKED_SCHEMA.fieldNames()[:-3]] + [image_hash, blank, file],
+                [*(parsed.column(c) for c in SLIM_PARSED_COLUMNS), image_hash, blank, file],
                 names=CHECKED_SCHEMA.fieldNames())
     fs.move(writing, path)
 
