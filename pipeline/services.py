@@ -79,3 +79,28 @@ def bind_from_environment() -> None:
     interface = os.environ.get(SERVICES_INTERFACE_ENV)
     if interface:
         bind_horovod_services(interface)
+
+
+def count_command_lifetime_from_its_start() -> None:
+    """In a Spark Python worker: a Horovod task keeps its service up for 3 s after its command *started*, as
+    Horovod's own docstring says, not for 3 s after it ended.
+
+    The task service keeps the command's exit code available for a while, so that a client that reconnects to
+    ask for it still finds the service (horovod.spark.driver.rsh). Horovod 0.28 starts that timer only once the
+    command has returned (`SparkTaskService._run_command` runs the command, then sets it), so every
+    horovod.spark.run ended with its Spark tasks asleep for 3 s after training had finished. The driver's rsh
+    asks for the exit code right after starting the command, long before a training command ends.
+    """
+    from horovod.runner.common.service.task_service import BasicTaskService
+    from horovod.runner.common.util import timeout
+    from horovod.spark.task.task_service import SparkTaskService
+
+    def _run_command(self, command, env, event, stdout=None, stderr=None, index=None,
+                     prefix_output_with_timestamp=False):
+        if self._minimum_command_lifetime_s is not None:
+            self._minimum_command_lifetime = timeout.Timeout(self._minimum_command_lifetime_s,
+                                                             message="Just measuring runtime")
+        BasicTaskService._run_command(self, command, env, event, stdout, stderr, index,
+                                      prefix_output_with_timestamp)
+
+    SparkTaskService._run_command = _run_command

@@ -1,13 +1,14 @@
-"""Spark's Python worker daemon, with Horovod's task services bound to one interface (see pipeline.services).
+"""Spark's Python worker daemon, with Horovod's task services bound to one interface and their command's lifetime
+counted from its start (see pipeline.services).
 
-Set as spark.python.daemon.module: the daemon forks every Python worker, so a binding made here holds for the
+Set as spark.python.daemon.module: the daemon forks every Python worker, so what is set here holds for the
 Horovod task service that horovod.spark.run starts inside a Spark task.
 """
 import sys
 
 from pyspark.daemon import manager
 
-from pipeline.services import bind_from_environment
+from pipeline.services import bind_from_environment, count_command_lifetime_from_its_start
 
 
 def _forget_pipeline() -> None:
@@ -19,5 +20,6 @@ def _forget_pipeline() -> None:
 
 if __name__ == "__main__":
     bind_from_environment()
+    count_command_lifetime_from_its_start()
     _forget_pipeline()
     manager()

@@ -1,0 +1,42 @@
+"""Horovod's task service as pipeline.services leaves it: its command's lifetime counted from the start.
+
+The loopback binding of every service is sampled while a real training runs (tests/test_pipeline_e2e.py)."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from pipeline.services import bind_horovod_services, count_command_lifetime_from_its_start
+
+pytestmark = pytest.mark.horovod
+
+
+def test_a_task_service_does_not_sleep_after_a_command_that_outlived_its_minimum_lifetime(monkeypatch):
+    """Horovod 0.28 started the 3 s timer when the command returned: every launch ended 3 s late."""
+    from horovod.runner.common.util import secret
+    from horovod.spark.task.task_service import SparkTaskClient, SparkTaskService
+    monkeypatch.setattr(SparkTaskService, "_run_command", SparkTaskService._run_command)  # restored afterwards
+    count_command_lifetime_from_its_start()
+    servers = bind_horovod_services("lo")
+    key = secret.make_secret_key()
+    service = SparkTaskService(0, key, nics=None, minimum_command_lifetime_s=1.0)
+    try:
+        client = SparkTaskClient(0, service.addresses(), key, verbose=0)
+        client.run_command("sleep 1.5", dict(os.environ))
+        assert client.wait_for_command_exit_code(delay=0.1) == 0
+        # What wait_for_command_termination would still sleep: nothing, 1.5 s after the command started.
+        assert service._minimum_command_lifetime.remaining() == 0
+    finally:
+        service.shutdown()
+        for server in servers:
+            server.server_close()
+
+
+def test_every_spark_python_worker_counts_the_lifetime_from_the_start(spark):
+    """The daemon (pipeline.spark_daemon) applies it before it forks the workers that run Horovod's tasks."""
+    def where_defined(_):
+        from horovod.spark.task.task_service import SparkTaskService
+        yield SparkTaskService._run_command.__module__
+    assert set(spark.sparkContext.parallelize(range(2), 2).mapPartitions(where_defined).collect()) == \
+        {"pipeline.services"}
