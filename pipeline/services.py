@@ -17,6 +17,8 @@ from pipeline.errors import PipelineError
 SERVICES_INTERFACE_ENV = "PIPELINE_SERVICES_INTERFACE"
 LOOPBACK_INTERFACE = "lo"
 DAEMON_MODULE = "pipeline.spark_daemon"
+# The functions horovod.runner.util.threads runs an event watcher as (`on_event`, wrapped by `in_thread` when silent).
+HOROVOD_EVENT_THREADS = ("on_event.<locals>.fn", "in_thread.<locals>.fn")
 
 
 def interface_for(master: str, configured: str) -> str:
@@ -91,6 +93,8 @@ def count_command_lifetime_from_its_start() -> None:
     horovod.spark.run ended with its Spark tasks asleep for 3 s after training had finished. The driver's rsh
     asks for the exit code right after starting the command, long before a training command ends.
     """
+    import threading
+
     from horovod.runner.common.service.task_service import BasicTaskService
     from horovod.runner.common.util import timeout
     from horovod.spark.task.task_service import SparkTaskService
@@ -100,7 +104,16 @@ def count_command_lifetime_from_its_start() -> None:
         if self._minimum_command_lifetime_s is not None:
             self._minimum_command_lifetime = timeout.Timeout(self._minimum_command_lifetime_s,
                                                              message="Just measuring runtime")
+        before = set(threading.enumerate())
         BasicTaskService._run_command(self, command, env, event, stdout, stderr, index,
                                       prefix_output_with_timestamp)
+        # Horovod's safe_shell_exec leaves behind a thread that holds the command's multiprocessing Event and looks
+        # at the abort event once a second. Wake it (the command is over: it aborts nothing) and wait for it, so that
+        # the Event's semaphores are released before the Spark task ends; otherwise the worker's exit warns of
+        # "leaked semaphore objects", which the 3 s sleep used to hide.
+        event.set()
+        for thread in set(threading.enumerate()) - before:
+            if getattr(getattr(thread, "_target", None), "__qualname__", "") in HOROVOD_EVENT_THREADS:
+                thread.join()
 
     SparkTaskService._run_command = _run_command
