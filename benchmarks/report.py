@@ -12,6 +12,9 @@ GOALS = {"reader": 5.0, "data": 2.0, "prediction": 1.5, "prediction_files": 2.0,
 PREDICTION_SMALL = (10_000, 2.0)
 DAILY_GOALS = {200: 3.0, 5_000: 1.5}   # a landed day of N images: the job's seconds over one process's
 ACCURACY_TOLERANCE = 0.005
+# Parity over seeds (#27): the pipeline's mean test accuracy within 0.10 points of one process's, and no seed of the
+# pipeline's more than 0.25 points below one process's mean.
+PARITY_MEAN, PARITY_WORST_SEED = 0.0010, 0.0025
 
 
 def _median(values) -> float | None:
@@ -24,9 +27,9 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 
 
 def _row(benchmark: str, ours, baseline, ratio: float | None, goal: str = "", met: bool | None = None,
-         unit: str = "") -> dict:
+         unit: str = "", digits: int = 3) -> dict:
     return {"benchmark": benchmark, "ours": ours, "baseline": baseline, "unit": unit, "ratio": ratio,
-            "goal": goal, "met": met}
+            "goal": goal, "met": met, "digits": digits}
 
 
 TRAINING_SIDES = {   # side -> (label, goal as a ratio of model.fit's s/epoch, models the goal applies to)
@@ -189,13 +192,42 @@ def end_to_end_rows(sides: dict, profile: str = "full") -> list[dict]:
     return rows
 
 
+def parity_rows(parity: dict) -> list[dict]:
+    """Per model, over the seeds both sides finished: the pipeline's mean test accuracy against one process's (the
+    same recipe, benchmarks/notebook.py's fit), the pipeline's worst seed against one process's mean, and each
+    side's spread (sample standard deviation)."""
+    rows = []
+    for model, sides in parity.items():
+        seeds = [seed for seed in sides.get("pipeline") or {}
+                 if (sides["pipeline"][seed] or {}).get("test_accuracy") is not None
+                 and ((sides.get("notebook") or {}).get(seed) or {}).get("test_accuracy") is not None]
+        if not seeds:
+            continue
+        ours = [sides["pipeline"][seed]["test_accuracy"] for seed in seeds]
+        base = [sides["notebook"][seed]["test_accuracy"] for seed in seeds]
+        ours_mean, base_mean = statistics.fmean(ours), statistics.fmean(base)
+        over = f"{len(seeds)} seed(s) ({', '.join(seeds)})"
+        rows.append(_row(f"{model}: mean test accuracy over {over}, pipeline vs one process", ours_mean, base_mean,
+                         None, f"within {PARITY_MEAN * 100:.2f} points",
+                         abs(ours_mean - base_mean) <= PARITY_MEAN + 1e-12, digits=4))
+        worst = min(ours)
+        rows.append(_row(f"{model}: the pipeline's worst seed ({seeds[ours.index(worst)]}) vs one process's mean",
+                         worst, base_mean, None, f"at most {PARITY_WORST_SEED * 100:.2f} points below",
+                         worst >= base_mean - PARITY_WORST_SEED - 1e-12, digits=4))
+        if len(seeds) > 1:
+            rows.append(_row(f"{model}: spread of the test accuracy over the seeds (sd), pipeline vs one process",
+                             statistics.stdev(ours), statistics.stdev(base), None, digits=2))
+    return rows
+
+
 def summary_rows(results: dict) -> list[dict]:
     """Every comparison as one row: ours, baseline, ratio (as the goal states it), goal, met."""
     training = results.get("training") or {}
     return [*training_rows(training), *input_rows(results.get("input_pipeline") or {}, training),
             *data_rows(results.get("data") or []), *prediction_rows(results.get("prediction") or {}),
             *prediction_file_rows(results.get("prediction_files") or {}), *daily_rows(results.get("daily") or {}),
-            *end_to_end_rows(results.get("end_to_end") or {}, (results.get("plan") or {}).get("profile", "full"))]
+            *end_to_end_rows(results.get("end_to_end") or {}, (results.get("plan") or {}).get("profile", "full")),
+            *parity_rows(results.get("parity") or {})]
 
 
 def scaling_rows(sizes: list[dict]) -> list[dict]:
@@ -271,7 +303,8 @@ def markdown(results: dict) -> str:
              "for prediction (how many times slower the stage is).", "",
              "| benchmark | ours | baseline | unit | ratio | goal | met |", "|---|---:|---:|---|---:|---|---|"]
     for r in summary_rows(results):
-        lines.append(f"| {r['benchmark']} | {_fmt(r['ours'])} | {_fmt(r['baseline'])} | {r['unit']} | "
+        digits = r.get("digits", 3)
+        lines.append(f"| {r['benchmark']} | {_fmt(r['ours'], digits)} | {_fmt(r['baseline'], digits)} | {r['unit']} | "
                      f"{_fmt(r['ratio'])} | {r['goal']} | {_fmt(r['met']) if r['goal'] else ''} |")
     lines += ["", "## Ingest + prepare as N grows", "",
               "| N | source | stage s | NumPy+PyArrow s | ratio | input B/img | raw B/img | curated B/img | "

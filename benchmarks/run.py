@@ -42,7 +42,10 @@ class Plan:
     predict_models: tuple[str, ...] = ("model_1", "model_3")
     predict_files: int = 50_000         # scanned-style PNG files in the folder `jobs/predict.py --input` scores
     daily_sizes: tuple[int, ...] = (200, 5_000)   # images of the landed days jobs/score_batch.py scores
-    budget_minutes: float = 45.0
+    budget_minutes: float = 45.0        # what the budgeted sections (generated sizes) may take
+    # Parity: each model's own recipe (the profile's epochs) trained by the pipeline and in one process, per seed.
+    parity_models: tuple[str, ...] = ("model_1", "model_2", "model_3", "model_4")
+    parity_seeds: tuple[int, ...] = (42, 43, 44)
 
 
 PLANS = {
@@ -55,11 +58,12 @@ PLANS = {
     "quick": Plan(profile="quick", data_repeats=1, bundled_data=False, generated_sizes=(7_000, 21_000),
                   epochs={model: {"pipeline_default": 1, "pipeline_2_workers": 1, "pipeline_1_worker": 1,
                                   "numpy_fit": 1} for model in ("model_1", "model_3")},
-                  reader_samples=2_000, repeats=2, predict_files=2_000, daily_sizes=(200,), budget_minutes=10.0),
+                  reader_samples=2_000, repeats=2, predict_files=2_000, daily_sizes=(200,), budget_minutes=10.0,
+                  parity_models=("model_1",), parity_seeds=(42,)),
 }
 SEED = 0
 # In the order a full run measures them.
-SECTIONS = ("data", "training", "input", "prediction", "daily", "generated", "end_to_end")
+SECTIONS = ("data", "training", "input", "prediction", "daily", "generated", "end_to_end", "parity")
 # Workers, TF threads each (0, 0: the default config, one rank per executor with its cores as threads).
 WORKER_THREADS = {"pipeline_default": (0, 0), "pipeline_2_workers": (2, 1), "pipeline_1_worker": (1, 2)}
 
@@ -74,7 +78,7 @@ class Bench:
         self.results: dict = {"mode": mode, "started_at": _now(), "load_at_start": load_average(),
                               "budget_minutes": self.plan.budget_minutes, "plan": self.plan.__dict__,
                               "machine": machine(), "training": {}, "input_pipeline": {}, "data": [],
-                              "prediction": {}, "end_to_end": {}, "notes": [], "errors": []}
+                              "prediction": {}, "end_to_end": {}, "parity": {}, "notes": [], "errors": []}
         (root / "logs").mkdir(parents=True, exist_ok=True)
 
     def elapsed_minutes(self) -> float:
@@ -275,6 +279,24 @@ def bench_end_to_end(bench: Bench) -> None:
         bench.save()
 
 
+def bench_parity(bench: Bench) -> None:
+    """6b: per model and seed, the model's whole recipe trained by the pipeline (its default config, a fresh
+    process) and by one process as a notebook fits it, both scored on the curated test split. Seed by seed, so
+    that a stopped run keeps every pair it finished."""
+    plan = bench.plan
+    for model in plan.parity_models:
+        for seed in plan.parity_seeds:
+            entry = bench.results["parity"].setdefault(model, {"pipeline": {}, "notebook": {}})
+            label = f"parity-{model}-seed{seed}"
+            entry["pipeline"][str(seed)] = bench.task(
+                "train_recipe", f"{label}-pipeline", root=str(bench.root), profile=plan.profile, model=model,
+                run_id=label, overrides=["tracking.enabled=false", f"train.seed={seed}"])
+            entry["notebook"][str(seed)] = bench.task("train_recipe_numpy", f"{label}-notebook",
+                                                      root=str(bench.root), profile=plan.profile, model=model,
+                                                      seed=seed)
+            bench.save()
+
+
 def run(mode: str, root: Path, out_dir: Path, sections: tuple[str, ...] = SECTIONS) -> dict[str, str]:
     bench = Bench(mode, root, out_dir, sections)
     plan = bench.plan
@@ -297,6 +319,8 @@ def run(mode: str, root: Path, out_dir: Path, sections: tuple[str, ...] = SECTIO
                          plan.profile, 1)
     if "end_to_end" in sections:
         bench_end_to_end(bench)
+    if "parity" in sections:
+        bench_parity(bench)
     paths = bench.save()
     log.info("done in %.1f min: %s", bench.elapsed_minutes(), ", ".join(paths.values()))
     print(report.markdown(json.loads(Path(paths["json"]).read_text())))

@@ -159,6 +159,25 @@ def train_recipe(root: str, profile: str, model: str, run_id: str, overrides: li
             "model_path": layout.model_file(model), **baselines.evaluate_saved(layout.model_file(model), test)}
 
 
+def train_recipe_numpy(root: str, profile: str, model: str, seed: int) -> dict:
+    """The same recipe as train_recipe (epochs, batch, learning rate, augmentation, schedule, kept epoch) fitted
+    in one process as benchmarks/notebook.py fits it, on the same curated splits loaded into NumPy, then scored
+    on the test split: the other side of the parity benchmark."""
+    from benchmarks.notebook import fit
+    cfg = bench_config(root, profile)
+    layout = _layout(cfg)
+    splits = {s: baselines.load_curated(layout.curated(s)) for s in ("train", "validation", "test")}
+    recipe, record = cfg.train.models[model], {}
+    with measured(record):
+        trained = fit(model, recipe, splits["train"], splits["validation"], cfg.train.batch_size,
+                      cfg.train.learning_rate, seed)
+    test_loss, test_accuracy = trained.evaluate(splits["test"][0], baselines.one_hot(splits["test"][1]),
+                                                batch_size=1024, verbose=0)
+    return {"seconds": record["seconds"], "seed": seed, "epochs": recipe.epochs, "keep": recipe.keep,
+            "augment": recipe.augment, "schedule": recipe.schedule, "test_accuracy": float(test_accuracy),
+            "test_loss": float(test_loss), "train_rows": len(splits["train"][1])}
+
+
 def train_numpy(root: str, profile: str, model: str, epochs: int) -> dict:
     """The single-process model.fit on the same curated splits, loaded whole into NumPy first (not timed)."""
     layout = _layout(bench_config(root, profile))
@@ -443,8 +462,8 @@ def _pipeline_accuracies(profile: str, sets: list[str]) -> dict[str, float]:
     return {name: storage.read_json(files.metrics(name))["test_accuracy"] for name in cfg.train.models}
 
 
-TASKS = {f.__name__: f for f in (data_stages, baseline_convert, train_pipeline, train_recipe, train_numpy,
-                                 reader_throughput, tfdata_numpy, predict_stage, predict_parquet_numpy,
+TASKS = {f.__name__: f for f in (data_stages, baseline_convert, train_pipeline, train_recipe, train_recipe_numpy,
+                                 train_numpy, reader_throughput, tfdata_numpy, predict_stage, predict_parquet_numpy,
                                  predict_folder_job, predict_folder_pil, scoring_model, daily_job,
                                  daily_single, end_to_end)}
 
