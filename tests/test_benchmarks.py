@@ -217,3 +217,49 @@ def test_model4_plans_the_seeds_then_one_lever_switched_at_a_time():
         ("recipe", 42), ("no augmentation", 42), ("no schedule", 42)]
     assert model4.planned_runs(parse(["--only", "ablation", "--ablation-seeds", "2"])) == [
         ("no augmentation", 42), ("no augmentation", 43), ("no schedule", 42), ("no schedule", 43)]
+
+
+def _parity(pipeline: dict[str, float], notebook: dict[str, float]) -> dict:
+    return {"pipeline": {seed: {"test_accuracy": a} for seed, a in pipeline.items()},
+            "notebook": {seed: {"test_accuracy": a} for seed, a in notebook.items()}}
+
+
+def test_parity_rows_judge_the_mean_and_the_worst_seed_over_the_seeds_both_sides_finished():
+    parity = {"model_3": _parity({"42": 0.9879, "43": 0.9925, "44": 0.9924, "45": 0.9990},
+                                 {"42": 0.9923, "43": 0.9921, "44": 0.9925}),     # seed 45: the notebook side failed
+              "model_1": _parity({"42": 0.9840, "43": 0.9846}, {"42": 0.9852, "43": 0.9840}),
+              "model_2": _parity({"42": 0.9912}, {"42": None})}                  # no finished pair: no row
+    rows = {r["benchmark"]: r for r in report.summary_rows({"parity": parity})}
+    mean = rows["model_3: mean test accuracy over 3 seed(s) (42, 43, 44), pipeline vs one process"]
+    assert mean["ours"] == pytest.approx(0.9909333) and mean["baseline"] == pytest.approx(0.9923)
+    assert (mean["goal"], mean["met"]) == ("within 0.10 points", False)        # 0.14 points below
+    worst = rows["model_3: the pipeline's worst seed (42) vs one process's mean"]
+    assert (worst["ours"], worst["goal"], worst["met"]) == (0.9879, "at most 0.25 points below", False)
+    spread = rows["model_3: spread of the test accuracy over the seeds (sd), pipeline vs one process"]
+    assert spread["ours"] == pytest.approx(0.002628, abs=1e-6) and spread["met"] is None
+    assert rows["model_1: mean test accuracy over 2 seed(s) (42, 43), pipeline vs one process"]["met"] is True
+    assert rows["model_1: the pipeline's worst seed (42) vs one process's mean"]["met"] is True   # 0.06 below
+    assert not any(name.startswith("model_2") for name in rows)
+    table = report.markdown({"parity": parity})
+    assert "| model_3: the pipeline's worst seed (42) vs one process's mean | 0.9879 | 0.9923 |  | n/a | " \
+           "at most 0.25 points below | no |" in table
+
+
+def test_parity_trains_each_model_and_seed_on_both_sides_with_the_same_seed(tmp_path, monkeypatch):
+    from benchmarks import run
+    calls = []
+
+    def task(self, name, label, **kwargs):
+        calls.append((name, kwargs.get("model"), kwargs.get("seed", kwargs.get("overrides"))))
+        return {"test_accuracy": 0.99}
+
+    monkeypatch.setattr(run.Bench, "task", task)
+    bench = run.Bench("quick", tmp_path / "root", tmp_path / "out", ("parity",))
+    run.bench_parity(bench)
+    assert calls == [("train_recipe", "model_1", ["tracking.enabled=false", "train.seed=42"]),
+                     ("train_recipe_numpy", "model_1", 42)]
+    assert bench.results["parity"] == {"model_1": {"pipeline": {"42": {"test_accuracy": 0.99}},
+                                                   "notebook": {"42": {"test_accuracy": 0.99}}}}
+    assert (tmp_path / "out" / "bench-quick-only-parity.md").exists()     # saved after each pair
+    assert run.PLANS["full"].parity_models == ("model_1", "model_2", "model_3", "model_4")
+    assert run.PLANS["full"].parity_seeds == (42, 43, 44)
