@@ -21,11 +21,15 @@ def groups(*sizes: int) -> list[Group]:
     return out
 
 
-def batches_of(row_groups: list[Group], batch_size: int, drop_remainder: bool, counter=None) -> list[tuple]:
+def batches_of(row_groups: list[Group], batch_size: int, drop_remainder: bool, counter=None, **shuffle) -> list[tuple]:
     """What the worker's tf.data pipeline yields for these row groups, as NumPy (x, y) pairs."""
     from pipeline.train.inputs import batched, row_group_arrays
-    dataset = batched(lambda: row_group_arrays(iter(row_groups), counter), batch_size, drop_remainder)
+    dataset = batched(lambda: row_group_arrays(iter(row_groups), counter), batch_size, drop_remainder, **shuffle)
     return list(dataset.as_numpy_iterator())
+
+
+def row_numbers(batches: list[tuple]) -> list[np.ndarray]:
+    return [np.rint(x[:, 0, 0, 0] * 1000).astype(int) for x, _ in batches]
 
 
 def test_batches_are_reshaped_and_one_hot_encoded():
@@ -42,6 +46,42 @@ def test_batches_carry_rows_across_row_groups_and_drop_the_remainder_for_trainin
     rows = np.concatenate([x[:, 0, 0, 0] for x, _ in batches]) * 1000
     np.testing.assert_allclose(rows, np.arange(12), atol=1e-3)
     np.testing.assert_array_equal(np.concatenate([y.argmax(1) for _, y in batches]), np.arange(12) % 10)
+
+
+def test_training_batches_mix_rows_of_many_row_groups_through_a_seeded_buffer():
+    row_groups = groups(*[100] * 20)            # 2,000 rows in row groups of 100, as Petastorm hands them over
+    batches = batches_of(row_groups, batch_size=32, drop_remainder=True, shuffle_rows=1000, seed=7)
+    rows = row_numbers(batches)
+    assert [len(r) for r in rows] == [32] * 62                                 # 1,984 rows: 62 full batches
+    every = np.concatenate(rows)
+    assert len(set(every)) == len(every) and set(every) <= set(range(2000))    # no row twice
+    for batch, (_, y) in zip(rows, batches, strict=True):
+        np.testing.assert_array_equal(y.argmax(1), batch % 10)                 # each label stays with its image
+    groups_per_batch = [len(set(r // 100)) for r in rows]
+    assert np.median(groups_per_batch) >= 6        # cut from the row groups as they come, a batch spans 1 or 2
+    same = row_numbers(batches_of(row_groups, batch_size=32, drop_remainder=True, shuffle_rows=1000, seed=7))
+    other = row_numbers(batches_of(row_groups, batch_size=32, drop_remainder=True, shuffle_rows=1000, seed=8))
+    assert all(np.array_equal(a, b) for a, b in zip(rows, same, strict=True))   # a rerun replays its batches
+    assert not all(np.array_equal(a, b) for a, b in zip(rows, other, strict=True))
+    unshuffled = row_numbers(batches_of(row_groups, batch_size=32, drop_remainder=True))
+    assert max(len(set(r // 100)) for r in unshuffled) == 2
+
+
+def test_the_worker_draws_its_training_batches_through_the_configured_buffer(make_config):
+    from types import SimpleNamespace
+
+    from pipeline.layout import Layout
+    from pipeline.train.params import build_params
+    from pipeline.train.worker import training_data
+    cfg = make_config("train.shuffle_buffer_rows=1000")
+    params = build_params(cfg, Layout.from_config(cfg, "run"), "model_1", {"train": 2000, "validation": 100}, (1, 1),
+                          0, "f")
+    assert params.shuffle_buffer_rows == 1000
+    batches = training_data(groups(*[100] * 20), params, rank=0).as_numpy_iterator()
+    assert np.median([len(set(rows // 100)) for rows in row_numbers(list(batches))]) >= 6
+    unshuffled = SimpleNamespace(**{**params.to_dict(), "shuffle_buffer_rows": 0})
+    batches = training_data(groups(*[100] * 20), unshuffled, rank=0).as_numpy_iterator()
+    assert max(len(set(rows // 100)) for rows in row_numbers(list(batches))) == 2
 
 
 def test_validation_batches_keep_every_row_in_order_and_count_them():

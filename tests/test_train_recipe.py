@@ -45,7 +45,7 @@ def test_without_warm_up_the_schedule_starts_at_the_first_step():
     assert cosine_learning_rate(2, warmup_steps=0, total_steps=4, peak=1.0) == pytest.approx(0.5)
 
 
-def test_the_recipe_enters_the_fingerprint_and_the_study_models_keep_theirs():
+def test_the_recipe_and_the_shuffle_buffer_enter_the_fingerprint():
     cfg = load_config(LOCAL)
     base = training_fingerprint(cfg, "model_4", "data", 2)
     m4 = cfg.train.models["model_4"]   # each key switched away from the configured recipe, whatever that is
@@ -58,7 +58,10 @@ def test_the_recipe_enters_the_fingerprint_and_the_study_models_keep_theirs():
     from pipeline.fingerprint import fingerprint_of
     study = {"model": "model_3", "epochs": 12, "batch_size": 32, "learning_rate": 0.001, "warmup_epochs": 1,
              "seed": 42, "num_workers": 2, "data": "data"}   # the payload before recipes existed
-    assert training_fingerprint(cfg, "model_3", "data", 2) == fingerprint_of(study)
+    assert training_fingerprint(cfg, "model_3", "data", 2) == fingerprint_of({**study, "shuffle_buffer_rows": 60_000})
+    # Batches cut from one row group at a time (shuffle buffer 0) are the order those fingerprints were made for.
+    unshuffled = load_config(LOCAL, overrides=["train.shuffle_buffer_rows=0"])
+    assert training_fingerprint(unshuffled, "model_3", "data", 2) == fingerprint_of(study)
 
 
 def _history(keep: str, accuracies: list[float]) -> dict:

@@ -46,11 +46,12 @@ def train_worker(params_dict: dict) -> dict:
 
 
 def training_data(reader, params, rank: int):
-    """This rank's training batches, augmented on the fly when the recipe says so (seeded per rank, so the ranks
-    transform different images differently and a rerun replays the same transformations)."""
+    """This rank's training batches, shuffled across row groups and augmented on the fly when the recipe says so
+    (both seeded per rank, so the ranks transform different images differently and a rerun replays the same
+    batches and transformations)."""
     from pipeline.train.inputs import training_dataset
     from pipeline.train.recipe import augmented
-    batches = training_dataset(reader, params.batch_size)
+    batches = training_dataset(reader, params.batch_size, params.shuffle_buffer_rows, params.seed + rank)
     return augmented(batches, params.seed + rank) if params.augment else batches
 
 
