@@ -228,7 +228,10 @@ def test_parity_rows_judge_the_mean_and_the_worst_seed_over_the_seeds_both_sides
     parity = {"model_3": _parity({"42": 0.9879, "43": 0.9925, "44": 0.9924, "45": 0.9990},
                                  {"42": 0.9923, "43": 0.9921, "44": 0.9925}),     # seed 45: the notebook side failed
               "model_1": _parity({"42": 0.9840, "43": 0.9846}, {"42": 0.9852, "43": 0.9840}),
-              "model_2": _parity({"42": 0.9912}, {"42": None})}                  # no finished pair: no row
+              "model_2": _parity({"42": 0.9912}, {"42": None}),                  # no finished pair: no row
+              # float32 accuracies whose means are exactly 0.10 points apart
+              "model_4": _parity({"42": 0.9912000179290771, "43": 0.9912999868392944, "44": 0.9926000237464905},
+                                 {"42": 0.9904999732971191, "43": 0.9901999831199646, "44": 0.9914000034332275})}
     rows = {r["benchmark"]: r for r in report.summary_rows({"parity": parity})}
     mean = rows["model_3: mean test accuracy over 3 seed(s) (42, 43, 44), pipeline vs one process"]
     assert mean["ours"] == pytest.approx(0.9909333) and mean["baseline"] == pytest.approx(0.9923)
@@ -240,6 +243,7 @@ def test_parity_rows_judge_the_mean_and_the_worst_seed_over_the_seeds_both_sides
     assert rows["model_1: mean test accuracy over 2 seed(s) (42, 43), pipeline vs one process"]["met"] is True
     assert rows["model_1: the pipeline's worst seed (42) vs one process's mean"]["met"] is True   # 0.06 below
     assert not any(name.startswith("model_2") for name in rows)
+    assert rows["model_4: mean test accuracy over 3 seed(s) (42, 43, 44), pipeline vs one process"]["met"] is True
     table = report.markdown({"parity": parity})
     assert "| model_3: the pipeline's worst seed (42) vs one process's mean | 0.9879 | 0.9923 |  | n/a | " \
            "at most 0.25 points below | no |" in table
