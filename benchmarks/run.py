@@ -2,8 +2,9 @@
 invocation; results JSON, Markdown table and scaling plot in benchmarks/results/.
 
 Each measurement runs in a fresh process (benchmarks/tasks.py) so TensorFlow, Horovod and the Spark JVM start
-clean and memory is sampled per stage. Modes: `full` (the reported numbers, under 45 minutes on 2 cores) and
-`quick` (tiny sizes, one epoch on the quick profile's 10% subset, a few minutes). A failed task is recorded and
+clean and memory is sampled per stage. Modes: `full` (the reported numbers: 45 minutes on 2 cores, then the
+parity over seeds, about 2 hours more) and `quick` (tiny sizes, one epoch on the quick profile's 10% subset, one
+seed of model_1's parity, a few minutes). A failed task is recorded and
 the rest goes on, so a partial run still reports.
 """
 from __future__ import annotations
