@@ -121,7 +121,7 @@ class TrainConfig:
     reader_workers: int = between(1, 256, default=1)       # Petastorm reader threads per worker
     reader_queue_size: int = between(1, 1024, default=4)   # row groups a worker's reader buffers (bounds memory)
     # Rows each worker's training batches are drawn from at random, across row groups (3 KB a row): by default more
-    # than a shard of MNIST's 54,000 training images, so each epoch is shuffled whole, as model.fit shuffles. The
+    # than a shard of MNIST's 54,000 training images, so a batch is drawn from the whole shard, as model.fit's is. The
     # curated row groups keep MNIST's file order, whose neighbours look alike: batches cut from one at a time made the
     # models that keep their last epoch worse and less repeatable. 0: batches cut from the row groups as they come.
     shuffle_buffer_rows: int = between(0, 10_000_000, default=60_000)

@@ -121,7 +121,7 @@ def training_dataset(reader, batch_size: int, shuffle_rows: int = 0, seed: int =
     a row group varies 3.2 times as much as that of a random group of the same size). Batches drawn that way left
     model_1 0.21 points below the same training with the whole split shuffled, and three times as spread over
     seeds (benchmarks/README.md, parity). The shuffle buffer (train.shuffle_buffer_rows, by default more than a
-    shard of MNIST) shuffles each epoch whole, as model.fit does."""
+    shard of MNIST) draws each batch from the whole shard, as model.fit's shuffle does."""
     return batched(lambda: row_group_arrays(iter(reader)), batch_size, drop_remainder=True,
                    shuffle_rows=shuffle_rows, seed=seed)
 
