@@ -211,7 +211,7 @@ def reader_throughput(root: str, profile: str, samples: int, repeats: int) -> di
     counts = {s: _count(layout, s) for s in ("train", "validation")}
     params = build_params(cfg, layout, "model_3", counts, (2, threads), 0, "bench")
     stages = {"row_groups": lambda reader: _rows_of(iter(reader)),
-              "tf_data": lambda reader: iter(training_dataset(reader, params.batch_size, params.shuffle_buffer_rows,
+              "tf_data": lambda reader: iter(training_dataset(reader, params.batch_size, params.shuffle_window_rows,
                                                               params.seed))}
     result = {"reader_config": {"workers_count": params.reader_workers, "results_queue_size":
                                 params.reader_queue_size, "shard": "0 of 2", "batch_size": params.batch_size,

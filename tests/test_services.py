@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from pipeline.services import HOROVOD_EVENT_THREADS, bind_horovod_services, count_command_lifetime_from_its_start
+from pipeline.services import bind_horovod_services, count_command_lifetime_from_its_start
 
 pytestmark = pytest.mark.horovod
 
@@ -23,14 +23,15 @@ def test_a_task_service_does_not_sleep_after_a_command_that_outlived_its_minimum
     servers = bind_horovod_services("lo")
     service = SparkTaskService(0, secret.make_secret_key(), nics=None, minimum_command_lifetime_s=1.0)
     try:
+        before = set(threading.enumerate())
         # As the service's command thread runs it (a client's RunCommandRequest), here in this thread.
         service._run_command("sleep 1.5", dict(os.environ), threading.Event())
         # What wait_for_command_termination would still sleep: nothing, 1.5 s after the command started.
         assert service._minimum_command_lifetime.remaining() == 0
-        # And the thread holding the command's multiprocessing Event is gone: its semaphores are released now, not
-        # up to a second later (after a Spark task's end, the worker's exit warned of leaked semaphores).
-        assert not [t for t in threading.enumerate()
-                    if getattr(getattr(t, "_target", None), "__qualname__", "") in HOROVOD_EVENT_THREADS]
+        # And no thread the command started is left: not the one holding its multiprocessing Event, whose semaphores
+        # are released now, not up to a second later (after a Spark task's end, the worker's exit warned of leaked
+        # semaphores).
+        assert not [t.name for t in set(threading.enumerate()) - before if t.is_alive()]
     finally:
         service.shutdown()
         for server in servers:

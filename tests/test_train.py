@@ -353,7 +353,7 @@ params = TrainParams(model="model_1", run_id="r", model_path="", history_path=""
                      tensorboard_dir="", train_url="", validation_url="", train_rows=8, validation_rows=8,
                      num_workers=1, epochs=2, initial_epoch=0, end_epoch=2, batch_size=8, learning_rate=0.001,
                      warmup_epochs=0, seed=3, tf_threads=1, reader_workers=1, reader_queue_size=1, fingerprint="f",
-                     tracking=spec)
+                     shuffle_window_rows=0, tracking=spec)
 live = LiveRun(params, ExactValidation(RowCounter(), expected_rows=8))
 live.on_train_begin()
 live.on_epoch_end(0, {"loss": 0.5, "accuracy": 0.9, "val_loss": 0.4, "val_accuracy": 0.9, "seconds": 1.0})

@@ -21,10 +21,10 @@ def groups(*sizes: int) -> list[Group]:
     return out
 
 
-def batches_of(row_groups: list[Group], batch_size: int, drop_remainder: bool, counter=None, **shuffle) -> list[tuple]:
+def batches_of(row_groups: list[Group], batch_size: int, drop_remainder: bool, counter=None) -> list[tuple]:
     """What the worker's tf.data pipeline yields for these row groups, as NumPy (x, y) pairs."""
     from pipeline.train.inputs import batched, row_group_arrays
-    dataset = batched(lambda: row_group_arrays(iter(row_groups), counter), batch_size, drop_remainder, **shuffle)
+    dataset = batched(lambda: row_group_arrays(iter(row_groups), counter), batch_size, drop_remainder)
     return list(dataset.as_numpy_iterator())
 
 
@@ -48,40 +48,81 @@ def test_batches_carry_rows_across_row_groups_and_drop_the_remainder_for_trainin
     np.testing.assert_array_equal(np.concatenate([y.argmax(1) for _, y in batches]), np.arange(12) % 10)
 
 
-def test_training_batches_mix_rows_of_many_row_groups_through_a_seeded_buffer():
-    row_groups = groups(*[100] * 20)            # 2,000 rows in row groups of 100, as Petastorm hands them over
-    batches = batches_of(row_groups, batch_size=32, drop_remainder=True, shuffle_rows=1000, seed=7)
+def shuffled_batches(row_groups: list[Group], groups_per_pass: int, window_rows: int, seed: int) -> list[tuple]:
+    """Training batches of 32 from these row groups, each pass over the shard shuffled as the worker shuffles it."""
+    from pipeline.train.inputs import batched, row_group_arrays, shuffled_passes
+    dataset = batched(lambda: shuffled_passes(row_group_arrays(iter(row_groups)), groups_per_pass, window_rows, seed),
+                      32, drop_remainder=True)
+    return list(dataset.as_numpy_iterator())
+
+
+def test_each_pass_over_the_shard_is_shuffled_whole_and_shows_every_row_once():
+    shard = groups(*[100] * 20)                 # 2,000 rows in row groups of 100, as Petastorm hands them over
+    three_passes = shard * 3                    # a repeating reader: the same row groups, pass after pass
+    batches = shuffled_batches(three_passes, groups_per_pass=20, window_rows=60_000, seed=7)
     rows = row_numbers(batches)
-    assert [len(r) for r in rows] == [32] * 62                                 # 1,984 rows: 62 full batches
+    assert [len(r) for r in rows] == [32] * 187                                # 6,000 rows: 187 full batches
     every = np.concatenate(rows)
-    assert len(set(every)) == len(every) and set(every) <= set(range(2000))    # no row twice
+    for first in (0, 2000):                     # each pass, whole: every row of the shard exactly once
+        assert sorted(every[first:first + 2000]) == list(range(2000))
     for batch, (_, y) in zip(rows, batches, strict=True):
         np.testing.assert_array_equal(y.argmax(1), batch % 10)                 # each label stays with its image
-    groups_per_batch = [len(set(r // 100)) for r in rows]
-    assert np.median(groups_per_batch) >= 6        # cut from the row groups as they come, a batch spans 1 or 2
-    same = row_numbers(batches_of(row_groups, batch_size=32, drop_remainder=True, shuffle_rows=1000, seed=7))
-    other = row_numbers(batches_of(row_groups, batch_size=32, drop_remainder=True, shuffle_rows=1000, seed=8))
-    assert all(np.array_equal(a, b) for a, b in zip(rows, same, strict=True))   # a rerun replays its batches
-    assert not all(np.array_equal(a, b) for a, b in zip(rows, other, strict=True))
-    unshuffled = row_numbers(batches_of(row_groups, batch_size=32, drop_remainder=True))
-    assert max(len(set(r // 100)) for r in unshuffled) == 2
+    assert np.median([len(set(r // 100)) for r in rows]) >= 12     # cut from the row groups as they come: 1 or 2
+    assert not np.array_equal(every[:2000], every[2000:4000])      # each pass in an order of its own
+    same = np.concatenate(row_numbers(shuffled_batches(three_passes, 20, 60_000, seed=7)))
+    other = np.concatenate(row_numbers(shuffled_batches(three_passes, 20, 60_000, seed=8)))
+    assert np.array_equal(every, same) and not np.array_equal(every, other)   # a rerun replays its batches
 
 
-def test_the_worker_draws_its_training_batches_through_the_configured_buffer(make_config):
-    from types import SimpleNamespace
+def test_a_window_smaller_than_a_pass_takes_whole_row_groups_and_never_spans_two_passes():
+    shard = groups(*[100] * 20)
+    every = np.concatenate(row_numbers(shuffled_batches(shard * 2, groups_per_pass=20, window_rows=700, seed=7)))
+    # Windows of 7, 7 and 6 row groups a pass: each window's rows are its row groups' rows, each pass every row.
+    for first, last in ((0, 700), (700, 1400), (1400, 2000), (2000, 2700), (2700, 3400)):
+        window = every[first:last]
+        assert sorted(window) == sorted(set(range(first % 2000, last % 2000 or 2000))), (first, last)
+        assert len(set(window // 100)) == (last - first) // 100 and np.any(np.diff(window) < 0)
 
+
+@pytest.fixture(scope="module")
+def numbered_shards(tmp_path_factory) -> str:
+    """6,000 rows in six 1,000-row files whose first pixel is the row's number: two shards of three row groups."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    root = tmp_path_factory.mktemp("numbered")
+    for part in range(6):
+        ids = np.arange(part * 1000, (part + 1) * 1000)
+        images = np.zeros((1000, 784), np.float32)
+        images[:, 0] = ids / 1000
+        pq.write_table(pa.table({"image": pa.array(list(images), pa.list_(pa.float32())),
+                                 "label": pa.array(ids % 10, pa.int32())}), root / f"part-{part}.parquet")
+    return f"file://{root}"
+
+
+def test_the_worker_shuffles_each_pass_over_its_own_shard_as_configured(make_config, numbered_shards):
+    """Through a real repeating Petastorm reader: a pass is the rank's shard (three of the six row groups), each
+    pass is shuffled whole, and 0 cuts batches from the row groups as they come."""
     from pipeline.layout import Layout
+    from pipeline.train.inputs import open_shard
     from pipeline.train.params import build_params
     from pipeline.train.worker import training_data
-    cfg = make_config("train.shuffle_buffer_rows=1000")
-    params = build_params(cfg, Layout.from_config(cfg, "run"), "model_1", {"train": 2000, "validation": 100}, (1, 1),
-                          0, "f")
-    assert params.shuffle_buffer_rows == 1000
-    batches = training_data(groups(*[100] * 20), params, rank=0).as_numpy_iterator()
-    assert np.median([len(set(rows // 100)) for rows in row_numbers(list(batches))]) >= 6
-    unshuffled = SimpleNamespace(**{**params.to_dict(), "shuffle_buffer_rows": 0})
-    batches = training_data(groups(*[100] * 20), unshuffled, rank=0).as_numpy_iterator()
-    assert max(len(set(rows // 100)) for rows in row_numbers(list(batches))) == 2
+
+    def rows_of_rank_1(window_rows: int, batches: int) -> np.ndarray:
+        cfg = make_config(f"train.shuffle_window_rows={window_rows}", "train.batch_size=32")
+        params = build_params(cfg, Layout.from_config(cfg, "run"), "model_1", {"train": 6000, "validation": 100},
+                              (2, 1), 0, "f")
+        assert params.shuffle_window_rows == window_rows
+        with open_shard(numbered_shards, params, rank=1, size=2, repeat=True) as reader:
+            data = training_data(reader, params, rank=1).take(batches).as_numpy_iterator()
+            return np.concatenate(row_numbers(list(data)))
+
+    every = rows_of_rank_1(60_000, batches=2 * 3000 // 32)   # two passes over the rank's 3,000 rows
+    shard = sorted(every[:3000])
+    assert len(set(np.array(shard) // 1000)) == 3 and shard == sorted(set(shard))
+    assert sorted(every[3000:5984]) == sorted(set(every[3000:5984])) and set(every[3000:]) <= set(shard)
+    assert np.median([len(set(r // 1000)) for r in np.split(every, len(every) // 32)]) == 3
+    unshuffled = rows_of_rank_1(0, batches=93)
+    assert max(len(set(r // 1000)) for r in np.split(unshuffled, 93)) == 2
 
 
 def test_validation_batches_keep_every_row_in_order_and_count_them():

@@ -45,7 +45,7 @@ def test_without_warm_up_the_schedule_starts_at_the_first_step():
     assert cosine_learning_rate(2, warmup_steps=0, total_steps=4, peak=1.0) == pytest.approx(0.5)
 
 
-def test_the_recipe_and_the_shuffle_buffer_enter_the_fingerprint():
+def test_the_recipe_and_the_shuffle_window_enter_the_fingerprint():
     cfg = load_config(LOCAL)
     base = training_fingerprint(cfg, "model_4", "data", 2)
     m4 = cfg.train.models["model_4"]   # each key switched away from the configured recipe, whatever that is
@@ -58,9 +58,9 @@ def test_the_recipe_and_the_shuffle_buffer_enter_the_fingerprint():
     from pipeline.fingerprint import fingerprint_of
     study = {"model": "model_3", "epochs": 12, "batch_size": 32, "learning_rate": 0.001, "warmup_epochs": 1,
              "seed": 42, "num_workers": 2, "data": "data"}   # the payload before recipes existed
-    assert training_fingerprint(cfg, "model_3", "data", 2) == fingerprint_of({**study, "shuffle_buffer_rows": 60_000})
-    # Batches cut from one row group at a time (shuffle buffer 0) are the order those fingerprints were made for.
-    unshuffled = load_config(LOCAL, overrides=["train.shuffle_buffer_rows=0"])
+    assert training_fingerprint(cfg, "model_3", "data", 2) == fingerprint_of({**study, "shuffle_window_rows": 60_000})
+    # Batches cut from one row group at a time (shuffle window 0) are the order those fingerprints were made for.
+    unshuffled = load_config(LOCAL, overrides=["train.shuffle_window_rows=0"])
     assert training_fingerprint(unshuffled, "model_3", "data", 2) == fingerprint_of(study)
 
 
@@ -96,7 +96,8 @@ params = TrainParams(model="model_1", run_id="r", model_path=f"{tmp}/model.keras
                      checkpoint_dir=f"{tmp}/checkpoint", tensorboard_dir=f"{tmp}/tb", train_url="", validation_url="",
                      train_rows=10, validation_rows=10, num_workers=1, epochs=3, initial_epoch=0, end_epoch=3,
                      batch_size=2, learning_rate=0.001, warmup_epochs=0, seed=1, tf_threads=1, reader_workers=1,
-                     reader_queue_size=1, fingerprint="f", keep="best", best_dir=f"{tmp}/best-epoch")
+                     reader_queue_size=1, fingerprint="f", shuffle_window_rows=0, keep="best",
+                     best_dir=f"{tmp}/best-epoch")
 model = build_model("model_1")
 keep = KeepBest(params, ExactValidation(RowCounter(), 10))
 keep.set_model(model)
@@ -174,7 +175,8 @@ class Reader:
 fields = dict(model="model_4", run_id="r", model_path="", history_path="", checkpoint_dir="", tensorboard_dir="",
               train_url="", validation_url="", train_rows=8, validation_rows=8, num_workers=1, epochs=1,
               initial_epoch=0, end_epoch=1, batch_size=8, learning_rate=0.001, warmup_epochs=0, seed=3, tf_threads=1,
-              reader_workers=1, reader_queue_size=1, fingerprint="f", schedule="cosine", keep="best")
+              reader_workers=1, reader_queue_size=1, fingerprint="f", shuffle_window_rows=0, schedule="cosine",
+              keep="best")
 def first_batch(dataset):
     x, y = next(iter(dataset))
     return x.numpy().reshape(8, 784), y.numpy().argmax(axis=1)

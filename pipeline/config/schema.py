@@ -120,11 +120,12 @@ class TrainConfig:
     tf_threads_per_worker: int = between(0, 1024, default=0)  # 0: slots / workers; workers x threads <= cores
     reader_workers: int = between(1, 256, default=1)       # Petastorm reader threads per worker
     reader_queue_size: int = between(1, 1024, default=4)   # row groups a worker's reader buffers (bounds memory)
-    # Rows each worker's training batches are drawn from at random, across row groups (3 KB a row): by default more
-    # than a shard of MNIST's 54,000 training images, so a batch is drawn from the whole shard, as model.fit's is. The
-    # curated row groups keep MNIST's file order, whose neighbours look alike: batches cut from one at a time made the
-    # models that keep their last epoch worse and less repeatable. 0: batches cut from the row groups as they come.
-    shuffle_buffer_rows: int = between(0, 10_000_000, default=60_000)
+    # Rows each worker shuffles together before cutting its training batches (3 KB a row): each pass over its shard
+    # is shuffled whole when it holds at most this many (MNIST's 54,000 training images do), as model.fit's shuffle
+    # does, else in windows of whole row groups holding at least this many. The curated row groups keep MNIST's file
+    # order, whose neighbours look alike: batches cut from one at a time made the models that keep their last epoch
+    # worse and less repeatable. 0: batches cut from the row groups as they come.
+    shuffle_window_rows: int = between(0, 10_000_000, default=60_000)
     stop_after_epochs: int = between(0, 10_000, default=0)  # end after N epochs, model left resumable (0: never)
     start_timeout: int = between(1, 86_400, default=180)   # seconds Horovod waits for all its Spark tasks to start
 

@@ -80,24 +80,53 @@ def row_group_arrays(row_groups: Iterator, counter: RowCounter | None = None) ->
         yield images, np.asarray(group.label, dtype=np.int32)
 
 
-def batched(row_groups, batch_size: int, drop_remainder: bool, shuffle_rows: int = 0, seed: int = 0):
+def batched(row_groups, batch_size: int, drop_remainder: bool):
     """A tf.data pipeline cutting row groups (any sizes) into batches of `batch_size` rows, then shaped and one-hot
     encoded for the model, all in TensorFlow's C++ threads. `row_groups` is a callable returning an iterator of
-    row_group_arrays (a new pass each time it is called).
-
-    Without `shuffle_rows`, batches are cut from the row groups in the order they come, the rest carried over to
-    the next row group (validation: every row once, in order). With it, every row first passes through a seeded
-    shuffle buffer of that many rows, so that each batch draws from about shuffle_rows / row-group-size row groups
-    (training: see training_dataset)."""
+    (images, labels) arrays (a new pass each time it is called); the rest of one is carried over to the next."""
     import tensorflow as tf
     signature = (tf.TensorSpec((None, FLAT_PIXELS), tf.float32), tf.TensorSpec((None,), tf.int32))
     groups = tf.data.Dataset.from_generator(row_groups, output_signature=signature)
-    if shuffle_rows:
-        batches = groups.unbatch().shuffle(shuffle_rows, seed=seed).batch(batch_size, drop_remainder=drop_remainder)
-    else:
-        batches = groups.rebatch(batch_size, drop_remainder=drop_remainder)
-    return (batches.map(to_model_inputs, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return (groups.rebatch(batch_size, drop_remainder=drop_remainder)
+            .map(to_model_inputs, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
             .prefetch(tf.data.AUTOTUNE))
+
+
+def shuffled_passes(row_groups: Iterator[tuple[np.ndarray, np.ndarray]], groups_per_pass: int, window_rows: int,
+                    seed: int, chunk_rows: int = 1024) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """The rows of each pass over a shard (`groups_per_pass` row groups) in a seeded random order, handed on in
+    chunks of `chunk_rows`: a pass is shuffled whole when it holds at most `window_rows` rows, else in windows of
+    whole row groups holding at least that many. A window never spans two passes, so every row comes once a pass,
+    as model.fit's shuffle shows each row once an epoch."""
+    rng = np.random.default_rng(seed)
+    window: list[tuple[np.ndarray, np.ndarray]] = []
+    rows = 0
+    for count, (images, labels) in enumerate(row_groups, start=1):
+        window.append((images, labels))
+        rows += len(images)
+        if rows >= window_rows or count % groups_per_pass == 0:
+            yield from _permuted(window, rng, chunk_rows)
+            window, rows = [], 0
+    yield from _permuted(window, rng, chunk_rows)    # a finite input's last, partial window
+
+
+def _permuted(window: list[tuple[np.ndarray, np.ndarray]], rng: np.random.Generator, chunk_rows: int):
+    if not window:
+        return
+    images = np.concatenate([images for images, _ in window])
+    labels = np.concatenate([labels for _, labels in window])
+    window.clear()                                   # the row groups' own arrays go as soon as they are copied
+    order = rng.permutation(len(images))
+    for start in range(0, len(order), chunk_rows):
+        rows = order[start:start + chunk_rows]
+        yield images[rows], labels[rows]
+
+
+def row_groups_per_pass(reader) -> int:
+    """How many row groups one pass of this Petastorm reader hands over: the items its ventilator hands out each
+    epoch, one per row group of the rank's shard (no shuffle_row_drop_partitions here). Petastorm 0.13.1 keeps
+    them as a private list; the shard's own filtering (cur_shard, predicates) is already applied to it."""
+    return len(reader.ventilator._items_to_ventilate)
 
 
 def to_model_inputs(images, labels):
@@ -113,17 +142,20 @@ class RowCounter:
         self.rows = 0
 
 
-def training_dataset(reader, batch_size: int, shuffle_rows: int = 0, seed: int = 0):
+def training_dataset(reader, batch_size: int, shuffle_window_rows: int = 0, seed: int = 0):
     """Endless full batches from a repeating reader; the caller bounds each epoch with steps_per_epoch.
 
     Petastorm shuffles the row groups' order and the rows within each, but a batch cut from one row group holds
     only its rows, and the curated row groups keep MNIST's file order, whose neighbours look alike (the mean ink of
     a row group varies 3.2 times as much as that of a random group of the same size). Batches drawn that way left
     model_1 0.21 points below the same training with the whole split shuffled, and three times as spread over
-    seeds (benchmarks/README.md, parity). The shuffle buffer (train.shuffle_buffer_rows, by default more than a
-    shard of MNIST) draws each batch from the whole shard, as model.fit's shuffle does."""
-    return batched(lambda: row_group_arrays(iter(reader)), batch_size, drop_remainder=True,
-                   shuffle_rows=shuffle_rows, seed=seed)
+    seeds (benchmarks/README.md, parity). So each pass over the shard is shuffled row by row first
+    (train.shuffle_window_rows, by default more than a shard of MNIST: the whole pass, as model.fit shuffles)."""
+    if not shuffle_window_rows:
+        return batched(lambda: row_group_arrays(iter(reader)), batch_size, drop_remainder=True)
+    groups_per_pass = row_groups_per_pass(reader)
+    return batched(lambda: shuffled_passes(row_group_arrays(iter(reader)), groups_per_pass, shuffle_window_rows, seed),
+                   batch_size, drop_remainder=True)
 
 
 def validation_dataset(reader, batch_size: int, counter: RowCounter):

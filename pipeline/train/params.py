@@ -39,7 +39,7 @@ class TrainParams:
     reader_workers: int
     reader_queue_size: int
     fingerprint: str
-    shuffle_buffer_rows: int = 0  # train.shuffle_buffer_rows (0 in hand-built params: batches cut from row groups)
+    shuffle_window_rows: int     # train.shuffle_window_rows (0: batches cut from the row groups as they come)
     keep: str = "last"           # the recipe of pipeline.config.ModelConfig
     augment: bool = False
     schedule: str = "constant"
@@ -64,8 +64,8 @@ def training_fingerprint(cfg: PipelineConfig, model: str, data_fingerprint: str,
     payload = {"model": model, "epochs": m.epochs, "batch_size": batch_size_of(cfg, model),
                "learning_rate": learning_rate_of(cfg, model), "warmup_epochs": t.warmup_epochs, "seed": t.seed,
                "num_workers": num_workers, "data": data_fingerprint}
-    if t.shuffle_buffer_rows:   # the batches' rows; absent when 0, the fingerprints of that order stay as they were
-        payload["shuffle_buffer_rows"] = t.shuffle_buffer_rows
+    if t.shuffle_window_rows:   # the batches' rows; absent when 0, the fingerprints of that order stay as they were
+        payload["shuffle_window_rows"] = t.shuffle_window_rows
     recipe = recipe_of(m)
     return fingerprint_of({**payload, "recipe": recipe} if recipe else payload)
 
@@ -104,6 +104,6 @@ def build_params(cfg: PipelineConfig, layout: Layout, model: str, counts: dict[s
         epochs=epochs, initial_epoch=initial_epoch, end_epoch=end_epoch, batch_size=batch_size_of(cfg, model),
         learning_rate=learning_rate_of(cfg, model), warmup_epochs=t.warmup_epochs, seed=t.seed,
         tf_threads=tf_threads, reader_workers=t.reader_workers,
-        reader_queue_size=t.reader_queue_size, shuffle_buffer_rows=t.shuffle_buffer_rows, fingerprint=fingerprint,
+        reader_queue_size=t.reader_queue_size, shuffle_window_rows=t.shuffle_window_rows, fingerprint=fingerprint,
         keep=m.keep, augment=m.augment,
         schedule=m.schedule, best_dir=layout.best_checkpoint_dir(model))

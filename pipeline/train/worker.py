@@ -51,7 +51,7 @@ def training_data(reader, params, rank: int):
     batches and transformations)."""
     from pipeline.train.inputs import training_dataset
     from pipeline.train.recipe import augmented
-    batches = training_dataset(reader, params.batch_size, params.shuffle_buffer_rows, params.seed + rank)
+    batches = training_dataset(reader, params.batch_size, params.shuffle_window_rows, params.seed + rank)
     return augmented(batches, params.seed + rank) if params.augment else batches
 
 
