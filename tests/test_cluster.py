@@ -538,6 +538,10 @@ def scheduled_cluster_config(cluster: Cluster, out: Path) -> Path:
                      "mlflow": str(out / "mlflow"), "landing": str(out / "landing"), "batches": str(out / "batches")}
     conf["train"]["models"] = yaml.safe_load(ONE_MODEL.split("=", 1)[1])
     conf["batch"] = {"driver_max_images": 0}  # a small day too is scored by the executors' Python workers
+    # The drift check runs on the cluster all the same, but its verdict is the quick model's: trained one epoch on
+    # the tiny world, its predicted classes on 40 images may stray past the sampling allowance, and "fail" would
+    # fail the run on that, which is not what this test is about (tests/test_batch_drift.py is).
+    conf["drift"] = {"on_drift": "warn"}
     path = cluster.root / "conf" / "scheduled.yaml"
     shutil.copytree(REPO_ROOT / "conf" / "profiles", path.parent / "profiles", dirs_exist_ok=True)
     path.write_text(yaml.safe_dump(conf))
