@@ -97,7 +97,8 @@ def shuffled_passes(row_groups: Iterator[tuple[np.ndarray, np.ndarray]], groups_
     """The rows of each pass over a shard (`groups_per_pass` row groups) in a seeded random order, handed on in
     chunks of `chunk_rows`: a pass is shuffled whole when it holds at most `window_rows` rows, else in windows of
     whole row groups holding at least that many. A window never spans two passes, so every row comes once a pass,
-    as model.fit's shuffle shows each row once an epoch."""
+    as model.fit's shuffle shows each row once an epoch. (With more than one reader thread, train.reader_workers,
+    the first row group of a pass can overtake the last of the one before: the two swap windows.)"""
     rng = np.random.default_rng(seed)
     window: list[tuple[np.ndarray, np.ndarray]] = []
     rows = 0
