@@ -117,6 +117,55 @@ def test_without_the_plugins_folder_the_dags_say_how_to_set_it(tmp_path, tiny_wo
         assert error.startswith(f"RuntimeError: set AIRFLOW__CORE__PLUGINS_FOLDER={DAGS / 'plugins'} "), error
 
 
+# Two writers on the metadata database, the way `airflow backfill create` meets a busy scheduler: a transaction
+# whose first statement is a SAVEPOINT reads, another connection commits a write, then the first writes.
+_SAVEPOINT_WRITER = """
+import threading
+from sqlalchemy import text
+from airflow import settings
+
+settings.configure_orm()  # the engine every Airflow process builds, with the deployment's connect args
+with settings.engine.begin() as conn:
+    conn.exec_driver_sql("CREATE TABLE t (x INTEGER)")
+errors = []
+
+def another_writer():
+    try:
+        with settings.engine.begin() as conn:
+            conn.exec_driver_sql("INSERT INTO t VALUES (1)")
+    except Exception as error:
+        errors.append(f"the other writer: {error}")
+
+with settings.Session() as session:
+    session.execute(text("SELECT count(*) FROM t")).all()
+    try:
+        with session.begin_nested():
+            session.execute(text("SELECT count(*) FROM t")).all()
+            writer = threading.Thread(target=another_writer)
+            writer.start()
+            writer.join(timeout=3)  # it commits now, or waits for this transaction's lock
+            session.execute(text("INSERT INTO t VALUES (2)"))
+        session.commit()
+    except Exception as error:
+        errors.append(f"the savepoint's writer: {error}")
+writer.join()
+with settings.engine.connect() as conn:
+    print(sorted(r[0] for r in conn.exec_driver_sql("SELECT x FROM t")), errors)
+"""
+
+
+def test_a_write_inside_a_savepoint_waits_for_another_writer_instead_of_failing(tmp_path):
+    """`airflow backfill create` failed at once with "database is locked" when the scheduler had committed
+    between its savepoint's first read and its write (dags/plugins/mnist_sqlite.py)."""
+    env = {**os.environ, "AIRFLOW_HOME": str(tmp_path), "AIRFLOW__CORE__PLUGINS_FOLDER": str(DAGS / "plugins"),
+           "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+           "AIRFLOW__DATABASE__SQL_ALCHEMY_CONNECT_ARGS": "mnist_sqlite.CONNECT_ARGS"}
+    proc = subprocess.run([str(AIRFLOW_BIN / "python"), "-c", _SAVEPOINT_WRITER], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().splitlines()[-1] == "[1, 2] []"
+
+
 def test_the_dags_know_the_jobs_exit_code_for_no_retry():
     assert re.search(rf"^EXIT_NOT_RETRYABLE = {EXIT_NOT_RETRYABLE}$", (DAGS / "mnist_jobs.py").read_text(), re.M)
 

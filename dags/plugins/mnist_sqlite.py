@@ -12,10 +12,26 @@ The timeout alone did not do: a transaction begun DEFERRED takes its snapshot fi
 first write; in WAL mode, when another writer committed meanwhile, SQLite answers SQLITE_BUSY at once (the
 snapshot is stale, so waiting cannot help) and `backfill create` failed under a busy scheduler all the same.
 Transactions begun IMMEDIATE take the write lock first, waiting up to the timeout, then read a fresh snapshot.
+
+pysqlite begins IMMEDIATE only before a write statement, and SAVEPOINT is not one: a SAVEPOINT outside a
+transaction begins a DEFERRED one. `backfill create` writes each day's run inside `session.begin_nested()`, and
+with the test suite's second worker loading the machine it failed at once again. So a savepoint that would begin
+the transaction begins it IMMEDIATE first (`_savepoint_begins_immediate`).
 """
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+
 BUSY_TIMEOUT_SECONDS = 60
 
 # sqlite3.connect (the sync engine): pysqlite begins each transaction before its first write, as BEGIN IMMEDIATE
 CONNECT_ARGS = {"timeout": BUSY_TIMEOUT_SECONDS, "isolation_level": "IMMEDIATE"}
 # aiosqlite.connect, which passes both to sqlite3
 CONNECT_ARGS_ASYNC = {"timeout": BUSY_TIMEOUT_SECONDS, "isolation_level": "IMMEDIATE"}
+
+
+@event.listens_for(Engine, "savepoint")
+def _savepoint_begins_immediate(connection, name) -> None:
+    """Runs before SQLAlchemy emits SAVEPOINT. Airflow's plugin loader executes this file a second time under its
+    own module name, registering a second listener: the first begins the transaction, the second finds it begun."""
+    if connection.dialect.name == "sqlite" and not connection.connection.driver_connection.in_transaction:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
