@@ -16,11 +16,15 @@ Compiler and collector. A 2-core machine counts as a server to the JVM, which th
 the optimising C2) on compiler threads of its own, and collects with G1's concurrent threads. The jobs here run
 for seconds to minutes, and C2's compilations cost more CPU than the code they speed up gives back before the JVM
 exits: measured side by side (benchmarks/README.md), C1 alone with the serial collector ran a 200-image day in 0.83
-of the time, a 40,000-image day in about 0.80, and ingest + prepare of 2,000,000 images in about 0.88. A job that
-should keep the JVM's own choices sets spark.driver.defaultJavaOptions itself, which replaces these: in its
-config's `spark.settings` (read by the session builder and, for the DAGs' spark-submits, by
-`pipeline.deployment readiness`), or with `--conf` on a spark-submit line of one's own (a second collector in
-extraJavaOptions would stop the JVM: two collectors conflict). Cluster executors keep their cluster's defaults.
+of the time, a 40,000-image day in about 0.80, and ingest + prepare of 2,000,000 images in about 0.88. C1 alone also
+shrinks the JVM's code cache from 240 MB to 48 MB: a driver that lives for many queries (the test suite's shared
+session, a whole-pipeline run) compiles Spark's generated code for each, filled it and died (`Out of space in
+CodeCache for adapters`; the queries of four of the suite's test modules compile about 48 MB). Reserving the 240 MB
+back costs address space only: the JVM commits the cache as code fills it. A job that should keep the JVM's own
+choices sets spark.driver.defaultJavaOptions itself, which replaces these: in its config's `spark.settings` (read by
+the session builder and, for the DAGs' spark-submits, by `pipeline.deployment readiness`), or with `--conf` on a
+spark-submit line of one's own (a second collector in extraJavaOptions would stop the JVM: two collectors conflict).
+Cluster executors keep their cluster's defaults.
 """
 from __future__ import annotations
 
@@ -31,7 +35,7 @@ from pathlib import Path
 ARCHIVE = Path(sys.prefix) / "spark-driver-classes.jsa"
 OPTION = "spark.driver.defaultJavaOptions"  # the administrator's layer: a job's extraJavaOptions still apply on top
 QUIET = "-Xlog:cds=off -Xlog:cds+dynamic=off"
-COMPILER_AND_COLLECTOR = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"
+COMPILER_AND_COLLECTOR = "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC -XX:ReservedCodeCacheSize=240m"
 
 
 def java_options() -> str:

@@ -102,6 +102,15 @@ def test_a_driver_maps_the_spark_classes_make_setup_recorded_and_compiles_for_a_
     assert compiler_and_collector == "4 ['G1 Young Generation', 'G1 Old Generation']"
 
 
+def test_the_shared_driver_keeps_the_jvms_full_code_cache(spark):
+    """C1 alone reserves 48 MB: the suite's driver filled it and died (`Out of space in CodeCache for adapters`)."""
+    pools = spark._jvm.java.lang.management.ManagementFactory.getMemoryPoolMXBeans()
+    # C1 alone keeps one "CodeCache" pool; with C2 the JVM splits it into three "CodeHeap '...'" pools
+    reserved = sum(pool.getUsage().getMax() for pool in pools
+                   if pool.getName() == "CodeCache" or pool.getName().startswith("CodeHeap "))
+    assert reserved >= 240 << 20
+
+
 def test_small_data_plans_turn_adaptive_execution_off_for_their_block_only(spark):
     """A small day's queries are planned once (pipeline.spark.small_data_plans); the session's own setting, set or
     not, is back afterwards, also when the block fails: other work in the same session keeps adaptive execution."""
