@@ -7,7 +7,7 @@ import statistics
 from pathlib import Path
 
 GOALS = {"reader": 5.0, "data": 2.0, "prediction": 1.5, "prediction_files": 2.0,
-         "end_to_end": 1.2}   # training: TRAINING_SIDES
+         "end_to_end": 1.1}   # training: TRAINING_SIDES; end to end: #27 asks 1.10x with today's four recipes
 # Prediction over Parquet of at most this many images, where a Spark job's fixed cost shows: at most 2x (#27).
 PREDICTION_SMALL = (10_000, 2.0)
 DAILY_GOALS = {200: 3.0, 5_000: 1.5}   # a landed day of N images: the job's seconds over one process's
