@@ -123,6 +123,14 @@ def test_a_day_larger_than_the_test_images_is_refused_in_one_line(make_config, t
     assert not (tmp_path / "landing").exists()
 
 
+def test_digits_without_the_mnist_test_file_are_refused_in_one_line(make_config, tmp_path):
+    cfg = make_config(f"paths.landing={tmp_path / 'landing'}", input_dir=str(tmp_path / "no-mnist"))
+    with pytest.raises(PipelineError, match=rf"^paths.input {tmp_path}/no-mnist: t10k-images-idx3-ubyte.gz not "
+                                            r"found \(simulated digits are MNIST's test images\)$"):
+        simulate_day(cfg, _day_files(cfg, DAY), 5)
+    assert not (tmp_path / "landing").exists()
+
+
 def test_a_keras_file_is_versioned_by_its_bytes(tmp_path):
     model = tmp_path / "model_1.keras"
     model.write_bytes(b"not really a model")

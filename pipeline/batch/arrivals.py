@@ -61,6 +61,9 @@ def day_seed(ds: str, kind: str) -> int:
 def _digits(cfg: PipelineConfig, rng: np.random.Generator, count: int):
     """(file name, encoded scan, label) of `count` MNIST test digits drawn without repeats."""
     folder = cfg.resolve(cfg.paths.input).rstrip("/")
+    for name in (cfg.data.test_images, cfg.data.test_labels):
+        if not storage.exists(f"{folder}/{name}"):
+            raise PipelineError(f"paths.input {folder}: {name} not found (simulated digits are MNIST's test images)")
     images = read_array(f"{folder}/{cfg.data.test_images}")
     labels = read_array(f"{folder}/{cfg.data.test_labels}")
     if count > len(images):
