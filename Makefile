@@ -107,7 +107,8 @@ airflow-status:
 test: $(READY) $(AIRFLOW_STAMP)
 	$(PY) -m pytest tests $(ARGS)
 
-# The inner loop: no end-to-end run, no cluster, no Airflow, no venv pack (markers in pyproject.toml); a few minutes.
+# The inner loop: no end-to-end run or Horovod training, no cluster, no Airflow, no venv pack (markers in
+# pyproject.toml); a few minutes.
 test-fast: $(READY)
 	$(PY) -m pytest tests -m "not slow and not cluster and not airflow and not pack" $(ARGS)
 

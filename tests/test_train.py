@@ -4,6 +4,9 @@ One module-scoped run is interrupted after epoch 1 of 2 (train.stop_after_epochs
 and run a third time (skipped); the tests below assert on what those three invocations produced. Batch
 normalisation across ranks and the services' listening addresses are proven by the end-to-end run's training
 (tests/test_pipeline_e2e.py), which trains model_4 on two ranks anyway.
+
+The tests that launch Horovod (that run's, the forced and full-disk ones, the live run) are `slow`: 20-55 s each,
+tens of seconds like every end-to-end run, so `make test-fast` keeps only the checks that launch nothing.
 """
 from __future__ import annotations
 
@@ -134,6 +137,7 @@ def _training_runs(cfg) -> list:
     return store.client.search_runs([store.experiment_id], f"tags.`{TAG_KIND}` = 'training'")
 
 
+@pytest.mark.slow
 def test_a_stopped_run_leaves_one_epoch_and_a_checkpoint(interrupted_then_resumed):
     after_stop = interrupted_then_resumed["after_stop"]
     assert after_stop["complete"] is False
@@ -143,6 +147,7 @@ def test_a_stopped_run_leaves_one_epoch_and_a_checkpoint(interrupted_then_resume
     assert state["epoch"] == 1 and state["epochs"] == after_stop["epochs"]
 
 
+@pytest.mark.slow
 def test_rerun_resumes_from_the_checkpoint_instead_of_restarting(interrupted_then_resumed):
     final, after_stop = interrupted_then_resumed["final"], interrupted_then_resumed["after_stop"]
     assert "resuming model_1 from epoch 1" in interrupted_then_resumed["log"]
@@ -156,6 +161,7 @@ def test_rerun_resumes_from_the_checkpoint_instead_of_restarting(interrupted_the
     assert state["epoch"] == 2 and state["epochs"] == final["epochs"]  # the resumed run checkpointed its epoch
 
 
+@pytest.mark.slow
 def test_a_finished_model_is_skipped(interrupted_then_resumed):
     first, second, third = interrupted_then_resumed["summaries"]
     assert second["model_1"]["skipped"] is False
@@ -166,6 +172,7 @@ def test_a_finished_model_is_skipped(interrupted_then_resumed):
     assert results[2].outputs == {"model_1": interrupted_then_resumed["layout"].model_dir("model_1")}
 
 
+@pytest.mark.slow
 def test_a_forced_retraining_builds_beside_and_a_failed_one_keeps_the_model(spark, interrupted_then_resumed,
                                                                             curated_subset, monkeypatch):
     """`train --force` used to delete the model first: a failed or killed forced run left none."""
@@ -198,6 +205,7 @@ def test_a_forced_retraining_builds_beside_and_a_failed_one_keeps_the_model(spar
     assert os.listdir(model_dir.parent) == ["model_1"]
 
 
+@pytest.mark.slow
 def test_a_full_disk_under_training_names_the_file_and_the_cause(spark, interrupted_then_resumed, curated_subset,
                                                                     small_disk):
     """Horovod says only that a worker "exited with non-zero status": the worker's own error is the line."""
@@ -215,6 +223,7 @@ def test_a_full_disk_under_training_names_the_file_and_the_cause(spark, interrup
     assert "\n" not in line and "exited with non-zero status" not in line
 
 
+@pytest.mark.slow
 def test_both_ranks_trained_the_same_weights_on_their_own_shards(interrupted_then_resumed):
     workers = interrupted_then_resumed["final"]["workers"]
     assert [w["rank"] for w in workers] == [0, 1]
@@ -230,6 +239,7 @@ def test_both_ranks_trained_the_same_weights_on_their_own_shards(interrupted_the
     assert all(100 < mb < 4000 for mb in interrupted_then_resumed["final"]["peak_rss_mb_per_worker"])
 
 
+@pytest.mark.slow
 def test_history_follows_the_contract(interrupted_then_resumed):
     final = interrupted_then_resumed["final"]
     contract = {"model", "run_id", "epochs_planned", "epochs_completed", "num_workers", "batch_size_per_worker",
@@ -249,6 +259,7 @@ def test_history_follows_the_contract(interrupted_then_resumed):
     assert final["total_seconds"] >= sum(e["seconds"] for e in final["epochs"])
 
 
+@pytest.mark.slow
 def test_validation_accuracy_is_well_above_chance(interrupted_then_resumed):
     final = interrupted_then_resumed["final"]
     assert final["epochs"][-1]["val_accuracy"] > 0.8
@@ -256,6 +267,7 @@ def test_validation_accuracy_is_well_above_chance(interrupted_then_resumed):
     assert interrupted_then_resumed["summaries"][1]["model_1"]["val_accuracy"] == final["epochs"][-1]["val_accuracy"]
 
 
+@pytest.mark.slow
 def test_saved_model_reloads_and_predicts(interrupted_then_resumed, curated_subset):
     from tensorflow import keras
     layout = interrupted_then_resumed["layout"]
@@ -406,6 +418,7 @@ def test_a_checkpoint_publish_killed_between_its_moves_is_restored_not_lost(make
     assert resume_point(layout, "model_1", "f") == epochs
 
 
+@pytest.mark.slow
 def test_a_stopped_and_resumed_training_is_one_mlflow_run_and_one_version(interrupted_then_resumed):
     """Three invocations on two ranks (stopped, resumed, skipped): rank 0 closes the stopped attempt's run as KILLED
     with its epoch, the resumed one reopens it; one run, one point per epoch, one registered version."""
@@ -431,6 +444,7 @@ def test_a_stopped_and_resumed_training_is_one_mlflow_run_and_one_version(interr
     assert "registered_version" not in summaries[0]["model_1"]  # stopped after epoch 1: not a trained model yet
 
 
+@pytest.mark.slow
 def test_rank_0_writes_tensorboard_logs(interrupted_then_resumed):
     logs = Path(interrupted_then_resumed["layout"].tensorboard_dir("model_1"))
     events = sorted(p.parent.name for p in logs.rglob("events.out.tfevents.*"))
@@ -466,6 +480,7 @@ print(json.dumps(seen))
 """
 
 
+@pytest.mark.slow
 def test_the_model_run_is_live_while_it_trains(spark, curated_subset, tmp_path):
     """Read from another process while rank 0 (a Spark worker process) trains: the model's run is RUNNING with
     epochs already logged; afterwards it is FINISHED, its duration covers the training, every epoch has its own
