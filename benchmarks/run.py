@@ -244,15 +244,15 @@ def bench_generated(bench: Bench) -> dict | None:
     largest = None
     for n in bench.plan.generated_sizes:
         folder = bench.root / "generated" / f"n{n}"
-        generated = generate_idx.is_complete(folder, n)
-        projected = _projected_minutes(bench.results["data"], n, generate=not generated)
+        on_disk = generate_idx.is_complete(folder, n)
+        projected = _projected_minutes(bench.results["data"], n, generate=not on_disk)
         remaining = bench.plan.budget_minutes - bench.elapsed_minutes()
         if projected is not None and projected > remaining:
             bench.results["notes"].append(
                 f"N={n:,} skipped: projected {projected:.1f} min (linear in N from the last size) exceeds the "
                 f"{remaining:.1f} min left of the {bench.plan.budget_minutes:.0f}-minute budget")
             continue
-        if not generated:
+        if not on_disk:
             log.info("[%5.1f min] generating %d images", bench.elapsed_minutes(), n)
             info = generate_idx.generate(REPO / "data" / "mnist", folder, n, SEED)
             bench.results.setdefault("generation", []).append(info)

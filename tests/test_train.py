@@ -6,7 +6,7 @@ normalisation across ranks and the services' listening addresses are proven by t
 (tests/test_pipeline_e2e.py), which trains model_4 on two ranks anyway.
 
 The tests that launch Horovod (that run's, the forced and full-disk ones, the live run) are `slow`: 20-55 s each,
-tens of seconds like every end-to-end run, so `make test-fast` keeps only the checks that launch nothing.
+tens of seconds like every end-to-end run, so `make test-fast` keeps only the checks that launch no Horovod training.
 """
 from __future__ import annotations
 
